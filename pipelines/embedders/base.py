@@ -1,0 +1,63 @@
+"""What every embedder offers the engine: a chip size, an alignment template, and embed()."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from pipelines.schemas import EmbedderInfo
+
+
+class WeightsError(RuntimeError):
+    """Model weights are missing or wrong. The message says exactly how to supply them."""
+
+
+class Embedder(ABC):
+    """A face embedder. Chips in (N, S, S, 3) RGB uint8; L2-normalised (N, D) float32 out.
+
+    Scores between two embeddings are cosine similarities (dot products), higher is more alike.
+    """
+
+    name: str
+    chip_size: int
+    template: np.ndarray  # (5, 2) MTCNN landmark positions in chip pixels
+    default_threshold: float  # cosine similarity; see README "Accuracy" for how it was set
+
+    def __init__(self, device: torch.device, flip_average: bool = False):
+        self.device = device
+        self.flip_average = flip_average
+        self._model: torch.nn.Module | None = None
+        self._info: EmbedderInfo | None = None
+
+    @property
+    def info(self) -> EmbedderInfo:
+        if self._info is None:
+            raise RuntimeError(f"{self.name}: call load() first")
+        return self._info
+
+    @abstractmethod
+    def load(self) -> Embedder: ...
+
+    @abstractmethod
+    def _forward(self, chips: torch.Tensor) -> torch.Tensor:
+        """(N, S, S, 3) uint8 on device -> (N, D) raw embeddings."""
+
+    @torch.inference_mode()
+    def embed(self, chips: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        if self._model is None:
+            self.load()
+        if len(chips) == 0:
+            return np.zeros((0, self.info.dim), np.float32)
+        if chips.shape[1:] != (self.chip_size, self.chip_size, 3):
+            raise ValueError(f"{self.name} needs {self.chip_size}px chips, got {chips.shape[1:]}")
+        out = []
+        for start in range(0, len(chips), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(chips[start : start + batch_size]))
+            x = x.to(self.device)
+            e = self._forward(x)
+            if self.flip_average:
+                e = e + self._forward(torch.flip(x, dims=[2]))
+            out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
+        return torch.cat(out).numpy().astype(np.float32)

@@ -1,0 +1,138 @@
+"""The face engine: detect, align, check quality, embed. Plain Python, no Ray.
+
+Both the archive search (Ray Data) and live cameras (Ray Serve) run this same class inside
+the shared model pool; tests run it directly on numpy frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.align import align_faces
+from pipelines.config import Settings
+from pipelines.detect import FaceDetector, resolve_device
+from pipelines.embedders.backends import build_embedder
+from pipelines.images import ImageError, crop_thumbnail, load_image, sha256_file
+from pipelines.quality import QualityGate
+from pipelines.schemas import EmbedderInfo, FaceBatch
+
+logger = logging.getLogger(__name__)
+
+
+class EnrolmentError(ValueError):
+    """An enrolment image is unusable. ``problems`` maps each bad image to why."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = problems
+        lines = [f"  {name}: {why}" for name, why in problems.items()]
+        super().__init__("no one was enrolled; these images are unusable:\n" + "\n".join(lines))
+
+
+@dataclass
+class ProbeFace:
+    """The single usable face of an enrolment or probe photo."""
+
+    path: str
+    sha256: str
+    embedding: np.ndarray  # (D,) float32, L2-normalised
+    thumbnail: np.ndarray  # small RGB crop
+    quality_score: float
+
+
+class FaceEngine:
+    def __init__(self, settings: Settings | None = None, device: str | None = None):
+        self.settings = settings or Settings()
+        self.device = resolve_device(device or self.settings.pool.device)
+        self.detector = FaceDetector(self.settings.detector, str(self.device))
+        self.gate = QualityGate(self.settings.quality)
+        self.embedder = build_embedder(self.settings.embedder, self.device)
+        self._loaded = False
+
+    @property
+    def info(self) -> EmbedderInfo:
+        return self.embedder.info
+
+    def load(self, warmup: bool = True) -> FaceEngine:
+        """Load both models once; a warm-up pass makes the first real call fast."""
+        if self._loaded:
+            return self
+        t0 = time.perf_counter()
+        self.detector.load()
+        self.embedder.load()
+        self._loaded = True
+        if warmup:
+            self.process([np.zeros((160, 160, 3), np.uint8)])
+            self.embedder.embed(np.zeros((1, self.embedder.chip_size) * 2 + (3,), np.uint8))
+        logger.info(
+            "face engine ready on %s: MTCNN + %s in %.1fs",
+            self.device,
+            self.info.key,
+            time.perf_counter() - t0,
+        )
+        return self
+
+    def process(self, frames: list[np.ndarray], with_crops: bool = False) -> FaceBatch:
+        """Faces, quality verdicts and embeddings for a batch of RGB uint8 frames."""
+        self.load(warmup=False)
+        dets = self.detector.detect(frames)
+        size = self.embedder.chip_size
+        chips, _ = align_faces(frames, dets, self.embedder.template, size)
+        quality = self.gate.assess(dets, chips)
+        emb = np.zeros((len(dets), self.info.dim), np.float32)
+        if quality.passed.any():
+            emb[quality.passed] = self.embedder.embed(chips[quality.passed])
+        crops = None
+        if with_crops:
+            crops = [
+                crop_thumbnail(frames[int(f)], b)
+                for f, b in zip(dets.frame_index, dets.boxes, strict=True)
+            ]
+        return FaceBatch(dets, quality, emb, self.info, len(frames), crops)
+
+    def probe_face(self, path: Path | str) -> ProbeFace:
+        """The one quality-passing face in a photo, or ImageError saying why not."""
+        path = Path(path)
+        image = load_image(path, self.settings.detector.max_pixels)
+        batch = self.process([image], with_crops=True)
+        ok = np.flatnonzero(batch.passed)
+        if len(batch) == 0:
+            raise ImageError(f"{path}: no face found")
+        if len(ok) == 0:
+            why = ", ".join(sorted(set(batch.quality.reason.astype(str))))
+            raise ImageError(f"{path}: {len(batch)} face(s) found, none passes quality ({why})")
+        if len(ok) > 1:
+            raise ImageError(f"{path}: {len(ok)} usable faces; a photo must show exactly one")
+        i = int(ok[0])
+        return ProbeFace(
+            path=str(path),
+            sha256=sha256_file(path),
+            embedding=batch.embeddings[i],
+            thumbnail=batch.crops[i],
+            quality_score=float(batch.quality.quality_score[i]),
+        )
+
+    def probe_faces(self, paths: list[Path | str]) -> list[ProbeFace]:
+        """All photos' faces, or EnrolmentError naming every bad photo (all or nothing)."""
+        faces, problems = [], {}
+        for p in paths:
+            try:
+                faces.append(self.probe_face(p))
+            except ImageError as exc:
+                problems[str(p)] = str(exc).removeprefix(f"{p}: ")
+        if problems:
+            raise EnrolmentError(problems)
+        return faces
+
+
+def set_torch_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
