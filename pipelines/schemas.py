@@ -181,3 +181,62 @@ class Sighting:
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def split_batch(batch: FaceBatch) -> list[FaceBatch]:
+    """One FaceBatch per frame, frame indices starting at 0 in each."""
+    out = []
+    for f in range(batch.n_frames):
+        rows = np.flatnonzero(batch.detections.frame_index == f)
+        dets = batch.detections.select(rows)
+        dets.frame_index = np.zeros(len(rows), np.int32)
+        out.append(
+            FaceBatch(
+                detections=dets,
+                quality=select_quality(batch.quality, rows),
+                embeddings=batch.embeddings[rows],
+                embedder=batch.embedder,
+                n_frames=1,
+                crops=[batch.crops[i] for i in rows] if batch.crops is not None else None,
+            )
+        )
+    return out
+
+
+def concat_batches(parts: list[FaceBatch]) -> FaceBatch:
+    """Join batches of consecutive frame chunks; frame indices are offset accordingly."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    offset, dets, quals, crops = 0, [], [], []
+    for p in parts:
+        d = p.detections.select(np.arange(len(p)))
+        d.frame_index = d.frame_index + offset
+        dets.append(d)
+        quals.append(p.quality)
+        crops.extend(p.crops or [])
+        offset += p.n_frames
+    return FaceBatch(
+        detections=FaceDetections.concat(dets),
+        quality=Quality(
+            **{
+                k: np.concatenate([getattr(q, k) for q in quals])
+                for k in ("passed", "reason", "eye_distance", "blur", "yaw", "pitch", "score")
+            }
+        ),
+        embeddings=np.concatenate([p.embeddings for p in parts]),
+        embedder=parts[0].embedder,
+        n_frames=offset,
+        crops=crops if all(p.crops is not None for p in parts) else None,
+    )
+
+
+def select_quality(q: Quality, rows: np.ndarray) -> Quality:
+    return Quality(
+        q.passed[rows],
+        q.reason[rows],
+        q.eye_distance[rows],
+        q.blur[rows],
+        q.yaw[rows],
+        q.pitch[rows],
+        q.score[rows],
+    )

@@ -1,0 +1,340 @@
+"""Archive search: the main job. Videos in, sightings out.
+
+The driver plans (find files, hash them, probe them in Ray tasks), runs the Ray Data
+pipeline (decode -> FacePool -> match), and, file by file as each completes, links faces
+into tracks, decides each track's identity, groups sightings, writes matches to Milvus and
+thumbnails to disk. The driver is the store's single writer (milvus-lite allows one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jobs import runtime
+from jobs.search_stages import FaceStage, decode_segment
+from pipelines.config import Settings
+from pipelines.images import sha256_file
+from pipelines.match import Gallery, Matcher
+from pipelines.schemas import Match, Sighting
+from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
+from pipelines.track import Tracker, TrackerConfig
+from pipelines.video import VideoError, VideoInfo, find_videos, plan_segments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FileError:
+    path: str
+    reason: str
+    stage: str  # "open", "decode"
+    frames_lost: int = 0
+
+    def row(self) -> dict:
+        return {
+            "path": self.path,
+            "stage": self.stage,
+            "reason": self.reason,
+            "frames_lost": self.frames_lost,
+        }
+
+
+@dataclass
+class FileResult:
+    path: str
+    file_id: str
+    info: VideoInfo
+    frames: int = 0
+    faces: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    matches: list[Match] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    files: list[FileResult]
+    errors: list[FileError]
+    wall_s: float
+    video_s: float
+
+    @property
+    def sightings(self) -> list[Sighting]:
+        return [s for f in self.files for s in f.sightings]
+
+    @property
+    def matches(self) -> list[Match]:
+        return [m for f in self.files for m in f.matches]
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI turns into a progress bar; all optional."""
+
+    total: Callable[[int, int], None] = lambda files, frames: None
+    advance: Callable[[int, int, int], None] = lambda frames, faces, matches: None
+    file_done: Callable[[str], None] = lambda path: None
+
+
+@dataclass
+class _Pending:
+    result: FileResult
+    expected: int
+    seen: int = 0  # frames accounted for: analysed or lost
+    analysed: int = 0
+    rows: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+
+
+class ArchiveSearch:
+    def __init__(
+        self,
+        settings: Settings,
+        gallery: Gallery,
+        out_dir: Path,
+        fps: float | None = None,
+        progress: Progress | None = None,
+        on_file: Callable[[FileResult, dict], None] | None = None,
+    ):
+        self.settings = settings
+        self.gallery = gallery
+        self.matcher = Matcher(gallery)
+        self.out_dir = out_dir
+        self.fps = fps or settings.search.fps
+        self.progress = progress or Progress()
+        self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
+        self.tracker_config = TrackerConfig(
+            sim_link=float(np.median(gallery.thresholds))
+            if len(gallery)
+            else TrackerConfig.sim_link
+        )
+
+    # -- planning -------------------------------------------------------------------------
+    def plan(self, paths: list[Path]) -> tuple[list[dict], dict[str, _Pending], list[FileError]]:
+        import ray
+
+        files = find_videos(paths, self.settings.search.video_extensions)
+        probes = [runtime.probe_remote().remote(str(p)) for p in files]
+        segments, pending, errors = [], {}, []
+        for path, ref in zip(files, probes, strict=True):
+            try:
+                info = ray.get(ref)
+            except VideoError as exc:
+                errors.append(FileError(str(path), _reason(exc), "open"))
+                continue
+            except ray.exceptions.RayError as exc:
+                errors.append(
+                    FileError(str(path), f"decoder crashed ({type(exc).__name__})", "open")
+                )
+                continue
+            file_id = sha256_file(path)
+            if file_id in pending:  # the same content under two names: search it once
+                continue
+            segs = plan_segments(info, file_id, self.fps, self.settings.search.segment_s)
+            n = sum(len(s.frame_indices) for s in segs)
+            pending[file_id] = _Pending(FileResult(str(path), file_id, info), n)
+            segments += [
+                {
+                    "path": s.path,
+                    "file_id": s.file_id,
+                    "index": s.index,
+                    "frame_indices": np.asarray(s.frame_indices, np.int64),
+                    "fps": s.fps,
+                }
+                for s in segs
+            ]
+        return segments, pending, errors
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, paths: list[Path], app_name: str) -> SearchResult:
+        import ray.data
+
+        t0 = time.perf_counter()
+        segments, pending, errors = self.plan(paths)
+        self.progress.total(len(pending), sum(p.expected for p in pending.values()))
+        if segments:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            ctx.max_errored_blocks = -1  # one broken file must not fail the others
+            ds = (
+                ray.data.from_items(segments, override_num_blocks=len(segments))
+                .map_batches(decode_segment, batch_size=1, num_cpus=0.25)
+                .map_batches(
+                    FaceStage,
+                    fn_constructor_kwargs={"app_name": app_name, "gallery": self.gallery},
+                    batch_size=self.settings.pool.archive_chunk_frames,
+                    concurrency=max(2, self.settings.pool.num_replicas),
+                    num_cpus=0.1,
+                )
+            )
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                self._consume(batch, pending)
+        for p in list(pending.values()):  # segments lost to crashed workers
+            if p.seen < p.expected:
+                errors.append(
+                    FileError(
+                        p.result.path, "frames lost in decoding", "decode", p.expected - p.seen
+                    )
+                )
+            self._finish(p)
+        files = [p.result for p in pending.values()]
+        files.sort(key=lambda f: f.path)
+        video_s = sum(f.info.duration_s for f in files)
+        return SearchResult(files, errors, time.perf_counter() - t0, video_s)
+
+    def _consume(self, batch: dict[str, np.ndarray], pending: dict[str, _Pending]) -> None:
+        frames = faces = close = 0
+        for i, kind in enumerate(batch["kind"]):
+            p = pending[str(batch["file_id"][i])]
+            if kind == "error":
+                p.seen += int(batch["n_missing"][i])
+                p.rows["errors"].append(str(batch["error"][i]))
+                continue
+            if kind == "frame":
+                p.seen += 1
+                p.analysed += 1
+                frames += 1
+                continue
+            faces += 1
+            close += int(batch["cand_margin"][i][0] >= 0)
+            for k in (
+                "frame_index",
+                "t",
+                "face_index",
+                "box",
+                "passed",
+                "reason",
+                "quality",
+                "embedding",
+                "cand_person",
+                "cand_score",
+                "cand_margin",
+                "crop",
+            ):
+                p.rows[k].append(batch[k][i])
+        self.progress.advance(frames, faces, close)
+        for fid in {str(f) for f in batch["file_id"]}:
+            p = pending.get(fid)
+            if p is not None and p.seen >= p.expected:
+                self._finish(p)
+                del pending[fid]
+
+    # -- per file -------------------------------------------------------------------------
+    def _finish(self, p: _Pending) -> None:
+        res, rows = p.result, p.rows
+        res.frames = p.analysed
+        if rows.get("errors"):
+            res.rejected["decode_error"] = len(rows["errors"])
+        n = len(rows.get("t", []))
+        res.faces = n
+        if n:
+            table, emb, crops = self._table(rows)
+            reasons = np.asarray(rows["reason"], dtype=object)
+            for r, c in zip(
+                *np.unique(reasons[reasons != ""].astype(str), return_counts=True), strict=True
+            ):
+                res.rejected[str(r)] = int(c)
+            self._decide(res, table, emb, crops)
+        if self.on_file is not None:
+            self.on_file(res, {"errors": rows.get("errors", [])})
+        self.progress.file_done(res.path)
+
+    def _table(self, rows: dict[str, list]) -> tuple[FaceTable, np.ndarray, list[bytes]]:
+        order = np.lexsort((np.asarray(rows["face_index"]), np.asarray(rows["frame_index"])))
+        arr = {k: np.asarray(v) for k, v in rows.items() if k not in ("crop", "errors")}
+        table = FaceTable(
+            t=arr["t"][order],
+            frame_index=arr["frame_index"][order],
+            face_index=arr["face_index"][order],
+            boxes=np.stack(arr["box"])[order],
+            passed=arr["passed"][order].astype(bool),
+            quality=arr["quality"][order],
+            cand_person=np.stack(arr["cand_person"])[order],
+            cand_score=np.stack(arr["cand_score"])[order],
+            cand_margin=np.stack(arr["cand_margin"])[order],
+        )
+        emb = np.stack(arr["embedding"])[order]
+        crops = [rows["crop"][i] for i in order]
+        return table, emb, crops
+
+    def _decide(self, res: FileResult, table: FaceTable, emb: np.ndarray, crops: list) -> None:
+        tracker = Tracker(self.tracker_config)
+        track_ids = np.zeros(len(table), np.int64)
+        for f in np.unique(table.frame_index):
+            rows = np.flatnonzero(table.frame_index == f)
+            track_ids[rows] = tracker.update(
+                float(table.t[rows[0]]), table.boxes[rows], emb[rows], table.passed[rows]
+            )
+        verdicts = decide_tracks(table, track_ids)
+        snapshot = self.gallery.snapshot_ids
+        for v in verdicts:
+            for r in v.faces:
+                if not table.passed[r]:
+                    continue
+                res.matches.append(
+                    self._match(res, table, r, v.person, v.track_id, crops[r], snapshot, emb[r])
+                )
+        for d in group_sightings(table, verdicts, self.settings.search.link_gap_s):
+            b = best_row(table, d.rows, d.person)
+            best = self._margin_score(table, b, d.person)
+            res.sightings.append(
+                Sighting(
+                    person_id=self.matcher.person_ids[d.person],
+                    person_name=self.matcher.person_names[d.person],
+                    list_name=self.matcher.person_lists[d.person],
+                    source_path=res.path,
+                    source_id=res.file_id,
+                    start_s=round(d.start_s, 3),
+                    end_s=round(d.end_s, 3),
+                    best_score=round(best, 4),
+                    best_frame_s=round(float(table.t[b]), 3),
+                    n_frames=len({int(table.frame_index[r]) for r in d.rows}),
+                    thumbnail=_match_id(res.file_id, table, b, self.matcher.person_ids[d.person]),
+                    watchlist_photo=self.matcher.person_photo[d.person],
+                    track_ids=sorted(d.track_ids),
+                )
+            )
+
+    def _margin_score(self, table: FaceTable, r: int, person: int) -> float:
+        hit = table.cand_person[r] == person
+        return float(table.cand_score[r][hit][0]) if hit.any() else float("nan")
+
+    def _match(self, res, table, r, person, track_id, crop, snapshot, emb) -> Match:
+        pid = self.matcher.person_ids[person]
+        list_name = self.matcher.person_lists[person]
+        m = Match(
+            match_id=_match_id(res.file_id, table, r, pid),
+            person_id=pid,
+            person_name=self.matcher.person_names[person],
+            list_name=list_name,
+            score=round(self._margin_score(table, r, person), 4),
+            source="archive",
+            source_id=res.file_id,
+            source_path=res.path,
+            frame_index=int(table.frame_index[r]),
+            timestamp_s=round(float(table.t[r]), 3),
+            box=tuple(float(x) for x in table.boxes[r]),
+            track_id=int(track_id),
+            face_index=int(table.face_index[r]),
+            snapshot_id=snapshot.get(list_name, ""),
+        )
+        m.extra["crop"] = crop
+        m.extra["embedding"] = emb
+        return m
+
+
+def _match_id(file_id: str, table: FaceTable, r: int, person_id: str) -> str:
+    """Deterministic: the same face of the same file matched to the same person, same id."""
+    key = f"{file_id}:{int(table.frame_index[r])}:{int(table.face_index[r])}:{person_id}"
+    return "m_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _reason(exc: VideoError) -> str:
+    return exc.reason + (f": {exc.detail}" if exc.detail else "")

@@ -1,0 +1,203 @@
+"""The Ray Data stages of an archive search. They run in Ray workers, not in the driver.
+
+1. ``decode_segment``: decord reads one segment's sampled frames, a chunk at a time.
+2. ``FaceStage``: sends frames to the shared FacePool (through a Serve handle), matches
+   the returned embeddings against the watch list held in memory, and keeps a thumbnail
+   only for faces close to a match. Everything else about unmatched faces stays in memory.
+
+Rows leaving the stages are of three kinds: "face" (one detected face), "frame" (one
+analysed frame, for progress and counts) and "error" (a segment that could not be read).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipelines.images import encode_jpeg
+from pipelines.match import Gallery, Matcher
+from pipelines.video import Segment, VideoError, read_frames
+
+TOP_K = 5
+
+
+def _frame_batch(seg: dict, idx: list[int], frames: np.ndarray) -> dict[str, Any]:
+    n = len(idx)
+    return {
+        "file_id": np.array([seg["file_id"]] * n, dtype=object),
+        "frame_index": np.asarray(idx, np.int64),
+        "t": np.asarray(idx, np.float64) / seg["fps"],
+        "frame": list(frames),
+        "error": np.array([""] * n, dtype=object),
+        "n_missing": np.zeros(n, np.int64),
+    }
+
+
+def _error_batch(seg: dict, reason: str, n_missing: int) -> dict[str, Any]:
+    return {
+        "file_id": np.array([seg["file_id"]], dtype=object),
+        "frame_index": np.array([-1], np.int64),
+        "t": np.array([-1.0]),
+        "frame": [np.zeros((1, 1, 3), np.uint8)],
+        "error": np.array([reason], dtype=object),
+        "n_missing": np.array([n_missing], np.int64),
+    }
+
+
+def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
+    """Yield frame batches for each segment in ``batch``; a broken file yields an error row."""
+    for k in range(len(batch["path"])):
+        seg = {key: batch[key][k] for key in batch}
+        segment = Segment(
+            str(seg["path"]),
+            str(seg["file_id"]),
+            int(seg["index"]),
+            tuple(int(i) for i in seg["frame_indices"]),
+            float(seg["fps"]),
+        )
+        done = 0
+        try:
+            for idx, frames in read_frames(segment, chunk):
+                done += len(idx)
+                yield _frame_batch(seg, idx, frames)
+        except VideoError as exc:
+            reason = exc.reason + (f": {exc.detail}" if exc.detail else "")
+            yield _error_batch(seg, reason, len(segment.frame_indices) - done)
+
+
+class FaceStage:
+    """Ray Data callable class: frames -> face rows, through the shared FacePool."""
+
+    def __init__(self, app_name: str, gallery: Gallery, candidate_margin: float = 0.08):
+        from ray import serve as ray_serve
+
+        from serve.pool import POOL_DEPLOYMENT
+
+        self.pool = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app_name)
+        self.matcher = Matcher(gallery)
+        self.info = gallery.embedder
+        self.candidate_margin = candidate_margin
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        ok = np.array([e == "" for e in batch["error"]], bool)
+        rows = _Rows(self.info.dim)
+        for i in np.flatnonzero(~ok):
+            rows.error(batch, int(i))
+        good = np.flatnonzero(ok)
+        if len(good):
+            frames = [np.asarray(batch["frame"][i]) for i in good]
+            faces = self.pool.archive.remote(frames, True).result()
+            matches = self.matcher.match(faces.embeddings, faces.embedder, TOP_K)
+            matches.margin[~faces.passed] = -np.inf
+            for j, i in enumerate(good):
+                rows.frame(batch, int(i), int((faces.detections.frame_index == j).sum()))
+            for f in range(len(faces)):
+                close = matches.margin[f, 0] >= -self.candidate_margin
+                crop = encode_jpeg(faces.crops[f]) if close else b""
+                rows.face(
+                    batch, int(good[faces.detections.frame_index[f]]), faces, matches, f, crop
+                )
+        return rows.columns()
+
+
+class _Rows:
+    """Column builder for FaceStage output (all kinds share one schema)."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.cols: dict[str, list] = {
+            k: []
+            for k in (
+                "kind",
+                "file_id",
+                "frame_index",
+                "t",
+                "face_index",
+                "box",
+                "passed",
+                "reason",
+                "quality",
+                "embedding",
+                "cand_person",
+                "cand_score",
+                "cand_margin",
+                "crop",
+                "error",
+                "n_missing",
+                "n_faces",
+            )
+        }
+        self._face_counter: dict[tuple[str, int], int] = {}
+
+    def _add(self, **values: Any) -> None:
+        defaults = {
+            "face_index": -1,
+            "box": np.zeros(4, np.float32),
+            "passed": False,
+            "reason": "",
+            "quality": 0.0,
+            "embedding": np.zeros(self.dim, np.float32),
+            "cand_person": np.full(TOP_K, -1, np.int32),
+            "cand_score": np.full(TOP_K, -np.inf, np.float32),
+            "cand_margin": np.full(TOP_K, -np.inf, np.float32),
+            "crop": b"",
+            "error": "",
+            "n_missing": 0,
+            "n_faces": 0,
+        }
+        defaults.update(values)
+        for k, v in defaults.items():
+            self.cols[k].append(v)
+
+    def _base(self, batch: dict, i: int) -> dict[str, Any]:
+        return {
+            "file_id": str(batch["file_id"][i]),
+            "frame_index": int(batch["frame_index"][i]),
+            "t": float(batch["t"][i]),
+        }
+
+    def error(self, batch: dict, i: int) -> None:
+        self._add(
+            kind="error",
+            error=str(batch["error"][i]),
+            n_missing=int(batch["n_missing"][i]),
+            **self._base(batch, i),
+        )
+
+    def frame(self, batch: dict, i: int, n_faces: int) -> None:
+        self._add(kind="frame", n_faces=n_faces, **self._base(batch, i))
+
+    def face(self, batch: dict, i: int, faces, matches, f: int, crop: bytes) -> None:
+        base = self._base(batch, i)
+        key = (base["file_id"], base["frame_index"])
+        face_index = self._face_counter.get(key, 0)
+        self._face_counter[key] = face_index + 1
+        q = faces.quality
+        self._add(
+            kind="face",
+            face_index=face_index,
+            box=faces.detections.boxes[f],
+            passed=bool(q.passed[f]),
+            reason=str(q.reason[f]),
+            quality=float(q.quality_score[f]),
+            embedding=faces.embeddings[f],
+            cand_person=matches.person[f],
+            cand_score=matches.score[f],
+            cand_margin=matches.margin[f],
+            crop=crop,
+            **base,
+        )
+
+    def columns(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in self.cols.items():
+            if k in ("box", "embedding", "cand_person", "cand_score", "cand_margin"):
+                width = {"box": 4, "embedding": self.dim}.get(k, TOP_K)
+                dtype = np.int32 if k == "cand_person" else np.float32
+                out[k] = np.asarray(v, dtype).reshape(len(v), width)
+            elif k in ("kind", "file_id", "reason", "error", "crop"):
+                out[k] = np.array(v, dtype=object)
+            else:
+                out[k] = np.asarray(v)
+        return out

@@ -1,0 +1,113 @@
+"""From matched faces to sightings: who, in which file, from when to when.
+
+A track's identity is decided over the whole track, not frame by frame: for each candidate
+person, the track's margin is the mean of that person's best ``top_n`` margins (score minus
+threshold) over the track's faces. The best person wins the track when that mean is >= 0.
+So one frame's spurious match cannot flip a track, and a single lucky frame among many
+poor ones is not enough to call a match. Matched tracks of the same person in the same
+file, less than ``link_gap_s`` apart, form one sighting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FaceTable:
+    """All faces of one source, in time order, with their top-k candidates."""
+
+    t: np.ndarray  # (N,) seconds
+    frame_index: np.ndarray  # (N,)
+    face_index: np.ndarray  # (N,) index of the face within its frame
+    boxes: np.ndarray  # (N, 4)
+    passed: np.ndarray  # (N,) bool, passed the quality gates (has an embedding)
+    quality: np.ndarray  # (N,) quality score, higher is better
+    cand_person: np.ndarray  # (N, k) int, index into the matcher's people, -1 for none
+    cand_score: np.ndarray  # (N, k) float
+    cand_margin: np.ndarray  # (N, k) float
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass(frozen=True)
+class TrackVerdict:
+    track_id: int
+    person: int  # index into the matcher's people
+    margin: float  # aggregated over the track
+    faces: tuple[int, ...]  # rows of the FaceTable that belong to the track
+
+
+def person_margin_per_face(table: FaceTable, rows: np.ndarray, person: int) -> np.ndarray:
+    """Margin of ``person`` on each face in ``rows``; faces where they are not among the
+    top-k get the k-th margin, an upper bound on theirs."""
+    cand = table.cand_person[rows]
+    marg = table.cand_margin[rows]
+    hit = cand == person
+    floor = marg[:, -1]
+    return np.where(hit.any(axis=1), np.where(hit, marg, -np.inf).max(axis=1), floor)
+
+
+def decide_tracks(table: FaceTable, track_ids: np.ndarray, top_n: int = 3) -> list[TrackVerdict]:
+    verdicts = []
+    for tid in np.unique(track_ids):
+        rows = np.flatnonzero((track_ids == tid) & table.passed)
+        if len(rows) == 0:
+            continue
+        candidates = np.unique(table.cand_person[rows])
+        candidates = candidates[candidates >= 0]
+        best, best_margin = -1, -np.inf
+        for p in candidates:
+            m = np.sort(person_margin_per_face(table, rows, int(p)))[::-1][:top_n]
+            agg = float(m.mean())
+            if agg > best_margin:
+                best, best_margin = int(p), agg
+        if best >= 0 and best_margin >= 0:
+            all_rows = np.flatnonzero(track_ids == tid)
+            verdicts.append(TrackVerdict(int(tid), best, best_margin, tuple(all_rows.tolist())))
+    return verdicts
+
+
+@dataclass
+class SightingDraft:
+    person: int
+    rows: list[int]
+    track_ids: list[int]
+    start_s: float
+    end_s: float
+
+
+def group_sightings(
+    table: FaceTable, verdicts: list[TrackVerdict], link_gap_s: float
+) -> list[SightingDraft]:
+    """Merge matched tracks of one person whose time spans are within ``link_gap_s``."""
+    by_person: dict[int, list[TrackVerdict]] = {}
+    for v in verdicts:
+        by_person.setdefault(v.person, []).append(v)
+    drafts: list[SightingDraft] = []
+    for person, tracks in by_person.items():
+        spans = sorted(
+            (float(table.t[list(v.faces)].min()), float(table.t[list(v.faces)].max()), v)
+            for v in tracks
+        )
+        current: SightingDraft | None = None
+        for start, end, v in spans:
+            if current is not None and start - current.end_s <= link_gap_s:
+                current.rows.extend(v.faces)
+                current.track_ids.append(v.track_id)
+                current.end_s = max(current.end_s, end)
+            else:
+                current = SightingDraft(person, list(v.faces), [v.track_id], start, end)
+                drafts.append(current)
+    drafts.sort(key=lambda d: (d.start_s, d.person))
+    return drafts
+
+
+def best_row(table: FaceTable, rows: list[int], person: int) -> int:
+    """The face that best shows ``person``: highest score among passed faces."""
+    idx = np.asarray([r for r in rows if table.passed[r]] or rows)
+    margins = person_margin_per_face(table, idx, person)
+    return int(idx[int(np.argmax(margins))])

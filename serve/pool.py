@@ -1,0 +1,109 @@
+"""FacePool: the one shared model pool, a Ray Serve deployment.
+
+Each replica loads MTCNN and the embedder once, warms up, and serves two lanes:
+- ``live(frame)``: one camera frame; calls from all cameras are batched dynamically
+  (``@ray_serve.batch``) and go through the gate before any waiting archive work;
+- ``archive(frames)``: a block of archive frames, processed in small chunks, each of which
+  queues behind live work. Ray Data's search job reaches this lane through a handle.
+
+Replicas, CPUs and the GPU fraction come from ``pool`` in the config (or conf/serve.yaml),
+so a data engineer scales the pool without touching code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from ray import serve as ray_serve
+
+from pipelines.config import Settings
+from pipelines.engine import FaceEngine, set_torch_threads
+from pipelines.schemas import FaceBatch, concat_batches, split_batch
+from serve.priority import ARCHIVE, LIVE, PriorityGate
+
+logger = logging.getLogger(__name__)
+
+POOL_DEPLOYMENT = "FacePool"
+
+
+@ray_serve.deployment(name=POOL_DEPLOYMENT, max_ongoing_requests=64, health_check_period_s=10)
+class FacePool:
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = Settings.model_validate(settings)
+        pool = self.settings.pool
+        set_torch_threads(pool.torch_threads)
+        self.engine = FaceEngine(self.settings).load(warmup=True)
+        self.gate = PriorityGate()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facepool")
+        self.chunk = pool.archive_chunk_frames
+        self._live_batch.set_max_batch_size(pool.live_max_batch_size)
+        self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)
+        self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
+
+    async def _run(self, priority: int, frames: list[np.ndarray], with_crops: bool) -> FaceBatch:
+        async with self.gate.slot(priority):
+            t0 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            out = await loop.run_in_executor(self.executor, self.engine.process, frames, with_crops)
+            self.stats["busy_s"] += time.perf_counter() - t0
+            return out
+
+    async def live(self, frame: np.ndarray) -> FaceBatch:
+        """Faces in one live frame, with crops (for alerts)."""
+        return await self._live_batch(frame)
+
+    @ray_serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _live_batch(self, frames: list[np.ndarray]) -> list[FaceBatch]:
+        self.stats["live_frames"] += len(frames)
+        return split_batch(await self._run(LIVE, list(frames), with_crops=True))
+
+    async def archive(self, frames: list[np.ndarray], with_crops: bool = True) -> FaceBatch:
+        """Faces in a block of archive frames; live frames may run between chunks."""
+        if len(frames) == 0:
+            raise ValueError("archive() needs at least one frame")
+        parts = []
+        for start in range(0, len(frames), self.chunk):
+            chunk = list(frames[start : start + self.chunk])
+            parts.append(await self._run(ARCHIVE, chunk, with_crops))
+        self.stats["archive_frames"] += len(frames)
+        return concat_batches(parts)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "embedder": self.engine.info.key,
+            "dim": self.engine.info.dim,
+            "device": str(self.engine.device),
+            "pid": os.getpid(),
+            "granted": dict(self.gate.granted),
+            **self.stats,
+        }
+
+    def check_health(self) -> None:
+        if not self.engine._loaded:
+            raise RuntimeError("models not loaded")
+
+
+def pool_options(settings: Settings, gpus_available: bool) -> dict[str, Any]:
+    """Deployment options from config: replicas, CPUs, and the GPU fraction."""
+    pool = settings.pool
+    num_gpus = pool.num_gpus
+    if num_gpus == 0 and gpus_available and pool.device in ("auto", "cuda"):
+        num_gpus = round(1.0 / pool.num_replicas, 3)  # share one GPU across replicas
+    return {
+        "num_replicas": pool.num_replicas,
+        "ray_actor_options": {"num_cpus": pool.num_cpus, "num_gpus": num_gpus},
+    }
+
+
+def build_pool(settings: Settings, gpus_available: bool = False):
+    """The FacePool application bound to ``settings`` (nothing is loaded until deployed)."""
+    return FacePool.options(**pool_options(settings, gpus_available)).bind(
+        settings.model_dump(mode="json")
+    )

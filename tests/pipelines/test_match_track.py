@@ -1,0 +1,141 @@
+"""Matching, tracking and sighting logic on synthetic arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.match import Gallery, Matcher
+from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
+from pipelines.sightings import FaceTable, decide_tracks, group_sightings
+from pipelines.track import Tracker, TrackerConfig, iou_matrix
+
+INFO = EmbedderInfo("test-space", "1", 4)
+
+
+def unit(*v: float) -> np.ndarray:
+    a = np.asarray(v, np.float32)
+    return a / np.linalg.norm(a)
+
+
+def gallery(thresholds=(0.9, 0.9, 0.9)) -> Gallery:
+    emb = np.stack([unit(1, 0, 0, 0), unit(1, 0.05, 0, 0), unit(0, 1, 0, 0)])
+    return Gallery(
+        embeddings=emb,
+        entry_ids=["e1", "e2", "e3"],
+        person_ids=["alice", "alice", "bob"],
+        person_names=["Alice", "Alice", "Bob"],
+        list_names=["wanted", "wanted", "missing"],
+        photos=["a1.jpg", "a2.jpg", "b.jpg"],
+        embedder=INFO,
+        thresholds=np.asarray(thresholds, np.float32),
+    )
+
+
+def test_person_score_is_max_over_their_photos():
+    m = Matcher(gallery())
+    probe = unit(1, 0.05, 0, 0)[None]
+    scores = m.person_scores(probe, INFO)
+    assert m.person_ids == ["alice", "bob"]
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert scores[0, 1] == pytest.approx(float(probe[0] @ unit(0, 1, 0, 0)), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "probe,expected",
+    [((1, 0, 0, 0), 0), ((0, 1, 0, 0), 1), ((0, 0, 1, 0), -1), ((0.7, 0.7, 0, 0), -1)],
+)
+def test_match_decision_uses_each_lists_threshold(probe, expected):
+    found = Matcher(gallery()).match(unit(*probe)[None], INFO, k=2)
+    assert (int(found.person[0, 0]) if found.matched[0] else -1) == expected
+
+
+def test_lower_threshold_on_one_list_changes_only_that_list():
+    probe = unit(0.3, 1, 0, 0)[None]  # cos to bob ~0.958, to alice ~0.29
+    strict = Matcher(gallery((0.9, 0.9, 0.97))).match(probe, INFO)
+    lenient = Matcher(gallery((0.9, 0.9, 0.95))).match(probe, INFO)
+    assert not strict.matched[0] and lenient.matched[0]
+
+
+def test_embeddings_of_another_embedder_are_refused():
+    other = EmbedderInfo("other", "1", 4)
+    with pytest.raises(EmbedderMismatchError, match="different embedders"):
+        Matcher(gallery()).match(unit(1, 0, 0, 0)[None], other)
+
+
+def test_empty_gallery_matches_nothing():
+    g = gallery()
+    empty = Gallery(np.zeros((0, 4), np.float32), [], [], [], [], [], INFO, np.zeros(0))
+    found = Matcher(empty).match(unit(1, 0, 0, 0)[None], g.embedder)
+    assert not found.matched.any()
+
+
+@pytest.mark.parametrize(
+    "a,b,iou",
+    [
+        ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),
+        ((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3),
+        ((0, 0, 10, 10), (20, 20, 30, 30), 0.0),
+    ],
+)
+def test_iou(a, b, iou):
+    assert iou_matrix(np.array([a], float), np.array([b], float))[0, 0] == pytest.approx(iou)
+
+
+def test_tracker_links_by_overlap_and_by_face_and_splits_people():
+    tr = Tracker(TrackerConfig(iou_min=0.2, sim_link=0.9, sim_veto=0.5, max_gap_s=2.0))
+    a, b = unit(1, 0, 0, 0), unit(0, 1, 0, 0)
+    yes = np.array([True, True])
+    first = tr.update(
+        0.0, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], float), np.stack([a, b]), yes
+    )
+    # a moved far (no overlap) but is recognisable; b stayed put.
+    second = tr.update(
+        0.5, np.array([[100, 0, 110, 10], [51, 50, 61, 60]], float), np.stack([a, b]), yes
+    )
+    assert list(second) == list(first)
+    # someone else steps into b's box: overlap but a different face -> new track
+    third = tr.update(1.0, np.array([[51, 50, 61, 60]], float), unit(0, 0, 1, 0)[None], yes[:1])
+    assert third[0] not in first
+    # after a long gap, the same face starts a new track
+    fourth = tr.update(10.0, np.array([[100, 0, 110, 10]], float), a[None], yes[:1])
+    assert fourth[0] not in set(first) | set(third)
+
+
+def table(t, people, margins) -> FaceTable:
+    n = len(t)
+    return FaceTable(
+        t=np.asarray(t, float),
+        frame_index=np.arange(n),
+        face_index=np.zeros(n, int),
+        boxes=np.zeros((n, 4)),
+        passed=np.ones(n, bool),
+        quality=np.ones(n),
+        cand_person=np.asarray(people, np.int32),
+        cand_score=np.asarray(margins) + 0.9,
+        cand_margin=np.asarray(margins, np.float32),
+    )
+
+
+def test_one_spurious_frame_does_not_flip_a_track():
+    # 5 faces of person 0 (margins +0.05); one frame where person 1 spikes.
+    people = [[0, 1]] * 4 + [[1, 0]]
+    margins = [[0.05, -0.3]] * 4 + [[0.06, 0.01]]
+    v = decide_tracks(table(np.arange(5) * 0.5, people, margins), np.zeros(5, int))
+    assert len(v) == 1 and v[0].person == 0
+
+
+def test_a_single_lucky_frame_among_poor_ones_is_not_a_match():
+    people = [[0, 1]] * 5
+    margins = [[0.01, -0.5]] + [[-0.2, -0.5]] * 4
+    assert decide_tracks(table(np.arange(5) * 0.5, people, margins), np.zeros(5, int)) == []
+
+
+def test_sightings_merge_close_tracks_and_split_distant_ones():
+    t = [0, 0.5, 1.0, 2.0, 2.5, 20, 20.5]
+    tracks = np.array([0, 0, 0, 1, 1, 2, 2])
+    tab = table(t, [[0, -1]] * 7, [[0.1, -np.inf]] * 7)
+    verdicts = decide_tracks(tab, tracks)
+    drafts = group_sightings(tab, verdicts, link_gap_s=2.5)
+    assert [(d.start_s, d.end_s) for d in drafts] == [(0.0, 2.5), (20.0, 20.5)]
+    assert drafts[0].track_ids == [0, 1]

@@ -1,0 +1,61 @@
+"""The pool's priority gate: live work goes before queued archive work."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve.priority import ARCHIVE, LIVE, PriorityGate
+
+
+@pytest.mark.timeout(10)
+def test_live_overtakes_queued_archive_work():
+    async def scenario() -> list[str]:
+        gate, order = PriorityGate(), []
+        hold = asyncio.Event()
+
+        async def job(name: str, prio: int, wait: asyncio.Event | None = None):
+            async with gate.slot(prio):
+                order.append(name)
+                if wait is not None:
+                    await wait.wait()
+
+        first = asyncio.create_task(job("archive-0", ARCHIVE, hold))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(job(f"archive-{i}", ARCHIVE)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        live = asyncio.create_task(job("live", LIVE))
+        await asyncio.sleep(0)
+        assert gate.queued == 3
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(first, live, *rest), 5)
+        return order
+
+    assert asyncio.run(scenario()) == ["archive-0", "live", "archive-1", "archive-2"]
+
+
+@pytest.mark.timeout(10)
+def test_a_cancelled_waiter_does_not_block_the_gate():
+    async def scenario() -> bool:
+        gate = PriorityGate()
+        hold = asyncio.Event()
+
+        async def holder():
+            async with gate.slot(ARCHIVE):
+                await hold.wait()
+
+        async def quick():
+            async with gate.slot(LIVE):
+                return True
+
+        h = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        doomed = asyncio.create_task(quick())
+        await asyncio.sleep(0)
+        doomed.cancel()
+        hold.set()
+        await h
+        return await asyncio.wait_for(quick(), 2)
+
+    assert asyncio.run(scenario())
