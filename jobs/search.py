@@ -134,6 +134,17 @@ class ArchiveSearch:
                     FileError(str(path), f"decoder crashed ({type(exc).__name__})", "open")
                 )
                 continue
+            if info.backend == "pyav":
+                lost = max(0, info.frames_declared - info.n_frames)
+                errors.append(
+                    FileError(
+                        str(path),
+                        f"damaged or truncated: searched the first {info.n_frames} "
+                        f"frames ({info.duration_s:.1f}s) with PyAV",
+                        "open",
+                        lost,
+                    )
+                )
             file_id = sha256_file(path)
             if file_id in pending:  # the same content under two names: search it once
                 continue

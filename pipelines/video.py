@@ -36,6 +36,8 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    backend: str = "decord"  # "pyav" for damaged files decord cannot index
+    frames_declared: int = 0  # what the container claims, when it differs from n_frames
 
     @property
     def duration_s(self) -> float:
@@ -51,6 +53,7 @@ class Segment:
     index: int
     frame_indices: tuple[int, ...]
     fps: float
+    backend: str = "decord"
 
 
 def find_videos(paths: list[Path], extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> list[Path]:
@@ -95,7 +98,14 @@ def _short(exc: BaseException) -> str:
 
 
 def probe(path: str) -> VideoInfo:
-    reader = _open(path)
+    """Frame count, rate and size. A damaged file that decord cannot index (a recording cut
+    off mid-write, say) is read with PyAV instead, up to where it breaks."""
+    try:
+        reader = _open(path)
+    except VideoError as exc:
+        if exc.reason != "not a readable video":
+            raise
+        return _probe_pyav(path, exc)
     n = len(reader)
     fps = float(reader.get_avg_fps() or 0.0)
     if n <= 0:
@@ -104,6 +114,30 @@ def probe(path: str) -> VideoInfo:
         raise VideoError(path, "unknown frame rate")
     h, w = reader[0].shape[:2]
     return VideoInfo(path, n, fps, int(w), int(h))
+
+
+def _probe_pyav(path: str, first: VideoError) -> VideoInfo:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception:  # noqa: BLE001 - PyAV cannot read it either: the original reason stands
+        raise first from None
+    with container:
+        if not container.streams.video:
+            raise VideoError(path, "no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 0)
+        declared = int(stream.frames or 0)
+        n, size = 0, (0, 0)
+        try:
+            for frame in container.decode(stream):
+                n, size = n + 1, (frame.width, frame.height)
+        except Exception:  # noqa: BLE001 - the break is what we are measuring
+            pass
+    if n == 0 or fps <= 0:
+        raise first
+    return VideoInfo(path, n, fps, size[0], size[1], "pyav", declared)
 
 
 def sample_indices(n_frames: int, fps: float, sample_fps: float) -> list[int]:
@@ -119,6 +153,8 @@ def plan_segments(
     info: VideoInfo, file_id: str, sample_fps: float, segment_s: float
 ) -> list[Segment]:
     idx = sample_indices(info.n_frames, info.fps, sample_fps)
+    if info.backend == "pyav":  # read sequentially, so in one piece
+        return [Segment(info.path, file_id, 0, tuple(idx), info.fps, "pyav")]
     per = max(1, int(round(segment_s * min(sample_fps, info.fps))))
     return [
         Segment(info.path, file_id, k, tuple(idx[i : i + per]), info.fps)
@@ -132,6 +168,9 @@ def read_frames(segment: Segment, chunk: int = 8) -> Iterator[tuple[list[int], n
     A file that breaks part-way raises ``VideoError("truncated or corrupt")`` after yielding
     everything before the break, so callers keep what was read.
     """
+    if segment.backend == "pyav":
+        yield from _read_pyav(segment, chunk)
+        return
     reader = _open(segment.path)
     indices = list(segment.frame_indices)
     for start in range(0, len(indices), chunk):
@@ -157,3 +196,23 @@ def _read_one_by_one(reader, path: str, part: list[int], first_exc: BaseExceptio
     raise VideoError(
         path, "truncated or corrupt", f"at frame {part[len(good)]}: {_short(first_exc)}"
     )
+
+
+def _read_pyav(segment: Segment, chunk: int):
+    import av
+
+    wanted = set(segment.frame_indices)
+    idx, frames = [], []
+    with av.open(segment.path) as container:
+        try:
+            for i, frame in enumerate(container.decode(container.streams.video[0])):
+                if i in wanted:
+                    idx.append(i)
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if len(idx) == chunk:
+                    yield idx, np.stack(frames)
+                    idx, frames = [], []
+        except Exception:  # noqa: BLE001 - damaged tail: stop where it breaks
+            pass
+    if idx:
+        yield idx, np.stack(frames)

@@ -1,0 +1,113 @@
+"""Reading archive video with decord: sampling, planning, and every kind of broken file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.video import (
+    VideoError,
+    find_videos,
+    plan_segments,
+    probe,
+    read_frames,
+    sample_indices,
+)
+
+CLIP = "video/short_hamilton_clip.mp4"
+
+
+@pytest.mark.parametrize(
+    "n,fps,sample,expected",
+    [
+        (10, 10.0, 5.0, [0, 2, 4, 6, 8]),
+        (275, 29.97, 2.0, None),  # checked by properties below
+        (5, 2.0, 10.0, [0, 1, 2, 3, 4]),  # slower video than asked: every frame
+        (1, 25.0, 2.0, [0]),
+    ],
+)
+def test_sample_indices(n, fps, sample, expected):
+    idx = sample_indices(n, fps, sample)
+    if expected is not None:
+        assert idx == expected
+    assert idx[0] == 0 and all(0 <= i < n for i in idx)
+    assert idx == sorted(set(idx))
+    if sample < fps:
+        assert len(idx) == pytest.approx(n / fps * sample, abs=1.5)
+
+
+def test_probe_and_plan_real_clip(data):
+    info = probe(str(data / CLIP))
+    assert (info.width, info.height, info.n_frames) == (640, 360, 275)
+    assert info.fps == pytest.approx(29.97, abs=0.01)
+    segs = plan_segments(info, "abc", sample_fps=2.0, segment_s=4.0)
+    flat = [i for s in segs for i in s.frame_indices]
+    assert flat == sample_indices(275, info.fps, 2.0)
+    assert all(len(s.frame_indices) <= 8 for s in segs) and len(segs) == 3
+
+
+def test_read_frames_gives_the_sampled_frames(data):
+    info = probe(str(data / CLIP))
+    seg = plan_segments(info, "abc", 2.0, 60.0)[0]
+    got = [(idx, frames) for idx, frames in read_frames(seg, chunk=4)]
+    indices = [i for idx, _ in got for i in idx]
+    assert indices == list(seg.frame_indices)
+    assert all(f.shape[1:] == (360, 640, 3) and f.dtype == np.uint8 for _, f in got)
+
+
+def _remux(src: Path, dst: Path) -> None:
+    """Remux (MP4 with its index at the front), so a truncated copy opens but breaks mid-way."""
+    import av
+
+    opts = {"movflags": "faststart"} if dst.suffix == ".mp4" else {}
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options=opts) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("kind", ["zero", "text", "truncated_head", "missing"])
+def test_unreadable_files_raise_a_clear_error(tmp_path, data, kind):
+    path = tmp_path / f"{kind}.mp4"
+    raw = (data / CLIP).read_bytes()
+    if kind == "zero":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a video\n")
+    elif kind == "truncated_head":  # moov atom at the end: cut before it
+        path.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(VideoError) as err:
+        probe(str(path))
+    assert err.value.reason in {"empty file", "not a readable video", "not found"}
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_a_file_truncated_mid_stream_is_read_up_to_the_break(tmp_path, data, container):
+    full = tmp_path / f"full.{container}"
+    _remux(data / CLIP, full)
+    cut = tmp_path / f"cut.{container}"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.5)])
+    info = probe(str(cut))
+    assert 100 < info.n_frames < 200  # about half of the 275 frames
+    seg = plan_segments(info, "x", 5.0, 600.0)[0]
+    got = [i for idx, _frames in read_frames(seg, chunk=4) for i in idx]
+    assert got == list(seg.frame_indices)
+    if container == "mp4":  # decord cannot index a cut MP4; PyAV reads it
+        assert info.backend == "pyav" and info.frames_declared == 275
+
+
+def test_find_videos_recurses_folders_and_keeps_named_files(tmp_path, data):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(data / CLIP, tmp_path / "a" / "b" / "x.MP4")
+    (tmp_path / "a" / "notes.txt").write_text("no")
+    odd = tmp_path / "named.bin"
+    odd.write_bytes(b"\0")
+    found = find_videos([tmp_path / "a", odd, tmp_path / "a"])
+    assert found == [tmp_path / "a" / "b" / "x.MP4", odd]
