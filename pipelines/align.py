@@ -3,7 +3,8 @@
 Each embedder has its own chip size and template (five points in chip pixels, MTCNN order:
 left eye, right eye, nose tip, left mouth corner, right mouth corner, image-left first).
 The transform (rotation, uniform scale, translation; no reflection) is fitted with
-Umeyama's closed form, then the chip is resampled bilinearly. When the face is much larger
+Umeyama's closed form, optionally weighting the landmarks, then the chip is resampled
+bilinearly. When the face is much larger
 than the chip, the source region is first box-filtered down so the chip does not alias.
 """
 
@@ -15,21 +16,26 @@ from PIL import Image
 from pipelines.schemas import FaceDetections
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 matrix M minimising sum |M @ [src, 1] - dst|^2 over similarities.
+def similarity_transform(
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The 2x3 matrix M minimising sum w_k |M @ [src_k, 1] - dst_k|^2 over similarities.
 
-    ``src`` and ``dst`` are (K, 2), K >= 2. Reflections are excluded.
+    ``src`` and ``dst`` are (K, 2), K >= 2. ``weights`` (K,), non-negative, default equal:
+    how much each point counts (MTCNN's mouth corners move with expression, its eyes do not).
+    Reflections are excluded.
     """
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"need matching (K>=2, 2) point sets, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
+    w = _normalised_weights(weights, len(src))
+    mu_s, mu_d = w @ src, w @ dst
     s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
+    var_s = w @ (s0**2).sum(1)
     if var_s <= 1e-12:
         raise ValueError("source points coincide; no transform is defined")
-    cov = d0.T @ s0 / len(src)
+    cov = (d0 * w[:, None]).T @ s0
     u, sig, vt = np.linalg.svd(cov)
     d = np.ones(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
@@ -38,6 +44,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     scale = (sig * d).sum() / var_s
     t = mu_d - scale * rot @ mu_s
     return np.hstack([scale * rot, t[:, None]])
+
+
+def _normalised_weights(weights: np.ndarray | None, k: int) -> np.ndarray:
+    if weights is None:
+        return np.full(k, 1.0 / k)
+    w = np.asarray(weights, np.float64)
+    if w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {k} non-negative numbers, not all zero; got {weights}")
+    return w / w.sum()
 
 
 def apply_transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -90,14 +105,21 @@ def warp_chip(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 
 
 def align_faces(
-    frames: list[np.ndarray], detections: FaceDetections, template: np.ndarray, size: int
+    frames: list[np.ndarray],
+    detections: FaceDetections,
+    template: np.ndarray,
+    size: int,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Chips (N, size, size, 3) uint8 and transforms (N, 2, 3), one per detected face."""
+    """Chips (N, size, size, 3) uint8 and transforms (N, 2, 3), one per detected face.
+
+    ``weights``: per-landmark weights of the fit (see ``similarity_transform``).
+    """
     n = len(detections)
     chips = np.zeros((n, size, size, 3), np.uint8)
     mats = np.zeros((n, 2, 3), np.float64)
     for i in range(n):
-        m = similarity_transform(detections.landmarks[i], template)
+        m = similarity_transform(detections.landmarks[i], template, weights)
         mats[i] = m
         chips[i] = warp_chip(frames[int(detections.frame_index[i])], m, size)
     return chips, mats

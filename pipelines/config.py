@@ -145,6 +145,59 @@ class GovernanceConfig(Strict):
     )
 
 
+class WebhookConfig(Strict):
+    url: str = Field(..., description="http(s) endpoint that receives each alert as JSON")
+    max_attempts: int = Field(6, ge=1, le=50, description="deliveries tried before giving up")
+    backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay, doubled each try")
+    backoff_max_s: float = Field(30.0, gt=0, le=3600, description="cap on the retry delay")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="per-attempt HTTP timeout")
+
+
+class LiveConfig(Strict):
+    fps: float = Field(5.0, gt=0, le=60, description="default analysed frames per second")
+    min_track_faces: int = Field(
+        2, ge=1, le=100, description="usable faces a track needs before it may alert"
+    )
+    top_n: int = Field(3, ge=1, le=50, description="track score: mean of the best n margins")
+    alert_window_s: float = Field(
+        300.0, ge=0, description="at most one alert per person per camera within this window"
+    )
+    track_max_gap_s: float = Field(2.0, gt=0, le=60, description="a track unseen this long ends")
+    keep_nonmatches: bool = Field(
+        False,
+        description="DRILLS ONLY: keep the best face of non-matching tracks (logged loudly)",
+    )
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="cap on reconnect delays")
+    list_refresh_s: float = Field(
+        5.0, gt=0, le=3600, description="how often watch lists are checked for changes"
+    )
+    cameras_file: Path | None = Field(None, description="YAML list of cameras loaded at start")
+    max_cameras: int = Field(64, ge=1, le=4096)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+
+class ApiToken(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who (audited)")
+    role: Literal["operator", "investigator", "admin", "camera"]
+    sha256: str = Field(
+        ..., pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the token, never the token"
+    )
+
+
+class ApiConfig(Strict):
+    host: str = Field("127.0.0.1", description="HTTP bind address (loopback by default)")
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="request body limit"
+    )
+    tokens: list[ApiToken] = Field(default_factory=list, description="bearer tokens (hashed)")
+    tokens_env: str = Field(
+        "FACEWATCH_API_TOKENS",
+        description="environment variable with more tokens: 'name:role:token,...'",
+    )
+
+
 class Settings(Strict):
     """The whole configuration."""
 
@@ -157,6 +210,19 @@ class Settings(Strict):
     store: StoreConfig = StoreConfig()
     search: SearchConfig = SearchConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    live: LiveConfig = LiveConfig()
+    api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedder_type_defaults(cls, data: Any) -> Any:
+        """``embedder: {flip_average: true}`` (or a lone FACEWATCH__EMBEDDER__X variable)
+        means the default embedder; without this the discriminated union cannot tell."""
+        if isinstance(data, dict) and isinstance(data.get("embedder"), dict):
+            if "type" not in data["embedder"]:
+                default_type = DlibResnetConfig.model_fields["type"].default
+                data = {**data, "embedder": {"type": default_type, **data["embedder"]}}
+        return data
 
     @model_validator(mode="after")
     def _home_is_absolute(self) -> Settings:

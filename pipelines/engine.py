@@ -68,7 +68,8 @@ class FaceEngine:
         self._loaded = True
         if warmup:
             self.process([np.zeros((160, 160, 3), np.uint8)])
-            self.embedder.embed(np.zeros((1, self.embedder.chip_size) * 2 + (3,), np.uint8))
+            size = self.embedder.chip_size
+            self.embedder.embed(np.zeros((1, size, size, 3), np.uint8))
         logger.info(
             "face engine ready on %s: MTCNN + %s in %.1fs",
             self.device,

@@ -38,7 +38,7 @@ class TrackVerdict:
     track_id: int
     person: int  # index into the matcher's people
     margin: float  # aggregated over the track
-    faces: tuple[int, ...]  # rows of the FaceTable that belong to the track
+    faces: tuple[int, ...]  # rows of the track's faces that passed the quality gates
 
 
 def person_margin_per_face(table: FaceTable, rows: np.ndarray, person: int) -> np.ndarray:
@@ -66,8 +66,7 @@ def decide_tracks(table: FaceTable, track_ids: np.ndarray, top_n: int = 3) -> li
             if agg > best_margin:
                 best, best_margin = int(p), agg
         if best >= 0 and best_margin >= 0:
-            all_rows = np.flatnonzero(track_ids == tid)
-            verdicts.append(TrackVerdict(int(tid), best, best_margin, tuple(all_rows.tolist())))
+            verdicts.append(TrackVerdict(int(tid), best, best_margin, tuple(rows.tolist())))
     return verdicts
 
 
@@ -107,7 +106,7 @@ def group_sightings(
 
 
 def best_row(table: FaceTable, rows: list[int], person: int) -> int:
-    """The face that best shows ``person``: highest score among passed faces."""
-    idx = np.asarray([r for r in rows if table.passed[r]] or rows)
+    """The face that best shows ``person``: the highest score."""
+    idx = np.asarray(rows)
     margins = person_margin_per_face(table, idx, person)
     return int(idx[int(np.argmax(margins))])

