@@ -1,0 +1,149 @@
+"""``facewatch evaluate``: measure the engine's recognition accuracy on labelled data.
+
+One sub-app for every evaluation, so each runs the configured engine the same way and
+reports the same way (a table on stderr, or one JSON object on stdout with ``--json``).
+``evaluate lfw`` runs LFW's View 2 verification protocol (see pipelines/evaluation/lfw.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs.common import console, fail, get_context
+from pipelines.config import DlibResnetConfig, FacenetConfig, Settings
+from pipelines.embedders.base import WeightsError
+from pipelines.evaluation import lfw
+from pipelines.images import ImageError
+
+app = typer.Typer(
+    help="Measure recognition accuracy on labelled data.",
+    no_args_is_help=True,
+)
+
+
+class EmbedderName(str, Enum):
+    dlib_resnet = "dlib-resnet"
+    facenet_vggface2 = "facenet-vggface2"
+
+
+def with_embedder(settings: Settings, name: EmbedderName | None) -> Settings:
+    """The settings, with the embedder switched to ``name`` (configured options kept if same)."""
+    if name is None or name.value == settings.embedder.type:
+        return settings
+    config = DlibResnetConfig() if name is EmbedderName.dlib_resnet else FacenetConfig()
+    return settings.model_copy(update={"embedder": config})
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """``"1,3"`` -> ``[1, 3]``; None means every fold."""
+    if text is None:
+        return None
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated fold numbers, got {text!r}") from None
+    if len(folds) < 2:
+        raise typer.BadParameter(
+            "the protocol chooses each fold's threshold on the other "
+            "folds, so it needs at least two folds"
+        )
+    return folds
+
+
+@app.command("lfw")
+def evaluate_lfw(
+    ctx: typer.Context,
+    root: Path = typer.Option(
+        ...,
+        "--root",
+        exists=True,
+        file_okay=False,
+        help="LFW image folder (<name>/<name>_NNNN.jpg)",
+    ),
+    pairs: Path = typer.Option(
+        ..., "--pairs", exists=True, dir_okay=False, help="View 2 pairs file (pairs.txt)"
+    ),
+    embedder: EmbedderName | None = typer.Option(
+        None, "--embedder", help="embedder to evaluate (default: the configured one)"
+    ),
+    folds: str | None = typer.Option(None, "--folds", help="folds to use, e.g. 1,2 (default: all)"),
+    limit_pairs: int | None = typer.Option(
+        None, "--limit-pairs", min=2, help="at most N pairs per fold, half matched, half not"
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """LFW View 2 verification through the full pipeline: per-fold accuracy, mean +- std."""
+    from pipelines.engine import FaceEngine
+
+    settings = with_embedder(get_context(ctx).settings(), embedder)
+    try:
+        chosen = lfw.select_pairs(lfw.parse_pairs(pairs), parse_folds(folds), limit_pairs)
+        engine = FaceEngine(settings)
+        engine.load(warmup=False)
+        report = _run(engine, root, chosen, batch_size, quiet=as_json)
+    except (lfw.PairsFormatError, WeightsError, ImageError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(_json_report(report, root, pairs)) + "\n")
+    else:
+        _print_report(report)
+
+
+def _run(engine, root: Path, pairs: list[lfw.Pair], batch_size: int, quiet: bool):
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(f"{stage} images", total=total)
+        bar.update(tasks[stage], completed=done)
+
+    with bar:
+        return lfw.run_lfw(engine, root, pairs, batch_size, progress)
+
+
+def _json_report(report: lfw.LfwReport, root: Path, pairs: Path) -> dict[str, Any]:
+    out = report.to_dict()
+    out.update(
+        protocol="LFW View 2: per-fold threshold chosen on the other folds; std over folds",
+        root=str(root),
+        pairs_file=str(pairs),
+    )
+    return out
+
+
+def _print_report(report: lfw.LfwReport) -> None:
+    table = Table(title=f"LFW View 2 - {report.embedder}")
+    for col in ("fold", "pairs", "threshold", "accuracy"):
+        table.add_column(col, justify="right")
+    for f in report.folds:
+        table.add_row(str(f.fold), str(f.n_pairs), f"{f.threshold:.4f}", f"{f.accuracy:.2%}")
+    table.add_section()
+    table.add_row(
+        "mean", str(report.n_pairs), f"{report.threshold:.4f}",
+        f"{report.mean_accuracy:.2%} ± {report.std:.2%}",
+    )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"images: {report.n_images}, no face found (centre fallback): {report.no_face}; "
+        f"threshold on all pairs: {report.threshold:.4f}; {report.seconds:.0f}s"
+    )
+    if report.would_reject:
+        counts = ", ".join(f"{k} {v}" for k, v in report.would_reject.items())
+        console.print(f"quality gates would reject (not applied here): {counts}")
