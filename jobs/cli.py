@@ -45,14 +45,21 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # milvus-lite's embedded gRPC server logs a harmless "Method not implemented"
+    # (AllocTimestamp) traceback whenever pymilvus creates a collection.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     ctx.obj = common.Context(config_path=config, home=home, store_uri=store)
 
 
 def _register() -> None:
     # Explicit, so a missing module is an import error, not a silently absent command.
-    from jobs import cli_models
+    from jobs import cli_audit, cli_evaluate, cli_models, cli_search, cli_watchlist
 
     app.add_typer(cli_models.app, name="models")
+    app.add_typer(cli_evaluate.app, name="evaluate")
+    app.add_typer(cli_watchlist.app, name="watchlist")
+    app.add_typer(cli_audit.app, name="audit")
+    cli_search.register(app)
 
 
 _register()

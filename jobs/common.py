@@ -56,5 +56,5 @@ def get_context(ctx: typer.Context) -> Context:
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -169,6 +169,7 @@ class ArchiveSearch:
 
         t0 = time.perf_counter()
         segments, pending, errors = self.plan(paths)
+        results = [p.result for p in pending.values()]
         self.progress.total(len(pending), sum(p.expected for p in pending.values()))
         if segments:
             ctx = ray.data.DataContext.get_current()
@@ -181,7 +182,9 @@ class ArchiveSearch:
                     FaceStage,
                     fn_constructor_kwargs={"app_name": app_name, "gallery": self.gallery},
                     batch_size=self.settings.pool.archive_chunk_frames,
-                    concurrency=max(2, self.settings.pool.num_replicas),
+                    compute=ray.data.ActorPoolStrategy(
+                        size=max(2, self.settings.pool.num_replicas)
+                    ),
                     num_cpus=0.1,
                 )
             )
@@ -195,10 +198,13 @@ class ArchiveSearch:
                     )
                 )
             self._finish(p)
-        files = [p.result for p in pending.values()]
-        files.sort(key=lambda f: f.path)
+        files = sorted(results, key=lambda f: f.path)
         video_s = sum(f.info.duration_s for f in files)
         return SearchResult(files, errors, time.perf_counter() - t0, video_s)
+
+    def _stage_actors(self) -> int:
+        """Enough FaceStage actors to keep every pool replica fed while one waits."""
+        return max(2, 2 * self.settings.pool.num_replicas)
 
     def _consume(self, batch: dict[str, np.ndarray], pending: dict[str, _Pending]) -> None:
         frames = faces = close = 0

@@ -1,0 +1,147 @@
+"""``facewatch search``: find watch-listed people (or the person in a photo) in archive video."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
+from jobs.report import copy_photo, render_report, write_outputs
+from jobs.search import Progress as SearchProgress
+from jobs.search import SearchResult
+from jobs.search_setup import SearchSetup, SetupError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+
+
+def search(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="video files or folders (searched recursively)"),
+    list_name: str | None = typer.Option(
+        None, "--list", help="watch list to match (default: all active entries)"
+    ),
+    probe: list[Path] = typer.Option(
+        [], "--probe", help="photo of the person to find, instead of a watch list (repeatable)"
+    ),
+    fps: float | None = typer.Option(None, "--fps", min=0.05, max=60, help="frames per second"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="override the list's calibrated threshold (audited)"
+    ),
+    out: Path = typer.Option(Path("facewatch-search"), "--out", help="output folder"),
+    case: str | None = typer.Option(None, "--case", help="case reference (required by default)"),
+    reason: str | None = typer.Option(None, "--reason", help="why this search is necessary"),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to use (default: a local one on 127.0.0.1)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print sightings as JSON lines only"),
+) -> None:
+    """Search archive video for watch-listed people and report sightings."""
+    c = get_context(ctx)
+    settings = c.settings()
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
+    try:
+        setup = SearchSetup.prepare(
+            settings,
+            paths,
+            list_name,
+            probe,
+            threshold,
+            case,
+            reason,
+            current_actor(),
+            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+        )
+    except SetupError as exc:
+        fail(str(exc))
+    try:
+        result = _run(setup, out, fps, ray_address, quiet=as_json)
+    finally:
+        setup.close()
+    _report(setup, result, out, as_json)
+    raise typer.Exit(_exit_code(result))
+
+
+def _run(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> SearchResult:
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    counts = {"faces": 0, "matches": 0}
+    with bar:
+        files_task = bar.add_task("files", total=None, info="")
+        frames_task = bar.add_task("frames", total=None, info="starting Ray and the face pool")
+
+        def total(files: int, frames: int) -> None:
+            bar.update(files_task, total=files)
+            bar.update(frames_task, total=frames, info="")
+
+        def advance(frames: int, faces: int, close: int) -> None:
+            counts["faces"] += faces
+            counts["matches"] += close
+            info = f"faces {counts['faces']}  candidate matches {counts['matches']}"
+            bar.update(frames_task, advance=frames, info=info)
+
+        progress = SearchProgress(total, advance, lambda _p: bar.advance(files_task))
+        return setup.run(out, fps, ray_address, progress)
+
+
+def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:
+    thumbs = out / "thumbs"
+    sightings = result.sightings
+    for s in sightings:
+        s.thumbnail = (
+            f"thumbs/{s.thumbnail}.jpg" if (thumbs / f"{s.thumbnail}.jpg").is_file() else ""
+        )
+        s.watchlist_photo = copy_photo(s.watchlist_photo, thumbs)
+    errors = [e.row() for e in result.errors]
+    write_outputs(out, sightings, result.matches, errors)
+    summary = setup.summary(result)
+    report = render_report(out, sightings, summary, errors)
+    if as_json:
+        for s in sightings:
+            sys.stdout.write(json.dumps(s.row()) + "\n")
+        return
+    _print_summary(result, summary)
+    console.print(f"report: {report.resolve()}")
+
+
+def _print_summary(result: SearchResult, summary: dict) -> None:
+    table = Table(title="Sightings", show_lines=False)
+    for col in ("person", "list", "file", "from", "to", "best score", "at", "frames"):
+        table.add_column(col)
+    for s in result.sightings:
+        table.add_row(
+            s.person_name,
+            s.list_name,
+            Path(s.source_path).name,
+            f"{s.start_s:.1f}s",
+            f"{s.end_s:.1f}s",
+            f"{s.best_score:.3f}",
+            f"{s.best_frame_s:.1f}s",
+            str(s.n_frames),
+        )
+    console.print(table)
+    for e in result.errors:
+        console.print(f"[red]failed:[/] {e.path}: {e.reason}")
+    console.print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+def _exit_code(result: SearchResult) -> int:
+    if not result.errors:
+        return 0
+    return EXIT_PARTIAL if result.files else EXIT_UNEXPECTED

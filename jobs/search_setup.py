@@ -1,0 +1,177 @@
+"""Everything around a search run: purpose checks, the gallery, thresholds, the audit trail,
+and persisting each finished file (matches to Milvus, thumbnails to disk)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jobs import runtime
+from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
+from pipelines.config import Settings
+from pipelines.engine import EnrolmentError, FaceEngine
+from pipelines.home import Home
+from pipelines.match import Gallery
+from pipelines.schemas import EmbedderMismatchError
+from pipelines.store import StoreError
+from pipelines.watchlist import WatchlistError, Watchlists
+
+logger = logging.getLogger(__name__)
+
+
+class SetupError(ValueError):
+    """The search cannot start as asked (exit code 2)."""
+
+
+@dataclass
+class SearchSetup:
+    settings: Settings
+    paths: list[Path]
+    gallery: Gallery
+    home: Home
+    actor: str
+    case: str
+    reason: str
+    target: str  # "list:NAME", "all lists" or "probe:HASH,..."
+
+    @classmethod
+    def prepare(
+        cls,
+        settings: Settings,
+        paths: list[Path],
+        list_name: str | None,
+        probes: list[Path],
+        threshold: float | None,
+        case: str | None,
+        reason: str | None,
+        actor: str,
+        warn: Callable[[str], None],
+    ) -> SearchSetup:
+        relaxed = _check_purpose(settings, case, reason)
+        if probes and list_name:
+            raise SetupError("give either --list or --probe, not both")
+        engine = FaceEngine(settings)
+        try:
+            home = Home.open(settings, engine.info)
+        except (StoreError, EmbedderMismatchError) as exc:
+            raise SetupError(str(exc)) from None
+        try:
+            if probes:
+                gallery, target = _probe_gallery(engine, probes, threshold)
+            else:
+                lists = Watchlists(home, engine.info, engine.embedder.default_threshold)
+                gallery, target = _list_gallery(lists, list_name, threshold, actor, warn)
+        except Exception:
+            home.close()
+            raise
+        home.audit.append(
+            actor,
+            "search",
+            case=case or "",
+            reason=reason or "",
+            purpose_relaxed=relaxed,
+            target=target,
+            paths=[str(p.resolve()) for p in paths],
+            snapshots=gallery.snapshot_ids,
+            probe_sha256=list(gallery.entry_ids) if probes else [],
+            threshold_override=threshold,
+        )
+        return cls(settings, paths, gallery, home, actor, case or "", reason or "", target)
+
+    def run(
+        self, out: Path, fps: float | None, ray_address: str | None, progress: Progress
+    ) -> SearchResult:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "thumbs").mkdir(exist_ok=True)
+        runtime.start_ray(ray_address, self.settings)
+        with runtime.face_pool(self.settings, self.gallery.embedder) as app:
+            job = ArchiveSearch(
+                self.settings,
+                self.gallery,
+                out,
+                fps,
+                progress,
+                on_file=lambda res, _extra: self._persist(res, out),
+            )
+            return job.run(self.paths, app)
+
+    def _persist(self, res: FileResult, out: Path) -> None:
+        rows = []
+        for m in res.matches:
+            crop = m.extra.pop("crop", b"")
+            emb = m.extra.pop("embedding")
+            if crop:
+                (out / "thumbs" / f"{m.match_id}.jpg").write_bytes(crop)
+                m.thumbnail = self.home.media.save("matches", m.match_id, crop)
+            row = m.row()
+            row.pop("extra")
+            row["embedding"] = np.asarray(emb, np.float32)
+            row["case_ref"] = self.case
+            rows.append(row)
+        if rows:
+            self.home.vectors().upsert_matches(rows)
+
+    def summary(self, result: SearchResult) -> dict:
+        return {
+            "case": self.case or "(none)",
+            "searched for": self.target,
+            "files searched": len(result.files),
+            "files failed": len(result.errors),
+            "video": f"{result.video_s:.1f}s",
+            "frames analysed": sum(f.frames for f in result.files),
+            "faces": sum(f.faces for f in result.files),
+            "faces rejected by quality": sum(sum(f.rejected.values()) for f in result.files),
+            "matched faces": len(result.matches),
+            "sightings": len(result.sightings),
+            "wall time": f"{result.wall_s:.1f}s",
+            "speed": f"{result.video_s / max(result.wall_s, 1e-9):.2f} video-s per s",
+        }
+
+    def close(self) -> None:
+        self.home.close()
+
+
+def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
+    if settings.governance.require_case:
+        if not (case and case.strip()) or not (reason and reason.strip()):
+            raise SetupError(
+                "a search needs a purpose: give --case REF and --reason TEXT "
+                "(governance.require_case is on; drills may relax it in config, and that "
+                "is recorded in the audit log)"
+            )
+        return False
+    return True
+
+
+def _probe_gallery(engine: FaceEngine, probes: list[Path], threshold: float | None):
+    try:
+        faces = engine.load(warmup=False).probe_faces(probes)
+    except EnrolmentError as exc:
+        raise SetupError(str(exc)) from None
+    thr = threshold if threshold is not None else engine.embedder.default_threshold
+    gallery = Gallery(
+        embeddings=np.stack([f.embedding for f in faces]),
+        entry_ids=[f.sha256 for f in faces],
+        person_ids=["probe"] * len(faces),
+        person_names=[Path(faces[0].path).stem] * len(faces),
+        list_names=["probe"] * len(faces),
+        photos=[str(Path(f.path).resolve()) for f in faces],
+        embedder=engine.info,
+        thresholds=np.full(len(faces), thr, np.float32),
+    )
+    return gallery, "probe:" + ",".join(f.sha256[:12] for f in faces)
+
+
+def _list_gallery(lists: Watchlists, list_name, threshold, actor, warn):
+    try:
+        gallery = lists.active_gallery(list_name, override=threshold, actor=actor, warn=warn)
+    except WatchlistError as exc:
+        raise SetupError(str(exc)) from None
+    if len(gallery) == 0:
+        where = f"list '{list_name}'" if list_name else "any watch list"
+        raise SetupError(f"no active entries in {where}; enrol people: facewatch watchlist add")
+    return gallery, f"list:{list_name}" if list_name else "all lists"

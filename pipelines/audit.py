@@ -1,0 +1,133 @@
+"""A tamper-evident audit log: append-only JSON lines, each record hashing the previous one.
+
+Every act that touches biometric data or its rules is appended: who, when, what, and the
+hash of the record before it. Editing a field, deleting a record or swapping two breaks
+the chain at that record, and ``verify`` names it. Appends from several processes (the
+CLI and a running server) are serialised with an exclusive file lock; the file is only
+ever opened for appending, never rewritten. Secrets are never written: callers pass token
+names, not tokens.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    n_records: int
+    first_bad_seq: int | None = None  # 1-based line number of the first broken record
+    reason: str = ""
+
+
+class AuditLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, actor: str, action: str, **details: Any) -> dict[str, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                seq, prev = self._tail(f)
+                record = {
+                    "seq": seq + 1,
+                    "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "actor": actor,
+                    "action": action,
+                    "details": details,
+                    "prev_hash": prev,
+                }
+                record["hash"] = record_hash(record)
+                f.write(_canonical(record) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return record
+
+    @staticmethod
+    def _tail(f) -> tuple[int, str]:
+        """(seq, hash) of the last record, reading backwards from the end."""
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        if end == 0:
+            return 0, GENESIS
+        size = min(end, 1 << 16)
+        while True:
+            f.seek(end - size)
+            chunk = f.read(size)
+            lines = chunk.rstrip(b"\n").split(b"\n")
+            if len(lines) > 1 or size == end:
+                last = json.loads(lines[-1])
+                return int(last["seq"]), str(last["hash"])
+            size = min(end, size * 4)
+
+    def records(
+        self, since: str | None = None, actor: str | None = None, action: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                if since and r["ts"] < since:
+                    continue
+                if actor and r["actor"] != actor:
+                    continue
+                if action and not (r["action"] == action or r["action"].startswith(action + ".")):
+                    continue
+                yield r
+
+    def verify(self) -> VerifyResult:
+        if not self.path.exists():
+            return VerifyResult(True, 0)
+        prev, n = GENESIS, 0
+        with open(self.path, "rb") as f:
+            for n, line in enumerate(f, start=1):
+                bad = self._check_line(line, n, prev)
+                if bad:
+                    return VerifyResult(False, n - 1, n, bad)
+                prev = json.loads(line)["hash"]
+        return VerifyResult(True, n)
+
+    @staticmethod
+    def _check_line(line: bytes, n: int, prev: str) -> str:
+        if not line.endswith(b"\n"):
+            return "truncated record (no end of line)"
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            return "not a JSON record"
+        if not isinstance(r, dict) or not {"seq", "hash", "prev_hash"} <= set(r):
+            return "not an audit record"
+        if r["seq"] != n:
+            return f"sequence number {r['seq']} where {n} was expected (deleted or moved)"
+        if r["prev_hash"] != prev:
+            return "does not follow the previous record (deleted, inserted or reordered)"
+        if record_hash(r) != r["hash"]:
+            return "contents changed after it was written"
+        return ""

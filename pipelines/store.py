@@ -1,0 +1,269 @@
+"""The vector store: Milvus through pymilvus's MilvusClient, milvus-lite by default.
+
+One class serves both an embedded milvus-lite database inside the data home and a Milvus
+server given by URI; only ``open`` differs. Collections:
+
+- ``fw_watchlist``: one row per enrolment photo (entry) of a watch-listed person;
+- ``fw_matches``: archive matches and live alerts (``source`` says which);
+- ``fw_faces``: the retrospective face index (every quality-passing archive face).
+
+Each collection is bound to one embedding space: a collection property records the embedder
+(name, version, dimension), and opening it with another embedder is refused.
+
+milvus-lite lets exactly one process open a database. ``open`` checks the lock first and
+says who to ask instead. Under Ray, one owner writes (the search driver, or the live hub).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import Settings
+from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
+
+logger = logging.getLogger(__name__)
+
+WATCHLIST, MATCHES, FACES = "fw_watchlist", "fw_matches", "fw_faces"
+EMBEDDER_PROPERTY = "facewatch.embedder"
+ID_LEN, TEXT_LEN, PATH_LEN = 64, 512, 2048
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked; the message says why and what to do."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+def _fields(name: str) -> list[tuple[str, str, dict]]:
+    """(field, type, params) per collection; the vector field is added separately."""
+    common = [
+        ("source_id", "VARCHAR", {"max_length": ID_LEN}),
+        ("source_path", "VARCHAR", {"max_length": PATH_LEN}),
+        ("frame_index", "INT64", {}),
+        ("timestamp_s", "DOUBLE", {}),
+        ("box", "JSON", {}),
+        ("thumbnail", "VARCHAR", {"max_length": PATH_LEN}),
+        ("case_ref", "VARCHAR", {"max_length": TEXT_LEN}),
+        ("created_at", "INT64", {}),
+    ]
+    if name == WATCHLIST:
+        return [
+            ("person_id", "VARCHAR", {"max_length": ID_LEN}),
+            ("list_name", "VARCHAR", {"max_length": TEXT_LEN}),
+            ("created_at", "INT64", {}),
+        ]
+    if name == MATCHES:
+        return [
+            ("person_id", "VARCHAR", {"max_length": ID_LEN}),
+            ("person_name", "VARCHAR", {"max_length": TEXT_LEN}),
+            ("list_name", "VARCHAR", {"max_length": TEXT_LEN}),
+            ("score", "FLOAT", {}),
+            ("source", "VARCHAR", {"max_length": 16}),
+            *common,
+            ("track_id", "INT64", {}),
+            ("face_index", "INT64", {}),
+            ("snapshot_id", "VARCHAR", {"max_length": ID_LEN}),
+            ("status", "VARCHAR", {"max_length": 16}),
+        ]
+    if name == FACES:
+        return common
+    raise ValueError(name)
+
+
+def lite_path(home: Path) -> Path:
+    return home / "milvus.db"
+
+
+def check_lite_lock(db: Path) -> None:
+    """Fail clearly, before pymilvus does noisily, when another process holds the database."""
+    lock = db / "LOCK"
+    if not lock.exists():
+        return
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise StoreLockedError(
+            f"another process holds the milvus-lite store at {db} (probably `facewatch serve` "
+            "or a running search). milvus-lite allows one process at a time: stop it, use "
+            "its HTTP API, or move to a Milvus server (store.uri / --store)"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+class VectorStore:
+    def __init__(self, client: Any, where: str):
+        self.client = client
+        self.where = where
+        self.bound: EmbedderInfo | None = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> VectorStore:
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        uri, token = settings.store.uri, settings.store.token
+        if uri is None:
+            home = settings.resolved_home()
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = lite_path(home)
+            check_lite_lock(db)
+            uri, where = str(db), f"milvus-lite at {db}"
+        else:
+            where = f"Milvus server at {uri}"
+        try:
+            client = MilvusClient(uri=uri, token=token or "", db_name=settings.store.db_name)
+        except MilvusException as exc:
+            raise StoreError(f"cannot open the {where}: {exc.message}") from None
+        return cls(client, where)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- schema and embedder binding ------------------------------------------------------
+    def bind(self, info: EmbedderInfo) -> VectorStore:
+        """Create the collections for ``info`` or check that they were made for it."""
+        for name in (WATCHLIST, MATCHES, FACES):
+            if self.client.has_collection(name):
+                props = self.client.describe_collection(name).get("properties", {})
+                found = props.get(EMBEDDER_PROPERTY, "(unknown)")
+                if found != info.key:
+                    raise EmbedderMismatchError(
+                        f"the {self.where} holds {name} embeddings of {found}, but the "
+                        f"configured embedder is {info.key}. Use a different home/store for "
+                        "another embedder, or re-enrol into a fresh store."
+                    )
+                self.client.load_collection(name)  # reopened collections start released
+            else:
+                self._create(name, info)
+        self.bound = info
+        return self
+
+    def _create(self, name: str, info: EmbedderInfo) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LEN)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=info.dim)
+        for field, kind, params in _fields(name):
+            schema.add_field(field, getattr(DataType, kind), **params)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="embedding", index_type="AUTOINDEX", metric_type="IP")
+        self.client.create_collection(
+            name, schema=schema, index_params=index, properties={EMBEDDER_PROPERTY: info.key}
+        )
+
+    def _require(self) -> EmbedderInfo:
+        if self.bound is None:
+            raise StoreError("bind() the store to an embedder before reading or writing")
+        return self.bound
+
+    # -- rows -----------------------------------------------------------------------------
+    def _rows(self, name: str, rows: list[dict]) -> list[dict]:
+        info = self._require()
+        allowed = {f for f, _, _ in _fields(name)} | {"id", "embedding"}
+        now = int(time.time())
+        out = []
+        for r in rows:
+            emb = np.asarray(r["embedding"], np.float32).reshape(-1)
+            if emb.shape[0] != info.dim:
+                raise EmbedderMismatchError(f"{info.dim}-d store, {emb.shape[0]}-d embedding")
+            row = {k: v for k, v in r.items() if k in allowed}
+            row["embedding"] = emb.tolist()
+            row.setdefault("created_at", now)
+            if "box" in row:
+                row["box"] = [float(x) for x in row["box"]]
+            out.append(self._defaults(name, row))
+        return out
+
+    @staticmethod
+    def _defaults(name: str, row: dict) -> dict:
+        for field, kind, _ in _fields(name):
+            if field not in row or row[field] is None:
+                row[field] = {"VARCHAR": "", "INT64": 0, "DOUBLE": 0.0, "FLOAT": 0.0, "JSON": []}[
+                    kind
+                ]
+        return row
+
+    def upsert(self, name: str, rows: list[dict]) -> int:
+        if not rows:
+            return 0
+        self.client.upsert(name, self._rows(name, rows))
+        return len(rows)
+
+    def upsert_matches(self, rows: list[dict]) -> int:
+        """Matches keyed by their deterministic id: writing one twice keeps one."""
+        return self.upsert(MATCHES, [dict(r, id=r.get("id") or r["match_id"]) for r in rows])
+
+    def query(
+        self,
+        name: str,
+        filter: str = "",
+        ids: list[str] | None = None,
+        fields: list[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        self._require()
+        kwargs: dict[str, Any] = {"output_fields": fields or ["*"]}
+        if ids is not None:
+            if not ids:
+                return []
+            kwargs["ids"] = ids
+        else:
+            kwargs["filter"] = filter
+            if limit is not None:
+                kwargs["limit"] = limit
+            elif not filter:
+                kwargs["filter"] = 'id != ""'
+        return [dict(r) for r in self.client.query(name, **kwargs)]
+
+    def delete(self, name: str, ids: list[str] | None = None, filter: str = "") -> int:
+        self._require()
+        if ids is not None and not ids:
+            return 0
+        res = (
+            self.client.delete(name, ids=ids)
+            if ids is not None
+            else self.client.delete(name, filter=filter)
+        )
+        return len(res) if isinstance(res, list) else int(res.get("delete_count", 0))
+
+    def count(self, name: str, filter: str = "") -> int:
+        self._require()
+        res = self.client.query(name, filter=filter, output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        top_k: int,
+        filter: str = "",
+        fields: list[str] | None = None,
+    ) -> list[list[dict]]:
+        """Nearest rows by inner product (cosine for our normalised embeddings)."""
+        info = self._require()
+        vecs = np.asarray(vectors, np.float32).reshape(-1, info.dim)
+        res = self.client.search(
+            name,
+            data=vecs.tolist(),
+            limit=top_k,
+            filter=filter,
+            output_fields=fields or ["*"],
+            search_params={"metric_type": "IP"},
+        )
+        return [
+            [{**dict(h["entity"]), "id": h["id"], "score": h["distance"]} for h in hits]
+            for hits in res
+        ]
