@@ -1,0 +1,174 @@
+"""Alerts leave the hub in three ways: stored (Milvus + media + review book), pushed to
+Server-Sent-Event subscribers, and posted to webhooks.
+
+- ``AlertRecorder`` is synchronous and runs on the hub's single store thread: the crop is
+  saved as JPEG under the home's media folder, the match row (with the best face's
+  embedding, ``source=live``, the camera, time and track) is upserted into ``fw_matches``
+  under the alert's stable id, and the review book gets the workflow row.
+- ``AlertFanout`` keeps one bounded queue per SSE subscriber. A subscriber that stops
+  reading is cut off rather than allowed to grow a queue without bound; a reconnecting
+  one sends ``Last-Event-ID`` and is replayed what it missed from a small ring buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pipelines.images import encode_jpeg
+from pipelines.media import Media
+from pipelines.store import FACES, MATCHES, VectorStore
+from serve.cameras import CameraSpec, redact_url
+from serve.live import AlertDraft, Face
+from serve.reviews import ReviewBook
+from serve.webhooks import WebhookDispatcher
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE_S = 15.0
+SUBSCRIBER_QUEUE = 256
+REPLAY = 200
+
+
+def alert_record(draft: AlertDraft, camera: CameraSpec) -> dict[str, Any]:
+    """The alert as API clients, SSE subscribers and webhooks see it (no embedding)."""
+    f = draft.face
+    return {
+        "alert_id": draft.alert_id,
+        "camera_id": camera.id,
+        "camera": redact_url(camera.url),
+        "person_id": draft.person_id,
+        "person_name": draft.person_name,
+        "list_name": draft.list_name,
+        "score": draft.score,
+        "face_score": draft.face_score,
+        "threshold": draft.threshold,
+        "margin": draft.margin,
+        "track_id": draft.track_id,
+        "track_faces": draft.n_faces,
+        "frame_seq": f.seq,
+        "face_index": f.face_index,
+        "box": [round(float(x), 1) for x in f.box],
+        "observed_at": f.received_at,
+        "trigger_seq": draft.trigger_seq,
+        "trigger_received_at": draft.trigger_received_at,
+        "alerted_at": time.time(),
+        "snapshot_id": draft.snapshot_id,
+        "photo": draft.photo,
+        "status": "pending",
+    }
+
+
+class AlertRecorder:
+    """Persistence of alerts, adjudications and (drills only) non-matching faces."""
+
+    def __init__(self, store: VectorStore, media: Media, reviews: ReviewBook):
+        self.store, self.media, self.reviews = store, media, reviews
+
+    def record(self, draft: AlertDraft, record: dict[str, Any]) -> None:
+        f = draft.face
+        thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(f.crop))
+        row = {
+            "match_id": draft.alert_id,
+            "embedding": f.embedding,
+            "person_id": draft.person_id,
+            "person_name": draft.person_name,
+            "list_name": draft.list_name,
+            "score": draft.score,
+            "source": "live",
+            "source_id": record["camera_id"],
+            "source_path": record["camera"],
+            "frame_index": f.seq,
+            "timestamp_s": f.received_at,
+            "box": [float(x) for x in f.box],
+            "track_id": draft.track_id,
+            "face_index": f.face_index,
+            "snapshot_id": draft.snapshot_id,
+            "thumbnail": thumbnail,
+            "created_at": int(record["alerted_at"]),
+            "status": "pending",
+        }
+        self.store.upsert_matches([row])
+        self.reviews.add({**record, "thumbnail": thumbnail})
+
+    def set_status(self, alert_id: str, status: str) -> None:
+        rows = self.store.query(MATCHES, ids=[alert_id])
+        if not rows:
+            raise KeyError(alert_id)
+        self.store.upsert(MATCHES, [{**rows[0], "status": status}])
+
+    def drill_face(self, camera: CameraSpec, face_id: str, face: Face) -> None:
+        thumbnail = self.media.save("faces", face_id, encode_jpeg(face.crop))
+        row = {
+            "id": face_id,
+            "embedding": face.embedding,
+            "source_id": camera.id,
+            "source_path": redact_url(camera.url),
+            "frame_index": face.seq,
+            "timestamp_s": face.received_at,
+            "box": [float(x) for x in face.box],
+            "thumbnail": thumbnail,
+            "case_ref": "drill",
+        }
+        self.store.upsert(FACES, [row])
+
+
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class AlertFanout:
+    def __init__(self, webhooks: WebhookDispatcher):
+        self.webhooks = webhooks
+        self._subscribers: set[asyncio.Queue] = set()
+        self._recent: deque[tuple[str, str]] = deque(maxlen=REPLAY)  # (alert id, message)
+        self.cut_off = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish_alert(self, record: dict[str, Any], public: dict[str, Any]) -> None:
+        message = sse("alert", public, record["alert_id"])
+        self._recent.append((record["alert_id"], message))
+        self._broadcast(message)
+        self.webhooks.submit({"event": "alert", **public}, key=record["alert_id"])
+
+    def publish_decision(self, public: dict[str, Any]) -> None:
+        self._broadcast(sse("adjudication", public))
+
+    def _broadcast(self, message: str) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._subscribers.discard(queue)
+                self.cut_off += 1
+                logger.warning("SSE subscriber too slow: disconnected")
+
+    def _replay(self, last_event_id: str | None) -> list[str]:
+        ids = [i for i, _ in self._recent]
+        if not last_event_id or last_event_id not in ids:
+            return []
+        return [m for _, m in list(self._recent)[ids.index(last_event_id) + 1 :]]
+
+    async def subscribe(self, last_event_id: str | None) -> AsyncIterator[str]:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            yield ": connected\n\n"
+            for message in self._replay(last_event_id):
+                yield message
+            while queue in self._subscribers:
+                try:
+                    yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": keepalive\n\n"
+        finally:
+            self._subscribers.discard(queue)

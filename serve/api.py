@@ -1,0 +1,273 @@
+"""The HTTP API: a FastAPI app in front of the live hub, and its Serve ingress deployment.
+
+The API replica holds no state of its own beyond the token table: it authenticates,
+validates and forwards to the hub (the single owner of cameras, alerts and the store), so
+it can run as several replicas. Routes are built by ``create_app`` around a ``HubClient``,
+so the same code serves in Ray and in plain tests. Roles per route are listed in
+``ROUTES`` below, which the README's table is generated from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve as ray_serve
+
+from pipelines.config import Settings
+from serve.auth import AuthFailure, Permission, Principal, TokenTable
+from serve.cameras import CAMERA_ID, CameraSpec
+from serve.http import Guard, HubError, install_error_handlers
+from serve.review import review_page
+
+logger = logging.getLogger(__name__)
+
+ALERT_ID = r"^a_[0-9a-f]{24}$"
+IMAGE_TYPES = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
+P = Permission
+ROUTES = [  # (method, path, permission) for the docs; None: public
+    ("GET", "/healthz", None),
+    ("GET", "/review", P.REVIEW),
+    ("GET", "/v1/alerts", P.REVIEW),
+    ("GET", "/v1/alerts/stream", P.REVIEW),
+    ("GET", "/v1/alerts/{id}", P.REVIEW),
+    ("GET", "/v1/alerts/{id}/crop", P.REVIEW),
+    ("GET", "/v1/alerts/{id}/photo", P.REVIEW),
+    ("POST", "/v1/alerts/{id}/adjudication", P.ADJUDICATE),
+    ("GET", "/v1/stats", P.STATS),
+    ("GET", "/v1/cameras", P.CAMERAS_READ),
+    ("POST", "/v1/cameras", P.CAMERAS_WRITE),
+    ("DELETE", "/v1/cameras/{id}", P.CAMERAS_WRITE),
+    ("POST", "/v1/cameras/{id}/frames", P.FRAMES),
+    ("POST", "/v1/lists/refresh", P.LISTS),
+    ("GET", "/v1/matches", P.SEARCH),
+    ("GET", "/v1/config", P.CONFIG),
+]
+
+
+class HubClient(Protocol):
+    async def call(self, method: str, *args: Any) -> Any: ...
+
+    def stream(self, method: str, *args: Any) -> AsyncIterator[str]: ...
+
+    def notify(self, method: str, *args: Any) -> None: ...
+
+
+class Adjudication(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["confirmed", "rejected"]
+    note: str = Field("", max_length=2000)
+
+
+def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
+    app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.add_middleware(Guard, frames_max=settings.api.max_body_bytes)
+
+    def need(permission: Permission):
+        async def check(request: Request) -> Principal:
+            result = tokens.authorize(request.headers.get("authorization"), permission)
+            if isinstance(result, Principal):
+                return result
+            _refused(hub, request, result)
+            browser = request.url.path == "/review"
+            scheme = 'Basic realm="facewatch"' if browser else 'Bearer realm="facewatch"'
+            headers = {"WWW-Authenticate": scheme} if result.status == 401 else None
+            raise HTTPException(result.status, result.message, headers=headers)
+
+        return check
+
+    _alert_routes(app, hub, need)
+    _camera_routes(app, hub, need)
+    _admin_routes(app, settings, hub, need)
+    return app
+
+
+def _refused(hub: HubClient, request: Request, failure: AuthFailure) -> None:
+    client = request.client.host if request.client else ""
+    hub.notify(
+        "auth_failure",
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "status": failure.status,
+            "reason": failure.reason,
+            "client": client,
+        },
+    )
+
+
+def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
+    alert_id = Path(..., pattern=ALERT_ID)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            await hub.call("ping")
+        except Exception:  # noqa: BLE001 - any failure means not healthy; no details here
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/review", response_class=HTMLResponse)
+    async def review(who: Principal = Depends(need(P.REVIEW))) -> HTMLResponse:
+        return review_page(who.name, who.can(P.ADJUDICATE))
+
+    @app.get("/v1/alerts")
+    async def alerts(
+        status: Literal["pending", "confirmed", "rejected", "all"] = "pending",
+        camera: str | None = Query(None, pattern=CAMERA_ID),
+        limit: int = Query(50, ge=1, le=500),
+        _: Principal = Depends(need(P.REVIEW)),
+    ) -> dict:
+        return {"alerts": await hub.call("list_alerts", status, camera, limit)}
+
+    @app.get("/v1/alerts/stream")
+    async def stream(request: Request, _: Principal = Depends(need(P.REVIEW))):
+        last = request.headers.get("last-event-id")
+        return StreamingResponse(
+            hub.stream("subscribe", last[:64] if last else None),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/alerts/{alert_id}")
+    async def alert(alert_id: str = alert_id, _: Principal = Depends(need(P.REVIEW))) -> dict:
+        return await hub.call("get_alert", alert_id)
+
+    @app.get("/v1/alerts/{alert_id}/{kind}")
+    async def media(
+        kind: Literal["crop", "photo"],
+        alert_id: str = alert_id,
+        _: Principal = Depends(need(P.REVIEW)),
+    ) -> Response:
+        data = await hub.call("alert_media", alert_id, kind)
+        return Response(data, media_type="image/jpeg")
+
+    @app.post("/v1/alerts/{alert_id}/adjudication")
+    async def adjudicate(
+        body: Adjudication,
+        alert_id: str = alert_id,
+        who: Principal = Depends(need(P.ADJUDICATE)),
+    ) -> dict:
+        return await hub.call("adjudicate", alert_id, body.outcome, body.note, who.name)
+
+    @app.get("/v1/stats")
+    async def stats(_: Principal = Depends(need(P.STATS))) -> dict:
+        return await hub.call("stats")
+
+
+def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
+    camera_id = Path(..., pattern=CAMERA_ID)
+
+    @app.get("/v1/cameras")
+    async def cameras(_: Principal = Depends(need(P.CAMERAS_READ))) -> dict:
+        return {"cameras": await hub.call("cameras")}
+
+    @app.post("/v1/cameras", status_code=201)
+    async def add(spec: CameraSpec, who: Principal = Depends(need(P.CAMERAS_WRITE))) -> dict:
+        return await hub.call("add_camera", spec.model_dump(by_alias=True), who.name)
+
+    @app.delete("/v1/cameras/{camera_id}")
+    async def remove(
+        camera_id: str = camera_id, who: Principal = Depends(need(P.CAMERAS_WRITE))
+    ) -> dict:
+        return await hub.call("remove_camera", camera_id, who.name)
+
+    @app.post("/v1/cameras/{camera_id}/frames")
+    async def push(
+        request: Request,
+        camera_id: str = camera_id,
+        wait: bool = Query(False, description="answer once the frame is analysed"),
+        _: Principal = Depends(need(P.FRAMES)),
+    ) -> JSONResponse:
+        received = time.time()
+        data = await _image_body(request)
+        result = await hub.call("push_frame", camera_id, data, wait)
+        result["api_ms"] = round((time.time() - received) * 1000, 1)
+        return JSONResponse(result, status_code=200 if wait else 202)
+
+
+async def _image_body(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in IMAGE_TYPES:
+        raise HTTPException(415, "send the frame as image/jpeg or image/png")
+    data = await request.body()
+    if not data:
+        raise HTTPException(400, "empty body: send one JPEG or PNG frame")
+    if not data.startswith(IMAGE_TYPES[ctype]):
+        raise HTTPException(415, f"the body is not a {ctype.split('/')[1].upper()} image")
+    return data
+
+
+def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> None:
+    @app.post("/v1/lists/refresh")
+    async def refresh(who: Principal = Depends(need(P.LISTS))) -> dict:
+        return await hub.call("refresh_lists", who.name)
+
+    @app.get("/v1/matches")
+    async def matches(
+        case: str = Query("", max_length=200),
+        reason: str = Query("", max_length=1000),
+        person: str | None = Query(None, max_length=128),
+        list_name: str | None = Query(None, alias="list", max_length=128),
+        source: Literal["live", "archive", "all"] = "all",
+        limit: int = Query(100, ge=1, le=1000),
+        who: Principal = Depends(need(P.SEARCH)),
+    ) -> dict:
+        if settings.governance.require_case and not (case.strip() and reason.strip()):
+            raise HTTPException(422, "a search needs a purpose: give case and reason")
+        query = {"person": person, "list": list_name, "source": source, "limit": limit}
+        return await hub.call("search_matches", query, case, reason, who.name)
+
+    @app.get("/v1/config")
+    async def config(_: Principal = Depends(need(P.CONFIG))) -> dict:
+        return public_config(settings)
+
+
+def public_config(settings: Settings) -> dict:
+    """The effective configuration, without token hashes or webhook URL secrets."""
+    data = settings.model_dump(mode="json")
+    data["api"]["tokens"] = [{"name": t.name, "role": t.role} for t in settings.api.tokens]
+    for hook in data["live"]["webhooks"]:
+        hook["url"] = hook["url"].split("?")[0]
+    return data
+
+
+class ServeHub:
+    """``HubClient`` over a Serve deployment handle; unwraps the hub's HubErrors."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.handle, method).remote(*args)
+        except HubError as exc:  # Ray's wrapper is also an instance of the cause
+            cause = getattr(exc, "cause", exc)
+            raise HubError(cause.status, cause.message) from None
+
+    async def stream(self, method: str, *args: Any) -> AsyncIterator[str]:
+        async for chunk in getattr(self.handle.options(stream=True), method).remote(*args):
+            yield chunk
+
+    def notify(self, method: str, *args: Any) -> None:
+        getattr(self.handle, method).remote(*args)
+
+
+@ray_serve.deployment(name="Api", max_ongoing_requests=512, health_check_period_s=10)
+@ray_serve.ingress()
+class Api:
+    def __init__(self, settings: dict, hub):
+        self.settings = Settings.model_validate(settings)
+        self.tokens = TokenTable.from_config(self.settings.api)
+        if len(self.tokens) == 0:
+            logger.warning("no API tokens configured: every request except /healthz is refused")
+        self.hub = ServeHub(hub)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.settings, self.tokens, self.hub)

@@ -1,0 +1,108 @@
+"""The Serve application: ``import_path: serve.app:build_app`` in conf/serve.yaml.
+
+``build_app`` is a typed builder: Serve validates its ``args`` against ``BuildArgs`` and
+calls it when the app is deployed (by ``facewatch serve`` or ``serve deploy``). Importing
+this module loads no model, opens no store and starts nothing; building only validates the
+configuration and binds three deployments into one app named "facewatch":
+
+    Api (FastAPI ingress, stateless)  ->  LiveHub (1 replica: cameras, alerts, store)
+                                                   ->  FacePool (the shared model pool)
+
+``jobs.runtime.face_pool`` finds this app's FacePool, so an archive search started while
+the server runs uses the same replicas (live first) instead of loading a second copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve as ray_serve
+
+from pipelines.config import Settings, load_settings
+from serve.api import Api
+from serve.auth import TokenTable
+from serve.cameras import load_cameras_file
+from serve.hub import HUB_DEPLOYMENT, LiveHub
+from serve.pool import POOL_DEPLOYMENT, build_pool
+
+APP_NAME = "facewatch"  # jobs.runtime.SERVE_APP
+API_DEPLOYMENT = "Api"
+# The hub and the API mostly wait on I/O and on the pool: they reserve little CPU, so the
+# pool's replicas get the cores.
+LIGHT = {"num_cpus": 0.1}
+
+
+class BuildArgs(BaseModel):
+    """``args`` of the facewatch application in conf/serve.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Path | None = Field(
+        None, description="facewatch YAML config (default: $FACEWATCH_CONFIG, conf/facewatch.yaml)"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="settings on top of the config file (e.g. pool size)"
+    )
+    cameras_file: Path | None = Field(
+        None, description="cameras YAML (overrides live.cameras_file)"
+    )
+
+
+def build_settings(args: BuildArgs) -> Settings:
+    """Effective settings with an absolute home, so every replica agrees on it."""
+    settings = load_settings(args.config, overrides=args.settings)
+    settings.home = settings.resolved_home()
+    if args.cameras_file is not None:
+        settings.live.cameras_file = args.cameras_file.expanduser().resolve()
+    TokenTable.from_config(settings.api)  # bad token config fails the deploy, clearly
+    return settings
+
+
+def compose(
+    settings: Settings,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    gpus_available: bool | None = None,
+):
+    """Bind the three deployments; ``overrides`` are Serve deployment options by name."""
+    overrides = overrides or {}
+    if overrides.get(HUB_DEPLOYMENT, {}).get("num_replicas", 1) != 1:
+        raise ValueError(f"{HUB_DEPLOYMENT} must have exactly one replica (it owns the store)")
+    unknown = set(overrides) - {POOL_DEPLOYMENT, HUB_DEPLOYMENT, API_DEPLOYMENT}
+    if unknown:
+        raise ValueError(f"no deployment named {', '.join(sorted(unknown))}")
+    if gpus_available is None:
+        gpus_available = _cluster_has_gpus()
+    cameras = []
+    if settings.live.cameras_file is not None:
+        cameras = [c.model_dump() for c in load_cameras_file(settings.live.cameras_file)]
+    data = settings.model_dump(mode="json")
+    pool = build_pool(settings, gpus_available)
+    if POOL_DEPLOYMENT in overrides:
+        pool = _rebind_pool(settings, gpus_available, overrides[POOL_DEPLOYMENT])
+    hub = LiveHub.options(ray_actor_options=LIGHT, **overrides.get(HUB_DEPLOYMENT, {})).bind(
+        data, pool, cameras
+    )
+    return Api.options(ray_actor_options=LIGHT, **overrides.get(API_DEPLOYMENT, {})).bind(data, hub)
+
+
+def _rebind_pool(settings: Settings, gpus: bool, override: dict[str, Any]):
+    from serve.pool import FacePool, pool_options
+
+    options = {**pool_options(settings, gpus), **override}
+    return FacePool.options(**options).bind(settings.model_dump(mode="json"))
+
+
+def _cluster_has_gpus() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    except Exception:  # noqa: BLE001 - no cluster information: assume CPU only
+        return False
+
+
+def build_app(args: BuildArgs) -> ray_serve.Application:
+    """Serve's entry point (typed: Serve validates ``args`` against BuildArgs)."""
+    return compose(build_settings(args))

@@ -1,0 +1,179 @@
+"""Bearer tokens and roles for the HTTP API.
+
+Why it looks like this:
+- Tokens are secrets, so only their sha256 is ever held: config carries hashes, and tokens
+  given through the environment are hashed as they are read. Nothing here logs a token or
+  a hash; a failure is described by its kind ("missing", "unknown token"), never by value.
+- Lookups compare every configured hash with ``hmac.compare_digest``, without an early
+  exit, so response time does not reveal how close a guess came.
+- A role is a set of permissions, checked per route. ``operator`` reviews and adjudicates,
+  ``investigator`` searches, ``admin`` manages cameras, lists and config, and ``camera``
+  may only push frames (a device should not hold an admin token).
+- Browsers cannot attach a bearer header to a page load, so the same token is accepted as
+  the password of HTTP Basic auth; the review page then works from a plain browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from pipelines.config import ApiConfig
+
+ROLES = ("operator", "investigator", "admin", "camera")
+
+
+class Permission(str, Enum):
+    REVIEW = "review"  # see live alerts, the review page, the alert stream
+    ADJUDICATE = "adjudicate"  # confirm or reject an alert
+    SEARCH = "search"  # query stored matches, live and archive
+    STATS = "stats"
+    CAMERAS_READ = "cameras:read"
+    CAMERAS_WRITE = "cameras:write"
+    FRAMES = "frames"  # push frames for a camera
+    LISTS = "lists"  # reload watch lists
+    CONFIG = "config"  # read the effective configuration
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "operator": frozenset(
+        {Permission.REVIEW, Permission.ADJUDICATE, Permission.STATS, Permission.CAMERAS_READ}
+    ),
+    "investigator": frozenset({Permission.SEARCH, Permission.STATS}),
+    "admin": frozenset(
+        {
+            Permission.CAMERAS_READ,
+            Permission.CAMERAS_WRITE,
+            Permission.FRAMES,
+            Permission.LISTS,
+            Permission.CONFIG,
+            Permission.STATS,
+        }
+    ),
+    "camera": frozenset({Permission.FRAMES}),
+}
+
+
+class TokenConfigError(ValueError):
+    """The token configuration is unusable (the message never contains a token)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: the token's name (audited as the actor) and its role."""
+
+    name: str
+    role: str
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    status: int  # 401: who are you; 403: not allowed
+    reason: str  # "missing", "malformed", "unknown token", "role"
+    message: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token: 256 bits, URL-safe."""
+    return "fw_" + secrets.token_urlsafe(32)
+
+
+def parse_env_tokens(raw: str) -> list[tuple[str, str, str]]:
+    """``name:role:token`` entries separated by commas or newlines -> (name, role, sha256)."""
+    out = []
+    for n, item in enumerate(p.strip() for p in raw.replace("\n", ",").split(",")):
+        if not item:
+            continue
+        parts = item.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise TokenConfigError(f"token entry {n + 1}: expected name:role:token")
+        name, role, token = parts
+        if role not in ROLES:
+            raise TokenConfigError(f"token entry {n + 1} ({name}): unknown role {role!r}")
+        if len(token) < 16:
+            raise TokenConfigError(f"token entry {n + 1} ({name}): token shorter than 16 chars")
+        out.append((name, role, hash_token(token)))
+    return out
+
+
+class TokenTable:
+    """The known token hashes and whom they belong to."""
+
+    def __init__(self, entries: list[tuple[str, str, str]]):
+        seen: set[str] = set()
+        for name, role, digest in entries:
+            if role not in ROLES:
+                raise TokenConfigError(f"token {name}: unknown role {role!r}")
+            if digest in seen:
+                raise TokenConfigError(f"token {name}: the same token is configured twice")
+            seen.add(digest)
+        self._entries = [(bytes.fromhex(d), Principal(n, r)) for n, r, d in entries]
+
+    @classmethod
+    def from_config(cls, config: ApiConfig, environ: Mapping[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        entries = [(t.name, t.role, t.sha256) for t in config.tokens]
+        entries += parse_env_tokens(env.get(config.tokens_env, ""))
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, token: str) -> Principal | None:
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        found = None
+        for known, principal in self._entries:  # no early exit: constant work per lookup
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found
+
+    def authenticate(self, authorization: str | None) -> Principal | AuthFailure:
+        token = extract_token(authorization)
+        if isinstance(token, AuthFailure):
+            return token
+        principal = self.lookup(token)
+        if principal is None:
+            return AuthFailure(401, "unknown token", "the token is not valid")
+        return principal
+
+    def authorize(self, authorization: str | None, permission: Permission):
+        """The principal, or why not: 401 without a valid token, 403 without the role."""
+        who = self.authenticate(authorization)
+        if isinstance(who, Principal) and not who.can(permission):
+            return AuthFailure(
+                403, "role", f"role '{who.role}' may not do this (needs {permission.value})"
+            )
+        return who
+
+
+def extract_token(authorization: str | None) -> str | AuthFailure:
+    """The token from ``Bearer TOKEN`` or from the password of ``Basic base64(user:TOKEN)``."""
+    if not authorization:
+        return AuthFailure(401, "missing", "authentication required: send a bearer token")
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value and " " not in value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return AuthFailure(401, "malformed", "malformed Basic credentials")
+        _, sep, password = decoded.partition(":")
+        if sep and password:
+            return password
+    return AuthFailure(401, "malformed", "malformed Authorization header: use 'Bearer TOKEN'")

@@ -1,0 +1,222 @@
+"""Cameras: what one is (a validated spec), and where the list of them is kept.
+
+A camera is added through the API, the CLI or a YAML file. All three produce the same
+``CameraSpec``, so one set of rules decides what a usable source is:
+- ``rtsp://``, ``rtsps://``, ``http://``, ``https://``: a stream decoded with PyAV;
+- a local video file (a path or ``file://``), looped or played once, for tests and drills;
+- ``push``: the camera sends frames to ``POST /v1/cameras/{id}/frames``.
+
+Cameras added through the API or the CLI live in a small SQLite table beside the catalog,
+so ``facewatch camera add`` works whether or not the server runs, and a running server
+picks changes up on its next poll. Cameras in the YAML file are read-only at run time.
+Stream credentials do not belong in either place: write ``${CAM1_PASSWORD}`` in the URL and
+it is expanded from the environment only when connecting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+PUSH = "push"
+CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+class CameraError(ValueError):
+    """A camera spec or registry operation is invalid; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def check_source_url(url: str) -> str:
+    """The normalised source URL, or ValueError saying what is wrong with it."""
+    url = url.strip()
+    if not url:
+        raise ValueError("empty URL")
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError("URL too long or contains whitespace/control characters")
+    if url == PUSH:
+        return url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in STREAM_SCHEMES:
+        if not parts.hostname:
+            raise ValueError(f"{scheme}:// URL has no host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("URL has an invalid port") from None
+        return url
+    if scheme == "file":
+        path = Path(parts.path)
+    elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):
+        path = Path(url)
+    else:
+        raise ValueError(
+            f"unsupported URL scheme '{scheme}': use rtsp://, http(s)://, a local video file, "
+            "or 'push'"
+        )
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"no such video file: {path}")
+    return str(path)
+
+
+def source_kind(url: str) -> Literal["stream", "file", "push"]:
+    if url == PUSH:
+        return "push"
+    return "stream" if urlsplit(url).scheme.lower() in STREAM_SCHEMES else "file"
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password, for status pages, logs and stored alerts."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def expand_secrets(url: str, environ: dict[str, str] | None = None) -> str:
+    """Replace ``${NAME}`` with the environment variable, at connect time only."""
+    env = os.environ if environ is None else environ
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in env:
+            raise CameraError(f"environment variable {m.group(1)} (used in the URL) is not set")
+        return env[m.group(1)]
+
+    return _ENV_REF.sub(sub, url)
+
+
+class CameraSpec(BaseModel):
+    """One camera. ``fps`` None means the configured default (``live.fps``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    id: str = Field(..., pattern=CAMERA_ID, description="letters, digits, _ and -; 1-64")
+    url: str = Field(..., description="rtsp:// or http(s):// stream, video file, or 'push'")
+    fps: float | None = Field(None, gt=0, le=60, description="analysed frames per second")
+    list_name: str | None = Field(
+        None, alias="list", max_length=128, description="watch list (default: all lists)"
+    )
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="override the list's calibrated threshold (audited)"
+    )
+    loop: bool = Field(True, description="file sources: start again at the end")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_source_url(v)
+
+    @property
+    def kind(self) -> Literal["stream", "file", "push"]:
+        return source_kind(self.url)
+
+    def public(self) -> dict:
+        """The spec as shown to users: the URL without its password."""
+        d = self.model_dump(by_alias=True)
+        d["url"] = redact_url(self.url)
+        d["kind"] = self.kind
+        return d
+
+
+def parse_spec(data: dict) -> CameraSpec:
+    try:
+        return CameraSpec.model_validate(data)
+    except ValidationError as exc:
+        raise CameraError("invalid camera: " + validation_message(exc)) from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """``field: why; field: why`` from a pydantic error, without echoing the input."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def load_cameras_file(path: Path) -> list[CameraSpec]:
+    """Cameras from YAML: ``cameras: [{id, url, fps, list, threshold, loop}, ...]``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CameraError(f"cannot read cameras file {path}: {exc}") from None
+    items = data.get("cameras", []) if isinstance(data, dict) else None
+    if not isinstance(items, list) or (isinstance(data, dict) and set(data) - {"cameras"}):
+        raise CameraError(f"{path}: expected a mapping with one key, 'cameras', holding a list")
+    specs = [parse_spec(item if isinstance(item, dict) else {}) for item in items]
+    ids = [s.id for s in specs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise CameraError(f"{path}: camera ids used twice: {', '.join(dupes)}")
+    return specs
+
+
+class CameraRegistry:
+    """Cameras added through the API or CLI, in SQLite (one small table of our own)."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS live_cameras (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(self.SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def add(self, spec: CameraSpec, actor: str) -> None:
+        try:
+            with self._connect() as db:
+                db.execute(
+                    "INSERT INTO live_cameras (id, spec, created_by, created_at) VALUES (?,?,?,?)",
+                    (spec.id, spec.model_dump_json(), actor, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise CameraError(f"camera '{spec.id}' already exists", status=409) from None
+
+    def remove(self, camera_id: str) -> None:
+        with self._connect() as db:
+            n = db.execute("DELETE FROM live_cameras WHERE id = ?", (camera_id,)).rowcount
+        if n == 0:
+            raise CameraError(f"no camera '{camera_id}'", status=404)
+
+    def all(self) -> list[CameraSpec]:
+        with self._connect() as db:
+            rows = db.execute("SELECT spec FROM live_cameras ORDER BY id").fetchall()
+        return [_stored_spec(r[0]) for r in rows]
+
+
+def _stored_spec(raw: str) -> CameraSpec:
+    """A stored spec was valid when added; if its file has gone since, keep it anyway, so
+    that it shows up with an error (and can be removed) instead of vanishing."""
+    try:
+        return CameraSpec.model_validate_json(raw)
+    except ValidationError:
+        return CameraSpec.model_construct(**json.loads(raw))

@@ -1,0 +1,143 @@
+"""The set of running cameras, kept in line with what is configured, and their watch lists.
+
+Desired cameras come from two places: the YAML file named by ``live.cameras_file`` (fixed
+while the server runs) and the registry table that the API and the CLI write. ``reconcile``
+starts what is missing, stops what was removed and restarts what changed; the hub calls
+it after every API change and on a timer, so ``facewatch camera add`` takes effect on a
+running server within ``live.list_refresh_s`` seconds.
+
+Each camera matches against an in-memory copy of its list (a ``Matcher``), shared by the
+cameras that use the same list and threshold. The catalog bumps a list's version whenever
+its entries or threshold change; the fleet polls those versions (one small SQLite query)
+and swaps in a fresh copy when they move.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pipelines.config import LiveConfig
+from pipelines.match import Gallery, Matcher
+from serve.cameras import CameraError, CameraRegistry, CameraSpec
+from serve.ingest import AlertSink, Analyse, CameraRunner
+
+logger = logging.getLogger(__name__)
+
+ListKey = tuple[str | None, float | None]  # (list name or None for all lists, threshold)
+LoadGallery = Callable[[str | None, float | None], Awaitable[Gallery]]
+ListVersions = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Fleet:
+    def __init__(
+        self,
+        policy: LiveConfig,
+        registry: CameraRegistry,
+        fixed: list[CameraSpec],
+        analyse: Analyse,
+        sink: AlertSink,
+        load_gallery: LoadGallery,
+        list_versions: ListVersions,
+    ):
+        self.policy, self.registry, self.fixed = policy, registry, {s.id: s for s in fixed}
+        self._analyse, self._sink = analyse, sink
+        self._load_gallery, self._list_versions = load_gallery, list_versions
+        self.runners: dict[str, CameraRunner] = {}
+        self._matchers: dict[ListKey, tuple[Matcher | None, dict[str, Any]]] = {}
+        self._versions: dict[str, Any] | None = None
+
+    # -- cameras ----------------------------------------------------------------------------
+    def desired(self) -> dict[str, tuple[CameraSpec, str]]:
+        out = {s.id: (s, "api") for s in self.registry.all()}
+        for cid, spec in self.fixed.items():
+            if cid in out:
+                logger.warning("camera %s is in the cameras file and the registry; file wins", cid)
+            out[cid] = (spec, "config")
+        return out
+
+    async def reconcile(self) -> None:
+        desired = self.desired()
+        for cid in [c for c in self.runners if c not in desired]:
+            await self.runners.pop(cid).stop()
+            logger.info("camera %s stopped", cid)
+        for cid, (spec, origin) in desired.items():
+            running = self.runners.get(cid)
+            if running is not None and running.spec == spec:
+                continue
+            if running is not None:
+                await self.runners.pop(cid).stop()
+            if len(self.runners) >= self.policy.max_cameras:
+                logger.error("camera %s not started: live.max_cameras reached", cid)
+                continue
+            await self._start(spec, origin)
+
+    async def _start(self, spec: CameraSpec, origin: str) -> None:
+        runner = CameraRunner(spec, self.policy, self._analyse, self._sink, origin)
+        matcher, info = await self._matcher((spec.list_name, spec.threshold))
+        runner.set_matcher(matcher, info)
+        runner.start()
+        self.runners[spec.id] = runner
+        logger.info("camera %s started (%s, %s fps)", spec.id, spec.kind, runner.fps)
+
+    def get(self, camera_id: str) -> CameraRunner:
+        runner = self.runners.get(camera_id)
+        if runner is None:
+            raise CameraError(f"no camera '{camera_id}'", status=404)
+        return runner
+
+    def check_new(self, spec: CameraSpec) -> None:
+        if spec.id in self.fixed:
+            raise CameraError(f"camera '{spec.id}' is defined in the cameras file", status=409)
+        if len(self.desired()) >= self.policy.max_cameras:
+            raise CameraError(f"at most {self.policy.max_cameras} cameras", status=409)
+
+    def check_removable(self, camera_id: str) -> None:
+        if camera_id in self.fixed:
+            raise CameraError(
+                f"camera '{camera_id}' is defined in the cameras file; edit the file", status=409
+            )
+
+    async def stop_all(self) -> None:
+        for cid in list(self.runners):
+            await self.runners.pop(cid).stop()
+
+    # -- watch lists ------------------------------------------------------------------------
+    async def _matcher(self, key: ListKey) -> tuple[Matcher | None, dict[str, Any]]:
+        if key not in self._matchers:
+            self._matchers[key] = await self._build(key)
+        return self._matchers[key]
+
+    async def _build(self, key: ListKey) -> tuple[Matcher | None, dict[str, Any]]:
+        list_name, threshold = key
+        try:
+            gallery = await self._load_gallery(list_name, threshold)
+        except Exception as exc:  # noqa: BLE001 - a bad list must not stop the camera
+            logger.error("watch list %s: cannot load: %s", list_name or "(all)", exc)
+            return None, {"list": list_name, "error": str(exc)[:300], "people": 0}
+        info = {
+            "list": list_name,
+            "people": len(gallery.people),
+            "entries": len(gallery),
+            "snapshots": dict(gallery.snapshot_ids),
+            "threshold_override": threshold,
+        }
+        return (Matcher(gallery) if len(gallery) else None), info
+
+    async def refresh_lists(self, force: bool = False) -> bool:
+        """Reload the in-memory lists when the catalog says they changed (or when forced)."""
+        versions = await self._list_versions()
+        if not force and versions == self._versions:
+            return False
+        self._versions = versions
+        self._matchers.clear()
+        for runner in self.runners.values():
+            spec = runner.spec
+            matcher, info = await self._matcher((spec.list_name, spec.threshold))
+            runner.set_matcher(matcher, info)
+        logger.info("watch lists reloaded for %d camera(s)", len(self.runners))
+        return True
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [self.runners[c].status() for c in sorted(self.runners)]

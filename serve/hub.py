@@ -1,0 +1,317 @@
+"""LiveHub: the one stateful deployment of the live side (exactly one replica).
+
+It owns what may only have one owner: the milvus-lite store (one process per database),
+the cameras with their trackers, the review book and the SSE subscribers. The API replicas
+forward to it; frames go from here to the shared FacePool, so live and archive work meet
+in one pool with live first. Blocking work (store, SQLite, audit, JPEG) runs on one "io"
+thread, in order; image decoding on a small thread pool; the event loop only coordinates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from ray import serve as ray_serve
+
+from pipelines.config import Settings
+from pipelines.home import Home
+from pipelines.images import ImageError, decode_image
+from pipelines.media import MediaPathError
+from pipelines.schemas import EmbedderInfo
+from pipelines.store import VectorStore
+from pipelines.watchlist import WatchlistError, Watchlists
+from serve.alerts import AlertFanout, AlertRecorder, alert_record
+from serve.cameras import CameraError, CameraRegistry, CameraSpec, parse_spec
+from serve.fleet import Fleet
+from serve.http import HubError
+from serve.live import AlertDraft, Face
+from serve.matches import match_filter, public_match
+from serve.reviews import ReviewBook, ReviewError
+from serve.webhooks import WebhookDispatcher
+
+logger = logging.getLogger(__name__)
+
+HUB_DEPLOYMENT = "LiveHub"
+LIVE_DB = "catalog.sqlite"  # our tables live beside the catalog's, in its SQLite file
+MAX_FRAME_PIXELS = 40_000_000
+DRILL_WARNING = (
+    "DRILL MODE: live.keep_nonmatches is on. Faces of people who match NO watch list are "
+    "being KEPT (crops and embeddings in fw_faces). Never run this on a real deployment."
+)
+
+
+def embedder_from_key(key: str, dim: int) -> EmbedderInfo:
+    name, _, rest = key.partition("@")
+    version = rest.rsplit("/", 1)[0]
+    return EmbedderInfo(name, version, int(dim))
+
+
+def default_threshold(settings: Settings) -> float:
+    """The embedder's shipped threshold (a class attribute: no weights are loaded)."""
+    import torch
+
+    from pipelines.embedders.backends import build_embedder
+
+    return float(build_embedder(settings.embedder, torch.device("cpu")).default_threshold)
+
+
+def hub_errors(fn):
+    """Expected failures leave as HubError (with an HTTP status); the API maps them."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except (CameraError, ReviewError) as exc:
+            raise HubError(exc.status, str(exc)) from None
+        except (ImageError, MediaPathError, WatchlistError) as exc:
+            raise HubError(422, str(exc)) from None
+
+    return wrapper
+
+
+@ray_serve.deployment(
+    name=HUB_DEPLOYMENT,
+    num_replicas=1,
+    max_ongoing_requests=2048,
+    health_check_period_s=10,
+    graceful_shutdown_timeout_s=10,
+)
+class LiveHub:
+    def __init__(self, settings: dict, pool, cameras: list[dict]):
+        self.settings = Settings.model_validate(settings)
+        self.live = self.settings.live
+        self.pool = pool
+        self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="hub-io")
+        self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="hub-decode")
+        self.home = Home.open(self.settings)
+        self.store = VectorStore.open(self.settings)  # fails now if another process has it
+        self.audit, self.media = self.home.audit, self.home.media
+        self.lists: Watchlists | None = None  # once the pool has told us its embedder
+        self.reviews = ReviewBook(self.home.path / LIVE_DB)
+        self.registry = CameraRegistry(self.home.path / LIVE_DB)
+        self.recorder = AlertRecorder(self.store, self.media, self.reviews)
+        self.fanout = AlertFanout(WebhookDispatcher(self.live.webhooks))
+        self.fleet = Fleet(
+            self.live,
+            self.registry,
+            [CameraSpec.model_validate(c) for c in cameras],
+            self._analyse,
+            _Sink(self),
+            self._load_gallery,
+            self._list_versions,
+        )
+        self.ready = asyncio.Event()
+        self.failed: BaseException | None = None
+        self._tasks = {asyncio.ensure_future(self._start())}
+        if self.live.keep_nonmatches:
+            logger.warning(DRILL_WARNING)
+
+    # -- start-up and upkeep ---------------------------------------------------------------
+    async def _start(self) -> None:
+        try:
+            desc = await self.pool.describe.remote()
+            info = embedder_from_key(desc["embedder"], desc["dim"])
+            await self._io(self.store.bind, info)
+            self.home.store = self.store
+            self.lists = Watchlists(self.home, info, default_threshold(self.settings))
+            await self.fleet.refresh_lists()
+            await self.fleet.reconcile()
+        except Exception as exc:
+            self.failed = exc
+            logger.exception("live hub failed to start")
+            return
+        self.ready.set()
+        self._tasks.add(asyncio.ensure_future(self._upkeep()))
+        logger.info("live hub ready: %d camera(s)", len(self.fleet.runners))
+
+    async def _upkeep(self) -> None:
+        last_warning = time.monotonic()
+        while True:
+            await asyncio.sleep(self.live.list_refresh_s)
+            try:
+                await self.fleet.refresh_lists()
+                await self.fleet.reconcile()
+            except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
+                logger.exception("camera/list upkeep failed")
+            if self.live.keep_nonmatches and time.monotonic() - last_warning > 600:
+                logger.warning(DRILL_WARNING)
+                last_warning = time.monotonic()
+
+    def check_health(self) -> None:
+        if self.failed is not None:
+            raise RuntimeError(f"live hub failed to start: {self.failed}")
+
+    async def _ready(self) -> None:
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), 30)
+            except asyncio.TimeoutError:
+                raise HubError(503, "the live hub is still starting") from None
+
+    async def _io(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io_pool, functools.partial(fn, *args, **kwargs))
+
+    # -- what the fleet needs --------------------------------------------------------------
+    async def _analyse(self, frame: np.ndarray):
+        return await self.pool.live.remote(frame)
+
+    async def _decode(self, data: bytes) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._cpu_pool, decode_image, data, "frame", MAX_FRAME_PIXELS
+        )
+
+    async def _load_gallery(self, list_name: str | None, threshold: float | None):
+        assert self.lists is not None, "lists are loaded after start-up"
+        return await self._io(
+            self.lists.active_gallery,
+            list_name,
+            override=threshold,
+            actor="live-hub",
+            warn=logger.warning,
+        )
+
+    async def _list_versions(self) -> dict[str, Any]:
+        sql = "SELECT name, version, threshold FROM lists"
+        rows = await self._io(self.home.catalog.rows, sql)
+        return {r["name"]: (r["version"], r["threshold"]) for r in rows}
+
+    # -- API: health, cameras, frames ------------------------------------------------------
+    async def ping(self) -> str:
+        await self._ready()
+        return "ok"
+
+    async def cameras(self) -> list[dict]:
+        await self._ready()
+        return self.fleet.statuses()
+
+    @hub_errors
+    async def add_camera(self, data: dict, actor: str) -> dict:
+        await self._ready()
+        spec = parse_spec(data)
+        self.fleet.check_new(spec)
+        await self._io(self.registry.add, spec, actor)
+        await self._io(self.audit.append, actor, "camera.add", camera=spec.public())
+        await self.fleet.reconcile()
+        return self.fleet.get(spec.id).status()
+
+    @hub_errors
+    async def remove_camera(self, camera_id: str, actor: str) -> dict:
+        await self._ready()
+        self.fleet.check_removable(camera_id)
+        await self._io(self.registry.remove, camera_id)
+        await self._io(self.audit.append, actor, "camera.remove", camera_id=camera_id)
+        await self.fleet.reconcile()
+        return {"removed": camera_id}
+
+    @hub_errors
+    async def push_frame(self, camera_id: str, data: bytes, wait: bool) -> dict:
+        await self._ready()
+        return await self.fleet.get(camera_id).push(data, self._decode, wait)
+
+    async def refresh_lists(self, actor: str) -> dict:
+        await self._ready()
+        await self._io(self.audit.append, actor, "lists.refresh")
+        await self.fleet.refresh_lists(force=True)
+        return {c["id"]: c["watchlist"] for c in self.fleet.statuses()}
+
+    # -- API: alerts, review, stats --------------------------------------------------------
+    @hub_errors
+    async def list_alerts(self, status: str, camera: str | None, limit: int) -> list[dict]:
+        return await self._io(self.reviews.list, status, camera, limit)
+
+    @hub_errors
+    async def get_alert(self, alert_id: str) -> dict:
+        return await self._io(self.reviews.get, alert_id)
+
+    @hub_errors
+    async def alert_media(self, alert_id: str, kind: str) -> bytes:
+        alert = await self._io(self.reviews.get, alert_id)
+        rel = alert.get("thumbnail") if kind == "crop" else alert.get("photo")
+        if not rel:
+            raise HubError(404, f"alert '{alert_id}' has no {kind}")
+        try:
+            return await self._io(lambda: self.media.path(rel).read_bytes())
+        except FileNotFoundError:
+            raise HubError(404, f"the {kind} of alert '{alert_id}' is missing") from None
+
+    @hub_errors
+    async def adjudicate(self, alert_id: str, outcome: str, note: str, actor: str) -> dict:
+        alert = await self._io(self.reviews.check_pending, alert_id)
+        await self._io(self.recorder.set_status, alert_id, outcome)
+        decided = await self._io(self.reviews.decide, alert_id, outcome, note, actor)
+        await self._io(
+            self.audit.append,
+            actor,
+            "alert.adjudicate",
+            alert_id=alert_id,
+            outcome=outcome,
+            note=note,
+            camera_id=alert["camera_id"],
+            person_id=alert["person_id"],
+            list_name=alert["list_name"],
+        )
+        self.fanout.publish_decision(decided)
+        return decided
+
+    async def stats(self) -> dict:
+        summary = await self._io(self.reviews.stats)
+        summary["live"] = {
+            c["id"]: {
+                k: c[k] for k in ("state", "analysed_fps", "frames_analysed", "drops", "drop_rate")
+            }
+            | c["counters"]
+            for c in self.fleet.statuses()
+        }
+        summary["non_match_data"] = "KEPT (drill)" if self.live.keep_nonmatches else "discarded"
+        summary["webhooks"] = dict(self.fanout.webhooks.counters)
+        summary["sse_subscribers"] = self.fanout.subscribers
+        return summary
+
+    async def subscribe(self, last_event_id: str | None) -> AsyncIterator[str]:
+        async for message in self.fanout.subscribe(last_event_id):
+            yield message
+
+    @hub_errors
+    async def search_matches(self, query: dict, case: str, reason: str, actor: str) -> dict:
+        where = match_filter(query)
+        await self._io(
+            self.audit.append, actor, "search.matches", case=case, reason=reason, query=query
+        )
+        rows = await self._io(self.store.query, "fw_matches", where, limit=query["limit"])
+        rows.sort(key=lambda r: r.get("created_at", 0), reverse=True)
+        return {"matches": [public_match(r) for r in rows]}
+
+    async def auth_failure(self, details: dict) -> None:
+        await self._io(self.audit.append, "anonymous", "auth.failure", **details)
+
+
+class _Sink:
+    """Where a camera's decisions go: stored first, then pushed (SSE) and posted."""
+
+    def __init__(self, hub: LiveHub):
+        self.hub = hub
+
+    async def alert(self, draft: AlertDraft, camera: CameraSpec) -> None:
+        record = alert_record(draft, camera)
+        try:
+            await self.hub._io(self.hub.recorder.record, draft, record)
+        except Exception:
+            logger.exception("alert %s could not be stored; not sent", draft.alert_id)
+            return
+        public = await self.hub._io(self.hub.reviews.get, draft.alert_id)
+        self.hub.fanout.publish_alert(record, public)
+
+    async def drill_face(self, camera: CameraSpec, track_id: int, face: Face) -> None:
+        face_id = f"drill_{camera.id}_{track_id}_{face.seq}_{face.face_index}"
+        logger.warning("DRILL MODE: keeping a non-matching face from camera %s", camera.id)
+        await self.hub._io(self.hub.recorder.drill_face, camera, face_id, face)

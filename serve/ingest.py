@@ -1,0 +1,228 @@
+"""One running camera: source -> newest-frame slot -> shared pool -> live analysis -> alerts.
+
+A camera analyses its frames in order, with at most ``depth`` frames at the pool at once,
+so a camera keeps up with its fps even when one pool call takes longer than one frame
+interval; meanwhile newer frames replace older waiting ones (counted as drops). Results are
+applied to the tracker strictly in frame order. Everything here runs on the hub's event
+loop except the PyAV reader thread, which hands frames over with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipelines.config import LiveConfig
+from pipelines.match import Matcher
+from pipelines.schemas import FaceBatch
+from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url
+from serve.live import AlertDraft, Face, LiveAnalyser
+from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
+
+logger = logging.getLogger(__name__)
+
+STATS_WINDOW_S = 10.0
+PUSH_CONNECTED_S = 5.0  # a push camera counts as connected this long after its last frame
+
+
+class AlertSink(Protocol):
+    async def alert(self, draft: AlertDraft, camera: CameraSpec) -> None: ...
+
+    async def drill_face(self, camera: CameraSpec, track_id: int, face: Face) -> None: ...
+
+
+Analyse = Callable[[np.ndarray], Awaitable[FaceBatch]]
+Decode = Callable[[bytes], Awaitable[np.ndarray]]
+
+
+class CameraRunner:
+    def __init__(
+        self,
+        spec: CameraSpec,
+        policy: LiveConfig,
+        analyse: Analyse,
+        sink: AlertSink,
+        origin: str = "api",
+        depth: int = 2,
+    ):
+        self.spec, self.policy, self.origin = spec, policy, origin
+        self.fps = spec.fps or policy.fps
+        self._analyse, self._sink = analyse, sink
+        self.analyser = LiveAnalyser(spec.id, policy, epoch=f"{time.time():.6f}")
+        self.slot = FrameSlot()
+        self.pacer = Pacer(self.fps)  # push cameras; readers pace themselves
+        self.source = SourceState(state="waiting" if spec.kind == "push" else "starting")
+        self.reader: StreamReader | None = None
+        self._inflight = asyncio.Semaphore(depth)
+        self._order: asyncio.Queue = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        self._seq = 0
+        self._done_at: deque[float] = deque(maxlen=1024)
+        self._latency_ms: deque[float] = deque(maxlen=256)
+        self.errors = 0
+        self.skipped = 0
+        self.list_info: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._spawn(self._produce())
+        self._spawn(self._consume())
+        if self.spec.kind != "push":
+            self.reader = self._make_reader(loop)
+            self.source = self.reader.state
+            self.reader.start()
+
+    def _make_reader(self, loop: asyncio.AbstractEventLoop) -> StreamReader:
+        def deliver(image: np.ndarray, t: float, received_at: float) -> None:
+            loop.call_soon_threadsafe(self._offer_image, image, t, received_at)
+
+        return StreamReader(
+            self.spec.id,
+            expand_secrets(self.spec.url),
+            is_file=self.spec.kind == "file",
+            loop_file=self.spec.loop,
+            fps=self.fps,
+            deliver=deliver,
+            backoff=Backoff(self.policy.reconnect_initial_s, self.policy.reconnect_max_s),
+        )
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.slot.clear("camera removed")
+        while not self._order.empty():
+            frame, task = self._order.get_nowait()
+            task.cancel()
+            frame.resolve({"status": "dropped", "seq": frame.seq, "reason": "camera removed"})
+        self.analyser.tracks.clear()  # drop every face held in memory
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("camera %s: task failed: %r", self.spec.id, task.exception())
+
+    def set_matcher(self, matcher: Matcher | None, info: dict[str, Any]) -> None:
+        self.analyser.set_matcher(matcher)
+        self.list_info = info
+
+    # -- frames in --------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        self.source.frames_received += self.spec.kind == "push"
+        return self._seq
+
+    def _offer_image(self, image: np.ndarray, t: float, received_at: float) -> None:
+        self.slot.put(PendingFrame(self._next_seq(), t, received_at, image=image))
+
+    async def push(self, data: bytes, decode: Decode, wait: bool) -> dict:
+        """A pushed frame: skipped (sampling), or decoded and queued; with ``wait``, the
+        outcome once it is analysed or dropped."""
+        if self.spec.kind != "push":
+            raise CameraError(
+                f"camera '{self.spec.id}' reads {redact_url(self.spec.url)}; "
+                "it does not take pushed frames",
+                status=409,
+            )
+        t, received_at = time.monotonic(), time.time()
+        seq = self._next_seq()
+        self.source.state, self.source.connected = "streaming", True
+        if not self.pacer.due(t):
+            self.skipped += 1
+            return {"status": "skipped", "seq": seq, "reason": f"camera analyses {self.fps} fps"}
+        image = await decode(data)
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self.slot.put(PendingFrame(seq, t, received_at, image=image, done=done))
+        if done is None:
+            return {"status": "queued", "seq": seq}
+        return await done
+
+    # -- analysis ---------------------------------------------------------------------------
+    async def _produce(self) -> None:
+        while True:
+            await self._inflight.acquire()
+            frame = await self.slot.get()
+            task = asyncio.ensure_future(self._analyse(frame.image))
+            await self._order.put((frame, task))
+
+    async def _consume(self) -> None:
+        while True:
+            frame, task = await self._order.get()
+            try:
+                batch = await task
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed pool call costs one frame
+                self.errors += 1
+                self.source.error(f"analysis failed: {type(exc).__name__}: {exc}"[:300])
+                frame.resolve({"status": "error", "seq": frame.seq, "reason": "analysis failed"})
+                self._inflight.release()
+                continue
+            self._apply(frame, batch)
+            self._inflight.release()
+
+    def _apply(self, frame: PendingFrame, batch: FaceBatch) -> None:
+        outcome = self.analyser.update(frame.t, frame.seq, frame.received_at, batch)
+        frame.image = None
+        now = time.monotonic()
+        self._done_at.append(now)
+        latency_ms = (now - frame.t) * 1000
+        self._latency_ms.append(latency_ms)
+        for draft in outcome.alerts:
+            self._spawn(self._sink.alert(draft, self.spec))
+        for track_id, face in outcome.drill_faces:
+            self._spawn(self._sink.drill_face(self.spec, track_id, face))
+        frame.resolve({**outcome.public(), "latency_ms": round(latency_ms, 1)})
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = [t for t in self._done_at if now - t <= STATS_WINDOW_S]
+        span = min(STATS_WINDOW_S, now - recent[0]) if len(recent) > 1 else 0.0
+        analysed = int(self.analyser.counters["frames"])
+        drops = self.slot.dropped
+        src = self.source
+        connected = src.connected
+        if self.spec.kind == "push":
+            connected = bool(self._done_at) and now - self._done_at[-1] <= PUSH_CONNECTED_S
+        lat = np.asarray(self._latency_ms) if self._latency_ms else np.zeros(1)
+        counters = dict(self.analyser.counters)
+        return {
+            **self.spec.public(),
+            "fps": self.fps,
+            "origin": self.origin,
+            "state": src.state,
+            "connected": bool(connected),
+            "analysed_fps": round((len(recent) - 1) / span, 2) if span > 0 else 0.0,
+            "frames_received": src.frames_received,
+            "frames_analysed": analysed,
+            "frames_skipped": self.skipped,
+            "drops": drops,
+            "drop_rate": round(drops / max(1, drops + analysed), 4),
+            "reconnects": src.reconnects,
+            "errors": self.errors,
+            "last_error": src.last_error,
+            "last_error_at": src.last_error_at or None,
+            "latency_ms": {
+                "p50": round(float(np.percentile(lat, 50)), 1),
+                "p99": round(float(np.percentile(lat, 99)), 1),
+            },
+            "active_tracks": self.analyser.active_tracks(),
+            "counters": counters,
+            "watchlist": self.list_info,
+        }

@@ -1,0 +1,153 @@
+"""The review book: each live alert's workflow state, who decided it, and the statistics.
+
+Milvus (``fw_matches``) keeps the alert as a match record with its embedding and status;
+this small SQLite table keeps what the review workflow needs and Milvus cannot do well:
+newest-first listing, the note, who decided and when, and grouped counts for ``/v1/stats``.
+The hub is its only writer and updates both in the same order, Milvus first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = ("confirmed", "rejected")
+
+
+class ReviewError(ValueError):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class ReviewBook:
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS live_alerts (
+        alert_id TEXT PRIMARY KEY,
+        camera_id TEXT NOT NULL,
+        list_name TEXT NOT NULL,
+        person_id TEXT NOT NULL,
+        alerted_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        decided_by TEXT,
+        decided_at REAL,
+        note TEXT,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS live_alerts_status ON live_alerts (status, alerted_at);
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(self.SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO live_alerts (alert_id, camera_id, list_name, person_id,"
+                " alerted_at, record) VALUES (?,?,?,?,?,?)",
+                (
+                    record["alert_id"],
+                    record["camera_id"],
+                    record["list_name"],
+                    record["person_id"],
+                    record["alerted_at"],
+                    json.dumps(record),
+                ),
+            )
+
+    def get(self, alert_id: str) -> dict[str, Any]:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM live_alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise ReviewError(f"no alert '{alert_id}'", 404)
+        return _public(row)
+
+    def list(self, status: str, camera: str | None, limit: int) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM live_alerts WHERE 1=1", []
+        if status != "all":
+            sql, args = sql + " AND status = ?", [*args, status]
+        if camera:
+            sql, args = sql + " AND camera_id = ?", [*args, camera]
+        sql += " ORDER BY alerted_at DESC LIMIT ?"
+        with self._connect() as db:
+            rows = db.execute(sql, [*args, limit]).fetchall()
+        return [_public(r) for r in rows]
+
+    def check_pending(self, alert_id: str) -> dict[str, Any]:
+        alert = self.get(alert_id)
+        if alert["status"] != "pending":
+            raise ReviewError(
+                f"alert '{alert_id}' was already {alert['status']} by {alert['decided_by']}", 409
+            )
+        return alert
+
+    def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> dict[str, Any]:
+        if outcome not in OUTCOMES:
+            raise ReviewError(f"outcome must be one of {', '.join(OUTCOMES)}", 422)
+        with self._connect() as db:
+            n = db.execute(
+                "UPDATE live_alerts SET status = ?, decided_by = ?, decided_at = ?, note = ?"
+                " WHERE alert_id = ? AND status = 'pending'",
+                (outcome, actor, time.time(), note, alert_id),
+            ).rowcount
+        if n == 0:
+            self.check_pending(alert_id)  # raises 404 or 409
+        return self.get(alert_id)
+
+    def stats(self) -> dict[str, Any]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT camera_id, list_name, status, COUNT(*) AS n FROM live_alerts"
+                " GROUP BY camera_id, list_name, status"
+            ).fetchall()
+        total: dict[str, int] = {}
+        cams: dict[str, dict[str, int]] = {}
+        lists: dict[str, dict[str, int]] = {}
+        for r in rows:
+            cam = cams.setdefault(r["camera_id"], {})
+            lst = lists.setdefault(r["list_name"], {})
+            for bucket in (total, cam, lst):
+                bucket[r["status"]] = bucket.get(r["status"], 0) + r["n"]
+        return {
+            **summarise(total),
+            "per_camera": {k: summarise(v) for k, v in sorted(cams.items())},
+            "per_list": {k: summarise(v) for k, v in sorted(lists.items())},
+        }
+
+
+def summarise(counts: dict[str, int]) -> dict[str, Any]:
+    """Alerts by status, and precision = confirmed / adjudicated (None before any decision)."""
+    confirmed, rejected = counts.get("confirmed", 0), counts.get("rejected", 0)
+    adjudicated = confirmed + rejected
+    return {
+        "alerts": sum(counts.values()),
+        "confirmed": confirmed,
+        "rejected": rejected,
+        "pending": counts.get("pending", 0),
+        "precision": round(confirmed / adjudicated, 4) if adjudicated else None,
+    }
+
+
+def _public(row: sqlite3.Row) -> dict[str, Any]:
+    record = json.loads(row["record"])
+    record.update(
+        status=row["status"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        note=row["note"] or "",
+        crop_url=f"/v1/alerts/{row['alert_id']}/crop",
+        photo_url=f"/v1/alerts/{row['alert_id']}/photo",
+    )
+    return record
