@@ -8,8 +8,8 @@ import sys
 import typer
 from rich.table import Table
 
-from jobs.common import console, get_context
-from pipelines.audit import AuditLog
+from jobs.common import console, fail, get_context
+from pipelines.audit import AuditError, AuditLog
 
 app = typer.Typer(help="The audit log: who did what to biometric data, and when.")
 
@@ -27,7 +27,10 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout"),
 ) -> None:
     """List audit records."""
-    records = list(_log(ctx).records(since, actor, action))
+    try:
+        records = list(_log(ctx).records(since, actor, action))
+    except AuditError as exc:
+        fail(str(exc))
     if as_json:
         for r in records:
             sys.stdout.write(json.dumps(r) + "\n")
@@ -46,12 +49,18 @@ def ls(
 
 
 @app.command("verify")
-def verify(ctx: typer.Context) -> None:
+def verify(
+    ctx: typer.Context,
+    head: str | None = typer.Option(
+        None, help="a head hash noted earlier: also check no records were cut off the end"
+    ),
+) -> None:
     """Check the whole hash chain; name the first broken record."""
     log = _log(ctx)
-    result = log.verify()
+    result = log.verify(head)
     if result.ok:
         console.print(f"audit log intact: {result.n_records} records ({log.path})")
+        console.print(f"head {result.head} (note it; verify --head checks it later)")
         return
     console.print(
         f"[bold red]audit log broken[/] at record {result.first_bad_seq}: "

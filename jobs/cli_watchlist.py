@@ -50,6 +50,9 @@ def add(
     expires: str | None = typer.Option(None, help="expiry date YYYY-MM-DD"),
     authorised_by: str | None = typer.Option(None, help="who authorised the listing"),
     minor: bool = typer.Option(False, help="the person is a minor"),
+    source: str | None = typer.Option(
+        None, help="where the photos came from, e.g. 'custody image 2026-03'"
+    ),
 ) -> None:
     """Enrol a person from photos. All photos must be usable, or no one is enrolled."""
     expires_on = _parse_date(expires)
@@ -66,6 +69,8 @@ def add(
             expires_on,
             authorised_by,
             minor,
+            image_source=source,
+            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
         )
     except (EnrolmentError, WatchlistError) as exc:
         fail(str(exc))
@@ -95,7 +100,11 @@ def ls(
         return
     for lst in summary:
         fpir = lst["expected_fpir"]
-        expect = f"expected FPIR {fpir:.3%}" if fpir is not None else "FPIR not calibrated"
+        expect = (
+            f"expected FPIR {fpir:.3%} at {lst['active_people']} people"
+            if fpir is not None
+            else "FPIR not calibrated"
+        )
         console.print(
             f"list [bold]{lst['name']}[/]: {lst['active_people']} active, version "
             f"{lst['version']}, threshold {lst['threshold_in_force']:.3f} "
@@ -130,3 +139,94 @@ def rm(ctx: typer.Context, person_id: str = typer.Argument(...)) -> None:
     finally:
         home.close()
     console.print(f"removed {person['name']} ({person_id}) from '{person['list_name']}'")
+
+
+@app.command("policy")
+def policy(
+    ctx: typer.Context,
+    list_name: str = typer.Argument(..., help="watch list"),
+    size_cap: int | None = typer.Option(None, min=1, help="most active people on the list"),
+    allow_minors: bool | None = typer.Option(
+        None, "--allow-minors/--no-minors", help="may the list hold people flagged as minors"
+    ),
+) -> None:
+    """Set a list's size cap and whether it may hold minors (audited)."""
+    home, lists, _ = open_lists(ctx, vectors=False)
+    try:
+        after = lists.set_policy(list_name, current_actor(), size_cap, allow_minors)
+    except WatchlistError as exc:
+        fail(str(exc))
+    finally:
+        home.close()
+    console.print(
+        f"list '{list_name}': size cap {lists.size_cap(after)}, "
+        f"minors {'allowed' if after['allow_minors'] else 'refused'}"
+    )
+
+
+@app.command("calibrate")
+def calibrate(
+    ctx: typer.Context,
+    list_name: str = typer.Option(..., "--list", help="watch list to calibrate"),
+    distractors: Path = typer.Option(
+        ...,
+        "--distractors",
+        exists=True,
+        file_okay=False,
+        help="DIR/<identity>/<images> of people NOT on the list (non-mated faces)",
+    ),
+    target_fpir: float = typer.Option(
+        0.001, "--target-fpir", min=1e-6, max=0.5, help="false alarms per non-mated face"
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print the calibration record as JSON"),
+) -> None:
+    """Measure the list against non-mated faces and set its threshold for a target FPIR."""
+    from pipelines.evaluation.calibration import calibrate as measure
+    from pipelines.evaluation.calibration import check_disjoint
+    from pipelines.evaluation.faces import identity_images
+    from pipelines.evaluation.watchlist import EvaluationInputError
+
+    home, lists, engine = open_lists(ctx)
+    try:
+        gallery = lists.active_gallery(list_name)
+        images = identity_images(distractors)
+        check_disjoint(sorted(set(gallery.person_names)), list(images))
+        faces = _distractor_faces(engine, [p for ps in images.values() for p in ps], batch_size)
+        record = measure(gallery, faces, target_fpir, distractors)
+        how = lists.record_calibration(list_name, record, current_actor())
+    except (WatchlistError, EvaluationInputError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        home.close()
+    if as_json:
+        json.dump(record, sys.stdout, default=str)
+        sys.stdout.write("\n")
+        return
+    low, high = record["fpir_ci95"]
+    console.print(
+        f"list '{list_name}' ({record['list_size']} people): threshold "
+        f"{record['threshold']:.4f} ({how}); measured FPIR {record['fpir']:.3%} "
+        f"[95% CI {low:.3%}, {high:.3%}] = {record['false_alarms']}/{record['n_nonmated']} "
+        f"non-mated faces; no face {record['no_face']}, rejected {record['rejected']}"
+    )
+
+
+def _distractor_faces(engine: FaceEngine, paths: list[Path], batch_size: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from pipelines.evaluation.faces import extract_faces
+
+    engine.load(warmup=False)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        task = bar.add_task("non-mated images", total=len(paths))
+        return extract_faces(
+            engine.detector,
+            engine.embedder,
+            engine.gate,
+            paths,
+            batch_size,
+            lambda _s, done, _t: bar.update(task, completed=done),
+        )

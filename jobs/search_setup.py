@@ -87,6 +87,10 @@ class SearchSetup:
     ) -> SearchResult:
         out.mkdir(parents=True, exist_ok=True)
         (out / "thumbs").mkdir(exist_ok=True)
+        # results and face thumbnails leave the store for this folder: an export, audited
+        self.home.audit.append(
+            self.actor, "export.search", case=self.case, target=self.target, out=str(out.resolve())
+        )
         runtime.start_ray(ray_address, self.settings)
         with runtime.face_pool(self.settings, self.gallery.embedder) as app:
             job = ArchiveSearch(
@@ -129,6 +133,22 @@ class SearchSetup:
             "sightings": len(result.sightings),
             "wall time": f"{result.wall_s:.1f}s",
             "speed": f"{result.video_s / max(result.wall_s, 1e-9):.2f} video-s per s",
+        }
+
+    def numbers(self, result: SearchResult) -> dict:
+        """The summary as numbers (summary.json)."""
+        return {
+            "case": self.case,
+            "target": self.target,
+            "files": len(result.files),
+            "files_failed": len(result.errors),
+            "video_s": round(result.video_s, 3),
+            "frames": sum(f.frames for f in result.files),
+            "faces": sum(f.faces for f in result.files),
+            "rejected": sum(sum(f.rejected.values()) for f in result.files),
+            "matches": len(result.matches),
+            "sightings": len(result.sightings),
+            "wall_s": round(result.wall_s, 3),
         }
 
     def close(self) -> None:

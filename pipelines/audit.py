@@ -2,10 +2,13 @@
 
 Every act that touches biometric data or its rules is appended: who, when, what, and the
 hash of the record before it. Editing a field, deleting a record or swapping two breaks
-the chain at that record, and ``verify`` names it. Appends from several processes (the
-CLI and a running server) are serialised with an exclusive file lock; the file is only
-ever opened for appending, never rewritten. Secrets are never written: callers pass token
-names, not tokens.
+the chain at that record, and ``verify`` names it. Cutting records off the end leaves a
+shorter chain that is still valid; to catch that, note the head hash that ``verify``
+prints (or publish it) and later verify with ``head=`` that record still exists.
+
+Appends from several processes (the CLI and a running server) are serialised with an
+exclusive file lock; the file is only ever opened for appending, never rewritten. Secrets
+are never written: callers pass token names, not tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +26,21 @@ from typing import Any
 GENESIS = "0" * 64
 
 
+class AuditError(ValueError):
+    """The audit log cannot be read as asked; the message says where."""
+
+
+def utc_since(since: str) -> str:
+    """An ISO date or date-time (naive means UTC) as the log's UTC timestamp format."""
+    try:
+        when = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise AuditError(f"--since must be an ISO date or date-time, got {since!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _canonical(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -38,6 +56,7 @@ class VerifyResult:
     n_records: int
     first_bad_seq: int | None = None  # 1-based line number of the first broken record
     reason: str = ""
+    head: str = GENESIS  # hash of the last record that verified
 
 
 class AuditLog:
@@ -89,30 +108,60 @@ class AuditLog:
     ) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
-        with open(self.path, "rb") as f:
-            for line in f:
-                if not line.strip():
-                    continue
+        since = utc_since(since) if since else None
+        for n, line in enumerate(self._lines(), start=1):
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                if since and r["ts"] < since:
-                    continue
-                if actor and r["actor"] != actor:
-                    continue
-                if action and not (r["action"] == action or r["action"].startswith(action + ".")):
-                    continue
-                yield r
+            except json.JSONDecodeError:
+                msg = f"{self.path}: line {n} is not a record (run audit verify)"
+                raise AuditError(msg) from None
+            if since and r["ts"] < since:
+                continue
+            if actor and r["actor"] != actor:
+                continue
+            if action and not (r["action"] == action or r["action"].startswith(action + ".")):
+                continue
+            yield r
 
-    def verify(self) -> VerifyResult:
-        if not self.path.exists():
-            return VerifyResult(True, 0)
-        prev, n = GENESIS, 0
+    def _lines(self) -> Iterator[bytes]:
+        """The records written so far: the size is taken under the append lock, so a
+        record being appended meanwhile is neither read half-written nor reported torn."""
         with open(self.path, "rb") as f:
-            for n, line in enumerate(f, start=1):
-                bad = self._check_line(line, n, prev)
-                if bad:
-                    return VerifyResult(False, n - 1, n, bad)
-                prev = json.loads(line)["hash"]
-        return VerifyResult(True, n)
+            fcntl.flock(f, fcntl.LOCK_SH)
+            try:
+                size = os.fstat(f.fileno()).st_size
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            done = 0
+            for line in f:
+                if done >= size:
+                    return
+                done += len(line)
+                yield line[: len(line) - max(0, done - size)]
+
+    def verify(self, head: str | None = None) -> VerifyResult:
+        """Check the whole chain; with ``head``, also that a record with that hash exists
+        (a head noted earlier: catches records cut off the end)."""
+        if not self.path.exists():
+            return self._missing_head(VerifyResult(True, 0), head, False)
+        prev, n, seen = GENESIS, 0, head is None
+        for n, line in enumerate(self._lines(), start=1):
+            bad = self._check_line(line, n, prev)
+            if bad:
+                return VerifyResult(False, n - 1, n, bad, prev)
+            prev = json.loads(line)["hash"]
+            seen = seen or prev == head
+        return self._missing_head(VerifyResult(True, n, head=prev), head, seen)
+
+    @staticmethod
+    def _missing_head(result: VerifyResult, head: str | None, seen: bool) -> VerifyResult:
+        if head is None or seen:
+            return result
+        result.ok, result.first_bad_seq = False, result.n_records + 1
+        result.reason = f"no record has the noted head hash {head[:16]}...: records were cut off"
+        return result
 
     @staticmethod
     def _check_line(line: bytes, n: int, prev: str) -> str:

@@ -65,6 +65,10 @@ MIGRATIONS: list[str] = [
         entry_ids_json TEXT NOT NULL
     );
     """,
+    # 2: where each person's photos came from (custody image, CCTV still, ...), for the record
+    """
+    ALTER TABLE persons ADD COLUMN image_source TEXT;
+    """,
 ]
 
 

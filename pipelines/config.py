@@ -139,10 +139,43 @@ class SearchConfig(Strict):
     )
 
 
+class RetentionConfig(Strict):
+    """Days each class of data is kept (counted from when it was stored); None: kept."""
+
+    confirmed_alerts_days: int | None = Field(
+        365, ge=0, le=36500, description="live alerts a reviewer confirmed"
+    )
+    rejected_alerts_days: int | None = Field(
+        30, ge=0, le=36500, description="live alerts a reviewer rejected (false alerts)"
+    )
+    pending_alerts_days: int | None = Field(
+        90, ge=0, le=36500, description="live alerts nobody adjudicated"
+    )
+    archive_matches_days: int | None = Field(
+        180, ge=0, le=36500, description="archive-search matches (fw_matches, source=archive)"
+    )
+    face_index_days: int | None = Field(
+        31, ge=0, le=36500, description="the retrospective face index (fw_faces)"
+    )
+    expired_entries_days: int | None = Field(
+        0, ge=0, le=36500, description="days after expiry before a person's photos are purged"
+    )
+    interval_h: float = Field(
+        24.0, gt=0, le=24 * 365, description="how often `facewatch serve` runs retention"
+    )
+
+
 class GovernanceConfig(Strict):
     require_case: bool = Field(
         True, description="searches need --case and --reason; relaxing this is audited"
     )
+    max_list_size: int = Field(
+        10_000,
+        ge=1,
+        le=100_000_000,
+        description="active people a list may hold, unless the list sets its own cap",
+    )
+    retention: RetentionConfig = RetentionConfig()
 
 
 class WebhookConfig(Strict):

@@ -46,6 +46,21 @@ def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
     return float(np.interp(threshold, t[order], f[order]))
 
 
+def expected_fpir_at_size(calibration: dict | None, threshold: float, size: int) -> float | None:
+    """FPIR expected at ``threshold`` for a list of ``size`` people.
+
+    A calibration measures FPIR on a list of ``list_size`` people. With independent false
+    matches each person adds the same small chance p, FPIR(n) = 1 - (1 - p)^n, so
+    FPIR(size) = 1 - (1 - FPIR(list_size))^(size / list_size). None without a calibration
+    curve; the measured value unscaled when the calibration did not record its list size.
+    """
+    fpir = expected_fpir(calibration, threshold)
+    n0 = (calibration or {}).get("list_size")
+    if fpir is None or not n0 or size <= 0:
+        return fpir
+    return float(1.0 - (1.0 - min(fpir, 1.0)) ** (size / float(n0)))
+
+
 class Watchlists:
     def __init__(self, home: Home, embedder: EmbedderInfo, default_threshold: float):
         self.home = home
@@ -65,8 +80,11 @@ class Watchlists:
         expires_on: date | None = None,
         authorised_by: str | None = None,
         minor: bool = False,
+        image_source: str | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> str:
         self._check_add(name, faces, list_name, category, expires_on, minor)
+        self._check_size(list_name, warn)
         store = self.home.vectors()
         person_id = new_id("p")
         entries = [(new_id("e"), f) for f in faces]
@@ -92,8 +110,8 @@ class Watchlists:
                 self.catalog.ensure_list(list_name, actor)
                 db.execute(
                     "INSERT INTO persons(person_id, list_name, name, category, reason, "
-                    "authorised_by, added_by, created_at, expires_on, minor) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "authorised_by, added_by, created_at, expires_on, minor, image_source) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         person_id,
                         list_name,
@@ -105,6 +123,7 @@ class Watchlists:
                         utcnow(),
                         expires_on.isoformat() if expires_on else None,
                         int(minor),
+                        image_source,
                     ),
                 )
                 for (eid, f), thumb in zip(entries, thumbs, strict=True):
@@ -137,9 +156,76 @@ class Watchlists:
             authorised_by=authorised_by,
             expires_on=expires_on.isoformat() if expires_on else None,
             minor=minor,
+            image_source=image_source,
             images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
         )
         return person_id
+
+    def size_cap(self, list_row: dict | None) -> int:
+        """The list's own cap, else ``governance.max_list_size``."""
+        if list_row and list_row["size_cap"]:
+            return int(list_row["size_cap"])
+        return self.home.settings.governance.max_list_size
+
+    def _check_size(self, list_name: str, warn: Callable[[str], None] | None) -> None:
+        """Refuse past the list's cap; warn with the expected FPIR at the new size."""
+        lst = self.catalog.get_list(list_name)
+        size = self.active_people(list_name) + 1
+        thr, _ = self.threshold(lst)
+        calibration = (lst or {}).get("calibration")
+        fpir = expected_fpir_at_size(calibration, thr, size)
+        expect = (
+            f"expected FPIR at {size} people: {fpir:.3%} at threshold {thr:.3f}"
+            if fpir is not None
+            else "no calibration: FPIR at this size is unknown"
+        )
+        cap = self.size_cap(lst)
+        if size > cap:
+            raise WatchlistError(
+                f"list '{list_name}' is at its size cap of {cap} active people; {expect}. "
+                "An admin may raise the cap: facewatch watchlist policy --size-cap"
+            )
+        n0 = (calibration or {}).get("list_size")
+        if warn is not None and fpir is not None and n0 and size > int(n0):
+            warn(f"list '{list_name}' grows past its calibrated size ({n0} people); {expect}")
+
+    def active_people(self, list_name: str, at: date | None = None) -> int:
+        return sum(self._status(p, at) == "active" for p in self.people(list_name))
+
+    def set_policy(
+        self,
+        list_name: str,
+        actor: str,
+        size_cap: int | None = None,
+        allow_minors: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change a list's size cap or whether it may hold minors (audited)."""
+        if size_cap is not None and size_cap < 1:
+            raise WatchlistError("the size cap must be at least 1")
+        changes: dict[str, Any] = {}
+        if size_cap is not None:
+            changes["size_cap"] = size_cap
+        if allow_minors is not None:
+            changes["allow_minors"] = int(allow_minors)
+        if not changes:
+            raise WatchlistError("nothing to change: give --size-cap or --allow-minors")
+        with self.catalog.transaction():
+            before = self.catalog.ensure_list(list_name, actor)
+            self.catalog.update_list(list_name, **changes)
+        after = self.catalog.get_list(list_name)
+        assert after is not None
+        thr, _ = self.threshold(after)
+        self.home.audit.append(
+            actor,
+            "watchlist.policy",
+            list=list_name,
+            before={k: before[k] for k in changes},
+            after={k: after[k] for k in changes},
+            expected_fpir_at_cap=expected_fpir_at_size(
+                after.get("calibration"), thr, self.size_cap(after)
+            ),
+        )
+        return after
 
     def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
         if not name.strip():
@@ -221,7 +307,7 @@ class Watchlists:
                 active_people=len(active),
                 threshold_in_force=thr,
                 threshold_how=how,
-                expected_fpir=expected_fpir(lst.get("calibration"), thr),
+                expected_fpir=expected_fpir_at_size(lst.get("calibration"), thr, len(active)),
             )
             out.append(lst)
         return out
@@ -259,11 +345,23 @@ class Watchlists:
         override: float | None = None,
         actor: str = "",
         warn: Callable[[str], None] | None = None,
+        snapshot_id: str | None = None,
     ) -> Gallery:
-        """The in-memory matrix of every active entry (of one list, or of all lists)."""
+        """The in-memory matrix of every active entry (of one list, or of all lists).
+
+        With ``snapshot_id`` (a deployment's frozen list), only the entries of that snapshot
+        that are still active: nobody added since is matched, and removals and expiries
+        still take effect at once.
+        """
         if list_name and self.catalog.get_list(list_name) is None:
             raise WatchlistError(f"no such list: {list_name}")
         entries = self._active_entries(list_name, at)
+        if snapshot_id is not None:
+            frozen = self.snapshot_entries(snapshot_id)
+            if list_name != frozen["list_name"]:
+                raise WatchlistError(f"snapshot {snapshot_id} is of list {frozen['list_name']}")
+            keep = set(frozen["entry_ids"])
+            entries = [e for e in entries if e["entry_id"] in keep]
         vectors = {
             r["id"]: r["embedding"]
             for r in self.home.vectors().query(
@@ -274,7 +372,10 @@ class Watchlists:
         if missing:
             raise WatchlistError(f"store and catalog disagree: no vectors for {missing[:3]}")
         names = sorted({e["list_name"] for e in entries} | ({list_name} if list_name else set()))
-        thresholds = {n: self._threshold_in_force(n, override, actor, warn) for n in names}
+        sizes = {n: len({e["person_id"] for e in entries if e["list_name"] == n}) for n in names}
+        thresholds = {
+            n: self._threshold_in_force(n, override, actor, warn, sizes[n]) for n in names
+        }
         return Gallery(
             embeddings=np.asarray([vectors[e["entry_id"]] for e in entries], np.float32).reshape(
                 -1, self.embedder.dim
@@ -286,18 +387,45 @@ class Watchlists:
             photos=[str(self.home.media.path(e["thumbnail"])) for e in entries],
             embedder=self.embedder,
             thresholds=np.asarray([thresholds[e["list_name"]] for e in entries], np.float32),
-            snapshot_ids={n: self.snapshot(n, at) for n in names},
+            snapshot_ids=(
+                {list_name: snapshot_id}
+                if snapshot_id and list_name
+                else {n: self.snapshot(n, at) for n in names}
+            ),
         )
 
-    def _threshold_in_force(self, list_name, override, actor, warn) -> float:
+    def snapshot_entries(self, snapshot_id: str) -> dict[str, Any]:
+        """A frozen snapshot: its list, version, time and the entry ids it named."""
+        row = self.catalog.row("SELECT * FROM snapshots WHERE snapshot_id = ?", snapshot_id)
+        if row is None:
+            raise WatchlistError(f"no such list snapshot: {snapshot_id}")
+        row["entry_ids"] = json.loads(row.pop("entry_ids_json"))
+        return row
+
+    def record_calibration(self, list_name: str, record: dict, actor: str) -> str:
+        """Set the list's threshold from a calibration ``record`` and audit it."""
+        if self.catalog.get_list(list_name) is None:
+            raise WatchlistError(f"no such list: {list_name}")
+        record = {**record, "date": utcnow(), "by": actor}
+        how = f"calibrated {record['date'][:10]} for FPIR {record['target_fpir']:g}"
+        self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
+        self.home.audit.append(
+            actor,
+            "threshold.calibrate",
+            list=list_name,
+            **{k: v for k, v in record.items() if k not in ("curve", "by")},
+        )
+        return how
+
+    def _threshold_in_force(self, list_name, override, actor, warn, size=None) -> float:
         lst = self.catalog.get_list(list_name)
         thr, how = self.threshold(lst)
         if override is None:
             return thr
         if override < thr and warn is not None:
-            fpir = expected_fpir((lst or {}).get("calibration"), override)
+            fpir = expected_fpir_at_size((lst or {}).get("calibration"), override, size or 0)
             expect = (
-                f"expected FPIR {fpir:.2%} (calibrated)"
+                f"expected FPIR {fpir:.3%} at {size} people (calibrated)"
                 if fpir is not None
                 else "no calibration measured for it"
             )

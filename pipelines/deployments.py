@@ -1,0 +1,488 @@
+"""Deployment records: why, where and with which frozen list a set of cameras ran, and
+what came of it.
+
+A deployment is started with a purpose, a location, its cameras and one watch list. Start
+freezes the list (a snapshot id naming exactly who was on it) and records, per camera, the
+threshold in force and the list version. While it runs, the live side matches that
+camera against the frozen snapshot (``Deployments.active_for_camera``, then
+``Watchlists.active_gallery(..., snapshot_id=...)``). At the end the record is closed with
+its numbers, computed from what the live side stored:
+
+- alerts and their adjudications: the review book (``live_alerts`` in the catalog's SQLite
+  file, written by ``serve/reviews.py``: alert_id, camera_id, list_name, person_id,
+  alerted_at, status pending|confirmed|rejected, record JSON with the snapshot id);
+- faces scanned: the ``live_scanned`` table below. The live hub adds each camera's count of
+  analysed faces with ``record_scanned(camera_id, n)`` (periodically, as deltas); nothing
+  else about those faces is kept.
+
+Everything here is SQLite in the catalog file, so it works while a server holds the
+milvus-lite store. Times are Unix seconds (as the review book's).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.audit import AuditLog
+from pipelines.catalog import Catalog, new_id
+from pipelines.watchlist import Watchlists, expected_fpir
+
+logger = logging.getLogger(__name__)
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STATUSES = ("confirmed", "rejected", "pending")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    deployment_id TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    location TEXT NOT NULL,
+    list_name TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    list_version INTEGER NOT NULL,
+    cameras_json TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    started_by TEXT NOT NULL,
+    ended_at REAL,
+    ended_by TEXT,
+    summary_json TEXT
+);
+CREATE TABLE IF NOT EXISTS live_scanned (
+    camera_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    faces INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS live_scanned_camera ON live_scanned (camera_id, at)
+"""
+
+
+class DeploymentError(ValueError):
+    """A deployment operation was refused; the message says why."""
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+class Deployments:
+    def __init__(self, catalog: Catalog, audit: AuditLog):
+        self.catalog, self.audit = catalog, audit
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            self.catalog.db.execute(statement)
+
+    # -- the live side's counter ------------------------------------------------------------
+    def record_scanned(self, camera_id: str, faces: int, at: float | None = None) -> None:
+        """Add ``faces`` analysed faces for a camera (the hub calls this with deltas)."""
+        if faces < 0:
+            raise ValueError("a count of faces cannot be negative")
+        if faces:
+            self.catalog.db.execute(
+                "INSERT INTO live_scanned VALUES (?,?,?)",
+                (camera_id, time.time() if at is None else at, int(faces)),
+            )
+
+    # -- start and end ------------------------------------------------------------------------
+    def start(
+        self,
+        lists: Watchlists,
+        purpose: str,
+        location: str,
+        cameras: list[str],
+        list_name: str,
+        actor: str,
+        at: float | None = None,
+    ) -> dict[str, Any]:
+        """Freeze ``list_name``, record who ran which cameras where and why."""
+        cameras = self._check_start(purpose, location, cameras)
+        lst = lists.catalog.get_list(list_name)
+        if lst is None:
+            raise DeploymentError(f"no such list: {list_name}")
+        snapshot_id = lists.snapshot(list_name)
+        frozen = lists.snapshot_entries(snapshot_id)
+        configured = configured_cameras(lists.catalog, lists.home.settings.live.cameras_file)
+        per_camera = {c: self._camera_terms(lists, lst, configured.get(c)) for c in cameras}
+        dep_id = new_id("d")
+        with self.catalog.transaction() as db:
+            busy = self._busy(cameras)
+            if busy:
+                raise DeploymentError(f"camera(s) already in a running deployment: {busy}")
+            db.execute(
+                "INSERT INTO deployments (deployment_id, purpose, location, list_name, "
+                "snapshot_id, list_version, cameras_json, started_at, started_by) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    dep_id,
+                    purpose.strip(),
+                    location.strip(),
+                    list_name,
+                    snapshot_id,
+                    frozen["version"],
+                    json.dumps(per_camera),
+                    time.time() if at is None else at,
+                    actor,
+                ),
+            )
+        self.audit.append(
+            actor,
+            "deployment.start",
+            deployment_id=dep_id,
+            purpose=purpose,
+            location=location,
+            cameras=per_camera,
+            list=list_name,
+            snapshot_id=snapshot_id,
+            list_version=frozen["version"],
+            entries=len(frozen["entry_ids"]),
+        )
+        return self.get(dep_id)
+
+    @staticmethod
+    def _check_start(purpose: str, location: str, cameras: list[str]) -> list[str]:
+        if not purpose.strip():
+            raise DeploymentError("a deployment needs a purpose (--purpose)")
+        if not location.strip():
+            raise DeploymentError("a deployment needs a location (--location)")
+        cameras = [c.strip() for c in cameras if c.strip()]
+        if not cameras:
+            raise DeploymentError("a deployment needs at least one camera (--cameras ID,...)")
+        bad = [c for c in cameras if not CAMERA_ID.match(c)]
+        if bad:
+            raise DeploymentError(f"camera ids are letters, digits, _ and -: {bad}")
+        if len(set(cameras)) != len(cameras):
+            raise DeploymentError("a camera is named twice")
+        return cameras
+
+    @staticmethod
+    def _camera_terms(lists: Watchlists, lst: dict, spec: dict | None) -> dict[str, Any]:
+        """The threshold in force on a camera, and how it was set."""
+        thr, how = lists.threshold(lst)
+        terms: dict[str, Any] = {"configured": spec is not None}
+        if spec and spec.get("threshold") is not None:
+            thr, how = float(spec["threshold"]), "camera override"
+        if spec and spec.get("list_name") not in (None, lst["name"]):
+            terms["configured_list"] = spec.get("list_name")
+        terms.update(
+            threshold=thr,
+            threshold_how=how,
+            expected_fpir=expected_fpir(lst.get("calibration"), thr),
+        )
+        return terms
+
+    def _busy(self, cameras: list[str]) -> list[str]:
+        running = self.catalog.rows("SELECT cameras_json FROM deployments WHERE ended_at IS NULL")
+        used = {c for r in running for c in json.loads(r["cameras_json"])}
+        return sorted(used & set(cameras))
+
+    def end(
+        self,
+        deployment_id: str,
+        actor: str,
+        at: float | None = None,
+        lists: Watchlists | None = None,
+    ) -> dict[str, Any]:
+        """Close the record with its numbers; with ``lists``, also note any camera whose
+        threshold in force changed while it ran."""
+        dep = self.get(deployment_id)
+        if dep["ended_at"] is not None:
+            raise DeploymentError(
+                f"deployment {deployment_id} already ended at {iso(dep['ended_at'])} "
+                f"by {dep['ended_by']}"
+            )
+        ended = time.time() if at is None else at
+        summary = self.summarise({**dep, "ended_at": ended})
+        if lists is not None:
+            self._threshold_changes(lists, dep, summary)
+        with self.catalog.transaction() as db:
+            n = db.execute(
+                "UPDATE deployments SET ended_at = ?, ended_by = ?, summary_json = ? "
+                "WHERE deployment_id = ? AND ended_at IS NULL",
+                (ended, actor, json.dumps(summary), deployment_id),
+            ).rowcount
+        if n != 1:
+            raise DeploymentError(f"deployment {deployment_id} was ended meanwhile")
+        self.audit.append(actor, "deployment.end", deployment_id=deployment_id, **summary["totals"])
+        return self.get(deployment_id)
+
+    def _threshold_changes(self, lists: Watchlists, dep: dict, summary: dict) -> None:
+        lst = lists.catalog.get_list(dep["list_name"])
+        if lst is None:
+            return
+        configured = configured_cameras(lists.catalog, lists.home.settings.live.cameras_file)
+        for cam, row in summary["per_camera"].items():
+            now = self._camera_terms(lists, lst, configured.get(cam))
+            if now["threshold"] != row["threshold"]:
+                row["threshold_at_end"] = now["threshold"]
+                row["threshold_at_end_how"] = now["threshold_how"]
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, deployment_id: str) -> dict[str, Any]:
+        row = self.catalog.row("SELECT * FROM deployments WHERE deployment_id = ?", deployment_id)
+        if row is None:
+            raise DeploymentError(f"no such deployment: {deployment_id}")
+        row["cameras"] = json.loads(row.pop("cameras_json"))
+        summary = row.pop("summary_json")
+        row["summary_at_end"] = json.loads(summary) if summary else None
+        return row
+
+    def all(self) -> list[dict[str, Any]]:
+        ids = self.catalog.rows("SELECT deployment_id FROM deployments ORDER BY started_at")
+        return [self.get(r["deployment_id"]) for r in ids]
+
+    def active_for_camera(self, camera_id: str) -> dict[str, Any] | None:
+        """The running deployment that holds this camera: its ``snapshot_id`` is the frozen
+        list the camera must match against."""
+        for r in self.catalog.rows(
+            "SELECT deployment_id, cameras_json FROM deployments WHERE ended_at IS NULL"
+        ):
+            if camera_id in json.loads(r["cameras_json"]):
+                return self.get(r["deployment_id"])
+        return None
+
+    def summarise(self, dep: dict[str, Any]) -> dict[str, Any]:
+        """The numbers, from the review book and the scanned-faces counter, now.
+
+        Alerts decided after the end count with their decision; alerts that retention has
+        deleted since count as they stood at the end (the record keeps their ids and
+        statuses, nothing biometric)."""
+        start = dep["started_at"]
+        end = dep["ended_at"] if dep["ended_at"] is not None else time.time()
+        cameras = list(dep["cameras"])
+        alerts = self._alerts(cameras, start, end)
+        at_end = (dep.get("summary_at_end") or {}).get("alerts", {})
+        present = {a["alert_id"] for a in alerts}
+        gone = [{"alert_id": i, **a} for i, a in at_end.items() if i not in present]
+        alerts += gone
+        scanned = self._scanned(cameras, start, end)
+        per_camera = {}
+        for cam in cameras:
+            mine = [a for a in alerts if a["camera_id"] == cam]
+            per_camera[cam] = {
+                "hours": round((end - start) / 3600.0, 3),
+                "faces_scanned": scanned.get(cam, 0),
+                **_counts(mine),
+                "threshold": dep["cameras"][cam]["threshold"],
+                "threshold_how": dep["cameras"][cam]["threshold_how"],
+                "list_version": dep["list_version"],
+                "snapshot_id": dep["snapshot_id"],
+            }
+        other = [a for a in alerts if a["snapshot_id"] != dep["snapshot_id"]]
+        totals = {
+            "hours": round((end - start) / 3600.0, 3),
+            "faces_scanned": sum(scanned.values()),
+            **_counts(alerts),
+            "alerts_not_on_frozen_snapshot": len(other),
+            "alerts_deleted_since_end": len(gone),
+        }
+        return {
+            "computed_at": iso(time.time()),
+            "totals": totals,
+            "per_camera": per_camera,
+            "alerts": {
+                a["alert_id"]: {k: a[k] for k in ("camera_id", "status", "snapshot_id")}
+                for a in alerts
+            },
+        }
+
+    def _alerts(self, cameras: list[str], start: float, end: float) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(cameras))
+        try:
+            rows = self.catalog.rows(
+                "SELECT alert_id, camera_id, status, record FROM live_alerts "
+                f"WHERE camera_id IN ({marks}) AND alerted_at >= ? AND alerted_at <= ?",
+                *cameras,
+                start,
+                end,
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return []  # no live alert was ever stored in this home
+        for r in rows:
+            r["snapshot_id"] = json.loads(r.pop("record")).get("snapshot_id", "")
+        return rows
+
+    def _scanned(self, cameras: list[str], start: float, end: float) -> dict[str, int]:
+        marks = ",".join("?" * len(cameras))
+        rows = self.catalog.rows(
+            "SELECT camera_id, SUM(faces) AS n FROM live_scanned "
+            f"WHERE camera_id IN ({marks}) AND at >= ? AND at <= ? GROUP BY camera_id",
+            *cameras,
+            start,
+            end,
+        )
+        return {r["camera_id"]: int(r["n"]) for r in rows}
+
+    # -- the report -------------------------------------------------------------------------
+    def report(self, deployment_id: str) -> dict[str, Any]:
+        """The record and its numbers, recomputed now (adjudications go on after the end)."""
+        dep = self.get(deployment_id)
+        return {
+            "deployment_id": dep["deployment_id"],
+            "purpose": dep["purpose"],
+            "location": dep["location"],
+            "list": dep["list_name"],
+            "list_version": dep["list_version"],
+            "snapshot_id": dep["snapshot_id"],
+            "started_at": iso(dep["started_at"]),
+            "started_by": dep["started_by"],
+            "ended_at": iso(dep["ended_at"]),
+            "ended_by": dep["ended_by"],
+            "status": "ended" if dep["ended_at"] is not None else "running",
+            "cameras": dep["cameras"],
+            **self.summarise(dep),
+            "summary_at_end": dep["summary_at_end"],
+        }
+
+    def write_report(self, deployment_id: str, out: Path, actor: str) -> tuple[Path, Path]:
+        """``<out>/<id>.json`` and ``<out>/<id>.html``; the export is audited."""
+        rep = self.report(deployment_id)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        json_path, html_path = out / f"{deployment_id}.json", out / f"{deployment_id}.html"
+        json_path.write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
+        html_path.write_text(render_html(rep), encoding="utf-8")
+        self.audit.append(
+            actor,
+            "export.deployment_report",
+            deployment_id=deployment_id,
+            files=[str(json_path.resolve()), str(html_path.resolve())],
+        )
+        return json_path, html_path
+
+
+def _counts(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    by = Counter(a["status"] for a in alerts)
+    confirmed, rejected = by.get("confirmed", 0), by.get("rejected", 0)
+    decided = confirmed + rejected
+    return {
+        "alerts": len(alerts),
+        "confirmed": confirmed,
+        "rejected": rejected,
+        "pending": by.get("pending", 0),
+        "precision": round(confirmed / decided, 4) if decided else None,
+    }
+
+
+def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str, dict]:
+    """Cameras as configured now (registry table, then the cameras file): list, threshold."""
+    out: dict[str, dict] = {}
+    try:
+        for r in catalog.rows("SELECT id, spec FROM live_cameras"):
+            spec = json.loads(r["spec"])
+            out[r["id"]] = {"list_name": spec.get("list_name"), "threshold": spec.get("threshold")}
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+    if cameras_file is not None and Path(cameras_file).is_file():
+        try:
+            items = (yaml.safe_load(Path(cameras_file).read_text()) or {}).get("cameras", [])
+        except (yaml.YAMLError, AttributeError, OSError) as exc:
+            logger.warning("cameras file %s unreadable: %s", cameras_file, exc)
+            items = []
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and "id" in item:
+                out[str(item["id"])] = {
+                    "list_name": item.get("list", item.get("list_name")),
+                    "threshold": item.get("threshold"),
+                }
+    return out
+
+
+def render_html(rep: dict[str, Any]) -> str:
+    """A one-page post-deployment report (every value escaped)."""
+    e = html.escape
+    t = rep["totals"]
+
+    def pct(v):
+        return "n/a (none adjudicated)" if v is None else f"{v:.1%}"
+
+    facts = [
+        ("Purpose", rep["purpose"]),
+        ("Location", rep["location"]),
+        ("Start (UTC)", f"{rep['started_at']} by {rep['started_by']}"),
+        ("End (UTC)", f"{rep['ended_at']} by {rep['ended_by']}" if rep["ended_at"] else "running"),
+        ("Watch list", f"{rep['list']} version {rep['list_version']} ({rep['snapshot_id']})"),
+        ("Duration", f"{t['hours']:.2f} h"),
+        ("Faces scanned", f"{t['faces_scanned']:,}"),
+        ("Alerts", str(t["alerts"])),
+        ("Confirmed / rejected / pending", f"{t['confirmed']} / {t['rejected']} / {t['pending']}"),
+        ("Precision (confirmed of adjudicated)", pct(t["precision"])),
+        ("False alert rate (rejected per face scanned)", _rate(t["rejected"], t["faces_scanned"])),
+    ]
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
+    cams = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(x))}</td>"
+            for x in (
+                cam,
+                f"{c['hours']:.2f}",
+                f"{c['faces_scanned']:,}",
+                c["alerts"],
+                c["confirmed"],
+                c["rejected"],
+                c["pending"],
+                _threshold_text(c),
+                c["list_version"],
+            )
+        )
+        + "</tr>"
+        for cam, c in rep["per_camera"].items()
+    )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "Camera",
+            "Hours",
+            "Faces scanned",
+            "Alerts",
+            "Confirmed",
+            "Rejected",
+            "Pending",
+            "Threshold in force",
+            "List version",
+        )
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Deployment report {e(rep["deployment_id"])}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; max-width: 60em; margin: 2em auto; }}
+table {{ border-collapse: collapse; width: 100%; margin: 1em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; }}
+th {{ background: #f2f2f2; }}
+small {{ color: #555; }}
+</style></head><body>
+<h1>Live facial recognition deployment {e(rep["deployment_id"])}</h1>
+<table>{rows}</table>
+<h2>Per camera</h2>
+<table><tr>{head}</tr>{cams}</table>
+<p><small>Computed {e(str(rep["computed_at"]))} from the review book and the live counters.
+Faces that matched no one on the list were not kept; only their count is reported.
+Alerts not on the frozen list snapshot: {t["alerts_not_on_frozen_snapshot"]}.</small></p>
+</body></html>
+"""
+
+
+def _threshold_text(c: dict[str, Any]) -> str:
+    text = f"{c['threshold']:.3f} ({c['threshold_how']})"
+    if "threshold_at_end" in c:
+        text += f", {c['threshold_at_end']:.3f} ({c['threshold_at_end_how']}) at the end"
+    return text
+
+
+def _rate(n: int, d: int) -> str:
+    return f"{n / d:.2e} ({n} in {d:,})" if d else "n/a (no faces counted)"

@@ -1,0 +1,135 @@
+"""The governance commands as a user runs them (typer's CliRunner, in-process): audit ls
+and verify, watch-list options and policy, deployment start/end/report, retention."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEWATCH_USER", "officer-7")
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--home", str(tmp_path / "home"), *args])
+
+    return invoke
+
+
+def _audit(cli, *args) -> list[dict]:
+    res = cli("audit", "ls", "--json", *args)
+    assert res.exit_code == 0, res.output
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_watchlist_deployment_retention_and_audit_end_to_end(cli, data, tmp_path):
+    known = data / "known"
+    res = cli("watchlist", "policy", "events", "--no-minors")
+    assert res.exit_code == 0, res.output
+    res = cli("watchlist", "add", "Child", str(known / "obama.jpg"), "--list", "events", "--minor")
+    assert res.exit_code == 2 and "does not allow minors" in res.output
+    res = cli(
+        "watchlist",
+        "add",
+        "Barack Obama",
+        str(known / "obama.jpg"),
+        "--list",
+        "events",
+        "--category",
+        "wanted",
+        "--reason",
+        "warrant 123",
+        "--authorised-by",
+        "Supt Jones",
+        "--source",
+        "custody image",
+    )
+    assert res.exit_code == 0, res.output
+    listed = json.loads(cli("watchlist", "ls", "--json").stdout)
+    (person,) = listed["people"]
+    assert (person["image_source"], person["authorised_by"], person["added_by"]) == (
+        "custody image",
+        "Supt Jones",
+        "officer-7",
+    )
+
+    res = cli("deployment", "start", "--purpose", "Op X", "--location", "Cardiff")
+    assert res.exit_code == 2 and "--cameras" in res.output  # all four are required
+    args = ["--purpose", "Op X", "--location", "Cardiff", "--cameras", "c1,c2", "--list", "events"]
+    res = cli("deployment", "start", *args)
+    assert res.exit_code == 0, res.output
+    dep_id = res.stdout.strip()
+    assert "not configured" in res.stderr
+    res = cli("deployment", "start", *args)
+    assert res.exit_code == 2 and "already in a running deployment" in res.output
+    res = cli("deployment", "end", dep_id)
+    assert res.exit_code == 0 and "0 alerts" in res.output, res.output
+    res = cli("deployment", "report", dep_id, "--out", str(tmp_path / "reports"))
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "reports" / f"{dep_id}.json").read_text())
+    assert rep["status"] == "ended" and rep["cameras"].keys() == {"c1", "c2"}
+    assert (tmp_path / "reports" / f"{dep_id}.html").read_text().startswith("<!doctype html>")
+    (listed,) = json.loads(cli("deployment", "ls", "--json").stdout)
+    assert listed["deployment_id"] == dep_id and listed["ended_by"] == "officer-7"
+
+    res = cli("retention", "run", "--dry-run", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["dry_run"] is True
+
+    actions = [r["action"] for r in _audit(cli)]
+    assert actions == [
+        "watchlist.policy",
+        "watchlist.add",
+        "deployment.start",
+        "deployment.end",
+        "export.deployment_report",
+        "retention.run",
+    ]
+    assert {r["actor"] for r in _audit(cli)} == {"officer-7"}
+    assert [r["action"] for r in _audit(cli, "--action", "deployment")] == [
+        "deployment.start",
+        "deployment.end",
+    ]
+    assert _audit(cli, "--actor", "nobody") == [] and _audit(cli, "--since", "2999-01-01") == []
+    add = _audit(cli, "--action", "watchlist.add")[0]["details"]
+    assert add["images"][0]["sha256"] and add["authorised_by"] == "Supt Jones"
+
+
+def test_audit_verify_names_the_first_broken_record(cli, tmp_path):
+    for n in range(3):
+        assert cli("watchlist", "policy", f"list{n}", "--size-cap", "5").exit_code == 0
+    res = cli("audit", "verify")
+    assert res.exit_code == 0 and "intact: 3 records" in res.output
+    head = res.output.split("head ")[1].split()[0]
+    log = Path(tmp_path / "home" / "audit.log")
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + lines[2])  # record 2 deleted
+    res = cli("audit", "verify")
+    assert res.exit_code == 1 and "broken at record 2" in res.output
+    log.write_bytes(b"".join(lines[:2]))  # the last record cut off
+    assert cli("audit", "verify").exit_code == 0
+    res = cli("audit", "verify", "--head", head)
+    assert res.exit_code == 1 and "cut off" in res.output
+    assert cli("audit", "ls", "--since", "last tuesday").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [[], ["--case", "C-1"], ["--reason", "looking"], ["--case", " ", "--reason", "looking"]],
+    ids=["none", "no-reason", "no-case", "blank-case"],
+)
+def test_a_search_without_a_purpose_is_refused(cli, data, tmp_path, purpose):
+    clip = str(data / "video" / "short_hamilton_clip.mp4")
+    res = cli("search", clip, "--list", "events", "--out", str(tmp_path / "o"), *purpose)
+    assert res.exit_code == 2, res.output
+    assert "needs a purpose" in res.output and "--case" in res.output
+    assert not (tmp_path / "home" / "audit.log").exists()  # nothing was searched
