@@ -103,6 +103,10 @@ def _cluster_has_gpus() -> bool:
         return False
 
 
-def build_app(args: BuildArgs) -> ray_serve.Application:
-    """Serve's entry point (typed: Serve validates ``args`` against BuildArgs)."""
+def build_app(args: BuildArgs | dict[str, Any]) -> ray_serve.Application:
+    """Serve's entry point. ``serve run``/``serve deploy`` pass the config's ``args`` as a
+    plain dict (this module's annotations are strings, so Serve cannot see the model);
+    they are validated here against BuildArgs, so a typo fails the deploy clearly."""
+    if not isinstance(args, BuildArgs):
+        args = BuildArgs.model_validate(args or {})
     return compose(build_settings(args))

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from pipelines.home import Home
 from pipelines.images import ImageError, decode_image
 from pipelines.media import MediaPathError
 from pipelines.schemas import EmbedderInfo
-from pipelines.store import VectorStore
+from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import WatchlistError, Watchlists
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, parse_spec
@@ -148,6 +149,19 @@ class LiveHub:
     def check_health(self) -> None:
         if self.failed is not None:
             raise RuntimeError(f"live hub failed to start: {self.failed}")
+
+    async def __del__(self) -> None:
+        """Serve calls this on shutdown: stop cameras (their faces are dropped), stop
+        webhook retries, and release the store so the next server can open it."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self.fleet.stop_all()
+        await self.fanout.webhooks.close()
+        await self._io(self.store.close)
+        await self._io(self.home.close)
+        self._io_pool.shutdown(wait=False)
+        self._cpu_pool.shutdown(wait=False)
+        logger.info("live hub stopped")
 
     async def _ready(self) -> None:
         if not self.ready.is_set():
@@ -273,9 +287,17 @@ class LiveHub:
             for c in self.fleet.statuses()
         }
         summary["non_match_data"] = "KEPT (drill)" if self.live.keep_nonmatches else "discarded"
+        summary["stored"] = await self._io(self._stored_counts)
         summary["webhooks"] = dict(self.fanout.webhooks.counters)
         summary["sse_subscribers"] = self.fanout.subscribers
         return summary
+
+    def _stored_counts(self) -> dict[str, int]:
+        """Rows in Milvus written by the live path: alerts, and (drills only) faces."""
+        return {
+            "live_matches": self.store.count(MATCHES, 'source == "live"'),
+            "faces": self.store.count(FACES),
+        }
 
     async def subscribe(self, last_event_id: str | None) -> AsyncIterator[str]:
         async for message in self.fanout.subscribe(last_event_id):
@@ -295,6 +317,15 @@ class LiveHub:
         await self._io(self.audit.append, "anonymous", "auth.failure", **details)
 
 
+def _home_relative(path: str, home: Path) -> str:
+    """Gallery photos are absolute paths; alerts keep them relative to the home, so no
+    server path leaves in the API and a moved home still works."""
+    try:
+        return Path(path).resolve().relative_to(home.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 class _Sink:
     """Where a camera's decisions go: stored first, then pushed (SSE) and posted."""
 
@@ -303,6 +334,7 @@ class _Sink:
 
     async def alert(self, draft: AlertDraft, camera: CameraSpec) -> None:
         record = alert_record(draft, camera)
+        record["photo"] = _home_relative(record["photo"], self.hub.home.path)
         try:
             await self.hub._io(self.hub.recorder.record, draft, record)
         except Exception:

@@ -4,7 +4,10 @@ Each replica loads MTCNN and the embedder once, warms up, and serves two lanes:
 - ``live(frame)``: one camera frame; calls from all cameras are batched dynamically
   (``@ray_serve.batch``) and go through the gate before any waiting archive work;
 - ``archive(frames)``: a block of archive frames, processed in small chunks, each of which
-  queues behind live work. Ray Data's search job reaches this lane through a handle.
+  queues behind live work: a chunk starts only when no live frame is in the replica
+  (queued or being batched), and while cameras are live a chunk is one frame, so a live
+  frame that arrives waits for at most one archive frame. On a pool saturated by live
+  work, archive work waits. Ray Data's search job reaches this lane through a handle.
 
 Replicas, CPUs and the GPU fraction come from ``pool`` in the config (or conf/serve.yaml),
 so a data engineer scales the pool without touching code.
@@ -25,11 +28,12 @@ from ray import serve as ray_serve
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
-from serve.priority import ARCHIVE, LIVE, PriorityGate
+from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
 logger = logging.getLogger(__name__)
 
 POOL_DEPLOYMENT = "FacePool"
+LIVE_RECENT_S = 2.0  # live work this recent makes archive work yield after every frame
 
 
 @ray_serve.deployment(name=POOL_DEPLOYMENT, max_ongoing_requests=64, health_check_period_s=10)
@@ -40,11 +44,13 @@ class FacePool:
         set_torch_threads(pool.torch_threads)
         self.engine = FaceEngine(self.settings).load(warmup=True)
         self.gate = PriorityGate()
+        self.live_activity = LiveActivity()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facepool")
         self.chunk = pool.archive_chunk_frames
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)
         self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        self._last_live = float("-inf")
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
 
     async def _run(self, priority: int, frames: list[np.ndarray], with_crops: bool) -> FaceBatch:
@@ -57,23 +63,35 @@ class FacePool:
 
     async def live(self, frame: np.ndarray) -> FaceBatch:
         """Faces in one live frame, with crops (for alerts)."""
-        return await self._live_batch(frame)
+        async with self.live_activity.request():
+            return await self._live_batch(frame)
 
     @ray_serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _live_batch(self, frames: list[np.ndarray]) -> list[FaceBatch]:
         self.stats["live_frames"] += len(frames)
+        self._last_live = time.monotonic()
         return split_batch(await self._run(LIVE, list(frames), with_crops=True))
 
     async def archive(self, frames: list[np.ndarray], with_crops: bool = True) -> FaceBatch:
         """Faces in a block of archive frames; live frames may run between chunks."""
         if len(frames) == 0:
             raise ValueError("archive() needs at least one frame")
-        parts = []
-        for start in range(0, len(frames), self.chunk):
-            chunk = list(frames[start : start + self.chunk])
+        parts, start = [], 0
+        while start < len(frames):
+            await self.live_activity.idle()  # live first, also while it is being batched
+            size = self._archive_chunk()
+            chunk = list(frames[start : start + size])
             parts.append(await self._run(ARCHIVE, chunk, with_crops))
+            start += size
         self.stats["archive_frames"] += len(frames)
         return concat_batches(parts)
+
+    def _archive_chunk(self) -> int:
+        """Frames per archive model call: one while cameras are live (a live frame then
+        waits behind at most one archive frame), the configured chunk otherwise."""
+        if time.monotonic() - self._last_live < LIVE_RECENT_S:
+            return 1
+        return self.chunk
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -55,3 +55,29 @@ class PriorityGate:
     @property
     def queued(self) -> int:
         return sum(1 for _, _, f in self._waiting if not f.done())
+
+
+class LiveActivity:
+    """Counts live requests in a replica (from arrival, including time spent collecting a
+    batch, when they are not yet waiting at the gate). Archive work waits until none is
+    in flight: the gate alone cannot see a live frame that is still being batched, and on
+    a saturated pool every archive frame would be a live frame's delay."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @asynccontextmanager
+    async def request(self):
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()

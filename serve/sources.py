@@ -134,20 +134,20 @@ class StreamReader(threading.Thread):
         self.deliver, self.backoff, self.io_timeout_s = deliver, backoff, io_timeout_s
         self.pacer = Pacer(fps)
         self.state = SourceState()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.state.state = "connecting"
             try:
                 ended = self._read_once()
             except Exception as exc:  # noqa: BLE001 - any source failure means reconnect
                 self.state.error(f"{type(exc).__name__}: {exc}"[:300])
                 ended = False
-            if self._stop.is_set():
+            if self._halt.is_set():
                 break
             if ended and self.is_file and self.loop_file:
                 continue  # play the file again, at once
@@ -164,7 +164,7 @@ class StreamReader(threading.Thread):
                 self.state.last_error,
                 delay,
             )
-            self._stop.wait(delay)
+            self._halt.wait(delay)
         self.state.connected = False
         self.state.state = "stopped"
 
@@ -178,10 +178,10 @@ class StreamReader(threading.Thread):
             stream.thread_type = "AUTO"
             clock = _PlaybackClock() if self.is_file else None
             for frame in c.decode(stream):
-                if self._stop.is_set():
+                if self._halt.is_set():
                     return False
                 if clock is not None and frame.time is not None:
-                    clock.wait(frame.time, self._stop)
+                    clock.wait(frame.time, self._halt)
                 self._on_frame(frame)
         if not self.is_file:
             self.state.error("stream ended")

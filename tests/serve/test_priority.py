@@ -59,3 +59,33 @@ def test_a_cancelled_waiter_does_not_block_the_gate():
         return await asyncio.wait_for(quick(), 2)
 
     assert asyncio.run(scenario())
+
+
+@pytest.mark.timeout(10)
+def test_archive_waits_while_a_live_request_is_in_flight():
+    from serve.priority import LiveActivity
+
+    async def scenario() -> list[str]:
+        live, order = LiveActivity(), []
+        release = asyncio.Event()
+
+        async def live_request():
+            async with live.request():
+                await release.wait()  # e.g. still collecting its batch
+                order.append("live")
+
+        async def archive_chunk():
+            await live.idle()
+            order.append("archive")
+
+        first = asyncio.create_task(live_request())
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(archive_chunk())
+        await asyncio.sleep(0)
+        assert not waiting.done() and live.inflight == 1
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, waiting), 5)
+        await asyncio.wait_for(archive_chunk(), 1)  # idle: no wait at all
+        return order
+
+    assert asyncio.run(scenario()) == ["live", "archive", "archive"]

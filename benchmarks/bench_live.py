@@ -1,0 +1,412 @@
+"""Live latency under load: N simulated cameras push real video at 5 fps each through the
+real server (local Ray Serve on 127.0.0.1, MTCNN + dlib-resnet in the shared FacePool),
+first alone, then while an archive search (jobs.search) runs against the same pool.
+
+Each camera is a client that sends every 6th frame of short_hamilton_clip.mp4 (29.97 fps,
+so about 5 fps of video) on a fixed 5 Hz schedule, as a JPEG to
+``POST /v1/cameras/{id}/frames?wait=true``, without waiting for earlier frames (a camera
+does not wait). Lin-Manuel Miranda is on the watch list with ``alert_window_s=0``, so each
+pass of the clip raises alerts. Measured on the client, one clock:
+- frame-to-result: send -> the answer for that frame (analysed), p50/p99;
+- frame-to-alert: send of the frame whose analysis raised an alert -> the alert arriving
+  over SSE (``GET /v1/alerts/stream``), p50/p99;
+- analysed fps per camera, and the drop rate (frames replaced by a newer one while
+  waiting, the server's bounded-latency rule) over frames sent.
+The archive phase starts a search of the same clip (through ``jobs.search_setup``, its
+own milvus-lite home) in a loop and measures while it is running; the ratio p99 with /
+p99 without is the priority lane's result.
+
+Run: ``.venv/bin/python benchmarks/bench_live.py [--cameras 4] [--seconds 40]``
+(about 7 minutes on 2 cores with the default --sweep 1,2). Prints a table, writes
+benchmarks/results/bench_live.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CLIP = DATA / "video" / "short_hamilton_clip.mp4"
+PHOTO = DATA / "known" / "lin-manuel-miranda.png"
+OUT = ROOT / "benchmarks" / "results" / "bench_live.json"
+TOKENS = {"bench-cam": ("camera", "bench-camera-token-0123456789")}
+TOKENS |= {"bench-op": ("operator", "bench-operator-token-0123456789")}
+TOKENS |= {"bench-admin": ("admin", "bench-admin-token-0123456789")}
+logger = logging.getLogger("bench_live")
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[name][1]}"}
+
+
+def clip_jpegs(every: int = 6) -> list[bytes]:
+    """Every ``every``-th frame of the clip as JPEG, what a pushing camera sends."""
+    import io
+
+    import av
+    from PIL import Image
+
+    out = []
+    with av.open(str(CLIP)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                buf = io.BytesIO()
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(buf, "JPEG", quality=90)
+                out.append(buf.getvalue())
+    return out
+
+
+def enrol(home: Path) -> None:
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), "watchlist", "add"]
+    cmd += ["Lin-Manuel Miranda", str(PHOTO), "--list", "watch"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+
+def start_server(home: Path, port: int):
+    from serve.app import BuildArgs
+    from serve.auth import hash_token
+    from serve.local import ServeFile, start_local
+
+    settings = {
+        "home": str(home),
+        "live": {"alert_window_s": 0.0},
+        "api": {
+            "tokens": [
+                {"name": n, "role": r, "sha256": hash_token(t)} for n, (r, t) in TOKENS.items()
+            ]
+        },
+    }
+    sf = ServeFile("127.0.0.1", port, "facewatch", "/", BuildArgs(settings=settings), {})
+    return start_local(sf)
+
+
+# -- the cameras -----------------------------------------------------------------------------
+class Phase:
+    """Everything measured in one phase (several cameras, one SSE subscriber)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[str, int], float] = {}  # (camera, i) -> send time
+        self.result_ms: list[float] = []
+        self.status: dict[str, int] = {}
+        self.per_camera_analysed: dict[str, int] = {}
+        self.alert_trigger: dict[str, float] = {}  # alert id -> send time of its frame
+        self.alert_seen: dict[str, float] = {}  # alert id -> SSE arrival
+
+
+async def camera(client, cam: str, frames: list[bytes], fps: float, stop_at: float, ph: Phase):
+    loop = asyncio.get_running_loop()
+    tasks, i = [], 0
+    start = loop.time()
+    while True:
+        due = start + i / fps
+        if due >= stop_at:
+            break
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        tasks.append(asyncio.ensure_future(push(client, cam, frames[i % len(frames)], ph)))
+        i += 1
+    await asyncio.gather(*tasks)
+
+
+async def push(client, cam: str, jpeg: bytes, ph: Phase) -> None:
+    t0 = time.perf_counter()
+    r = await client.post(
+        f"/v1/cameras/{cam}/frames?wait=true",
+        content=jpeg,
+        headers={**bearer("bench-cam"), "Content-Type": "image/jpeg"},
+    )
+    t1 = time.perf_counter()
+    body = r.json() if r.status_code < 500 else {"status": f"http {r.status_code}"}
+    status = body.get("status", f"http {r.status_code}")
+    ph.status[status] = ph.status.get(status, 0) + 1
+    if status == "analysed":
+        ph.result_ms.append((t1 - t0) * 1000)
+        ph.per_camera_analysed[cam] = ph.per_camera_analysed.get(cam, 0) + 1
+        for alert_id in body["alerts"]:
+            ph.alert_trigger[alert_id] = t0
+
+
+def listen_sse(base: str, ph_ref: list, stop: threading.Event, ready: threading.Event):
+    """Alert arrivals, timed on the same clock as the pushes."""
+    timeout = httpx.Timeout(5.0, read=None)
+    url = f"{base}/v1/alerts/stream"
+    try:
+        with httpx.stream("GET", url, headers=bearer("bench-op"), timeout=timeout) as r:
+            for line in r.iter_lines():
+                if line.startswith(": connected"):
+                    ready.set()
+                if stop.is_set():
+                    return
+                if line.startswith("id:"):
+                    ph_ref[0].alert_seen[line[3:].strip()] = time.perf_counter()
+    except httpx.HTTPError:
+        if not stop.is_set():
+            raise
+
+
+async def run_phase(base: str, cams: list[str], frames, fps: float, seconds: float, ph: Phase):
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        stop_at = asyncio.get_running_loop().time() + seconds
+        await asyncio.gather(*(camera(client, c, frames, fps, stop_at, ph) for c in cams))
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def summarise(ph: Phase, cams: list[str], seconds: float, fps: float) -> dict:
+    sent = sum(ph.status.values())
+    alerts = [
+        (ph.alert_seen[a] - t0) * 1000 for a, t0 in ph.alert_trigger.items() if a in ph.alert_seen
+    ]
+    fps_each = [ph.per_camera_analysed.get(c, 0) / seconds for c in cams]
+    return {
+        "cameras": len(cams),
+        "target_fps": fps,
+        "seconds": seconds,
+        "frames_sent": sent,
+        "statuses": ph.status,
+        "analysed_fps_per_camera_min": round(min(fps_each), 2),
+        "analysed_fps_per_camera_mean": round(float(np.mean(fps_each)), 2),
+        "drop_rate": round(ph.status.get("dropped", 0) / max(sent, 1), 4),
+        "frame_to_result_ms": {"p50": pct(ph.result_ms, 50), "p99": pct(ph.result_ms, 99)},
+        "frame_to_alert_ms": {"p50": pct(alerts, 50), "p99": pct(alerts, 99), "n": len(alerts)},
+    }
+
+
+def pool_stats() -> dict[int, dict]:
+    """Per-replica counters of the FacePool (frames per lane, seconds busy in the models)."""
+    from ray import serve as ray_serve
+
+    app = ray_serve.status().applications["facewatch"]
+    want = sum(app.deployments["FacePool"].replica_states.values())
+    handle = ray_serve.get_deployment_handle("FacePool", app_name="facewatch")
+    seen: dict[int, dict] = {}
+    for _ in range(60):  # calls land on one replica each (the least loaded); collect all
+        d = handle.describe.remote().result()
+        seen[d["pid"]] = d
+        if len(seen) >= want:
+            break
+    return seen
+
+
+def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) -> dict:
+    """Model time per frame and pool utilisation over a phase (all replicas together)."""
+    keys = ("live_frames", "archive_frames", "busy_s")
+    pids = set(before) | set(after)
+    last = {p: after.get(p, before.get(p, {})) for p in pids}  # unseen after: no change
+    tot = {k: sum(last[p].get(k, 0) - before.get(p, {}).get(k, 0) for p in pids) for k in keys}
+    frames = tot["live_frames"] + tot["archive_frames"]
+    model_ms = 1000 * tot["busy_s"] / max(frames, 1)
+    return {
+        "replicas": len(pids),
+        "replicas_seen_after": len(after),
+        "live_frames": tot["live_frames"],
+        "archive_frames": tot["archive_frames"],
+        "model_ms_per_frame": round(model_ms, 1),
+        "pool_busy_fraction": round(tot["busy_s"] / (seconds * max(len(pids), 1)), 3),
+        "capacity_fps_at_this_cost": round(len(pids) * 1000 / max(model_ms, 1e-9), 1),
+    }
+
+
+# -- the archive job ---------------------------------------------------------------------------
+class ArchiveLoop(threading.Thread):
+    """Searches the clip again and again through jobs.search (same Ray, same FacePool)."""
+
+    def __init__(self, settings, out: Path, fps: float):
+        super().__init__(daemon=True)
+        self.settings, self.out, self.fps = settings, out, fps
+        self.started = threading.Event()
+        self.stop = threading.Event()
+        self.frames = 0
+        self.runs = 0
+        self.wall_s = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from jobs.search import Progress
+        from jobs.search_setup import SearchSetup
+
+        try:
+            setup = SearchSetup.prepare(
+                self.settings, [CLIP], None, [PHOTO], None, "BENCH-1", "benchmark", "bench",
+                lambda m: None,
+            )  # fmt: skip
+            progress = Progress(advance=self._advance)
+            try:
+                while not self.stop.is_set():
+                    t0 = time.perf_counter()
+                    setup.run(self.out, self.fps, None, progress)
+                    self.wall_s += time.perf_counter() - t0
+                    self.runs += 1
+            finally:
+                setup.close()
+        except BaseException as exc:  # noqa: BLE001 - reported in the results
+            self.error = exc
+            self.started.set()
+
+    def _advance(self, frames: int, faces: int, matches: int) -> None:
+        self.frames += frames
+        self.started.set()
+
+
+# -- main -------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=40.0, help="measured seconds per phase")
+    ap.add_argument("--archive-fps", type=float, default=10.0, help="archive sampling fps")
+    ap.add_argument(
+        "--sweep", default="1,2", help="also measure live only with these camera counts"
+    )
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+
+    from serve.local import free_port, stop_local
+
+    work = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    live_home, archive_home = work / "live-home", work / "archive-home"
+    print(f"enrolling (home {live_home}) ...", flush=True)
+    enrol(live_home)
+    frames = clip_jpegs()
+    port = free_port()
+    t0 = time.perf_counter()
+    settings = start_server(live_home, port)
+    startup_s = time.perf_counter() - t0
+    print(f"server up in {startup_s:.0f}s on 127.0.0.1:{port}", flush=True)
+    base = f"http://127.0.0.1:{port}"
+    cams = [f"cam{i + 1}" for i in range(args.cameras)]
+    for c in cams:
+        r = httpx.post(
+            f"{base}/v1/cameras",
+            json={"id": c, "url": "push", "fps": args.fps, "list": "watch"},
+            headers=bearer("bench-admin"),
+            timeout=60,
+        )
+        r.raise_for_status()
+    ph_ref, stop_sse, ready = [Phase()], threading.Event(), threading.Event()
+    sse = threading.Thread(target=listen_sse, args=(base, ph_ref, stop_sse, ready), daemon=True)
+    sse.start()
+    ready.wait(30)
+    results: dict = {}
+    archive = None
+    try:
+        print("warm-up 8s ...", flush=True)
+        asyncio.run(run_phase(base, cams, frames, args.fps, 8.0, ph_ref[0]))
+        sweep = [int(n) for n in args.sweep.split(",") if n.strip() and int(n) < len(cams)]
+        for n in sweep:
+            print(f"measuring {n} camera(s), live only, for {args.seconds:.0f}s ...", flush=True)
+            ph = ph_ref[0] = Phase()
+            before = pool_stats()
+            asyncio.run(run_phase(base, cams[:n], frames, args.fps, args.seconds, ph))
+            res = summarise(ph, cams[:n], args.seconds, args.fps)
+            res["pool"] = pool_delta(before, pool_stats(), args.seconds)
+            res["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+            results[f"live only, {n} camera(s)"] = res
+        for name in ("live only", "live + archive"):
+            if name == "live + archive":
+                # 2 s segments: progress (archive fps) is reported every 2 s of video
+                search = settings.search.model_copy(update={"segment_s": 2.0})
+                a_settings = settings.model_copy(update={"home": archive_home, "search": search})
+                archive = ArchiveLoop(a_settings, work / "archive-out", args.archive_fps)
+                archive.start()
+                archive.started.wait(300)
+                if archive.error is not None:
+                    raise archive.error
+            print(f"measuring '{name}' for {args.seconds:.0f}s ...", flush=True)
+            load_before = [round(x, 1) for x in os.getloadavg()]
+            ph = ph_ref[0] = Phase()
+            archive_before = archive.frames if archive else 0
+            before = pool_stats()
+            asyncio.run(run_phase(base, cams, frames, args.fps, args.seconds, ph))
+            pool = pool_delta(before, pool_stats(), args.seconds)
+            archive_during = (archive.frames if archive else 0) - archive_before
+            time.sleep(2.0)  # alerts raised by the last frames are still on their way
+            results[name] = summarise(ph, cams, args.seconds, args.fps)
+            results[name]["load_average_before"] = load_before
+            results[name]["pool"] = pool
+            if archive is not None:
+                results[name]["archive_frames_during_phase"] = archive_during
+                results[name]["archive_fps_during_phase"] = round(archive_during / args.seconds, 2)
+                archive.stop.set()
+                archive.join(600)
+                results[name]["archive_runs"] = archive.runs
+    finally:
+        stop_sse.set()
+        stop_local()
+    report(results, args, startup_s)
+    return 0
+
+
+def report(results: dict, args, startup_s: float) -> None:
+    base, load = results["live only"], results["live + archive"]
+    ratio = None
+    if base["frame_to_result_ms"]["p99"] and load["frame_to_result_ms"]["p99"]:
+        ratio = round(load["frame_to_result_ms"]["p99"] / base["frame_to_result_ms"]["p99"], 2)
+    targets = {
+        "cameras_at_5fps": base["analysed_fps_per_camera_min"] >= 0.95 * args.fps,
+        "p99_result_le_500ms": (base["frame_to_result_ms"]["p99"] or 1e9) <= 500,
+        "p99_ratio_with_archive_le_1.5": ratio is not None and ratio <= 1.5,
+    }
+    doc = {
+        "benchmark": "bench_live",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "server_startup_s": round(startup_s, 1),
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        "phases": results,
+        "p99_ratio_archive_vs_alone": ratio,
+        "targets_met": targets,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    rows = [
+        ("cameras x fps", lambda r: f"{r['cameras']} x {r['target_fps']:g}"),
+        ("frames sent", lambda r: str(r["frames_sent"])),
+        ("analysed fps/camera (min)", lambda r: str(r["analysed_fps_per_camera_min"])),
+        ("drop rate", lambda r: f"{r['drop_rate']:.1%}"),
+        ("frame->result p50 ms", lambda r: str(r["frame_to_result_ms"]["p50"])),
+        ("frame->result p99 ms", lambda r: str(r["frame_to_result_ms"]["p99"])),
+        ("frame->alert p50 ms", lambda r: str(r["frame_to_alert_ms"]["p50"])),
+        ("frame->alert p99 ms", lambda r: str(r["frame_to_alert_ms"]["p99"])),
+        ("alerts timed", lambda r: str(r["frame_to_alert_ms"]["n"])),
+    ]
+    rows += [
+        ("model ms/frame (pool)", lambda r: str(r["pool"]["model_ms_per_frame"])),
+        ("pool capacity fps", lambda r: str(r["pool"]["capacity_fps_at_this_cost"])),
+        ("pool busy fraction", lambda r: str(r["pool"]["pool_busy_fraction"])),
+    ]
+    names = [n for n in results if n.startswith("live only, ")] + ["live only", "live + archive"]
+    print("\n" + f"{'':28}" + "".join(f"{n.replace('live only, ', ''):>18}" for n in names))
+    for label, fn in rows:
+        print(f"{label:28}" + "".join(f"{fn(results[n]):>18}" for n in names))
+    archived = load.get("archive_frames_during_phase", 0)
+    print(f"{'archive frames analysed':28}{archived:>18} (during the 'live + archive' phase)")
+    print(f"\np99 ratio (archive / alone): {ratio}   targets: {targets}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

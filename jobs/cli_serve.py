@@ -1,0 +1,235 @@
+"""``facewatch serve`` (the live server) and ``facewatch camera add|ls|rm``.
+
+Camera commands work two ways:
+- with ``--server URL`` (or ``$FACEWATCH_SERVER``) they call the running server's API with an
+  admin token from ``--token`` or ``$FACEWATCH_TOKEN``; the server validates, audits and
+  starts or stops the camera at once;
+- without it they edit the camera registry in the data home (a SQLite table beside the
+  catalog) directly, whether or not a server runs: a running server picks the change up
+  within ``live.list_refresh_s`` seconds. Both ways are audited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from jobs.common import EXIT_UNEXPECTED, console, current_actor, fail, get_context
+
+logger = logging.getLogger(__name__)
+
+camera_app = typer.Typer(help="Add, list and remove live cameras.", no_args_is_help=True)
+
+SERVER_ENV = "FACEWATCH_SERVER"
+TOKEN_ENV = "FACEWATCH_TOKEN"
+DEFAULT_SERVE_CONFIG = Path("conf/serve.yaml")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(camera_app, name="camera")
+
+
+def serve(
+    ctx: typer.Context,
+    serve_config: Path | None = typer.Option(
+        None,
+        "--config",
+        "--serve-config",
+        help="Serve config file (default: ./conf/serve.yaml if present, else built-in)",
+    ),
+    host: str | None = typer.Option(None, "--host", help="HTTP bind address (default 127.0.0.1)"),
+    port: int | None = typer.Option(None, "--port", min=1, max=65535, help="HTTP port (8000)"),
+) -> None:
+    """Start the live server (Ray Serve on a local Ray); runs until Ctrl-C.
+
+    The global --config (before 'serve') is the facewatch settings file; this --config is
+    the Serve config (deployments, HTTP address)."""
+    from serve.local import ServeConfigError, read_serve_file, start_local, stop_local
+
+    c = get_context(ctx)
+    if serve_config is None and DEFAULT_SERVE_CONFIG.is_file():
+        serve_config = DEFAULT_SERVE_CONFIG
+    try:
+        sf = read_serve_file(serve_config)
+    except ServeConfigError as exc:
+        fail(str(exc))
+    sf.args = _with_cli_settings(sf.args, c)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        settings = start_local(sf, host, port)
+    except Exception as exc:  # noqa: BLE001 - say why, clean up, exit non-zero
+        console.print(f"[bold red]error:[/] the server did not start: {exc}")
+        stop_local()
+        raise typer.Exit(EXIT_UNEXPECTED) from None
+    url = f"http://{host or sf.host}:{port or sf.port}"
+    console.print(f"facewatch live server on {url} (home {settings.resolved_home()})")
+    console.print(f"review page: {url}/review   health: {url}/healthz   Ctrl-C stops it")
+    stop.wait()
+    console.print("stopping ...")
+    stop_local()
+    console.print("stopped")
+
+
+def _with_cli_settings(args, c):
+    """Global --config/--home/--store apply to the server as to every other command."""
+    settings = dict(args.settings)
+    if c.home is not None:
+        settings["home"] = str(c.home.expanduser().resolve())
+    if c.store_uri is not None:
+        settings["store"] = {**settings.get("store", {}), "uri": c.store_uri}
+    update = {"settings": settings}
+    if c.config_path is not None:
+        update["config"] = c.config_path
+    return args.model_copy(update=update)
+
+
+# -- cameras -------------------------------------------------------------------------------
+def _server(server: str | None, token: str | None):
+    """(base URL, headers) when talking to a server, else None (edit the registry)."""
+    if not server:
+        return None
+    if not token:
+        fail(f"--server needs an admin token: --token or ${TOKEN_ENV}")
+    return server.rstrip("/"), {"Authorization": f"Bearer {token}"}
+
+
+def _call(method: str, url: str, headers: dict, **kwargs) -> dict:
+    import httpx
+
+    try:
+        r = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the server at {url}: {type(exc).__name__}")
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"error": r.text[:300]}
+    if r.status_code >= 400:
+        fail(f"the server refused ({r.status_code}): {body.get('error', body)}")
+    return body
+
+
+def _registry(ctx: typer.Context):
+    from pipelines.home import Home
+    from serve.cameras import CameraRegistry
+    from serve.hub import LIVE_DB
+
+    home = Home.open(get_context(ctx).settings())
+    return home, CameraRegistry(home.path / LIVE_DB)
+
+
+ServerOpt = typer.Option(
+    None, "--server", envvar=SERVER_ENV, help="server URL, e.g. http://127.0.0.1:8000"
+)
+TokenOpt = typer.Option(None, "--token", envvar=TOKEN_ENV, help="admin API token")
+
+
+@camera_app.command("add")
+def camera_add(
+    ctx: typer.Context,
+    camera_id: str = typer.Argument(..., metavar="ID", help="letters, digits, _ and -"),
+    url: str = typer.Argument(..., help="rtsp:// or http(s):// stream, video file, or 'push'"),
+    fps: float | None = typer.Option(None, "--fps", help="analysed frames per second (5)"),
+    list_name: str | None = typer.Option(None, "--list", help="watch list (default: all)"),
+    threshold: float | None = typer.Option(None, "--threshold", help="override (audited)"),
+    once: bool = typer.Option(False, "--once", help="file sources: play once, do not loop"),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Add a camera (to the running server with --server, else to the home's registry)."""
+    from serve.cameras import CameraError, parse_spec
+
+    data = {"id": camera_id, "url": url, "fps": fps, "list": list_name, "threshold": threshold}
+    data["loop"] = not once
+    remote = _server(server, token)
+    if remote is not None:
+        base, headers = remote
+        body = _call("POST", f"{base}/v1/cameras", headers, json=data)
+        console.print(f"camera {body['id']} added: {body['state']}")
+        return
+    try:
+        spec = parse_spec(data)
+    except CameraError as exc:
+        fail(str(exc))
+    home, registry = _registry(ctx)
+    try:
+        registry.add(spec, current_actor())
+        home.audit.append(current_actor(), "camera.add", camera=spec.public())
+    except CameraError as exc:
+        fail(str(exc))
+    finally:
+        home.close()
+    console.print(f"camera {spec.id} added to {home.path} (a running server starts it shortly)")
+
+
+@camera_app.command("ls")
+def camera_ls(
+    ctx: typer.Context,
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List cameras: live status from a server, or the registry of the home."""
+    remote = _server(server, token)
+    if remote is not None:
+        base, headers = remote
+        cams = _call("GET", f"{base}/v1/cameras", headers)["cameras"]
+    else:
+        home, registry = _registry(ctx)
+        try:
+            cams = [s.public() | {"state": "(registry)"} for s in registry.all()]
+        finally:
+            home.close()
+    if as_json:
+        print(json.dumps(cams, indent=2))
+        return
+    table = Table("id", "kind", "url", "fps", "list", "state", "analysed fps", "drops", "error")
+    for cam in cams:
+        table.add_row(
+            cam["id"],
+            cam["kind"],
+            cam["url"],
+            str(cam.get("fps") or "default"),
+            cam.get("list") or "(all)",
+            str(cam.get("state", "")),
+            str(cam.get("analysed_fps", "")),
+            str(cam.get("drops", "")),
+            str(cam.get("last_error", ""))[:60],
+        )
+    console.print(table)
+
+
+@camera_app.command("rm")
+def camera_rm(
+    ctx: typer.Context,
+    camera_id: str = typer.Argument(..., metavar="ID"),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Remove a camera (its in-memory faces are dropped at once)."""
+    from serve.cameras import CameraError
+
+    remote = _server(server, token)
+    if remote is not None:
+        base, headers = remote
+        _call("DELETE", f"{base}/v1/cameras/{camera_id}", headers)
+        console.print(f"camera {camera_id} removed")
+        return
+    home, registry = _registry(ctx)
+    try:
+        registry.remove(camera_id)
+        home.audit.append(current_actor(), "camera.remove", camera_id=camera_id)
+    except CameraError as exc:
+        fail(str(exc))
+    finally:
+        home.close()
+    console.print(f"camera {camera_id} removed from {home.path}")

@@ -1,0 +1,194 @@
+"""Running the Serve application on this machine: Ray token auth, Ray, Serve, the app.
+
+``facewatch serve``, the tests and benchmarks/bench_live.py all start the server through
+``start_local``, so they run the same code path.
+
+Ray token auth (Ray 2.60 turns it on by default for a new local cluster):
+- we keep it ON, also on loopback: anyone who can reach Ray's ports can run code in it,
+  and "anyone" includes every other user and process on the same machine;
+- Ray would write its token to ``~/.ray/auth_token`` world-readable (0644), which defeats
+  it against other local users, and shares one token across all projects and test runs.
+  So unless the caller chose (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+  ``RAY_AUTH_MODE`` set), the token lives in ``<home>/ray/auth_token`` (0600, inside the
+  0700 home) and ``RAY_AUTH_TOKEN_PATH`` points at it, for this process and its children.
+  Tests use a home in tmp_path, so they never touch ``~/.ray``.
+- ``RAY_AUTH_MODE=disabled`` is respected, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serve.app import APP_NAME, BuildArgs, build_settings, compose
+
+logger = logging.getLogger(__name__)
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_ENV = "RAY_AUTH_TOKEN"
+TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+
+
+class ServeConfigError(ValueError):
+    """conf/serve.yaml is unusable; the message says where and why."""
+
+
+def ray_token_auth(home: Path, environ: dict[str, str] | None = None) -> str:
+    """Set up Ray token auth for a local cluster; returns how (for the log, no secret)."""
+    env = os.environ if environ is None else environ
+    mode = env.get(AUTH_MODE_ENV, "").lower()
+    if mode == "disabled":
+        logger.warning(
+            "RAY_AUTH_MODE=disabled: Ray token auth is off; any local process can reach Ray"
+        )
+        return "disabled (RAY_AUTH_MODE)"
+    env[AUTH_MODE_ENV] = "token"
+    if env.get(TOKEN_ENV) or env.get(TOKEN_PATH_ENV):
+        if environ is None:
+            refresh_ray_auth_cache()
+        return "token from RAY_AUTH_TOKEN" if env.get(TOKEN_ENV) else "RAY_AUTH_TOKEN_PATH"
+    path = ensure_token_file(Path(home) / "ray" / "auth_token")
+    env[TOKEN_PATH_ENV] = str(path)
+    if environ is None:
+        refresh_ray_auth_cache()
+    return f"token file {path}"
+
+
+def refresh_ray_auth_cache() -> None:
+    """Ray caches its config and token per process; make it see what we just set (Ray's
+    own ``_enable_token_auth`` does the same)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def ensure_token_file(path: Path) -> Path:
+    """A random token in ``path`` (mode 0600), created once and reused."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
+
+
+@dataclass
+class ServeFile:
+    """What ``facewatch serve`` takes from conf/serve.yaml (the ``serve deploy`` format)."""
+
+    host: str
+    port: int
+    app_name: str
+    route_prefix: str
+    args: BuildArgs
+    overrides: dict[str, dict[str, Any]]
+
+
+def read_serve_file(path: Path | None) -> ServeFile:
+    """Parse a Serve config file with Serve's own schema; one application, ours."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    if path is None:
+        return ServeFile(DEFAULT_HOST, DEFAULT_PORT, APP_NAME, "/", BuildArgs(), {})
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        schema = ServeDeploySchema.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ServeConfigError(f"{path}: {exc}") from None
+    apps = [a for a in schema.applications if a.import_path == "serve.app:build_app"]
+    if len(apps) != 1:
+        raise ServeConfigError(f"{path}: expected one application with serve.app:build_app")
+    app = apps[0]
+    try:
+        args = BuildArgs.model_validate(app.args or {})
+    except ValidationError as exc:
+        raise ServeConfigError(f"{path}: args: {exc}") from None
+    overrides = {}
+    for d in app.deployments:
+        opts = d.model_dump(exclude_unset=True)
+        opts.pop("name")
+        overrides[d.name] = opts
+    http = schema.http_options
+    return ServeFile(http.host, http.port, app.name, app.route_prefix or "/", args, overrides)
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# Ray replaces 127.0.0.1 (even when given as the node address) with the machine's outward
+# address, unless it treats the host as a single-node OS. This switch makes the local node
+# really stay on loopback (jobs.runtime.prepare_env sets the same); a user's value wins.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def start_ray_local(num_cpus: int | None = None) -> bool:
+    """A local Ray on 127.0.0.1 (token auth set up by the caller); False if already up."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.setdefault(LOOPBACK_ENV, "0") == "0":
+        # Ray reads the variable once, on import, and ray is imported by now: tell this
+        # process too (its children read the environment).
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+def ray_cpus(settings) -> int:
+    """The pool's CPUs plus one for the hub, the API, the proxy and archive stages."""
+    pool = settings.pool
+    return max(os.cpu_count() or 1, int(pool.num_cpus * pool.num_replicas + 0.999)) + 1
+
+
+def start_local(serve_file: ServeFile, host: str | None = None, port: int | None = None):
+    """Ray, Serve's HTTP proxy on ``host:port``, and the facewatch app; returns settings.
+
+    Blocks until the app is RUNNING (models loaded and warm)."""
+    from ray import serve as ray_serve
+
+    settings = build_settings(serve_file.args)
+    how = ray_token_auth(settings.resolved_home())
+    logger.info("Ray token auth: %s", how)
+    start_ray_local(ray_cpus(settings))
+    ray_serve.start(
+        http_options={"host": host or serve_file.host, "port": port or serve_file.port},
+    )
+    app = compose(settings, serve_file.overrides)
+    ray_serve.run(app, name=serve_file.app_name, route_prefix=serve_file.route_prefix)
+    return settings
+
+
+def stop_local(shutdown_ray: bool = True) -> None:
+    import ray
+    from ray import serve as ray_serve
+
+    try:
+        ray_serve.shutdown()
+    finally:
+        if shutdown_ray:
+            ray.shutdown()

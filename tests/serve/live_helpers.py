@@ -1,0 +1,225 @@
+"""Real peers for the live-server tests: a camera that pushes frames, an SSE subscriber, a
+live HTTP video stream that can be stopped and restarted, and a webhook receiver that
+fails on purpose. All bind to 127.0.0.1 on free ports."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def enrol(home: Path, name: str, photo: Path, list_name: str) -> str:
+    """Enrol through the real CLI, in its own process (milvus-lite: one process at a time,
+    and its embedded server outlives the client in the process that opened it)."""
+    env = {**os.environ, "FACEWATCH_USER": "test-enroller"}
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), "watchlist", "add", name]
+    cmd += [str(photo), "--list", list_name]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def video_jpegs(path: Path, every: int) -> list[bytes]:
+    """Every ``every``-th frame of a video as JPEG bytes (what a pushing camera sends)."""
+    import av
+    from PIL import Image
+
+    out = []
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                buf = io.BytesIO()
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(buf, "JPEG", quality=90)
+                out.append(buf.getvalue())
+    return out
+
+
+def mpegts_bytes(path: Path) -> bytes:
+    """The video remuxed to MPEG-TS, a format that can be streamed and joined mid-way."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(str(path)) as src, av.open(buf, "w", format="mpegts") as out:
+        ins = src.streams.video[0]
+        ost = out.add_stream_from_template(ins)
+        for pkt in src.demux(ins):
+            if pkt.dts is not None:
+                pkt.stream = ost
+                out.mux(pkt)
+    return buf.getvalue()
+
+
+class SSEReader(threading.Thread):
+    """Subscribes to /v1/alerts/stream and puts (event, data) on ``events``."""
+
+    def __init__(self, base: str, token: str):
+        super().__init__(daemon=True)
+        self.base, self.token = base, token
+        self.events: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self._halt = threading.Event()
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=30.0))
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except Exception:
+            if not self._halt.is_set():  # not closed by us: the server went away
+                raise
+
+    def _read(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        url = f"{self.base}/v1/alerts/stream"
+        with self._client.stream("GET", url, headers=headers) as r:
+            event, data = "message", []
+            for line in r.iter_lines():
+                if self._halt.is_set():
+                    return
+                if line.startswith(": connected"):
+                    self.connected.set()
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line == "" and data:
+                    self.events.put((event, json.loads("\n".join(data))))
+                    event, data = "message", []
+
+    def stop(self) -> None:
+        """Disconnect (so the server has no open stream left when it shuts down)."""
+        self._halt.set()
+        self._client.close()
+        self.join(10)
+
+    def drain(self) -> list[tuple[str, dict]]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+class StreamServer:
+    """A live stream: MPEG-TS over HTTP at the video's own bitrate, looping, until stopped.
+
+    ``connections`` is set each time a client connects; ``stop`` closes the listening
+    socket and every open response (the camera sees its stream die)."""
+
+    def __init__(self, ts: bytes, duration_s: float, port: int):
+        self.ts, self.port = ts, port
+        self.rate = len(ts) / duration_s  # bytes per second
+        self.connections = threading.Event()
+        self.server: ThreadingHTTPServer | None = None
+        self._alive = threading.Event()
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(_Quiet):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                outer.connections.set()
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                outer._play(self.wfile)
+
+        self._alive.set()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _play(self, out) -> None:
+        chunk = 188 * 64
+        t0, sent = time.monotonic(), 0
+        while self._alive.is_set():
+            for start in range(0, len(self.ts), chunk):
+                if not self._alive.is_set():
+                    return
+                ahead = sent / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(min(ahead, 0.5))  # pace at the video's bitrate
+                try:
+                    out.write(self.ts[start : start + chunk])
+                    out.flush()
+                except OSError:
+                    return
+                sent += chunk
+
+    def stop(self) -> None:
+        self._alive.clear()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class WebhookReceiver:
+    """Receives alert webhooks; answers 500 to the first ``fail_first`` deliveries after
+    recording them, and processes each idempotency key once (as a real receiver should)."""
+
+    def __init__(self, fail_first: int):
+        self.fail_first = fail_first
+        self.deliveries: list[dict] = []
+        self.processed: dict[str, dict] = {}
+        self.accepted = threading.Event()
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(_Quiet):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = outer._receive(dict(self.headers), json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _receive(self, headers: dict, event: dict) -> int:
+        with self._lock:
+            key = headers.get("Idempotency-Key", "")
+            self.deliveries.append({"key": key, "attempt": headers.get("X-Facewatch-Attempt")})
+            self.processed.setdefault(key, event)  # a repeated key is dropped
+            if len(self.deliveries) <= self.fail_first:
+                return 500
+            self.accepted.set()
+            return 200
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """For state only visible through the API (no event to wait on): poll until true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.25)

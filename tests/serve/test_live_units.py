@@ -1,0 +1,386 @@
+"""Pure logic of the live path, without Ray or models: tracking and alert decisions, frame
+slots and pacing, backoff, tokens and roles, camera specs, Serve config, Ray token auth."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import ApiConfig, LiveConfig, WebhookConfig
+from pipelines.match import Gallery, Matcher
+from pipelines.schemas import EmbedderInfo, FaceBatch, FaceDetections, Quality
+from serve.auth import (
+    Permission,
+    Principal,
+    TokenConfigError,
+    TokenTable,
+    hash_token,
+    parse_env_tokens,
+)
+from serve.cameras import CameraError, load_cameras_file, parse_spec, redact_url
+from serve.live import LiveAnalyser, alert_id
+from serve.local import ray_token_auth, read_serve_file
+from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame
+from serve.webhooks import backoff_delay, retryable
+
+ROOT = Path(__file__).resolve().parents[2]
+INFO = EmbedderInfo("test-embedder", "1", 4)
+
+
+# -- tracking and alert decisions -----------------------------------------------------------
+def unit(*v: float) -> np.ndarray:
+    a = np.asarray(v, np.float32)
+    return a / np.linalg.norm(a)
+
+
+ALICE, BOB = unit(1, 0, 0, 0), unit(0, 1, 0, 0)
+
+
+def matcher() -> Matcher:
+    gallery = Gallery(
+        embeddings=np.stack([ALICE, BOB]),
+        entry_ids=["e1", "e2"],
+        person_ids=["p_alice", "p_bob"],
+        person_names=["Alice", "Bob"],
+        list_names=["watch", "watch"],
+        photos=["media/watchlist/e1.jpg", "media/watchlist/e2.jpg"],
+        embedder=INFO,
+        thresholds=np.array([0.9, 0.9], np.float32),
+        snapshot_ids={"watch": "s_1"},
+    )
+    return Matcher(gallery)
+
+
+def batch(faces: list[tuple[tuple[float, float, float, float], np.ndarray, bool]]) -> FaceBatch:
+    """One frame's faces: (box, embedding, passed quality)."""
+    n = len(faces)
+    boxes = np.array([f[0] for f in faces], np.float32).reshape(n, 4)
+    passed = np.array([f[2] for f in faces], bool)
+    emb = np.stack([f[1] if f[2] else np.zeros(4, np.float32) for f in faces]) if n else None
+    dets = FaceDetections(
+        np.zeros(n, np.int32), boxes, np.zeros((n, 5, 2), np.float32), np.full(n, 0.99)
+    )
+    q = Quality(
+        passed=passed,
+        reason=np.array(["" if p else "blur" for p in passed], object),
+        eye_distance=np.full(n, 30.0, np.float32),
+        blur=np.full(n, 100.0, np.float32),
+        yaw=np.zeros(n, np.float32),
+        pitch=np.zeros(n, np.float32),
+        score=np.full(n, 0.99, np.float32),
+    )
+    crops = [np.zeros((8, 8, 3), np.uint8) for _ in range(n)]
+    return FaceBatch(dets, q, emb if n else np.zeros((0, 4), np.float32), INFO, 1, crops)
+
+
+def analyser(**policy) -> LiveAnalyser:
+    a = LiveAnalyser("cam1", LiveConfig(**policy), epoch="e0")
+    a.set_matcher(matcher())
+    return a
+
+
+BOX = (100.0, 100.0, 160.0, 170.0)
+NEAR_ALICE = unit(1, 0.05, 0, 0)  # similarity ~0.9988
+
+
+def run(a: LiveAnalyser, frames: list[list], t0: float = 0.0, dt: float = 0.2):
+    alerts = []
+    for i, faces in enumerate(frames):
+        out = a.update(t0 + i * dt, i + 1, 1000.0 + t0 + i * dt, batch(faces))
+        alerts += out.alerts
+    return alerts
+
+
+def test_one_alert_per_person_per_track_with_the_best_face():
+    a = analyser()
+    alerts = run(a, [[(BOX, NEAR_ALICE, True)]] * 10)
+    assert [x.person_id for x in alerts] == ["p_alice"]
+    assert alerts[0].alert_id == alert_id("cam1", "e0", alerts[0].track_id, "p_alice")
+    assert alerts[0].n_faces == 2  # decided as soon as min_track_faces usable faces agree
+
+
+def test_a_single_face_does_not_alert():
+    assert run(analyser(), [[(BOX, NEAR_ALICE, True)]]) == []
+
+
+def test_faces_failing_quality_are_never_matched():
+    assert run(analyser(), [[(BOX, NEAR_ALICE, False)]] * 6) == []
+
+
+def test_unwatched_faces_do_not_alert_and_leave_only_counters():
+    stranger = unit(0, 0, 1, 0.2)
+    a = analyser()
+    assert run(a, [[(BOX, stranger, True)]] * 5) == []
+    a.update(100.0, 99, 2000.0, batch([]))  # much later: the track ends
+    assert a.tracks == {}
+    assert a.counters["tracks_unmatched"] == 1 and a.counters["faces_discarded"] == 5
+
+
+def test_a_new_track_of_the_same_person_within_the_window_is_suppressed():
+    a = analyser(alert_window_s=300)
+    first = run(a, [[(BOX, NEAR_ALICE, True)]] * 3)
+    later = run(a, [[(BOX, NEAR_ALICE, True)]] * 3, t0=10.0)  # gap > track_max_gap_s
+    assert len(first) == 1 and later == []
+    assert a.counters["alerts_suppressed"] == 1
+
+
+def test_after_the_window_the_same_person_alerts_again():
+    a = analyser(alert_window_s=5)
+    assert len(run(a, [[(BOX, NEAR_ALICE, True)]] * 3)) == 1
+    assert len(run(a, [[(BOX, NEAR_ALICE, True)]] * 3, t0=10.0)) == 1
+
+
+def test_two_people_in_one_frame_get_one_alert_each():
+    other_box = (300.0, 100.0, 360.0, 170.0)
+    frame = [(BOX, NEAR_ALICE, True), (other_box, unit(0.05, 1, 0, 0), True)]
+    alerts = run(analyser(), [frame] * 4)
+    assert sorted(x.person_id for x in alerts) == ["p_alice", "p_bob"]
+    assert len({x.track_id for x in alerts}) == 2
+
+
+def test_drill_mode_hands_over_the_best_face_of_unmatched_tracks():
+    a = analyser(keep_nonmatches=True)
+    run(a, [[(BOX, unit(0, 0, 1, 0), True)]] * 3)
+    out = a.update(100.0, 99, 2000.0, batch([]))
+    assert len(out.drill_faces) == 1
+
+
+# -- frames: pacing, newest-frame slot, backoff ---------------------------------------------
+def test_pacer_keeps_the_configured_rate():
+    p = Pacer(5.0)
+    times = np.arange(0, 10, 1 / 30)  # a 30 fps source for 10 s
+    assert 48 <= sum(p.due(t) for t in times) <= 52
+
+
+def test_frame_slot_keeps_the_newest_and_counts_drops():
+    async def scenario():
+        slot = FrameSlot()
+        loop = asyncio.get_running_loop()
+        frames = [PendingFrame(i, 0.0, 0.0, done=loop.create_future()) for i in range(3)]
+        for f in frames:
+            slot.put(f)
+        got = await asyncio.wait_for(slot.get(), 1)
+        return got.seq, slot.dropped, [f.done.result()["status"] for f in frames[:2]]
+
+    assert asyncio.run(scenario()) == (2, 2, ["dropped", "dropped"])
+
+
+def test_backoff_is_exponential_capped_and_resets():
+    b = Backoff(0.5, 4.0, jitter=0.0)
+    assert [b.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    b.reset()
+    assert b.next_delay() == 0.5
+
+
+def test_webhook_backoff_and_retry_rules():
+    hook = WebhookConfig(url="http://127.0.0.1:1/x", backoff_s=0.5, backoff_max_s=3)
+    assert [round(backoff_delay(hook, n, jitter=0), 2) for n in (1, 2, 3, 4, 5)] == [
+        0.5,
+        1.0,
+        2.0,
+        3.0,
+        3.0,
+    ]
+    assert [retryable(s) for s in (500, 503, 429, 408, 400, 404, 422)] == [True] * 4 + [False] * 3
+
+
+# -- tokens and roles -----------------------------------------------------------------------
+TOKENS = {"op": "operator-token-0123456789", "inv": "investigator-0123456789"}
+TOKENS |= {"adm": "admin-token-0123456789ab", "cam": "camera-token-0123456789"}
+ROLE_OF = {"op": "operator", "inv": "investigator", "adm": "admin", "cam": "camera"}
+
+
+@pytest.fixture(scope="module")
+def table() -> TokenTable:
+    return TokenTable([(n, ROLE_OF[n], hash_token(t)) for n, t in TOKENS.items()])
+
+
+@pytest.mark.parametrize(
+    "who, permission, allowed",
+    [
+        ("op", Permission.REVIEW, True),
+        ("op", Permission.ADJUDICATE, True),
+        ("op", Permission.SEARCH, False),
+        ("op", Permission.CAMERAS_WRITE, False),
+        ("inv", Permission.SEARCH, True),
+        ("inv", Permission.ADJUDICATE, False),
+        ("inv", Permission.REVIEW, False),
+        ("adm", Permission.CAMERAS_WRITE, True),
+        ("adm", Permission.CONFIG, True),
+        ("adm", Permission.ADJUDICATE, False),
+        ("cam", Permission.FRAMES, True),
+        ("cam", Permission.CAMERAS_READ, False),
+    ],
+)
+def test_roles(table, who, permission, allowed):
+    result = table.authorize(f"Bearer {TOKENS[who]}", permission)
+    assert isinstance(result, Principal) == allowed
+    if not allowed:
+        assert result.status == 403 and permission.value in result.message
+
+
+def basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"officer:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "header, status, reason",
+    [
+        (None, 401, "missing"),
+        ("", 401, "missing"),
+        ("Bearer", 401, "malformed"),
+        ("Bearer a b", 401, "malformed"),
+        ("Token operator-token-0123456789", 401, "malformed"),
+        ("Basic !!!", 401, "malformed"),
+        ("Bearer operator-token-0123456780", 401, "unknown token"),
+        (basic("operator-token-0123456789"), 200, ""),
+        (f"bearer {TOKENS['op']}", 200, ""),
+    ],
+)
+def test_authentication_table(table, header, status, reason):
+    result = table.authorize(header, Permission.REVIEW)
+    if status == 200:
+        assert result == Principal("op", "operator")
+    else:
+        assert (result.status, result.reason) == (status, reason)
+        assert "0123456789" not in result.message  # never echoes a token
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ("a:operator", "expected name:role:token"),
+        ("a:boss:0123456789abcdef", "unknown role"),
+        ("a:operator:short", "shorter than 16"),
+    ],
+)
+def test_bad_env_tokens_are_refused_without_echoing_them(raw, problem):
+    with pytest.raises(TokenConfigError, match=problem) as err:
+        parse_env_tokens(raw)
+    assert "0123456789abcdef" not in str(err.value)
+
+
+def test_tokens_from_config_and_environment_are_held_hashed():
+    cfg = ApiConfig(tokens=[{"name": "a", "role": "admin", "sha256": hash_token("x" * 20)}])
+    t = TokenTable.from_config(cfg, {"FACEWATCH_API_TOKENS": "b:operator:" + "y" * 20})
+    assert t.lookup("x" * 20) == Principal("a", "admin")
+    assert t.lookup("y" * 20) == Principal("b", "operator")
+    assert "y" * 20 not in repr(t.__dict__)
+
+
+# -- camera specs ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"id": "bad id", "url": "push"}, "id"),
+        ({"id": "c1", "url": "ftp://x/y"}, "unsupported URL scheme"),
+        ({"id": "c1", "url": "rtsp:///nohost"}, "no host"),
+        ({"id": "c1", "url": "http://h:99999/x"}, "invalid port"),
+        ({"id": "c1", "url": "/no/such/video.mp4"}, "no such video file"),
+        ({"id": "c1", "url": "push", "fps": 0}, "fps"),
+        ({"id": "c1", "url": "push", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_camera_specs(data, problem):
+    with pytest.raises(CameraError, match=problem):
+        parse_spec(data)
+
+
+def test_stream_passwords_are_redacted():
+    assert redact_url("rtsp://u:secret@10.0.0.1:554/s") == "rtsp://u:***@10.0.0.1:554/s"
+
+
+def test_example_cameras_file_parses(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    specs = load_cameras_file(ROOT / "conf" / "cameras.example.yaml")
+    assert [s.kind for s in specs] == ["stream", "stream", "file", "push"]
+
+
+# -- Serve config and Ray token auth --------------------------------------------------------
+def test_serve_yaml_names_the_typed_builder_and_loopback():
+    sf = read_serve_file(ROOT / "conf" / "serve.yaml")
+    assert (sf.host, sf.port, sf.app_name) == ("127.0.0.1", 8000, "facewatch")
+    assert sf.overrides["LiveHub"]["num_replicas"] == 1
+    assert "FacePool" in sf.overrides
+
+
+def test_importing_the_app_builder_loads_nothing():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serve.app; "
+        "print(any(m in sys.modules for m in ('facenet_pytorch', 'pymilvus', 'milvus_lite')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "False", out.stderr[-1000:]
+
+
+def test_ray_token_is_private_to_the_home(tmp_path):
+    env: dict[str, str] = {}
+    how = ray_token_auth(tmp_path, env)
+    path = Path(env["RAY_AUTH_TOKEN_PATH"])
+    assert env["RAY_AUTH_MODE"] == "token" and path.is_relative_to(tmp_path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(path.read_text()) == 64
+    assert path.read_text() not in how
+    again: dict[str, str] = {}
+    ray_token_auth(tmp_path, again)
+    assert Path(again["RAY_AUTH_TOKEN_PATH"]).read_text() == path.read_text()  # reused
+
+
+@pytest.mark.parametrize(
+    "env, expect",
+    [
+        ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "disabled"}),
+        ({"RAY_AUTH_TOKEN": "t" * 32}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t" * 32}),
+    ],
+)
+def test_ray_token_auth_respects_an_explicit_choice(tmp_path, env, expect):
+    ray_token_auth(tmp_path, env)
+    assert env == expect and not (tmp_path / "ray").exists()
+
+
+def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
+    from ray import serve as ray_serve
+
+    from serve.app import build_app
+
+    args = read_serve_file(ROOT / "conf" / "serve.yaml").args
+    args = args.model_copy(update={"settings": {"home": str(tmp_path)}})
+    app = build_app(args)
+    assert isinstance(app, ray_serve.Application)
+    assert not (tmp_path / "milvus.db").exists()  # building opened no store
+
+
+def test_a_lost_stream_is_retried_with_backoff_until_stopped():
+    from serve.local import free_port
+    from serve.sources import StreamReader
+
+    url = f"http://127.0.0.1:{free_port()}/nothing-listens-here.ts"
+    reader = StreamReader("c1", url, False, False, 5.0, lambda *a: None, Backoff(0.05, 0.2))
+    reader.start()
+    reader.join(1.0)  # keeps retrying: still alive
+    assert reader.is_alive() and reader.state.state in ("connecting", "reconnecting")
+    reader.stop()
+    reader.join(5.0)
+    assert not reader.is_alive()
+    assert reader.state.state == "stopped" and reader.state.reconnects >= 2
+    assert reader.state.last_error and not reader.state.connected
+
+
+def test_the_builder_takes_serve_deploy_args_as_a_dict_and_checks_them(tmp_path):
+    import pydantic
+
+    from serve.app import build_app
+
+    assert build_app({"settings": {"home": str(tmp_path)}, "config": None}) is not None
+    with pytest.raises(pydantic.ValidationError, match="cameras_fil"):
+        build_app({"cameras_fil": "typo.yaml"})
