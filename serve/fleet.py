@@ -9,7 +9,9 @@ running server within ``live.list_refresh_s`` seconds.
 Each camera matches against an in-memory copy of its list (a ``Matcher``), shared by the
 cameras that use the same list and threshold. The catalog bumps a list's version whenever
 its entries or threshold change; the fleet polls those versions (one small SQLite query)
-and swaps in a fresh copy when they move.
+and swaps in a fresh copy when they move. A camera held by a running deployment matches
+the deployment's frozen list snapshot instead (``snapshot_for``), so nobody enrolled after
+the deployment started is matched by it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from serve.ingest import AlertSink, Analyse, CameraRunner
 
 logger = logging.getLogger(__name__)
 
-ListKey = tuple[str | None, float | None]  # (list name or None for all lists, threshold)
-LoadGallery = Callable[[str | None, float | None], Awaitable[Gallery]]
+# (list name or None for all lists, threshold override, frozen snapshot id or None)
+ListKey = tuple[str | None, float | None, str | None]
+LoadGallery = Callable[[str | None, float | None, str | None], Awaitable[Gallery]]
 ListVersions = Callable[[], Awaitable[dict[str, Any]]]
+SnapshotFor = Callable[[str], Awaitable[str | None]]
+
+
+async def _no_snapshot(camera_id: str) -> str | None:
+    return None
 
 
 class Fleet:
@@ -40,10 +48,12 @@ class Fleet:
         sink: AlertSink,
         load_gallery: LoadGallery,
         list_versions: ListVersions,
+        snapshot_for: SnapshotFor = _no_snapshot,
     ):
         self.policy, self.registry, self.fixed = policy, registry, {s.id: s for s in fixed}
         self._analyse, self._sink = analyse, sink
         self._load_gallery, self._list_versions = load_gallery, list_versions
+        self._snapshot_for = snapshot_for
         self.runners: dict[str, CameraRunner] = {}
         self._matchers: dict[ListKey, tuple[Matcher | None, dict[str, Any]]] = {}
         self._versions: dict[str, Any] | None = None
@@ -75,8 +85,7 @@ class Fleet:
 
     async def _start(self, spec: CameraSpec, origin: str) -> None:
         runner = CameraRunner(spec, self.policy, self._analyse, self._sink, origin)
-        matcher, info = await self._matcher((spec.list_name, spec.threshold))
-        runner.set_matcher(matcher, info)
+        runner.set_matcher(*await self._matcher(await self._key(spec)))
         runner.start()
         self.runners[spec.id] = runner
         logger.info("camera %s started (%s, %s fps)", spec.id, spec.kind, runner.fps)
@@ -104,15 +113,18 @@ class Fleet:
             await self.runners.pop(cid).stop()
 
     # -- watch lists ------------------------------------------------------------------------
+    async def _key(self, spec: CameraSpec) -> ListKey:
+        return spec.list_name, spec.threshold, await self._snapshot_for(spec.id)
+
     async def _matcher(self, key: ListKey) -> tuple[Matcher | None, dict[str, Any]]:
         if key not in self._matchers:
             self._matchers[key] = await self._build(key)
         return self._matchers[key]
 
     async def _build(self, key: ListKey) -> tuple[Matcher | None, dict[str, Any]]:
-        list_name, threshold = key
+        list_name, threshold, snapshot_id = key
         try:
-            gallery = await self._load_gallery(list_name, threshold)
+            gallery = await self._load_gallery(list_name, threshold, snapshot_id)
         except Exception as exc:  # noqa: BLE001 - a bad list must not stop the camera
             logger.error("watch list %s: cannot load: %s", list_name or "(all)", exc)
             return None, {"list": list_name, "error": str(exc)[:300], "people": 0}
@@ -122,6 +134,7 @@ class Fleet:
             "entries": len(gallery),
             "snapshots": dict(gallery.snapshot_ids),
             "threshold_override": threshold,
+            "frozen_snapshot": snapshot_id,
         }
         return (Matcher(gallery) if len(gallery) else None), info
 
@@ -133,9 +146,7 @@ class Fleet:
         self._versions = versions
         self._matchers.clear()
         for runner in self.runners.values():
-            spec = runner.spec
-            matcher, info = await self._matcher((spec.list_name, spec.threshold))
-            runner.set_matcher(matcher, info)
+            runner.set_matcher(*await self._matcher(await self._key(runner.spec)))
         logger.info("watch lists reloaded for %d camera(s)", len(self.runners))
         return True
 

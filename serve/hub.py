@@ -22,9 +22,11 @@ import numpy as np
 from ray import serve as ray_serve
 
 from pipelines.config import Settings
+from pipelines.deployments import Deployments
 from pipelines.home import Home
 from pipelines.images import ImageError, decode_image
 from pipelines.media import MediaPathError
+from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import WatchlistError, Watchlists
@@ -98,6 +100,9 @@ class LiveHub:
         self.lists: Watchlists | None = None  # once the pool has told us its embedder
         self.reviews = ReviewBook(self.home.path / LIVE_DB)
         self.registry = CameraRegistry(self.home.path / LIVE_DB)
+        self.deployments = Deployments(self.home.catalog, self.audit)
+        self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
+        self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self.recorder = AlertRecorder(self.store, self.media, self.reviews)
         self.fanout = AlertFanout(WebhookDispatcher(self.live.webhooks))
         self.fleet = Fleet(
@@ -108,6 +113,7 @@ class LiveHub:
             _Sink(self),
             self._load_gallery,
             self._list_versions,
+            self._frozen_snapshot,
         )
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
@@ -136,6 +142,11 @@ class LiveHub:
     async def _upkeep(self) -> None:
         last_warning = time.monotonic()
         while True:
+            for step in (self._retention_if_due, self._report_scanned):
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
+                    logger.exception("upkeep step %s failed", step.__name__)
             await asyncio.sleep(self.live.list_refresh_s)
             try:
                 await self.fleet.refresh_lists()
@@ -145,6 +156,32 @@ class LiveHub:
             if self.live.keep_nonmatches and time.monotonic() - last_warning > 600:
                 logger.warning(DRILL_WARNING)
                 last_warning = time.monotonic()
+
+    async def _report_scanned(self) -> None:
+        """Add each camera's newly analysed faces to the deployments' counter (counts only)."""
+        for cid, runner in list(self.fleet.runners.items()):
+            faces = int(runner.analyser.counters["faces"])
+            run_id, reported = self._scanned.get(cid, (id(runner), 0))
+            if run_id != id(runner):  # the camera was restarted: its counters began again
+                reported = 0
+            if faces > reported:
+                await self._io(self.deployments.record_scanned, cid, faces - reported)
+            self._scanned[cid] = (id(runner), faces)
+
+    async def _retention_if_due(self) -> None:
+        """Run retention every ``governance.retention.interval_h`` hours; this process owns
+        the store, so ``facewatch retention run`` cannot while the server runs."""
+        if time.monotonic() < self._next_retention or self.lists is None:
+            return
+        policy = self.settings.governance.retention
+        self._next_retention = time.monotonic() + policy.interval_h * 3600
+        done = await self._io(run_retention, self.lists, policy, "live-hub (schedule)")
+        logger.info("retention run: %s", done)
+
+    async def _frozen_snapshot(self, camera_id: str) -> str | None:
+        """The list snapshot frozen by the running deployment that holds this camera."""
+        deployment = await self._io(self.deployments.active_for_camera, camera_id)
+        return deployment["snapshot_id"] if deployment else None
 
     def check_health(self) -> None:
         if self.failed is not None:
@@ -184,7 +221,9 @@ class LiveHub:
             self._cpu_pool, decode_image, data, "frame", MAX_FRAME_PIXELS
         )
 
-    async def _load_gallery(self, list_name: str | None, threshold: float | None):
+    async def _load_gallery(
+        self, list_name: str | None, threshold: float | None, snapshot_id: str | None
+    ):
         assert self.lists is not None, "lists are loaded after start-up"
         return await self._io(
             self.lists.active_gallery,
@@ -192,12 +231,19 @@ class LiveHub:
             override=threshold,
             actor="live-hub",
             warn=logger.warning,
+            snapshot_id=snapshot_id,
         )
 
     async def _list_versions(self) -> dict[str, Any]:
-        sql = "SELECT name, version, threshold FROM lists"
-        rows = await self._io(self.home.catalog.rows, sql)
-        return {r["name"]: (r["version"], r["threshold"]) for r in rows}
+        """What, when it changes, means the cameras' lists must be rebuilt: list versions and
+        thresholds, and which deployments are running (they freeze their cameras' lists)."""
+        rows = await self._io(self.home.catalog.rows, "SELECT name, version, threshold FROM lists")
+        running = await self._io(
+            self.home.catalog.rows, "SELECT deployment_id FROM deployments WHERE ended_at IS NULL"
+        )
+        out: dict[str, Any] = {r["name"]: (r["version"], r["threshold"]) for r in rows}
+        out["running deployments"] = sorted(r["deployment_id"] for r in running)
+        return out
 
     # -- API: health, cameras, frames ------------------------------------------------------
     async def ping(self) -> str:
