@@ -74,8 +74,14 @@ def _fields(name: str) -> list[tuple[str, str, dict]]:
             ("snapshot_id", "VARCHAR", {"max_length": ID_LEN}),
             ("status", "VARCHAR", {"max_length": 16}),
         ]
-    if name == FACES:
-        return common
+    if name == FACES:  # the retrospective face index (jobs/index.py)
+        return [
+            *common,
+            ("face_index", "INT64", {}),
+            ("track_id", "INT64", {}),
+            ("quality", "FLOAT", {}),
+            ("indexed_at", "INT64", {}),  # unix seconds; retention filters on it
+        ]
     raise ValueError(name)
 
 
@@ -83,10 +89,15 @@ def lite_path(home: Path) -> Path:
     return home / "milvus.db"
 
 
+# milvus-lite keeps a database's lock until the process exits, even after close(); a
+# database this process opened before can be opened again here.
+_OPENED_HERE: set[Path] = set()
+
+
 def check_lite_lock(db: Path) -> None:
     """Fail clearly, before pymilvus does noisily, when another process holds the database."""
     lock = db / "LOCK"
-    if not lock.exists():
+    if not lock.exists() or db.resolve() in _OPENED_HERE:
         return
     fd = os.open(lock, os.O_RDWR)
     try:
@@ -119,6 +130,7 @@ class VectorStore:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             db = lite_path(home)
             check_lite_lock(db)
+            _OPENED_HERE.add(db.resolve())
             uri, where = str(db), f"milvus-lite at {db}"
         else:
             where = f"Milvus server at {uri}"
@@ -135,6 +147,8 @@ class VectorStore:
     def bind(self, info: EmbedderInfo) -> VectorStore:
         """Create the collections for ``info`` or check that they were made for it."""
         for name in (WATCHLIST, MATCHES, FACES):
+            if name == FACES and self._outdated_faces():
+                self.client.drop_collection(name)  # empty, made before the index had tracks
             if self.client.has_collection(name):
                 props = self.client.describe_collection(name).get("properties", {})
                 found = props.get(EMBEDDER_PROPERTY, "(unknown)")
@@ -149,6 +163,23 @@ class VectorStore:
                 self._create(name, info)
         self.bound = info
         return self
+
+    def _outdated_faces(self) -> bool:
+        """An empty face index of the old schema (no track ids) is replaced; a full one is
+        refused rather than silently dropped."""
+        if not self.client.has_collection(FACES):
+            return False
+        have = {f["name"] for f in self.client.describe_collection(FACES).get("fields", [])}
+        if "indexed_at" in have:
+            return False
+        self.client.load_collection(FACES)
+        res = self.client.query(FACES, filter="", output_fields=["count(*)"])
+        if int(res[0]["count(*)"]):
+            raise StoreError(
+                f"the {self.where} holds a face index of an older schema; re-index into a "
+                "fresh store (or drop its fw_faces collection)"
+            )
+        return True
 
     def _create(self, name: str, info: EmbedderInfo) -> None:
         from pymilvus import DataType, MilvusClient

@@ -1,0 +1,206 @@
+"""Probe search over the face index: find a person in indexed archive without decoding.
+
+1. One batched vector search of the ``fw_faces`` collection with the probe photos'
+   embeddings (``top_k`` nearest faces per photo).
+2. A track can only be matched if one of its faces reaches the threshold (a track's margin
+   is a mean of its best margins), so the tracks with such a hit are the candidates.
+3. All faces of those tracks are read back (one query per file) and scored against the
+   probe photos (max over photos, as the in-memory Matcher does), and the archive search's
+   own rules decide each track and group tracks into sightings (pipelines/sightings.py).
+
+The result has the archive search's shape (matches, sightings), so the same Parquet files
+and HTML report are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jobs.search import _match_id
+from pipelines.match import Gallery
+from pipelines.schemas import Match, Sighting
+from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
+from pipelines.store import FACES, VectorStore
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP_K = 16384  # Milvus's limit per query
+FILES_PER_QUERY = 64  # candidate files whose tracks are read back in one query
+FACE_FIELDS = [
+    "id",
+    "source_id",
+    "source_path",
+    "frame_index",
+    "timestamp_s",
+    "box",
+    "thumbnail",
+    "face_index",
+    "track_id",
+    "quality",
+]
+
+
+@dataclass
+class IndexedFile:
+    path: str
+    file_id: str
+    matches: list[Match] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+
+
+@dataclass
+class IndexedSearchResult:
+    files: list[IndexedFile]
+    faces_in_index: int
+    hits: int  # faces at or above the threshold among the top-k
+    saturated: bool  # some probe's top-k were all above the threshold: raise --top-k
+    query_s: float
+    wall_s: float
+    errors: list = field(default_factory=list)  # nothing is decoded, so nothing fails
+
+    @property
+    def sightings(self) -> list[Sighting]:
+        return [s for f in self.files for s in f.sightings]
+
+    @property
+    def matches(self) -> list[Match]:
+        return [m for f in self.files for m in f.matches]
+
+
+def path_filter(paths: list[Path]) -> str:
+    """A Milvus filter keeping faces of the given files, or of files under given folders."""
+    parts = []
+    for p in paths:
+        text = str(p.resolve()).replace("\\", "\\\\").replace('"', '\\"')
+        if p.is_dir():
+            parts.append(f'source_path like "{text.rstrip("/")}/%"')
+        else:
+            parts.append(f'source_path == "{text}"')
+    return " or ".join(parts)
+
+
+class IndexedSearch:
+    def __init__(self, store: VectorStore, gallery: Gallery, link_gap_s: float):
+        if len(set(gallery.person_ids)) != 1:
+            raise ValueError("an indexed search looks for one person (one or more photos)")
+        self.store = store
+        self.gallery = gallery
+        self.threshold = float(np.min(gallery.thresholds))
+        self.link_gap_s = link_gap_s
+
+    def run(self, top_k: int, where: str = "") -> IndexedSearchResult:
+        t0 = time.perf_counter()
+        top_k = max(1, min(int(top_k), MAX_TOP_K))
+        hits = self.store.search(
+            FACES, self.gallery.embeddings, top_k, filter=where, fields=["source_id", "track_id"]
+        )
+        query_s = time.perf_counter() - t0
+        saturated = any(len(h) == top_k and h[-1]["score"] >= self.threshold for h in hits)
+        if saturated:
+            logger.warning("all %d nearest faces are matches: raise --top-k to see all", top_k)
+        tracks: dict[str, set[int]] = defaultdict(set)
+        n_hits = 0
+        for h in (h for per_probe in hits for h in per_probe):
+            if h["score"] >= self.threshold:
+                n_hits += 1
+                tracks[h["source_id"]].add(int(h["track_id"]))
+        files = [
+            self._file(fid, rows)
+            for fid, rows in self._track_faces(tracks).items()
+            if rows  # a file removed (retention) between the search and the read
+        ]
+        files = [f for f in files if f.sightings]
+        files.sort(key=lambda f: f.path)
+        return IndexedSearchResult(
+            files,
+            self.store.count(FACES),
+            n_hits,
+            saturated,
+            query_s,
+            time.perf_counter() - t0,
+        )
+
+    def _track_faces(self, tracks: dict[str, set[int]]) -> dict[str, list[dict]]:
+        """Every face of the candidate tracks, by file; a few queries, not one per file."""
+        out: dict[str, list[dict]] = {fid: [] for fid in tracks}
+        files = sorted(tracks)
+        for i in range(0, len(files), FILES_PER_QUERY):
+            where = " or ".join(
+                f'(source_id == "{fid}" and track_id in {sorted(tracks[fid])})'
+                for fid in files[i : i + FILES_PER_QUERY]
+            )
+            for r in self.store.query(FACES, filter=where, fields=[*FACE_FIELDS, "embedding"]):
+                out[r["source_id"]].append(r)
+        return out
+
+    def _file(self, file_id: str, rows: list[dict]) -> IndexedFile:
+        rows.sort(key=lambda r: (r["frame_index"], r["face_index"]))
+        table, tids = self._table(rows)
+        out = IndexedFile(rows[0]["source_path"], file_id)
+        verdicts = decide_tracks(table, tids)
+        for v in verdicts:
+            out.matches += [self._match(out, table, r, rows[r], v.track_id) for r in v.faces]
+        for d in group_sightings(table, verdicts, self.link_gap_s):
+            b = best_row(table, d.rows, 0)
+            out.sightings.append(
+                Sighting(
+                    person_id=self.gallery.person_ids[0],
+                    person_name=self.gallery.person_names[0],
+                    list_name=self.gallery.list_names[0],
+                    source_path=out.path,
+                    source_id=file_id,
+                    start_s=round(d.start_s, 3),
+                    end_s=round(d.end_s, 3),
+                    best_score=round(float(table.cand_score[b, 0]), 4),
+                    best_frame_s=round(float(table.t[b]), 3),
+                    n_frames=len({int(table.frame_index[r]) for r in d.rows}),
+                    thumbnail=_match_id(file_id, table, b, self.gallery.person_ids[0]),
+                    watchlist_photo=self.gallery.photos[0],
+                    track_ids=sorted(d.track_ids),
+                )
+            )
+        return out
+
+    def _table(self, rows: list[dict]) -> tuple[FaceTable, np.ndarray]:
+        emb = np.asarray([r["embedding"] for r in rows], np.float32)
+        score = (emb @ self.gallery.embeddings.T).max(axis=1)
+        n = len(rows)
+        table = FaceTable(
+            t=np.asarray([r["timestamp_s"] for r in rows], np.float64),
+            frame_index=np.asarray([r["frame_index"] for r in rows], np.int64),
+            face_index=np.asarray([r["face_index"] for r in rows], np.int64),
+            boxes=np.asarray([r["box"] for r in rows], np.float32).reshape(n, 4),
+            passed=np.ones(n, bool),  # only quality-passing faces are indexed
+            quality=np.asarray([r["quality"] for r in rows], np.float32),
+            cand_person=np.zeros((n, 1), np.int32),
+            cand_score=score[:, None].astype(np.float32),
+            cand_margin=(score - self.threshold)[:, None].astype(np.float32),
+        )
+        return table, np.asarray([r["track_id"] for r in rows], np.int64)
+
+    def _match(self, f: IndexedFile, table: FaceTable, r: int, row: dict, track_id: int):
+        pid = self.gallery.person_ids[0]
+        m = Match(
+            match_id=_match_id(f.file_id, table, r, pid),
+            person_id=pid,
+            person_name=self.gallery.person_names[0],
+            list_name=self.gallery.list_names[0],
+            score=round(float(table.cand_score[r, 0]), 4),
+            source="archive",
+            source_id=f.file_id,
+            source_path=f.path,
+            frame_index=int(table.frame_index[r]),
+            timestamp_s=round(float(table.t[r]), 3),
+            box=tuple(float(x) for x in table.boxes[r]),
+            track_id=int(track_id),
+            face_index=int(table.face_index[r]),
+        )
+        m.extra["face_thumbnail"] = row.get("thumbnail", "")
+        m.extra["embedding"] = np.asarray(row["embedding"], np.float32)
+        return m

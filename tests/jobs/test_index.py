@@ -1,0 +1,165 @@
+"""The face index end to end: real Ray, the real FacePool (MTCNN + dlib ResNet), milvus-lite
+in tmp_path and the real Hamilton clip, driven through the CLI.
+
+One Ray instance and one FacePool serve the whole module (starting them is the slow part);
+the CLI commands find the running pool and reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+
+CLIP = "video/short_hamilton_clip.mp4"
+PROBE = "known/lin-manuel-miranda.png"
+
+
+@pytest.fixture(scope="module")
+def pool(settings):
+    from jobs import runtime
+
+    runtime.start_ray(None, settings)
+    with ExitStack() as stack:
+        yield stack.enter_context(runtime.face_pool(settings))
+
+
+def cli(*args: str, home: Path):
+    from jobs.cli import app
+
+    return CliRunner().invoke(app, ["--home", str(home), *args], catch_exceptions=False)
+
+
+def purpose(case: str = "IDX-1") -> list[str]:
+    return ["--case", case, "--reason", "test of the face index"]
+
+
+def audit(home: Path) -> list[dict]:
+    lines = (home / "audit.log").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def index_rows(home: Path, settings) -> list[dict]:
+    from pipelines.engine import FaceEngine
+    from pipelines.home import Home
+    from pipelines.store import FACES
+
+    s = settings.model_copy(update={"home": home.resolve()})
+    with Home.open(s, FaceEngine(s).info) as h:
+        return h.vectors().query(FACES, fields=["id", "thumbnail", "track_id", "indexed_at"])
+
+
+@pytest.fixture(scope="module")
+def indexed(pool, data, tmp_path_factory):
+    """A copy of the clip, searched by decoding it and indexed, in one home."""
+    root = tmp_path_factory.mktemp("index")
+    home, video = root / "home", root / "clip.mp4"
+    shutil.copyfile(data / CLIP, video)
+    archive = cli(
+        "search", str(video), "--probe", str(data / PROBE), *purpose(), "--out",
+        str(root / "archive"), home=home,
+    )  # fmt: skip
+    assert archive.exit_code == 0, archive.output
+    first = cli("index", str(video), *purpose(), "--json", "--out", str(root / "idx"), home=home)
+    assert first.exit_code == 0, first.output
+    return {"root": root, "home": home, "video": video, "first": json.loads(first.stdout)}
+
+
+@pytest.mark.timeout(600)
+def test_indexed_search_finds_the_person_archive_search_finds(indexed, data, settings):
+    root, home, video = indexed["root"], indexed["home"], indexed["video"]
+    assert indexed["first"]["faces indexed"] > 0
+    hidden = video.with_suffix(".gone")
+    video.rename(hidden)  # the indexed search must not need the video at all
+    try:
+        res = cli(
+            "search", "--probe", str(data / PROBE), "--indexed", "--top-k", "50", *purpose(),
+            "--out", str(root / "indexed"), home=home,
+        )  # fmt: skip
+    finally:
+        hidden.rename(video)
+    assert res.exit_code == 0, res.output
+    arch = pq.read_table(root / "archive" / "sightings.parquet").to_pylist()
+    idx = pq.read_table(root / "indexed" / "sightings.parquet").to_pylist()
+    assert arch and idx
+    for a in arch:  # every archive sighting overlaps an indexed one in the same file
+        assert any(
+            i["source_id"] == a["source_id"]
+            and i["start_s"] <= a["end_s"]
+            and a["start_s"] <= i["end_s"]
+            for i in idx
+        ), (arch, idx)
+    # the same faces are matched, by the same rules over the same tracks
+    key = ("frame_index", "face_index")
+    a_m = pq.read_table(root / "archive" / "matches.parquet").to_pylist()
+    i_m = pq.read_table(root / "indexed" / "matches.parquet").to_pylist()
+    assert {tuple(m[k] for k in key) for m in i_m} == {tuple(m[k] for k in key) for m in a_m}
+    assert {m["match_id"] for m in i_m} == {m["match_id"] for m in a_m}
+    # outputs as in archive search: report with the found face's thumbnail beside it
+    report = (root / "indexed" / "report.html").read_text()
+    thumb = idx[0]["thumbnail"]
+    assert thumb.startswith("thumbs/") and (root / "indexed" / thumb).is_file()
+    assert thumb in report
+    record = [r for r in audit(home) if r["action"] == "search"][-1]
+    assert record["details"]["mode"] == "indexed"
+    assert record["details"]["case"] == "IDX-1"
+
+
+@pytest.mark.timeout(600)
+def test_alex_is_not_found_in_the_index(indexed, data):
+    """A person who is not in the clip yields no sighting (the threshold is applied)."""
+    root, home = indexed["root"], indexed["home"]
+    res = cli(
+        "search", "--probe", str(data / "known/alex-lacamoire.png"), "--indexed", *purpose(),
+        "--out", str(root / "alex"), home=home,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(root / "alex" / "sightings.parquet").num_rows == 0
+    assert pq.read_table(root / "alex" / "matches.parquet").num_rows == 0
+
+
+@pytest.mark.timeout(600)
+def test_reindexing_is_idempotent(indexed, settings):
+    root, home, video = indexed["root"], indexed["home"], indexed["video"]
+    before = index_rows(home, settings)
+    thumbs = sorted(p.name for p in (home / "media" / "faces").iterdir())
+    assert len(before) == indexed["first"]["faces indexed"] == len(thumbs)
+    again = cli("index", str(video), *purpose("IDX-2"), "--json", "--out", str(root / "i2"),
+                home=home)  # fmt: skip
+    assert again.exit_code == 0, again.output
+    after = index_rows(home, settings)
+    assert sorted(r["id"] for r in after) == sorted(r["id"] for r in before)
+    assert {r["id"]: r["track_id"] for r in after} == {r["id"]: r["track_id"] for r in before}
+    assert sorted(p.name for p in (home / "media" / "faces").iterdir()) == thumbs
+    assert json.loads(again.stdout)["rows replaced from an earlier indexing"] == 0
+    records = [r for r in audit(home) if r["action"] == "index"]
+    assert [r["details"]["case"] for r in records] == ["IDX-1", "IDX-2"]
+    assert records[0]["details"]["paths"] == [str(video.resolve())]
+
+    # indexed again at another rate, the file's earlier rows and thumbnails are replaced
+    slow = cli("index", str(video), *purpose("IDX-3"), "--fps", "1", "--json", "--out",
+               str(root / "i3"), home=home)  # fmt: skip
+    assert slow.exit_code == 0, slow.output
+    n = json.loads(slow.stdout)["faces indexed"]
+    rows = index_rows(home, settings)
+    assert len(rows) == n and 0 < n < len(before)
+    assert len(list((home / "media" / "faces").iterdir())) == n
+    assert all(r["indexed_at"] > 0 for r in rows)
+
+
+def test_index_requires_a_case(data, tmp_path):
+    home = tmp_path / "home"
+    res = cli("index", str(data / CLIP), "--reason", "no case given", home=home)
+    assert res.exit_code == 2
+    assert "--case" in res.output
+    assert not (home / "audit.log").exists() or "index" not in (home / "audit.log").read_text()
+    res = cli("search", "--probe", str(data / PROBE), "--indexed", home=home)
+    assert res.exit_code == 2
+    assert "--case" in res.output
