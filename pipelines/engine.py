@@ -83,7 +83,9 @@ class FaceEngine:
         self.load(warmup=False)
         dets = self.detector.detect(frames)
         size = self.embedder.chip_size
-        chips, _ = align_faces(frames, dets, self.embedder.template, size)
+        chips, _ = align_faces(
+            frames, dets, self.embedder.template, size, self.embedder.template_weights
+        )
         quality = self.gate.assess(dets, chips)
         emb = np.zeros((len(dets), self.info.dim), np.float32)
         if quality.passed.any():

@@ -16,7 +16,7 @@ import torch
 
 from pipelines.config import DlibResnetConfig, EmbedderConfig, FacenetConfig
 from pipelines.embedders.base import Embedder, WeightsError
-from pipelines.embedders.templates import DLIB_TEMPLATES, FACENET_TEMPLATE
+from pipelines.embedders.templates import DLIB_TEMPLATE_WEIGHTS, DLIB_TEMPLATES, FACENET_TEMPLATE
 from pipelines.images import sha256_file
 from pipelines.schemas import EmbedderInfo
 
@@ -36,6 +36,7 @@ class DlibResnetEmbedder(Embedder):
         super().__init__(device, config.flip_average)
         self.config = config
         self.template = DLIB_TEMPLATES[config.template]
+        self.template_weights = DLIB_TEMPLATE_WEIGHTS.get(config.template)
 
     def _weights_path(self) -> Path:
         from pipelines.embedders.dlib_resnet import default_weights_path

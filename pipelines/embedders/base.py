@@ -23,6 +23,7 @@ class Embedder(ABC):
     name: str
     chip_size: int
     template: np.ndarray  # (5, 2) MTCNN landmark positions in chip pixels
+    template_weights: np.ndarray | None = None  # (5,) how much each landmark counts in the fit
     default_threshold: float  # cosine similarity; see README "Accuracy" for how it was set
 
     def __init__(self, device: torch.device, flip_average: bool = False):
