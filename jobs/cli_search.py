@@ -10,8 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from jobs import runtime
 from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
-from jobs.report import copy_photo, render_report, write_outputs
+from jobs.report import copy_photo, render_report, write_outputs, write_summary
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
 from jobs.search_setup import SearchSetup, SetupError
@@ -23,7 +24,9 @@ def register(app: typer.Typer) -> None:
 
 def search(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="video files or folders (searched recursively)"),
+    paths: list[Path] = typer.Argument(
+        None, help="video files or folders (searched recursively; with --indexed, optional)"
+    ),
     list_name: str | None = typer.Option(
         None, "--list", help="watch list to match (default: all active entries)"
     ),
@@ -41,9 +44,21 @@ def search(
         None, "--ray-address", help="Ray cluster to use (default: a local one on 127.0.0.1)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print sightings as JSON lines only"),
+    indexed: bool = typer.Option(
+        False, "--indexed", help="search the face index (facewatch index) instead of decoding"
+    ),
+    top_k: int = typer.Option(1000, "--top-k", help="with --indexed: nearest faces per photo"),
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
+    if indexed:
+        from jobs.cli_index import search_indexed
+
+        search_indexed(ctx, paths or [], probe, threshold, top_k, out, case, reason, as_json)
+        return
+    if not paths:
+        fail("give video files or folders to search (or --probe IMAGE --indexed)")
     c = get_context(ctx)
+    runtime.prepare_env(local=ray_address is None)  # before anything starts gRPC
     settings = c.settings()
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -111,6 +126,7 @@ def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) 
     errors = [e.row() for e in result.errors]
     write_outputs(out, sightings, result.matches, errors)
     summary = setup.summary(result)
+    write_summary(out, setup.numbers(result))
     report = render_report(out, sightings, summary, errors)
     if as_json:
         for s in sightings:

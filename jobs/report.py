@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +76,13 @@ def write_outputs(
         rows.append(r)
     write_table(rows, MATCH_SCHEMA, out / "matches.parquet")
     write_table(errors, ERROR_SCHEMA, out / "errors.parquet")
+
+
+def write_summary(out: Path, numbers: dict[str, Any]) -> Path:
+    """The run in numbers (files, frames, faces, wall time...), for scripts and benchmarks."""
+    path = out / "summary.json"
+    path.write_text(json.dumps(numbers, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def copy_photo(photo: str, thumbs: Path) -> str:

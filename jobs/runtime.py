@@ -16,8 +16,61 @@ SERVE_APP = "facewatch"  # the app `facewatch serve` deploys; its FacePool is re
 JOB_POOL_APP = "facewatch-pool"  # a pool started by a job when no server is running
 
 
+# Set before Ray starts (its processes inherit them); a user's own setting wins.
+_QUIET_ENV = {
+    # gRPC core logs "fork_posix.cc: Other threads are currently calling into gRPC,
+    # skipping fork() handlers" at INFO each time Ray forks a worker.
+    "GRPC_VERBOSITY": "ERROR",
+    # Ray Data's own logger: its per-dataset "Starting execution" INFO lines.
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+}
+_LOCAL_ENV = {
+    # Ray replaces 127.0.0.1 with the machine's outward address unless it treats the host
+    # as a single-node OS (this switch); with it, the local node really stays on loopback.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+# Loggers whose INFO lines are progress chatter; warnings and errors still show.
+_CHATTY_LOGGERS = ("ray.serve", "ray.data")
+
+
+def prepare_env(local: bool) -> None:
+    """Environment for the Ray processes we are about to start (they inherit it); call it
+    before anything starts gRPC or imports Ray. A user's own setting always wins."""
+    if local:
+        for key, value in _LOCAL_ENV.items():
+            os.environ.setdefault(key, value)
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not -v
+        for key, value in _QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+
+
+def quiet_ray() -> None:
+    """Keep Ray's progress chatter off the terminal, so the user sees our progress bar and
+    table. Warnings and errors still show; ``-v`` (root logger at INFO) keeps everything."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    import ray.data  # noqa: F401 - it configures its loggers on import; adjust after that
+    import ray.serve  # noqa: F401
+
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Token auth stays on (Ray's default for a local cluster); only the notice that it is
+    # on is dropped. Its warning when auth is *off* still shows.
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if _drop_auth_notice not in auth.filters:
+        auth.addFilter(_drop_auth_notice)
+    # Ray Data says once per process that its own progress bars are off (ours are on).
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def _drop_auth_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this")
+
+
 def start_ray(address: str | None = None, settings: Settings | None = None) -> None:
     """Connect to ``address``, or start Ray locally bound to 127.0.0.1."""
+    prepare_env(local=not address)
+    quiet_ray()
     import ray
 
     if ray.is_initialized():

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,12 @@ from pipelines.track import Tracker, TrackerConfig
 from pipelines.video import VideoError, VideoInfo, find_videos, plan_segments
 
 logger = logging.getLogger(__name__)
+
+# FaceStage actors hold nothing worth restarting for (the models live in the pool); frames
+# of a block whose actor died are reported as lost. Without restarts Ray also skips its
+# notice about actor constructor arguments kept in the object store. Ray 2.60 has no named
+# parameter for this yet and calls the keyword form deprecated (see _quiet_ray_warnings).
+_NO_RESTARTS = {"max_restarts": 0, "max_task_retries": 0}
 
 
 @dataclass
@@ -84,6 +92,10 @@ class Progress:
     file_done: Callable[[str], None] = lambda path: None
 
 
+# (file, its faces in time order, their embeddings, JPEG crops, track ids)
+FacesCallback = Callable[[FileResult, FaceTable, np.ndarray, list, np.ndarray], None]
+
+
 @dataclass
 class _Pending:
     result: FileResult
@@ -102,6 +114,7 @@ class ArchiveSearch:
         fps: float | None = None,
         progress: Progress | None = None,
         on_file: Callable[[FileResult, dict], None] | None = None,
+        on_faces: FacesCallback | None = None,
     ):
         self.settings = settings
         self.gallery = gallery
@@ -110,10 +123,12 @@ class ArchiveSearch:
         self.fps = fps or settings.search.fps
         self.progress = progress or Progress()
         self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
-        self.tracker_config = TrackerConfig(
-            sim_link=float(np.median(gallery.thresholds))
+        # the face index (jobs/index.py): every face of a file, with thumbnails and tracks
+        self.on_faces = on_faces
+        self.tracker_config = (
+            TrackerConfig.for_threshold(float(np.median(gallery.thresholds)))
             if len(gallery)
-            else TrackerConfig.sim_link
+            else TrackerConfig()
         )
 
     # -- planning -------------------------------------------------------------------------
@@ -158,6 +173,7 @@ class ArchiveSearch:
                     "index": s.index,
                     "frame_indices": np.asarray(s.frame_indices, np.int64),
                     "fps": s.fps,
+                    "backend": s.backend,  # "pyav" for damaged files decord cannot index
                 }
                 for s in segs
             ]
@@ -175,19 +191,8 @@ class ArchiveSearch:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ctx.max_errored_blocks = -1  # one broken file must not fail the others
-            ds = (
-                ray.data.from_items(segments, override_num_blocks=len(segments))
-                .map_batches(decode_segment, batch_size=1, num_cpus=0.25)
-                .map_batches(
-                    FaceStage,
-                    fn_constructor_kwargs={"app_name": app_name, "gallery": self.gallery},
-                    batch_size=self.settings.pool.archive_chunk_frames,
-                    compute=ray.data.ActorPoolStrategy(
-                        size=max(2, self.settings.pool.num_replicas)
-                    ),
-                    num_cpus=0.1,
-                )
-            )
+            with _quiet_ray_warnings():
+                ds = self._dataset(segments, app_name)
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 self._consume(batch, pending)
         for p in list(pending.values()):  # segments lost to crashed workers
@@ -202,9 +207,34 @@ class ArchiveSearch:
         video_s = sum(f.info.duration_s for f in files)
         return SearchResult(files, errors, time.perf_counter() - t0, video_s)
 
-    def _stage_actors(self) -> int:
-        """Enough FaceStage actors to keep every pool replica fed while one waits."""
-        return max(2, 2 * self.settings.pool.num_replicas)
+    def _dataset(self, segments: list[dict], app_name: str):
+        import ray.data
+
+        chunk = self.settings.pool.archive_chunk_frames
+        return (
+            ray.data.from_items(segments, override_num_blocks=len(segments))
+            .map_batches(decode_segment, batch_size=1, num_cpus=0.25)
+            .map_batches(
+                FaceStage,
+                fn_constructor_kwargs={
+                    "app_name": app_name,
+                    "gallery": self.gallery,
+                    "crop_all": self.on_faces is not None,
+                    "chunk": chunk,
+                },
+                batch_size=chunk * self.settings.pool.num_replicas,
+                compute=ray.data.ActorPoolStrategy(size=self._stage_actors(len(segments))),
+                num_cpus=0.1,
+                **_NO_RESTARTS,
+            )
+        )
+
+    @staticmethod
+    def _stage_actors(n_segments: int) -> int:
+        """Two FaceStage actors, so one matches and encodes while the other waits on the
+        pool (each keeps every replica busy by itself: it sends all its chunks at once);
+        never more than there are segments, or Ray Data warns that some stay idle."""
+        return max(1, min(2, n_segments))
 
     def _consume(self, batch: dict[str, np.ndarray], pending: dict[str, _Pending]) -> None:
         frames = faces = close = 0
@@ -289,6 +319,8 @@ class ArchiveSearch:
             track_ids[rows] = tracker.update(
                 float(table.t[rows[0]]), table.boxes[rows], emb[rows], table.passed[rows]
             )
+        if self.on_faces is not None:
+            self.on_faces(res, table, emb, crops, track_ids)
         verdicts = decide_tracks(table, track_ids)
         snapshot = self.gallery.snapshot_ids
         for v in verdicts:
@@ -345,6 +377,14 @@ class ArchiveSearch:
         m.extra["crop"] = crop
         m.extra["embedding"] = emb
         return m
+
+
+@contextmanager
+def _quiet_ray_warnings():
+    """Only Ray's deprecation notice for the keyword form of ``_NO_RESTARTS``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        yield
 
 
 def _match_id(file_id: str, table: FaceTable, r: int, person_id: str) -> str:

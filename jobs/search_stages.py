@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.images import encode_jpeg
 from pipelines.match import Gallery, Matcher
+from pipelines.schemas import FaceBatch, concat_batches
 from pipelines.video import Segment, VideoError, read_frames
 
 TOP_K = 5
@@ -55,6 +56,7 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
             int(seg["index"]),
             tuple(int(i) for i in seg["frame_indices"]),
             float(seg["fps"]),
+            str(seg["backend"]),
         )
         done = 0
         try:
@@ -69,7 +71,14 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
 class FaceStage:
     """Ray Data callable class: frames -> face rows, through the shared FacePool."""
 
-    def __init__(self, app_name: str, gallery: Gallery, candidate_margin: float = 0.08):
+    def __init__(
+        self,
+        app_name: str,
+        gallery: Gallery,
+        candidate_margin: float = 0.08,
+        crop_all: bool = False,  # a thumbnail for every quality-passing face (the face index)
+        chunk: int = 4,  # frames per pool call
+    ):
         from ray import serve as ray_serve
 
         from serve.pool import POOL_DEPLOYMENT
@@ -78,6 +87,18 @@ class FaceStage:
         self.matcher = Matcher(gallery)
         self.info = gallery.embedder
         self.candidate_margin = candidate_margin
+        self.crop_all = crop_all
+        self.chunk = chunk
+
+    def _faces(self, frames: list[np.ndarray]) -> FaceBatch:
+        """Send the frames to the pool ``chunk`` at a time, all chunks at once, so that every
+        replica has work even when only this actor has frames to give."""
+        calls = [
+            self.pool.archive.remote(frames[i : i + self.chunk], True)
+            for i in range(0, len(frames), self.chunk)
+        ]
+        parts = [c.result() for c in calls]
+        return parts[0] if len(parts) == 1 else concat_batches(parts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         ok = np.array([e == "" for e in batch["error"]], bool)
@@ -87,13 +108,14 @@ class FaceStage:
         good = np.flatnonzero(ok)
         if len(good):
             frames = [np.asarray(batch["frame"][i]) for i in good]
-            faces = self.pool.archive.remote(frames, True).result()
+            faces = self._faces(frames)
             matches = self.matcher.match(faces.embeddings, faces.embedder, TOP_K)
             matches.margin[~faces.passed] = -np.inf
             for j, i in enumerate(good):
                 rows.frame(batch, int(i), int((faces.detections.frame_index == j).sum()))
             for f in range(len(faces)):
                 close = matches.margin[f, 0] >= -self.candidate_margin
+                close = close or bool(self.crop_all and faces.passed[f])
                 crop = encode_jpeg(faces.crops[f]) if close else b""
                 rows.face(
                     batch, int(good[faces.detections.frame_index[f]]), faces, matches, f, crop

@@ -161,3 +161,33 @@ def score_sightings(
         "correct_sightings": good,
         "precision": good / len(found) if found else 1.0,
     }
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who is in a ground-truth video: each watched person is enrolled from one photo and
+    appears on screen in *other* photos of them; distractors are people nobody enrolled."""
+
+    enrol: dict[str, Path]
+    appear: dict[str, list[Path]]
+    distractors: list[Path]
+
+
+def lfw_cast(
+    lfw: Path, watched: int, distractors: int, seed: int = 0, photos_each: int = 2
+) -> Cast:
+    """Pick a deterministic cast from an LFW-style folder (``<Person>/<Person>_NNNN.jpg``)."""
+    rng = np.random.default_rng(seed)
+    people = sorted(p for p in Path(lfw).iterdir() if p.is_dir())
+    photos = {p.name: sorted(p.glob("*.jpg")) for p in people}
+    rich = [n for n, ph in photos.items() if len(ph) > photos_each]
+    if len(rich) < watched:
+        raise ValueError(f"{lfw}: only {len(rich)} people have {photos_each + 1}+ photos")
+    chosen = [rich[i] for i in sorted(rng.choice(len(rich), watched, replace=False))]
+    others = [n for n in photos if n not in chosen]
+    picked = [others[i] for i in sorted(rng.choice(len(others), distractors, replace=False))]
+    return Cast(
+        enrol={n: photos[n][0] for n in chosen},
+        appear={n: photos[n][1 : 1 + photos_each] for n in chosen},
+        distractors=[photos[n][0] for n in picked],
+    )

@@ -129,6 +129,8 @@ def _probe_pyav(path: str, first: VideoError) -> VideoInfo:
     with container:
         if not container.streams.video:
             raise VideoError(path, "no video stream")
+        if _is_still_image(container):
+            raise VideoError(path, "not a video", f"a {container.format.name} still image")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 0)
         declared = int(stream.frames or 0)
@@ -141,6 +143,12 @@ def _probe_pyav(path: str, first: VideoError) -> VideoInfo:
     if n == 0 or fps <= 0:
         raise first
     return VideoInfo(path, n, fps, size[0], size[1], "pyav", declared)
+
+
+def _is_still_image(container) -> bool:
+    """FFmpeg opens a photo as a one-frame "video" (jpeg_pipe, png_pipe, image2)."""
+    name = container.format.name or ""
+    return name.endswith("_pipe") or name.startswith("image2")
 
 
 def sample_indices(n_frames: int, fps: float, sample_fps: float) -> list[int]:

@@ -1,0 +1,270 @@
+"""``facewatch search`` end to end, as a user runs it: real Ray, real MTCNN and dlib-resnet,
+real video, a real milvus-lite store in tmp_path.
+
+Starting Ray and the FacePool costs 10-15 s, so the module starts them once and every
+search reuses the running pool (the CLI finds it, as it finds a running `facewatch serve`).
+Most searches run the CLI in-process through typer's CliRunner; the first one runs as a
+separate process (``python -m jobs.cli``) so that stdout can be checked byte for byte and
+the store can be reopened after that process has exited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from pipelines import groundtruth
+from pipelines.config import Settings
+from pipelines.engine import FaceEngine
+from pipelines.home import Home
+from pipelines.store import MATCHES, WATCHLIST
+from pipelines.watchlist import Watchlists
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = "video/short_hamilton_clip.mp4"
+LIN, ALEX = "Lin-Manuel Miranda", "Alex Lacamoire"
+PURPOSE = ["--case", "T-1", "--reason", "integration test"]
+
+pytestmark = pytest.mark.slow
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def cli(home):
+    """Run ``facewatch --home HOME ...`` in this process; returns the click Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--home", str(home), *args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray and one FacePool for the whole module (torn down at its end)."""
+    import ray
+
+    from jobs import runtime
+
+    started = not ray.is_initialized()
+    settings = Settings()
+    runtime.start_ray(None, settings)
+    with runtime.face_pool(settings):
+        yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+def _facewatch(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``facewatch --home HOME ...`` as its own process, as a user runs it."""
+    env = dict(os.environ, FACEWATCH_USER="tester")
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def first_run(home, data, ray_address, tmp_path_factory):
+    """Lin-Manuel and Alex enrolled on the default list, then the Hamilton clip searched with
+    --json, each by a separate ``facewatch`` process. milvus-lite admits one process at a
+    time, so this runs before the test process itself opens the store."""
+    ids = {}
+    for name, photo in ((LIN, "lin-manuel-miranda.png"), (ALEX, "alex-lacamoire.png")):
+        proc = _facewatch(home, "watchlist", "add", name, str(data / "known" / photo))
+        assert proc.returncode == 0, proc.stderr
+        ids[name] = proc.stdout.strip().splitlines()[-1]
+    out = tmp_path_factory.mktemp("hamilton")
+    args = ["search", str(data / CLIP), "--list", "default", "--out", str(out), "--json"]
+    proc = _facewatch(home, *args, "--ray-address", ray_address, *PURPOSE)
+    return proc, out, ids
+
+
+@pytest.fixture(scope="module")
+def enrolled(first_run) -> dict[str, str]:
+    return first_run[2]
+
+
+def _sightings(out: Path) -> list[dict]:
+    return pq.read_table(out / "sightings.parquet").to_pylist()
+
+
+def _stored_matches(settings: Settings) -> list[dict]:
+    with Home.open(settings, FaceEngine(settings).info) as h:
+        return h.vectors().query(MATCHES, fields=["id", "person_id", "source_id", "frame_index"])
+
+
+# -- usage errors (no Ray needed) ----------------------------------------------------------
+def test_search_without_a_case_is_refused(cli, data, enrolled, tmp_path):
+    res = cli("search", str(data / CLIP), "--list", "default", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert "--case" in res.stderr and "--reason" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_enrolment_images_enrol_nobody_and_each_is_named(cli, data, enrolled, tmp_path):
+    blank = tmp_path / "landscape.png"  # a picture with no face in it
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(90, 160, (240, 320, 3), dtype=np.uint8)).save(blank)
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture\n")
+    two = data / "known" / "two_people.jpg"
+    good = data / "known" / "obama.jpg"
+    res = cli("watchlist", "add", "Mixed Bag", str(good), str(blank), str(two), str(not_image))
+    assert res.exit_code == 2
+    err = res.stderr
+    assert "no one was enrolled" in err
+    for bad in (blank, two, not_image):
+        assert bad.name in err
+    assert good.name not in err.split("unusable", 1)[1]
+    assert "no face" in err and "exactly one" in err
+    listed = cli("watchlist", "ls", "--json", "--removed")
+    assert listed.exit_code == 0
+    assert "Mixed Bag" not in {p["name"] for p in json.loads(listed.stdout)["people"]}
+
+
+# -- the known person in real video --------------------------------------------------------
+def test_known_person_is_found_and_the_absent_one_is_not(first_run):
+    proc, out, _ = first_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines, "no sightings printed"
+    rows = [json.loads(line) for line in lines]  # --json: nothing but JSON lines on stdout
+    names = [r["person_name"] for r in rows]
+    assert LIN in names and ALEX not in names
+    lin = [r for r in rows if r["person_name"] == LIN]
+    # Lin-Manuel is on screen at 3.0-7.0 s (checked with the dlib reference pipeline).
+    assert any(r["start_s"] <= 6.5 and r["end_s"] >= 3.5 for r in lin)
+    assert all(r["best_score"] >= 0.93 for r in lin)
+    assert rows == _sightings(out)
+    for name in ("sightings.parquet", "matches.parquet", "errors.parquet", "report.html"):
+        assert (out / name).is_file(), name
+    assert pq.read_table(out / "errors.parquet").num_rows == 0
+    assert all((out / r["thumbnail"]).is_file() for r in rows)
+    assert LIN in (out / "report.html").read_text()
+
+
+def test_the_store_reopened_after_the_process_exits_holds_everything(first_run, home, enrolled):
+    proc, out, _ = first_run
+    assert proc.returncode == 0
+    written = pq.read_table(out / "matches.parquet").to_pylist()
+    assert written and {m["person_id"] for m in written} == {enrolled[LIN]}
+    settings = Settings(home=home)
+    stored = {m["id"]: m for m in _stored_matches(settings)}
+    assert {m["match_id"] for m in written} <= set(stored)
+    info = FaceEngine(settings).info
+    with Home.open(settings, info) as h:
+        people = Watchlists(h, info, 0.93)
+        names = {p["name"] for p in people.people("default")}
+        faces = h.vectors().count(WATCHLIST)
+        searches = [r for r in h.audit.records(action="search") if r["actor"] == "tester"]
+        assert h.audit.verify().ok
+    assert names == {LIN, ALEX}
+    assert faces >= 2  # both enrolment embeddings are still there
+    assert searches and searches[0]["details"]["case"] == "T-1"
+
+
+def test_a_rerun_adds_no_duplicate_matches(first_run, cli, data, home, tmp_path):
+    _, first_out, _ = first_run
+    settings = Settings(home=home)
+    before = _stored_matches(settings)
+    res = cli("search", str(data / CLIP), "--list", "default", "--out", str(tmp_path), *PURPOSE)
+    assert res.exit_code == 0, res.output
+    after = _stored_matches(settings)
+    assert len(after) == len(before) and {m["id"] for m in after} == {m["id"] for m in before}
+    again = pq.read_table(tmp_path / "matches.parquet").column("match_id").to_pylist()
+    first = pq.read_table(first_out / "matches.parquet").column("match_id").to_pylist()
+    assert sorted(again) == sorted(first)
+
+
+# -- a probe photo instead of a watch list --------------------------------------------------
+def test_a_probe_photo_search_finds_that_person(cli, data, enrolled, ray_address, tmp_path):
+    photo = data / "known" / "lin-manuel-miranda.png"
+    args = ["search", str(data / CLIP), "--probe", str(photo), "--out", str(tmp_path)]
+    res = cli(*args, "--json", *PURPOSE)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert rows and {r["list_name"] for r in rows} == {"probe"}
+    assert any(r["start_s"] <= 6.5 and r["end_s"] >= 3.5 for r in rows)
+    listed = json.loads(cli("watchlist", "ls", "--json").stdout)["people"]
+    assert {p["name"] for p in listed} == {LIN, ALEX}  # the probe enrolled no one
+
+
+# -- bad files mixed into a folder ---------------------------------------------------------
+def _remux_faststart(src: Path, dst: Path) -> None:
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+        stream = o.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            o.mux(packet)
+
+
+def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_address, tmp_path):
+    folder = tmp_path / "archive"
+    (folder / "day2").mkdir(parents=True)
+    full = tmp_path / "full.mp4"
+    _remux_faststart(data / CLIP, full)
+    (folder / "cut.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("minutes of the meeting, not a video\n")
+    (folder / "day2" / "photo.mkv").write_bytes((data / "known" / "obama.jpg").read_bytes())
+    (folder / "day2" / "readme.txt").write_text("not searched: not a video extension\n")
+    good = groundtruth.render(
+        folder / "day2" / "good.mp4", [], duration_s=2.0, size=(320, 240), fps=10
+    )
+    out = tmp_path / "out"
+    res = cli("search", str(folder), "--list", "default", "--out", str(out), *PURPOSE)
+    assert res.exit_code == 3, res.output
+    errors = {Path(r["path"]).name: r for r in pq.read_table(out / "errors.parquet").to_pylist()}
+    assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv"}
+    assert errors["zero.mp4"]["reason"] == "empty file"
+    assert errors["notes.mp4"]["reason"].startswith("not a readable video")
+    assert errors["photo.mkv"]["reason"].startswith("not a video: a jpeg_pipe still image")
+    assert "truncated" in errors["cut.mp4"]["reason"] and errors["cut.mp4"]["frames_lost"] > 0
+    summary = "".join(res.stderr.split())  # rich wraps long lines at the terminal width
+    for name in errors:
+        assert f"{name}:" in summary  # the summary names every failed file
+    # The readable part of the cut file was searched: Lin-Manuel is in its first half.
+    names = {(Path(s["source_path"]).name, s["person_name"]) for s in _sightings(out)}
+    assert ("cut.mp4", LIN) in names
+    assert good.is_file()
+
+
+# -- ground truth: known people at known times among distractors ----------------------------
+@pytest.mark.timeout(400)
+def test_ground_truth_video_recall_and_precision(cli, data, ray_address, tmp_path):
+    cast = groundtruth.lfw_cast(data / "lfw", watched=3, distractors=5, seed=3)
+    for name, photo in cast.enrol.items():
+        res = cli("watchlist", "add", name, str(photo), "--list", "gt")
+        assert res.exit_code == 0, res.output
+    plan = groundtruth.schedule(
+        cast.appear, cast.distractors, duration_s=40.0, seed=3, height=(150, 190)
+    )
+    video = groundtruth.render(tmp_path / "gt.mp4", plan, 40.0, size=(640, 360), fps=25)
+    out = tmp_path / "out"
+    res = cli("search", str(video), "--list", "gt", "--out", str(out), *PURPOSE)
+    assert res.exit_code == 0, res.output
+    found = [(s["person_name"], s["start_s"], s["end_s"]) for s in _sightings(out)]
+    score = groundtruth.score_sightings(groundtruth.truth(plan), found, slack_s=1.0)
+    print("ground truth:", score)
+    assert score["visits"] >= 3
+    assert score["recall"] >= 0.8, (score, found, groundtruth.truth(plan))
+    assert score["precision"] >= 0.9, (score, found, groundtruth.truth(plan))
