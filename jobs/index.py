@@ -154,6 +154,6 @@ def index_archive(
     runtime.start_ray(ray_address, settings)
     with runtime.face_pool(settings, info) as app:
         job = ArchiveSearch(settings, empty_gallery(info), out, fps, progress, on_faces=writer)
-        job.tracker_config = TrackerConfig(sim_link=float(default_threshold))
+        job.tracker_config = TrackerConfig.for_threshold(float(default_threshold))
         result = job.run(paths, app)
     return IndexRun(result, writer.counts)

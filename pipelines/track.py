@@ -21,6 +21,17 @@ class TrackerConfig:
     sim_veto: float = 0.75  # similarity below which an overlapping face is someone else
     max_gap_s: float = 2.0  # a track unseen this long is closed
 
+    # How far below the match threshold an overlapping face must score to be someone else.
+    # Two people who pass through the same spot seconds apart must not share a track (the
+    # track vote would give one of them both visits); a person split into two tracks costs
+    # little, because sightings join nearby tracks of the same person.
+    VETO_MARGIN = 0.06
+
+    @classmethod
+    def for_threshold(cls, threshold: float, **kw: float) -> TrackerConfig:
+        """Link and veto similarities tied to the embedder's match threshold (cosine)."""
+        return cls(sim_link=threshold, sim_veto=threshold - cls.VETO_MARGIN, **kw)
+
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), x1 y1 x2 y2."""

@@ -129,7 +129,9 @@ class LiveAnalyser:
         self.matcher = matcher
         if matcher is not None and len(matcher.gallery):
             thr = float(np.median(matcher.gallery.thresholds))
-            self.tracker.config.sim_link = max(thr, self.tracker.config.sim_veto)
+            self.tracker.config = TrackerConfig.for_threshold(
+                thr, max_gap_s=self.policy.track_max_gap_s
+            )
         for track in self.tracks.values():
             track.faces.clear()
 

@@ -102,6 +102,30 @@ def test_tracker_links_by_overlap_and_by_face_and_splits_people():
     assert fourth[0] not in set(first) | set(third)
 
 
+def with_similarity(base: np.ndarray, other: np.ndarray, sim: float) -> np.ndarray:
+    """A unit vector whose cosine similarity to unit ``base`` is ``sim`` (other ⟂ base)."""
+    return sim * base + np.sqrt(1 - sim**2) * other
+
+
+@pytest.mark.parametrize(
+    "sim, same_track",
+    [
+        (0.95, True),  # the same person, a little changed
+        (0.89, True),  # still within the veto margin below the 0.93 threshold
+        (0.85, False),  # a look-alike who scores below the margin is someone else
+        (0.60, False),
+    ],
+)
+def test_veto_is_tied_to_the_match_threshold(sim, same_track):
+    tr = Tracker(TrackerConfig.for_threshold(0.93))
+    a = unit(1, 0, 0, 0)
+    face = with_similarity(a, unit(0, 1, 0, 0), sim)
+    yes = np.array([True])
+    first = tr.update(0.0, np.array([[50, 50, 60, 60]], float), a[None], yes)
+    second = tr.update(2.0, np.array([[50, 50, 60, 60]], float), face[None], yes)
+    assert bool(second[0] == first[0]) is same_track
+
+
 def table(t, people, margins) -> FaceTable:
     n = len(t)
     return FaceTable(
