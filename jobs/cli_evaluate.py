@@ -147,3 +147,155 @@ def _print_report(report: lfw.LfwReport) -> None:
     if report.would_reject:
         counts = ", ".join(f"{k} {v}" for k, v in report.would_reject.items())
         console.print(f"quality gates would reject (not applied here): {counts}")
+
+
+# ---------------------------------------------------------------------------- watchlist
+
+
+def parse_sizes(text: str | None) -> list[int]:
+    """``"10,100"`` -> ``[10, 100]``."""
+    if not text:
+        return []
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated list sizes, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise typer.BadParameter("list sizes must be positive")
+    return sizes
+
+
+@app.command("watchlist")
+def evaluate_watchlist(
+    ctx: typer.Context,
+    gallery: Path = typer.Option(
+        ..., "--gallery", exists=True, file_okay=False, help="DIR/<identity>/<images> to enrol"
+    ),
+    distractors: Path = typer.Option(
+        ...,
+        "--distractors",
+        exists=True,
+        file_okay=False,
+        help="DIR/<identity>/<images> of people not in the gallery (non-mated probes)",
+    ),
+    enroll_per_id: int = typer.Option(
+        1, "--enroll-per-id", min=1, max=100, help="usable images enrolled per identity"
+    ),
+    list_sizes: str | None = typer.Option(
+        None, "--list-sizes", help="random sub-list sizes, e.g. 10,100,1000"
+    ),
+    seeds: int = typer.Option(5, "--seeds", min=1, max=100, help="sub-lists drawn per size"),
+    groups: Path | None = typer.Option(
+        None, "--groups", exists=True, dir_okay=False, help="CSV identity,group"
+    ),
+    embedder: EmbedderName | None = typer.Option(
+        None, "--embedder", help="embedder to evaluate (default: the configured one)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", file_okay=False, help="write metrics.json, det.png, CSV, report.html"
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """1:N watch-list accuracy: TPIR at FPIR 1e-2/1e-3/2e-4, FPIR at the default threshold."""
+    from pipelines.engine import FaceEngine
+    from pipelines.evaluation import outputs
+    from pipelines.evaluation import watchlist as wl
+
+    sizes = parse_sizes(list_sizes)
+    settings = with_embedder(get_context(ctx).settings(), embedder)
+    try:
+        plan = wl.plan(gallery, distractors)
+        group_map = (
+            wl.read_groups(groups, set(plan.gallery) | set(plan.distractors)) if groups else None
+        )
+        engine = FaceEngine(settings)
+        engine.load(warmup=False)
+        faces = _extract_sets(engine, plan, batch_size, quiet=as_json)
+        default = engine.embedder.default_threshold
+        ev = wl.evaluate(plan, *faces, engine.info, default, enroll_per_id)
+        metrics = wl.report(ev, sizes, group_map, seeds)
+        written = outputs.write_outputs(metrics, out) if out else {}
+    except (wl.EvaluationInputError, WeightsError, ImageError, ValueError, OSError) as exc:
+        fail(str(exc))
+    if as_json:
+        slim = {k: v for k, v in metrics.items() if k != "det"}
+        sys.stdout.write(json.dumps({**slim, "outputs": written}) + "\n")
+    else:
+        _print_watchlist(metrics, written)
+
+
+def _extract_sets(engine, plan, batch_size: int, quiet: bool):
+    """Each image through the pipeline once, with one progress bar per set."""
+    from pipelines.evaluation.faces import extract_faces
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    sets = {"gallery": plan.gallery_paths, "distractors": plan.distractor_paths}
+    out = []
+    with bar:
+        for name, paths in sets.items():
+            task = bar.add_task(f"{name} images", total=len(paths))
+
+            def progress(_stage: str, done: int, _total: int, task=task) -> None:
+                bar.update(task, completed=done)
+
+            out.append(
+                extract_faces(
+                    engine.detector, engine.embedder, engine.gate, paths, batch_size, progress
+                )
+            )
+    return out
+
+
+def _print_watchlist(m: dict[str, Any], written: dict[str, str]) -> None:
+    from pipelines.evaluation.outputs import group_rows, operating_rows, pct, ratio_text
+
+    table = Table(title=f"watch-list identification - {m['embedder']}")
+    for col in ("operating point", "threshold", "TPIR [95% CI]", "FPIR [95% CI]", "note"):
+        table.add_column(col)
+    for row in operating_rows(m):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"{m['n_mated']} mated, {m['n_nonmated']} non-mated searches; "
+        f"{m['enrolled_people']} people enrolled ({m['enrolled_images']} images, "
+        f"{m['enrol_skipped']} unusable skipped, not enrolled: {len(m['not_enrolled'])}); "
+        f"no face {m['no_face']}; rejected by gates {m['rejected']} (misses / non-alarms)"
+    )
+    if m.get("list_sizes"):
+        t = Table(title="list size (FPIR and TPIR at the default threshold)")
+        for col in ("people", "sub-lists", "FPIR (min-max)", "TPIR", "threshold for FPIR 1e-3"):
+            t.add_column(col, justify="right")
+        for r in m["list_sizes"]:
+            if "skipped" in r:
+                t.add_row(str(r["list_size"]), "-", f"skipped: {r['skipped']}", "", "")
+                continue
+            t.add_row(
+                str(r["list_size"]),
+                str(r["sub_lists"]),
+                f"{pct(r['fpir_at_threshold'], 3)} ({pct(r['fpir_min'], 3)}-"
+                f"{pct(r['fpir_max'], 3)})",
+                pct(r["tpir_at_threshold"]),
+                f"{r['threshold_for_target']:.4f}",
+            )
+        console.print(t)
+    for name, g in (m.get("per_group") or {}).items():
+        t = Table(title=f"per group at {name} threshold {g['threshold']:.4f}")
+        for col in ("group", "TPIR", "FPIR", "samples"):
+            t.add_column(col)
+        for row in group_rows(g):
+            t.add_row(*row)
+        console.print(t)
+        console.print(
+            f"worst/best FNIR: {ratio_text(g['fnir_ratio'])}; "
+            f"worst/best FPIR: {ratio_text(g['fpir_ratio'])}"
+        )
+    for kind, path in written.items():
+        console.print(f"wrote {kind}: {path}")

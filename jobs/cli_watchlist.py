@@ -178,12 +178,18 @@ def calibrate(
     target_fpir: float = typer.Option(
         0.001, "--target-fpir", min=1e-6, max=0.5, help="false alarms per non-mated face"
     ),
+    per_person: bool = typer.Option(
+        False,
+        "--per-person",
+        help="a threshold per person from a background cohort (half the distractors): "
+        "tames people many strangers resemble; see README, Accuracy",
+    ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
     as_json: bool = typer.Option(False, "--json", help="print the calibration record as JSON"),
 ) -> None:
     """Measure the list against non-mated faces and set its threshold for a target FPIR."""
     from pipelines.evaluation.calibration import calibrate as measure
-    from pipelines.evaluation.calibration import check_disjoint
+    from pipelines.evaluation.calibration import calibrate_per_person, check_disjoint
     from pipelines.evaluation.faces import identity_images
     from pipelines.evaluation.watchlist import EvaluationInputError
 
@@ -193,7 +199,11 @@ def calibrate(
         images = identity_images(distractors)
         check_disjoint(sorted(set(gallery.person_names)), list(images))
         faces = _distractor_faces(engine, [p for ps in images.values() for p in ps], batch_size)
-        record = measure(gallery, faces, target_fpir, distractors)
+        if per_person:
+            ids = [name for name, ps in images.items() for _ in ps]
+            record = calibrate_per_person(gallery, faces, ids, target_fpir, distractors)
+        else:
+            record = measure(gallery, faces, target_fpir, distractors)
         how = lists.record_calibration(list_name, record, current_actor())
     except (WatchlistError, EvaluationInputError, ValueError) as exc:
         fail(str(exc))

@@ -376,6 +376,7 @@ class Watchlists:
         thresholds = {
             n: self._threshold_in_force(n, override, actor, warn, sizes[n]) for n in names
         }
+        per_person = self._person_thresholds(names) if override is None else {}
         return Gallery(
             embeddings=np.asarray([vectors[e["entry_id"]] for e in entries], np.float32).reshape(
                 -1, self.embedder.dim
@@ -386,7 +387,10 @@ class Watchlists:
             list_names=[e["list_name"] for e in entries],
             photos=[str(self.home.media.path(e["thumbnail"])) for e in entries],
             embedder=self.embedder,
-            thresholds=np.asarray([thresholds[e["list_name"]] for e in entries], np.float32),
+            thresholds=np.asarray(
+                [per_person.get(e["person_id"], thresholds[e["list_name"]]) for e in entries],
+                np.float32,
+            ),
             snapshot_ids=(
                 {list_name: snapshot_id}
                 if snapshot_id and list_name
@@ -402,18 +406,28 @@ class Watchlists:
         row["entry_ids"] = json.loads(row.pop("entry_ids_json"))
         return row
 
+    def _person_thresholds(self, list_names: list[str]) -> dict[str, float]:
+        """Per-person thresholds of lists calibrated per person (people added later: none)."""
+        out: dict[str, float] = {}
+        for name in list_names:
+            calibration = (self.catalog.get_list(name) or {}).get("calibration") or {}
+            out.update(calibration.get("person_thresholds") or {})
+        return out
+
     def record_calibration(self, list_name: str, record: dict, actor: str) -> str:
         """Set the list's threshold from a calibration ``record`` and audit it."""
         if self.catalog.get_list(list_name) is None:
             raise WatchlistError(f"no such list: {list_name}")
         record = {**record, "date": utcnow(), "by": actor}
-        how = f"calibrated {record['date'][:10]} for FPIR {record['target_fpir']:g}"
+        per = " per person" if record.get("mode") == "per-person" else ""
+        how = f"calibrated{per} {record['date'][:10]} for FPIR {record['target_fpir']:g}"
         self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
         self.home.audit.append(
             actor,
             "threshold.calibrate",
             list=list_name,
-            **{k: v for k, v in record.items() if k not in ("curve", "by")},
+            **{k: v for k, v in record.items() if k not in ("curve", "by", "mode")},
+            calibration_mode=record.get("mode", "list"),
         )
         return how
 
