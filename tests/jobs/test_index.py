@@ -24,11 +24,18 @@ PROBE = "known/lin-manuel-miranda.png"
 
 @pytest.fixture(scope="module")
 def pool(settings):
+    """One local Ray and FacePool for the module, shut down at its end: later modules (the
+    live server) start their own Ray with their own token settings."""
+    import ray
+
     from jobs import runtime
 
+    started = not ray.is_initialized()
     runtime.start_ray(None, settings)
     with ExitStack() as stack:
         yield stack.enter_context(runtime.face_pool(settings))
+    if started:
+        ray.shutdown()
 
 
 def cli(*args: str, home: Path):

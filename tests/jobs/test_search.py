@@ -149,7 +149,7 @@ def test_known_person_is_found_and_the_absent_one_is_not(first_run):
     lin = [r for r in rows if r["person_name"] == LIN]
     # Lin-Manuel is on screen at 3.0-7.0 s (checked with the dlib reference pipeline).
     assert any(r["start_s"] <= 6.5 and r["end_s"] >= 3.5 for r in lin)
-    assert all(r["best_score"] >= 0.93 for r in lin)
+    assert all(r["best_score"] >= 0.95 for r in lin)
     assert rows == _sightings(out)
     for name in ("sightings.parquet", "matches.parquet", "errors.parquet", "report.html"):
         assert (out / name).is_file(), name
@@ -231,7 +231,10 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
         folder / "day2" / "good.mp4", [], duration_s=2.0, size=(320, 240), fps=10
     )
     out = tmp_path / "out"
-    res = cli("search", str(folder), "--list", "default", "--out", str(out), *PURPOSE)
+    # 0.93, below the shipped 0.95: this test is about bad files, and in the first half of
+    # the clip Lin-Manuel's faces score 0.91-0.95 against his one photo (README, Accuracy).
+    threshold = ["--threshold", "0.93"]
+    res = cli("search", str(folder), "--list", "default", "--out", str(out), *threshold, *PURPOSE)
     assert res.exit_code == 3, res.output
     errors = {Path(r["path"]).name: r for r in pq.read_table(out / "errors.parquet").to_pylist()}
     assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv"}
@@ -260,7 +263,11 @@ def test_ground_truth_video_recall_and_precision(cli, data, ray_address, tmp_pat
     )
     video = groundtruth.render(tmp_path / "gt.mp4", plan, 40.0, size=(640, 360), fps=25)
     out = tmp_path / "out"
-    res = cli("search", str(video), "--list", "gt", "--out", str(out), *PURPOSE)
+    # Recall is asserted at 0.93, the operating point of bench_archive's recall figures: at
+    # the shipped 0.95 (FPIR <= 1e-3 on a 100-person list), one LFW photo per person finds
+    # about half of the visits (README, Accuracy: enrol several photos, or calibrate).
+    threshold = ["--threshold", "0.93"]
+    res = cli("search", str(video), "--list", "gt", "--out", str(out), *threshold, *PURPOSE)
     assert res.exit_code == 0, res.output
     found = [(s["person_name"], s["start_s"], s["end_s"]) for s in _sightings(out)]
     score = groundtruth.score_sightings(groundtruth.truth(plan), found, slack_s=1.0)
