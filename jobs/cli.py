@@ -53,21 +53,30 @@ def main(
 
 def _register() -> None:
     # Explicit, so a missing module is an import error, not a silently absent command.
-    from jobs import cli_audit, cli_evaluate, cli_index, cli_models, cli_search, cli_watchlist
+    from jobs import (
+        cli_audit,
+        cli_deployment,
+        cli_evaluate,
+        cli_index,
+        cli_models,
+        cli_retention,
+        cli_search,
+        cli_serve,
+        cli_watchlist,
+    )
 
-    app.add_typer(cli_models.app, name="models")
-    app.add_typer(cli_evaluate.app, name="evaluate")
-    app.add_typer(cli_watchlist.app, name="watchlist")
-    app.add_typer(cli_audit.app, name="audit")
-    from jobs import cli_deployment, cli_retention
-
-    app.add_typer(cli_deployment.app, name="deployment")
-    app.add_typer(cli_retention.app, name="retention")
-    cli_search.register(app)
-    from jobs import cli_serve
-
-    cli_serve.register(app)
-    cli_index.register(app)
+    groups = {
+        "models": cli_models.app,
+        "evaluate": cli_evaluate.app,
+        "watchlist": cli_watchlist.app,
+        "audit": cli_audit.app,
+        "deployment": cli_deployment.app,
+        "retention": cli_retention.app,
+    }
+    for name, group in groups.items():
+        app.add_typer(group, name=name)
+    for module in (cli_search, cli_serve, cli_index):
+        module.register(app)
 
 
 _register()
