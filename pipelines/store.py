@@ -10,6 +10,12 @@ server given by URI; only ``open`` differs. Collections:
 Each collection is bound to one embedding space: a collection property records the embedder
 (name, version, dimension), and opening it with another embedder is refused.
 
+Rows round-trip the same on milvus-lite and on a Milvus 2.3+ server: the server refuses a
+JSON array at the top of a JSON field, so ``box`` is written as ``{"xyxy": [x1, y1, x2, y2]}``
+and read back as the list (a list written by older code reads back as it was). Reads ask
+for Strong consistency, so a row is visible to the next query on a server too (its default,
+Bounded, can hide a write for a moment).
+
 milvus-lite lets exactly one process open a database. ``open`` checks the lock first and
 says who to ask instead. Under Ray, one owner writes (the search driver, or the live hub).
 """
@@ -33,6 +39,8 @@ logger = logging.getLogger(__name__)
 WATCHLIST, MATCHES, FACES = "fw_watchlist", "fw_matches", "fw_faces"
 EMBEDDER_PROPERTY = "facewatch.embedder"
 ID_LEN, TEXT_LEN, PATH_LEN = 64, 512, 2048
+BOX_KEY = "xyxy"  # box is stored as {BOX_KEY: [x1, y1, x2, y2]}
+STRONG = "Strong"
 
 
 class StoreError(RuntimeError):
@@ -113,6 +121,21 @@ def check_lite_lock(db: Path) -> None:
         os.close(fd)
 
 
+def encode_box(box: Any) -> dict:
+    """The stored form of a box: a JSON object, which milvus-lite and servers both accept."""
+    if isinstance(box, dict):
+        box = box.get(BOX_KEY)
+    return {BOX_KEY: [] if box is None else [float(x) for x in box]}
+
+
+def decode_row(row: dict) -> dict:
+    """A row as callers use it: ``box`` is a list (``[]`` when the row has none)."""
+    box = row.get("box")
+    if isinstance(box, dict):
+        row["box"] = list(box.get(BOX_KEY, []))
+    return row
+
+
 class VectorStore:
     def __init__(self, client: Any, where: str):
         self.client = client
@@ -173,7 +196,9 @@ class VectorStore:
         if "indexed_at" in have:
             return False
         self.client.load_collection(FACES)
-        res = self.client.query(FACES, filter="", output_fields=["count(*)"])
+        res = self.client.query(
+            FACES, filter="", output_fields=["count(*)"], consistency_level=STRONG
+        )
         if int(res[0]["count(*)"]):
             raise StoreError(
                 f"the {self.where} holds a face index of an older schema; re-index into a "
@@ -192,7 +217,11 @@ class VectorStore:
         index = self.client.prepare_index_params()
         index.add_index(field_name="embedding", index_type="AUTOINDEX", metric_type="IP")
         self.client.create_collection(
-            name, schema=schema, index_params=index, properties={EMBEDDER_PROPERTY: info.key}
+            name,
+            schema=schema,
+            index_params=index,
+            consistency_level=STRONG,
+            properties={EMBEDDER_PROPERTY: info.key},
         )
 
     def _require(self) -> EmbedderInfo:
@@ -213,8 +242,8 @@ class VectorStore:
             row = {k: v for k, v in r.items() if k in allowed}
             row["embedding"] = emb.tolist()
             row.setdefault("created_at", now)
-            if "box" in row:
-                row["box"] = [float(x) for x in row["box"]]
+            if "box" in allowed:
+                row["box"] = encode_box(row.get("box"))
             out.append(self._defaults(name, row))
         return out
 
@@ -222,7 +251,7 @@ class VectorStore:
     def _defaults(name: str, row: dict) -> dict:
         for field, kind, _ in _fields(name):
             if field not in row or row[field] is None:
-                row[field] = {"VARCHAR": "", "INT64": 0, "DOUBLE": 0.0, "FLOAT": 0.0, "JSON": []}[
+                row[field] = {"VARCHAR": "", "INT64": 0, "DOUBLE": 0.0, "FLOAT": 0.0, "JSON": {}}[
                     kind
                 ]
         return row
@@ -246,7 +275,7 @@ class VectorStore:
         limit: int | None = None,
     ) -> list[dict]:
         self._require()
-        kwargs: dict[str, Any] = {"output_fields": fields or ["*"]}
+        kwargs: dict[str, Any] = {"output_fields": fields or ["*"], "consistency_level": STRONG}
         if ids is not None:
             if not ids:
                 return []
@@ -257,7 +286,7 @@ class VectorStore:
                 kwargs["limit"] = limit
             elif not filter:
                 kwargs["filter"] = 'id != ""'
-        return [dict(r) for r in self.client.query(name, **kwargs)]
+        return [decode_row(dict(r)) for r in self.client.query(name, **kwargs)]
 
     def delete(self, name: str, ids: list[str] | None = None, filter: str = "") -> int:
         self._require()
@@ -272,7 +301,9 @@ class VectorStore:
 
     def count(self, name: str, filter: str = "") -> int:
         self._require()
-        res = self.client.query(name, filter=filter, output_fields=["count(*)"])
+        res = self.client.query(
+            name, filter=filter, output_fields=["count(*)"], consistency_level=STRONG
+        )
         return int(res[0]["count(*)"])
 
     def search(
@@ -293,8 +324,9 @@ class VectorStore:
             filter=filter,
             output_fields=fields or ["*"],
             search_params={"metric_type": "IP"},
+            consistency_level=STRONG,
         )
         return [
-            [{**dict(h["entity"]), "id": h["id"], "score": h["distance"]} for h in hits]
+            [decode_row({**dict(h["entity"]), "id": h["id"], "score": h["distance"]}) for h in hits]
             for hits in res
         ]
