@@ -13,7 +13,7 @@ from rich.table import Table
 from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
 from jobs.index import index_archive
 from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, path_filter
-from jobs.report import ERROR_SCHEMA, copy_photo, render_report, write_outputs, write_table
+from jobs.report import ERROR_SCHEMA, link_media, render_report, write_outputs, write_table
 from jobs.search_setup import SetupError, _check_purpose, _probe_gallery
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
@@ -221,13 +221,8 @@ def _summary(result: IndexedSearchResult, case, target: str, top_k: int) -> dict
 
 
 def _report(result: IndexedSearchResult, out: Path, summary: dict, as_json: bool) -> None:
-    thumbs = out / "thumbs"
     sightings = result.sightings
-    for s in sightings:
-        s.thumbnail = (
-            f"thumbs/{s.thumbnail}.jpg" if (thumbs / f"{s.thumbnail}.jpg").is_file() else ""
-        )
-        s.watchlist_photo = copy_photo(s.watchlist_photo, thumbs)
+    link_media(sightings, out)
     write_outputs(out, sightings, result.matches, [])
     report = render_report(out, sightings, summary, [], title="facewatch indexed search")
     if as_json:

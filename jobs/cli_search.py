@@ -12,7 +12,7 @@ from rich.table import Table
 
 from jobs import runtime
 from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
-from jobs.report import copy_photo, render_report, write_outputs, write_summary
+from jobs.report import link_media, render_report, write_outputs, write_summary
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
 from jobs.search_setup import SearchSetup, SetupError
@@ -116,13 +116,8 @@ def _run(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> Search
 
 
 def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:
-    thumbs = out / "thumbs"
     sightings = result.sightings
-    for s in sightings:
-        s.thumbnail = (
-            f"thumbs/{s.thumbnail}.jpg" if (thumbs / f"{s.thumbnail}.jpg").is_file() else ""
-        )
-        s.watchlist_photo = copy_photo(s.watchlist_photo, thumbs)
+    link_media(sightings, out)
     errors = [e.row() for e in result.errors]
     write_outputs(out, sightings, result.matches, errors)
     summary = setup.summary(result)

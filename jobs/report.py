@@ -95,6 +95,16 @@ def copy_photo(photo: str, thumbs: Path) -> str:
     return f"thumbs/{target.name}"
 
 
+def link_media(sightings: list[Sighting], out: Path) -> None:
+    """Point each sighting at its face thumbnail and a copy of its watch-list photo, both
+    relative to ``out`` (what report.html and the Parquet rows show)."""
+    thumbs = out / "thumbs"
+    for s in sightings:
+        face = thumbs / f"{s.thumbnail}.jpg"
+        s.thumbnail = f"thumbs/{face.name}" if face.is_file() else ""
+        s.watchlist_photo = copy_photo(s.watchlist_photo, thumbs)
+
+
 def _fmt_t(s: float) -> str:
     m, sec = divmod(max(0.0, s), 60)
     h, m = divmod(int(m), 60)
