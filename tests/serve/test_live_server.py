@@ -198,6 +198,28 @@ def test_nothing_is_stored_for_other_faces(server, pushed):
     assert stats["live"]["cam-alex"]["faces"] > 10
 
 
+def test_faces_scanned_reach_the_deployment_counter(server, pushed):
+    """The hub's upkeep adds each camera's analysed-face count (a number, nothing else) to
+    the table deployment reports read; it runs every live.list_refresh_s (1 s here)."""
+    import sqlite3
+    import time
+
+    base, home = server
+    live = httpx.get(f"{base}/v1/stats", headers=auth(ADMIN)).json()["live"]
+    wanted = {cam: live[cam]["faces"] for cam in ("cam-lin", "cam-alex")}
+    deadline, counted = time.monotonic() + 20, {}
+    while time.monotonic() < deadline:
+        with sqlite3.connect(home / "catalog.sqlite", timeout=10) as db:
+            rows = db.execute(
+                "SELECT camera_id, SUM(faces) FROM live_scanned GROUP BY camera_id"
+            ).fetchall()
+        counted = dict(rows)
+        if all(counted.get(cam, 0) >= n for cam, n in wanted.items()):
+            break
+        time.sleep(0.5)  # a polled table: no event to wait on
+    assert all(counted.get(cam, 0) >= n > 0 for cam, n in wanted.items()), (counted, wanted)
+
+
 def test_webhook_retries_with_one_idempotency_key(pushed, receiver):
     alert_id = pushed["events"][0][1]["alert_id"]
     assert receiver.accepted.wait(30)
