@@ -8,12 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.table import Table
 
 from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
 from jobs.index import index_archive
 from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, path_filter
-from jobs.report import ERROR_SCHEMA, link_media, render_report, write_outputs, write_table
+from jobs.report import (
+    ERROR_SCHEMA,
+    link_media,
+    render_report,
+    sightings_table,
+    write_outputs,
+    write_table,
+)
 from jobs.search_setup import SetupError, _check_purpose, _probe_gallery
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
@@ -229,18 +235,7 @@ def _report(result: IndexedSearchResult, out: Path, summary: dict, as_json: bool
         for s in sightings:
             sys.stdout.write(json.dumps(s.row()) + "\n")
         return
-    table = Table(title="Sightings (from the face index)")
-    for col in ("file", "from", "to", "best score", "at", "frames"):
-        table.add_column(col)
-    for s in sightings:
-        table.add_row(
-            Path(s.source_path).name,
-            f"{s.start_s:.1f}s",
-            f"{s.end_s:.1f}s",
-            f"{s.best_score:.3f}",
-            f"{s.best_frame_s:.1f}s",
-            str(s.n_frames),
-        )
+    table = sightings_table(sightings, "Sightings (from the face index)", with_person=False)
     console.print(table)
     if result.saturated:
         console.print("[yellow]warning:[/] every face returned was a match: raise --top-k")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from jobs import runtime
 from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
-from jobs.report import link_media, render_report, write_outputs, write_summary
+from jobs.report import link_media, render_report, sightings_table, write_outputs, write_summary
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
 from jobs.search_setup import SearchSetup, SetupError
@@ -132,20 +131,7 @@ def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) 
 
 
 def _print_summary(result: SearchResult, summary: dict) -> None:
-    table = Table(title="Sightings", show_lines=False)
-    for col in ("person", "list", "file", "from", "to", "best score", "at", "frames"):
-        table.add_column(col)
-    for s in result.sightings:
-        table.add_row(
-            s.person_name,
-            s.list_name,
-            Path(s.source_path).name,
-            f"{s.start_s:.1f}s",
-            f"{s.end_s:.1f}s",
-            f"{s.best_score:.3f}",
-            f"{s.best_frame_s:.1f}s",
-            str(s.n_frames),
-        )
+    table = sightings_table(result.sightings, "Sightings")
     console.print(table)
     for e in result.errors:
         console.print(f"[red]failed:[/] {e.path}: {e.reason}")

@@ -105,6 +105,28 @@ def link_media(sightings: list[Sighting], out: Path) -> None:
         s.watchlist_photo = copy_photo(s.watchlist_photo, thumbs)
 
 
+def sightings_table(sightings: list[Sighting], title: str, with_person: bool = True):
+    """The terminal's sightings table (rich), one row per sighting."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = ["person", "list"] if with_person else []
+    for col in (*cols, "file", "from", "to", "best score", "at", "frames"):
+        table.add_column(col)
+    for s in sightings:
+        who = [s.person_name, s.list_name] if with_person else []
+        table.add_row(
+            *who,
+            Path(s.source_path).name,
+            f"{s.start_s:.1f}s",
+            f"{s.end_s:.1f}s",
+            f"{s.best_score:.3f}",
+            f"{s.best_frame_s:.1f}s",
+            str(s.n_frames),
+        )
+    return table
+
+
 def _fmt_t(s: float) -> str:
     m, sec = divmod(max(0.0, s), 60)
     h, m = divmod(int(m), 60)
