@@ -50,6 +50,11 @@ class FaceDetector:
                 post_process=False,
                 device=self.device,
             ).eval()
+            # Same numbers, about a third less time on CPU: torch's max-pool kernel is
+            # several times faster on channels-last tensors (0.2 ms against 2.5 ms for an
+            # R-net batch), and MTCNN pools after nearly every convolution.
+            for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+                net.to(memory_format=torch.channels_last)
         return self
 
     def _scale_for(self, h: int, w: int) -> float:
@@ -90,9 +95,13 @@ class FaceDetector:
         if min(sh, sw) < minsize:
             return FaceDetections.empty()  # smaller than the smallest face we look for
         batch = torch.from_numpy(np.stack([frames[i] for i in idx])).to(self.device)
+        batch = batch.permute(0, 3, 1, 2).float().contiguous()
         if scale < 1.0:
-            batch = batch.permute(0, 3, 1, 2).float()
-            batch = F.interpolate(batch, size=(sh, sw), mode="area").permute(0, 2, 3, 1)
+            batch = F.interpolate(batch, size=(sh, sw), mode="area")
+        # MTCNN wants (N, H, W, C) and permutes it to (N, C, H, W): hand it that view of a
+        # planar tensor, so its pyramid and crop resizing (area interpolation) run on planar
+        # memory, two to three times faster on CPU than on interleaved RGB. Same numbers.
+        batch = batch.permute(0, 2, 3, 1)
         self._mtcnn.min_face_size = minsize
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
         return self._collect(idx, boxes, probs, points, 1.0 / scale)
