@@ -96,6 +96,9 @@ class Progress:
 FacesCallback = Callable[[FileResult, FaceTable, np.ndarray, list, np.ndarray], None]
 
 
+STREAM_BLOCK_BYTES = 16 * 1024 * 1024
+
+
 @dataclass
 class _Pending:
     result: FileResult
@@ -191,6 +194,10 @@ class ArchiveSearch:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ctx.max_errored_blocks = -1  # one broken file must not fail the others
+            # Small blocks, so frames stream from decoding to the pool a chunk at a time;
+            # with the default (128 MiB) a whole segment is decoded before any face work
+            # starts, and decoding and detection never overlap.
+            ctx.target_max_block_size = STREAM_BLOCK_BYTES
             with _quiet_ray_warnings():
                 ds = self._dataset(segments, app_name)
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -36,7 +36,13 @@ POOL_DEPLOYMENT = "FacePool"
 LIVE_RECENT_S = 2.0  # live work this recent makes archive work yield after every frame
 
 
-@ray_serve.deployment(name=POOL_DEPLOYMENT, max_ongoing_requests=64, health_check_period_s=10)
+@ray_serve.deployment(
+    name=POOL_DEPLOYMENT,
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+    # replicas hold no state worth draining for: stop them without the 2 s poll
+    graceful_shutdown_wait_loop_s=0.2,
+)
 class FacePool:
     def __init__(self, settings: dict[str, Any]):
         self.settings = Settings.model_validate(settings)
