@@ -28,7 +28,7 @@ from ray import serve as ray_serve
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
-from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
+from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate, lower_cpu_priority
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,15 @@ class FacePool:
         self.engine = FaceEngine(self.settings).load(warmup=True)
         self.gate = PriorityGate()
         self.live_activity = LiveActivity()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facepool")
+        # One thread per lane (the gate still lets only one model call run at a time):
+        # the archive thread runs at a lower CPU priority, so that while it computes, live
+        # work in the other replicas and in the hub gets the CPU first.
+        self.executors = {
+            LIVE: ThreadPoolExecutor(max_workers=1, thread_name_prefix="facepool-live"),
+            ARCHIVE: ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="facepool-archive", initializer=lower_cpu_priority
+            ),
+        }
         self.chunk = pool.archive_chunk_frames
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)
@@ -63,7 +71,9 @@ class FacePool:
         async with self.gate.slot(priority):
             t0 = time.perf_counter()
             loop = asyncio.get_running_loop()
-            out = await loop.run_in_executor(self.executor, self.engine.process, frames, with_crops)
+            out = await loop.run_in_executor(
+                self.executors[priority], self.engine.process, frames, with_crops
+            )
             self.stats["busy_s"] += time.perf_counter() - t0
             return out
 

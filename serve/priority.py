@@ -81,3 +81,32 @@ class LiveActivity:
 
     async def idle(self) -> None:
         await self._idle.wait()
+
+
+ARCHIVE_NICE = 10  # niceness of archive work: the OS runs live work first on a busy CPU
+
+
+def lower_cpu_priority(whole_process: bool = False, nice: int = ARCHIVE_NICE) -> None:
+    """Make archive work yield the CPU to live work (Linux niceness, which is per thread).
+
+    ``whole_process``: every thread of this process (an archive-only Ray worker); otherwise
+    only the calling thread (the archive executor thread of a FacePool replica). Threads
+    started later inherit it. Priority is only ever lowered, so repeated calls are harmless,
+    and where the OS refuses, this is a no-op and priority is left to the gate alone.
+    """
+    import os
+    import threading
+
+    if whole_process:
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            tids = [threading.get_native_id()]
+    else:
+        tids = [threading.get_native_id()]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (AttributeError, OSError):  # not Linux, the thread is gone, or not allowed
+            pass

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 
 import pytest
 
-from serve.priority import ARCHIVE, LIVE, PriorityGate
+from serve.priority import ARCHIVE, ARCHIVE_NICE, LIVE, PriorityGate, lower_cpu_priority
 
 
 @pytest.mark.timeout(10)
@@ -89,3 +93,38 @@ def test_archive_waits_while_a_live_request_is_in_flight():
         return order
 
     assert asyncio.run(scenario()) == ["live", "archive", "archive"]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
+def test_archive_threads_run_at_lower_cpu_priority():
+    """The pool's archive executor thread is niced; the live thread and the caller are not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = nice_of_this_thread()
+    with ThreadPoolExecutor(1, initializer=lower_cpu_priority) as archive:
+        assert archive.submit(nice_of_this_thread).result() == max(base, ARCHIVE_NICE)
+    with ThreadPoolExecutor(1) as live:
+        assert live.submit(nice_of_this_thread).result() == base
+    assert nice_of_this_thread() == base
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
+def test_archive_worker_process_is_niced_in_every_thread():
+    code = (
+        "import os, threading\n"
+        "t = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True); t.start()\n"
+        "from serve.priority import lower_cpu_priority\n"
+        "lower_cpu_priority(whole_process=True)\n"
+        "print(sorted({os.getpriority(os.PRIO_PROCESS, int(x))"
+        " for x in os.listdir('/proc/self/task')}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=25
+    ).stdout
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert out.strip() == str([max(base, ARCHIVE_NICE)])
