@@ -49,7 +49,7 @@ def _error_batch(seg: dict, reason: str, n_missing: int) -> dict[str, Any]:
 
 def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
     """Yield frame batches for each segment in ``batch``; a broken file yields an error row."""
-    lower_cpu_priority(whole_process=True)  # an archive-only worker: live work comes first
+    lower_cpu_priority()  # an archive-only worker: live work comes first
     for k in range(len(batch["path"])):
         seg = {key: batch[key][k] for key in batch}
         segment = Segment(
@@ -85,7 +85,7 @@ class FaceStage:
 
         from serve.pool import POOL_DEPLOYMENT
 
-        lower_cpu_priority(whole_process=True)  # an archive-only worker: live work first
+        lower_cpu_priority()  # an archive-only worker: live work first
 
         self.pool = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app_name)
         self.matcher = Matcher(gallery)

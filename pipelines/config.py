@@ -109,6 +109,13 @@ class PoolConfig(Strict):
     archive_chunk_frames: int = Field(
         4, ge=1, le=256, description="archive frames per model call; live work may run between"
     )
+    archive_share_while_live: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="while cameras are live, the most of a replica's time archive work may "
+        "take (1: no cap); the rest stays free, so live frames find the CPU idle",
+    )
 
 
 class StoreConfig(Strict):

@@ -83,30 +83,29 @@ class LiveActivity:
         await self._idle.wait()
 
 
-ARCHIVE_NICE = 10  # niceness of archive work: the OS runs live work first on a busy CPU
+ARCHIVE_NICE = 19  # lowest priority: Ray already runs every worker at niceness 15 (its
+# worker_niceness), so archive work must go lower still to yield to live work
 
 
-def lower_cpu_priority(whole_process: bool = False, nice: int = ARCHIVE_NICE) -> None:
-    """Make archive work yield the CPU to live work (Linux niceness, which is per thread).
+def lower_cpu_priority(nice: int = ARCHIVE_NICE) -> None:
+    """Make this process yield the CPU to live work: for archive-only Ray workers (decode,
+    FaceStage), never for pool replicas, where a slowed archive call would hold the gate
+    while a live frame waits behind it.
 
-    ``whole_process``: every thread of this process (an archive-only Ray worker); otherwise
-    only the calling thread (the archive executor thread of a FacePool replica). Threads
-    started later inherit it. Priority is only ever lowered, so repeated calls are harmless,
-    and where the OS refuses, this is a no-op and priority is left to the gate alone.
+    Linux niceness is per thread, so every thread is set; threads started later inherit it.
+    Priority is only ever lowered, so repeated calls are harmless; where the OS refuses,
+    this is a no-op and priority is left to the gate alone.
     """
     import os
     import threading
 
-    if whole_process:
-        try:
-            tids = [int(t) for t in os.listdir("/proc/self/task")]
-        except OSError:
-            tids = [threading.get_native_id()]
-    else:
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the calling thread is what we can reach
         tids = [threading.get_native_id()]
     for tid in tids:
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) < nice:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
-        except (AttributeError, OSError):  # not Linux, the thread is gone, or not allowed
+        except (AttributeError, OSError):  # the thread is gone, or not allowed
             pass

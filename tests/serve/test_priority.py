@@ -6,11 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 
+import numpy as np
 import pytest
 
-from serve.priority import ARCHIVE, ARCHIVE_NICE, LIVE, PriorityGate, lower_cpu_priority
+from serve.priority import ARCHIVE, ARCHIVE_NICE, LIVE, PriorityGate
 
 
 @pytest.mark.timeout(10)
@@ -95,23 +95,6 @@ def test_archive_waits_while_a_live_request_is_in_flight():
     assert asyncio.run(scenario()) == ["live", "archive", "archive"]
 
 
-@pytest.mark.timeout(20)
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
-def test_archive_threads_run_at_lower_cpu_priority():
-    """The pool's archive executor thread is niced; the live thread and the caller are not."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def nice_of_this_thread() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    base = nice_of_this_thread()
-    with ThreadPoolExecutor(1, initializer=lower_cpu_priority) as archive:
-        assert archive.submit(nice_of_this_thread).result() == max(base, ARCHIVE_NICE)
-    with ThreadPoolExecutor(1) as live:
-        assert live.submit(nice_of_this_thread).result() == base
-    assert nice_of_this_thread() == base
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
 def test_archive_worker_process_is_niced_in_every_thread():
@@ -119,7 +102,7 @@ def test_archive_worker_process_is_niced_in_every_thread():
         "import os, threading\n"
         "t = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True); t.start()\n"
         "from serve.priority import lower_cpu_priority\n"
-        "lower_cpu_priority(whole_process=True)\n"
+        "lower_cpu_priority()\n"
         "print(sorted({os.getpriority(os.PRIO_PROCESS, int(x))"
         " for x in os.listdir('/proc/self/task')}))\n"
     )
@@ -128,3 +111,43 @@ def test_archive_worker_process_is_niced_in_every_thread():
     ).stdout
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert out.strip() == str([max(base, ARCHIVE_NICE)])
+
+
+@pytest.fixture(scope="module")
+def pool_without_serve():
+    """The FacePool class itself (not deployed: no Ray), with the real engine loaded."""
+    from pipelines.config import Settings
+    from serve.pool import FacePool
+
+    settings = Settings.model_validate({"pool": {"archive_share_while_live": 0.25}})
+    return FacePool.func_or_class(settings.model_dump(mode="json"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("live_recent", [True, False])
+def test_archive_rests_to_its_share_while_cameras_are_live(
+    pool_without_serve, monkeypatch, live_recent
+):
+    import time
+
+    import serve.pool as pool_module
+
+    pool = pool_without_serve
+    pool._last_live = time.monotonic() if live_recent else float("-inf")
+    rests: list[float] = []
+
+    async def record_sleep(s: float) -> None:
+        rests.append(s)
+
+    monkeypatch.setattr(pool_module.asyncio, "sleep", record_sleep)
+    frames = [np.zeros((120, 160, 3), np.uint8)] * 3
+    before = pool.stats["busy_s"]
+    out = asyncio.run(pool.archive(frames, with_crops=False))
+    assert out.n_frames == 3
+    busy = pool.stats["busy_s"] - before
+    if live_recent:
+        # one frame per call while live, each followed by a rest of 3x its time (share 1/4)
+        assert len(rests) == 3
+        assert sum(rests) == pytest.approx(3 * busy, rel=0.3)
+    else:
+        assert rests == []
