@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import typer
 
-from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
+from jobs.common import (
+    EXIT_PARTIAL,
+    EXIT_UNEXPECTED,
+    console,
+    current_actor,
+    emit_json,
+    fail,
+    get_context,
+    json_stdout,
+)
 from jobs.index import index_archive
 from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, path_filter
 from jobs.report import (
@@ -84,17 +92,18 @@ def index(
         out.mkdir(parents=True, exist_ok=True)
         if not as_json:
             console.print("indexing (starting Ray and the face pool)...")
-        run = index_archive(
-            settings,
-            home,
-            engine.info,
-            engine.embedder.default_threshold,
-            paths,
-            case or "",
-            out,
-            fps,
-            ray_address,
-        )
+        with json_stdout(as_json):  # Ray's processes must not write into the JSON
+            run = index_archive(
+                settings,
+                home,
+                engine.info,
+                engine.embedder.default_threshold,
+                paths,
+                case or "",
+                out,
+                fps,
+                ray_address,
+            )
         total = home.vectors().count(FACES)
         errors = [e.row() for e in run.result.errors]
         summary = {
@@ -124,7 +133,7 @@ def index(
     write_table(errors, ERROR_SCHEMA, out / "errors.parquet")
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        emit_json(summary)
     else:
         for e in errors:
             console.print(f"[red]failed:[/] {e['path']}: {e['reason']}")
@@ -233,7 +242,7 @@ def _report(result: IndexedSearchResult, out: Path, summary: dict, as_json: bool
     report = render_report(out, sightings, summary, [], title="facewatch indexed search")
     if as_json:
         for s in sightings:
-            sys.stdout.write(json.dumps(s.row()) + "\n")
+            emit_json(s.row())
         return
     table = sightings_table(sightings, "Sightings (from the face index)", with_person=False)
     console.print(table)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jobs import runtime
-from jobs.common import EXIT_PARTIAL, EXIT_UNEXPECTED, console, current_actor, fail, get_context
+from jobs.common import (
+    EXIT_PARTIAL,
+    EXIT_UNEXPECTED,
+    console,
+    current_actor,
+    emit_json,
+    fail,
+    get_context,
+    json_stdout,
+)
 from jobs.report import link_media, render_report, sightings_table, write_outputs, write_summary
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
@@ -49,6 +56,28 @@ def search(
     top_k: int = typer.Option(1000, "--top-k", help="with --indexed: nearest faces per photo"),
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
+    with json_stdout(as_json):  # with --json, stdout carries the sightings and nothing else
+        _search(
+            ctx, paths, list_name, probe, fps, threshold, out, case, reason, ray_address,
+            as_json, indexed, top_k,
+        )  # fmt: skip
+
+
+def _search(
+    ctx: typer.Context,
+    paths: list[Path] | None,
+    list_name: str | None,
+    probe: list[Path],
+    fps: float | None,
+    threshold: float | None,
+    out: Path,
+    case: str | None,
+    reason: str | None,
+    ray_address: str | None,
+    as_json: bool,
+    indexed: bool,
+    top_k: int,
+) -> None:
     if indexed:
         from jobs.cli_index import search_indexed
 
@@ -124,7 +153,7 @@ def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) 
     report = render_report(out, sightings, summary, errors)
     if as_json:
         for s in sightings:
-            sys.stdout.write(json.dumps(s.row()) + "\n")
+            emit_json(s.row())
         return
     _print_summary(result, summary)
     console.print(f"report: {report.resolve()}")

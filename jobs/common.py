@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,3 +61,48 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# -- --json: stdout carries JSON and nothing else ----------------------------------------------
+_json_out: list = []  # the real stdout while json_stdout() is active
+
+
+@contextmanager
+def json_stdout(enabled: bool):
+    """While active, file descriptor 1 and ``sys.stdout`` point to stderr, so that nothing
+    but ``emit_json`` reaches stdout: not Ray's processes (they inherit the descriptor),
+    not C libraries, not a stray print. A job's ``--json`` output stays parseable."""
+    if not enabled:
+        yield
+        return
+    previous = sys.stdout
+    previous.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    # JSON goes where stdout went: descriptor 1 (now saved), or a stream that has none of
+    # its own (a test runner capturing output)
+    real = os.fdopen(saved, "w", buffering=1, encoding="utf-8", closefd=False)
+    _json_out.append(real if _on_descriptor_1(previous) else previous)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        _json_out.pop()
+        real.flush()
+        sys.stdout = previous
+        os.dup2(saved, 1)
+        real.close()
+        os.close(saved)
+
+
+def _on_descriptor_1(stream) -> bool:
+    try:
+        return stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
+def emit_json(obj: object) -> None:
+    """One JSON line on stdout (the real one, also inside ``json_stdout``)."""
+    out = _json_out[-1] if _json_out else sys.stdout
+    out.write(json.dumps(obj) + "\n")
