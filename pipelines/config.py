@@ -110,7 +110,7 @@ class PoolConfig(Strict):
         4, ge=1, le=256, description="archive frames per model call; live work may run between"
     )
     archive_share_while_live: float = Field(
-        0.15,
+        0.08,
         gt=0,
         le=1,
         description="while cameras are live, the most of a replica's time archive work may "

@@ -102,8 +102,9 @@ class FacePool:
         """While cameras are live, keep archive work to its share of this replica's time:
         after a call that took ``took_s``, rest long enough for the share to hold. On two
         cores the gate alone is not enough: archive work that fills every idle moment
-        also takes the CPU from the hub and the HTTP proxy (measured with 4 cameras: p99
-        743 ms against 358 ms alone, with no cap)."""
+        also takes the CPU from the hub and the HTTP proxy. Measured with 4 cameras at
+        5 fps (p99 alone 350-360 ms): no cap 743 ms, share 0.15 575 ms, 0.1 592 ms, 0.08
+        503-532 ms, the archive then analysing about 4 frames a second."""
         share = self.settings.pool.archive_share_while_live
         if share < 1.0 and time.monotonic() - self._last_live < LIVE_RECENT_S:
             await asyncio.sleep(took_s * (1.0 / share - 1.0))
