@@ -223,7 +223,12 @@ class ArchiveSearch:
             # One decoder: it reads a 720p segment's sampled frames many times faster than
             # the pool analyses them, and more ran ahead, buffering up to 4 GiB each and
             # taking CPU from the pool (a 600 s 720p search: 72 s in-job, 57 s with one).
-            .map_batches(decode_segment, batch_size=1, num_cpus=0.25, concurrency=1)
+            .map_batches(
+                decode_segment,
+                batch_size=1,
+                num_cpus=0.25,
+                compute=ray.data.TaskPoolStrategy(size=1),
+            )
             .map_batches(
                 FaceStage,
                 fn_constructor_kwargs={
