@@ -107,7 +107,7 @@ class FacePool:
         503-532 ms, the archive then analysing about 4 frames a second."""
         share = self.settings.pool.archive_share_while_live
         if share < 1.0 and time.monotonic() - self._last_live < LIVE_RECENT_S:
-            await asyncio.sleep(took_s * (1.0 / share - 1.0))
+            await rest(took_s * (1.0 / share - 1.0))
 
     def _archive_chunk(self) -> int:
         """Frames per archive model call: one while cameras are live (a live frame then
@@ -129,6 +129,12 @@ class FacePool:
     def check_health(self) -> None:
         if not self.engine._loaded:
             raise RuntimeError("models not loaded")
+
+
+async def rest(seconds: float) -> None:
+    """Where archive work rests (a seam for tests: patching asyncio.sleep itself would catch
+    every other sleeper in the process)."""
+    await asyncio.sleep(seconds)
 
 
 def pool_options(settings: Settings, gpus_available: bool) -> dict[str, Any]:

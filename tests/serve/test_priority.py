@@ -139,7 +139,7 @@ def test_archive_rests_to_its_share_while_cameras_are_live(
     async def record_sleep(s: float) -> None:
         rests.append(s)
 
-    monkeypatch.setattr(pool_module.asyncio, "sleep", record_sleep)
+    monkeypatch.setattr(pool_module, "rest", record_sleep)
     frames = [np.zeros((120, 160, 3), np.uint8)] * 3
     before = pool.stats["busy_s"]
     out = asyncio.run(pool.archive(frames, with_crops=False))
