@@ -220,14 +220,15 @@ class ArchiveSearch:
         chunk = self.settings.pool.archive_chunk_frames
         return (
             ray.data.from_items(segments, override_num_blocks=len(segments))
-            # One decoder: it reads a 720p segment's sampled frames many times faster than
-            # the pool analyses them, and more ran ahead, buffering up to 4 GiB each and
-            # taking CPU from the pool (a 600 s 720p search: 72 s in-job, 57 s with one).
+            # One decoder by default: it reads a 720p segment's sampled frames many times
+            # faster than a CPU pool analyses them, and more ran ahead, buffering up to
+            # 4 GiB each and taking CPU from the pool (a 600 s 720p search: 72 s in-job,
+            # 57 s with one). A GPU pool may need more (search.decoders).
             .map_batches(
                 decode_segment,
                 batch_size=1,
                 num_cpus=0.25,
-                compute=ray.data.TaskPoolStrategy(size=1),
+                compute=ray.data.TaskPoolStrategy(size=self.settings.search.decoders),
             )
             .map_batches(
                 FaceStage,

@@ -129,6 +129,13 @@ class StoreConfig(Strict):
 class SearchConfig(Strict):
     fps: float = Field(2.0, gt=0, le=120, description="frames per second sampled from video")
     segment_s: float = Field(60.0, ge=1, description="video is split into segments this long")
+    decoders: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="decode tasks at a time; one keeps ahead of a CPU pool, a GPU pool or a "
+        "cluster may need more",
+    )
     link_gap_s: float = Field(
         2.5, ge=0, description="matches further apart than this start a new sighting"
     )
