@@ -56,28 +56,6 @@ def search(
     top_k: int = typer.Option(1000, "--top-k", help="with --indexed: nearest faces per photo"),
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
-    with json_stdout(as_json):  # with --json, stdout carries the sightings and nothing else
-        _search(
-            ctx, paths, list_name, probe, fps, threshold, out, case, reason, ray_address,
-            as_json, indexed, top_k,
-        )  # fmt: skip
-
-
-def _search(
-    ctx: typer.Context,
-    paths: list[Path] | None,
-    list_name: str | None,
-    probe: list[Path],
-    fps: float | None,
-    threshold: float | None,
-    out: Path,
-    case: str | None,
-    reason: str | None,
-    ray_address: str | None,
-    as_json: bool,
-    indexed: bool,
-    top_k: int,
-) -> None:
     if indexed:
         from jobs.cli_index import search_indexed
 
@@ -106,7 +84,8 @@ def _search(
     except SetupError as exc:
         fail(str(exc))
     try:
-        result = _run(setup, out, fps, ray_address, quiet=as_json)
+        with json_stdout(as_json):  # Ray's processes must not write into the JSON
+            result = _run(setup, out, fps, ray_address, quiet=as_json)
     finally:
         setup.close()
     _report(setup, result, out, as_json)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
+import threading
 from contextlib import asynccontextmanager
 
 LIVE = 0
@@ -96,9 +98,6 @@ def lower_cpu_priority(nice: int = ARCHIVE_NICE) -> None:
     Priority is only ever lowered, so repeated calls are harmless; where the OS refuses,
     this is a no-op and priority is left to the gate alone.
     """
-    import os
-    import threading
-
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:  # not Linux: the calling thread is what we can reach
