@@ -24,11 +24,19 @@ from serve.priority import lower_cpu_priority
 TOP_K = 5
 
 
-def _frame_batch(seg: dict, idx: list[int], frames: np.ndarray) -> dict[str, Any]:
+def _frame_batch(
+    seg: dict, idx: list[int], frames: np.ndarray, sampled: tuple[int, ...]
+) -> dict[str, Any]:
     n = len(idx)
+    position = {f: k for k, f in enumerate(sampled)}
     return {
         "file_id": np.array([seg["file_id"]] * n, dtype=object),
         "frame_index": np.asarray(idx, np.int64),
+        # the sampled frame before this one in the segment (-1: none): lets FaceStage see
+        # which frames of a batch follow each other (see FaceStage._follows)
+        "prev_index": np.array(
+            [sampled[position[f] - 1] if position[f] > 0 else -1 for f in idx], np.int64
+        ),
         "t": np.asarray(idx, np.float64) / seg["fps"],
         "frame": list(frames),
         "error": np.array([""] * n, dtype=object),
@@ -40,6 +48,7 @@ def _error_batch(seg: dict, reason: str, n_missing: int) -> dict[str, Any]:
     return {
         "file_id": np.array([seg["file_id"]], dtype=object),
         "frame_index": np.array([-1], np.int64),
+        "prev_index": np.array([-1], np.int64),
         "t": np.array([-1.0]),
         "frame": [np.zeros((1, 1, 3), np.uint8)],
         "error": np.array([reason], dtype=object),
@@ -64,7 +73,7 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
         try:
             for idx, frames in read_frames(segment, chunk):
                 done += len(idx)
-                yield _frame_batch(seg, idx, frames)
+                yield _frame_batch(seg, idx, frames, segment.frame_indices)
         except VideoError as exc:
             reason = exc.reason + (f": {exc.detail}" if exc.detail else "")
             yield _error_batch(seg, reason, len(segment.frame_indices) - done)
@@ -94,11 +103,13 @@ class FaceStage:
         self.crop_all = crop_all
         self.chunk = chunk
 
-    def _faces(self, frames: list[np.ndarray]) -> FaceBatch:
+    def _faces(self, frames: list[np.ndarray], follows: list[bool]) -> FaceBatch:
         """Send the frames to the pool ``chunk`` at a time, all chunks at once, so that every
         replica has work even when only this actor has frames to give."""
         calls = [
-            self.pool.archive.remote(frames[i : i + self.chunk], True)
+            self.pool.archive.remote(
+                frames[i : i + self.chunk], True, [False] + follows[i + 1 : i + self.chunk]
+            )
             for i in range(0, len(frames), self.chunk)
         ]
         parts = [c.result() for c in calls]
@@ -112,7 +123,7 @@ class FaceStage:
         good = np.flatnonzero(ok)
         if len(good):
             frames = [np.asarray(batch["frame"][i]) for i in good]
-            faces = self._faces(frames)
+            faces = self._faces(frames, _follows(batch, good))
             matches = self.matcher.match(faces.embeddings, faces.embedder, TOP_K)
             matches.margin[~faces.passed] = -np.inf
             for j, i in enumerate(good):
@@ -125,6 +136,16 @@ class FaceStage:
                     batch, int(good[faces.detections.frame_index[f]]), faces, matches, f, crop
                 )
         return rows.columns()
+
+
+def _follows(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[bool]:
+    """For each of ``rows``, whether it is the sampled frame right after the row before it
+    (same file, and that row's frame is the one sampled just before it)."""
+    out = [False]
+    for a, b in zip(rows[:-1], rows[1:], strict=True):
+        same = batch["file_id"][a] == batch["file_id"][b]
+        out.append(bool(same and batch["prev_index"][b] == batch["frame_index"][a]))
+    return out[: len(rows)]
 
 
 class _Rows:

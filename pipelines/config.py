@@ -136,6 +136,13 @@ class SearchConfig(Strict):
         description="decode tasks at a time; one keeps ahead of a CPU pool, a GPU pool or a "
         "cluster may need more",
     )
+    detect_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="look for faces in the whole frame on every Nth sampled frame; in the "
+        "frames between, only around the faces of the frame before (1: every frame whole)",
+    )
     link_gap_s: float = Field(
         2.5, ge=0, description="matches further apart than this start a new sighting"
     )

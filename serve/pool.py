@@ -16,6 +16,7 @@ so a data engineer scales the pool without touching code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from ray import serve as ray_serve
 
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
-from pipelines.schemas import FaceBatch, concat_batches, split_batch
+from pipelines.schemas import FaceBatch, FaceDetections, concat_batches, split_batch
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,19 @@ class FacePool:
         self._last_live = float("-inf")
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
 
-    async def _run(self, priority: int, frames: list[np.ndarray], with_crops: bool) -> FaceBatch:
+    async def _run(
+        self,
+        priority: int,
+        frames: list[np.ndarray],
+        with_crops: bool,
+        whole: list[bool] | None = None,
+        before: FaceDetections | None = None,
+    ) -> FaceBatch:
         async with self.gate.slot(priority):
             t0 = time.perf_counter()
             loop = asyncio.get_running_loop()
-            out = await loop.run_in_executor(self.executor, self.engine.process, frames, with_crops)
+            work = functools.partial(self.engine.process, frames, with_crops, whole, before)
+            out = await loop.run_in_executor(self.executor, work)
             self.stats["busy_s"] += time.perf_counter() - t0
             return out
 
@@ -83,17 +92,32 @@ class FacePool:
         self._last_live = time.monotonic()
         return split_batch(await self._run(LIVE, list(frames), with_crops=True))
 
-    async def archive(self, frames: list[np.ndarray], with_crops: bool = True) -> FaceBatch:
-        """Faces in a block of archive frames; live frames may run between chunks."""
+    async def archive(
+        self,
+        frames: list[np.ndarray],
+        with_crops: bool = True,
+        follows: list[bool] | None = None,
+    ) -> FaceBatch:
+        """Faces in a block of archive frames; live frames may run between chunks.
+
+        ``follows[i]``: frame i is the next sampled frame after frame i-1 of the same video.
+        Such runs are searched whole on every ``search.detect_every``-th frame and, in
+        between, only around the faces of the frame before (also across chunks).
+        """
         if len(frames) == 0:
             raise ValueError("archive() needs at least one frame")
-        parts, start = [], 0
+        whole = _whole_frames(follows, self.settings.search.detect_every, len(frames))
+        parts, start, before = [], 0, None
         while start < len(frames):
             await self.live_activity.idle()  # live first, also while it is being batched
             size = self._archive_chunk()
             chunk = list(frames[start : start + size])
+            flags = None if whole is None else whole[start : start + size]
             t0 = time.perf_counter()
-            parts.append(await self._run(ARCHIVE, chunk, with_crops))
+            part = await self._run(ARCHIVE, chunk, with_crops, flags, before)
+            parts.append(part)
+            last = part.detections.frame_index == len(chunk) - 1
+            before = part.detections.select(last)
             start += size
             await self._archive_rest(time.perf_counter() - t0)
         self.stats["archive_frames"] += len(frames)
@@ -130,6 +154,20 @@ class FacePool:
     def check_health(self) -> None:
         if not self.engine._loaded:
             raise RuntimeError("models not loaded")
+
+
+def _whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:
+    """Which frames to search whole: each one that follows no frame, and every ``every``-th
+    of a run of following frames. None: all of them."""
+    if follows is None or every <= 1:
+        return None
+    if len(follows) != n:
+        raise ValueError(f"follows has {len(follows)} flags for {n} frames")
+    whole, since = [], 0
+    for i, f in enumerate(follows):
+        since = since + 1 if (f and i > 0) else 0
+        whole.append(since % every == 0)
+    return whole
 
 
 async def rest(seconds: float) -> None:
