@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from jobs import runtime
 from jobs.common import (
     EXIT_PARTIAL,
     EXIT_UNEXPECTED,
@@ -92,7 +93,7 @@ def index(
         out.mkdir(parents=True, exist_ok=True)
         if not as_json:
             console.print("indexing (starting Ray and the face pool)...")
-        with json_stdout(as_json):  # Ray's processes must not write into the JSON
+        with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
             run = index_archive(
                 settings,
                 home,

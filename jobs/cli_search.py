@@ -84,7 +84,7 @@ def search(
     except SetupError as exc:
         fail(str(exc))
     try:
-        with json_stdout(as_json):  # Ray's processes must not write into the JSON
+        with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
             result = _run(setup, out, fps, ray_address, quiet=as_json)
     finally:
         setup.close()

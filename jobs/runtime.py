@@ -67,18 +67,22 @@ def _drop_auth_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this")
 
 
-def start_ray(address: str | None = None, settings: Settings | None = None) -> None:
-    """Connect to ``address``, or start Ray locally bound to 127.0.0.1."""
+def start_ray(address: str | None = None, settings: Settings | None = None) -> bool:
+    """Connect to ``address``, or start Ray locally bound to 127.0.0.1.
+
+    True when this call started a local Ray: it then ends with this process, and takes
+    everything started in it along (``ray.shutdown`` at exit).
+    """
     prepare_env(local=not address)
     quiet_ray()
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     common = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **common)
-        return
+        return False
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
     # One logical CPU beyond the pool's for the light stages (decode, matching).
@@ -89,6 +93,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> N
         _node_ip_address="127.0.0.1",
         **common,
     )
+    return True
 
 
 def _probe(path: str):
@@ -104,7 +109,11 @@ def probe_remote():
     return ray.remote(num_cpus=0.25, max_retries=0)(_probe)
 
 
+POOL_START_TIMEOUT_S = 600.0
+
+
 def _running_pool_app() -> str | None:
+    """A FacePool app that is running, or being started (by a job or test before us)."""
     from ray import serve as ray_serve
 
     try:
@@ -113,35 +122,105 @@ def _running_pool_app() -> str | None:
         return None
     for name in (SERVE_APP, JOB_POOL_APP):
         app = status.applications.get(name)
-        if app is not None and "FacePool" in app.deployments and app.status == "RUNNING":
+        if app is None or app.status not in ("RUNNING", "DEPLOYING"):
+            continue
+        if app.status == "DEPLOYING" or "FacePool" in app.deployments:
             return name
     return None
 
 
 @contextmanager
-def face_pool(settings: Settings, expect: EmbedderInfo | None = None):
-    """Yield the Serve app name whose FacePool to use; start one if none is running."""
+def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: bool = True):
+    """Yield the Serve app name whose FacePool to use; start one if none is running.
+
+    A pool started here is yielded while its replicas still load their models, so the
+    job's first stages (probing, decoding) overlap that; the job's pool callers wait for
+    it with ``wait_for_pool``, which raises if the replicas fail to start. ``cleanup``
+    False leaves a started pool for ``ray.shutdown`` (a local Ray that ends with us).
+    """
     import ray
     from ray import serve as ray_serve
+    from ray.serve.api import _run as serve_run_async  # serve.run, minus the wait
 
     from serve.pool import POOL_DEPLOYMENT, build_pool
 
     app = _running_pool_app()
     owned = app is None
     if owned:
+        if expect is not None:  # the pool will embed with the configured embedder
+            _check_embedder(_configured_embedder(settings), expect)
         ray_serve.start(proxy_location="Disabled")
         gpus = ray.cluster_resources().get("GPU", 0) > 0
-        ray_serve.run(build_pool(settings, gpus), name=JOB_POOL_APP, route_prefix=None)
+        pool = build_pool(settings, gpus)
+        serve_run_async(pool, _blocking=False, name=JOB_POOL_APP, route_prefix=None)
         app = JOB_POOL_APP
     try:
-        if expect is not None:
+        if expect is not None and not owned:
             handle = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app)
-            got = handle.describe.remote().result()["embedder"]
-            if got != expect.key:
-                raise EmbedderMismatchError(
-                    f"the running FacePool embeds with {got}, the watch list with {expect.key}"
-                )
+            _check_embedder(handle.describe.remote().result()["embedder"], expect)
         yield app
     finally:
-        if owned:
+        if owned and cleanup:
             ray_serve.delete(JOB_POOL_APP)
+
+
+def _configured_embedder(settings: Settings) -> str:
+    import torch
+
+    from pipelines.embedders.backends import build_embedder
+
+    return build_embedder(settings.embedder, torch.device("cpu")).info.key
+
+
+def _check_embedder(got: str, expect: EmbedderInfo) -> None:
+    if got != expect.key:
+        raise EmbedderMismatchError(
+            f"the FacePool embeds with {got}, the watch list with {expect.key}"
+        )
+
+
+class PoolStartError(RuntimeError):
+    """The FacePool's replicas could not start; the message carries Serve's reason."""
+
+
+def wait_for_pool(app: str, timeout_s: float = POOL_START_TIMEOUT_S, poll_s: float = 0.2) -> None:
+    """Return once ``app`` runs; raise PoolStartError if it failed or never came up."""
+    import time
+
+    from ray import serve as ray_serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = ray_serve.status().applications.get(app)
+        if status is not None and status.status == "RUNNING":
+            return
+        check_pool_failed(app)
+        if time.monotonic() > deadline:
+            state = status.status if status is not None else "absent"
+            raise PoolStartError(f"the face pool did not start within {timeout_s:.0f}s ({state})")
+        time.sleep(poll_s)
+
+
+def check_pool_failed(app: str) -> None:
+    """Raise PoolStartError, with the replicas' own reason, if ``app`` failed to deploy."""
+    from ray import serve as ray_serve
+
+    try:
+        status = ray_serve.status().applications.get(app)
+    except Exception:  # noqa: BLE001 - Serve itself is gone: nothing to tell
+        return
+    if status is None or status.status != "DEPLOY_FAILED":
+        return
+    reasons = [d.message for d in status.deployments.values() if d.message] or [status.message]
+    raise PoolStartError("the face pool failed to start: " + "\n".join(reasons))
+
+
+@contextmanager
+def pool_errors_fail():
+    """For the CLI: a pool that cannot start is a clear error (exit 1), not a traceback."""
+    from jobs.common import EXIT_UNEXPECTED, fail
+
+    try:
+        yield
+    except PoolStartError as exc:
+        fail(str(exc), EXIT_UNEXPECTED)

@@ -200,8 +200,14 @@ class ArchiveSearch:
             ctx.target_max_block_size = STREAM_BLOCK_BYTES
             with _quiet_ray_warnings():
                 ds = self._dataset(segments, app_name)
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                self._consume(batch, pending)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    self._consume(batch, pending)
+            except Exception:
+                # the pool may still have been loading when the job began (see
+                # runtime.face_pool): if it failed, say so rather than how Ray Data broke
+                runtime.check_pool_failed(app_name)
+                raise
         for p in list(pending.values()):  # segments lost to crashed workers
             if p.seen < p.expected:
                 errors.append(

@@ -91,8 +91,10 @@ class SearchSetup:
         self.home.audit.append(
             self.actor, "export.search", case=self.case, target=self.target, out=str(out.resolve())
         )
-        runtime.start_ray(ray_address, self.settings)
-        with runtime.face_pool(self.settings, self.gallery.embedder) as app:
+        local = runtime.start_ray(ray_address, self.settings)
+        # A pool started in a Ray that ends with this process goes with it: no need to
+        # wait for Serve to take it down first.
+        with runtime.face_pool(self.settings, self.gallery.embedder, cleanup=not local) as app:
             job = ArchiveSearch(
                 self.settings,
                 self.gallery,

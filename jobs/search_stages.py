@@ -33,7 +33,7 @@ def _frame_batch(
         "file_id": np.array([seg["file_id"]] * n, dtype=object),
         "frame_index": np.asarray(idx, np.int64),
         # the sampled frame before this one in the segment (-1: none): lets FaceStage see
-        # which frames of a batch follow each other (see FaceStage._follows)
+        # which frames of a batch follow each other (see _follows)
         "prev_index": np.array(
             [sampled[position[f] - 1] if position[f] > 0 else -1 for f in idx], np.int64
         ),
@@ -92,10 +92,12 @@ class FaceStage:
     ):
         from ray import serve as ray_serve
 
+        from jobs.runtime import wait_for_pool
         from serve.pool import POOL_DEPLOYMENT
 
         lower_cpu_priority()  # an archive-only worker: live work first
 
+        wait_for_pool(app_name)  # a pool started with the job may still be loading
         self.pool = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app_name)
         self.matcher = Matcher(gallery)
         self.info = gallery.embedder

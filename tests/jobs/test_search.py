@@ -275,3 +275,34 @@ def test_ground_truth_video_recall_and_precision(cli, data, ray_address, tmp_pat
     assert score["visits"] >= 3
     assert score["recall"] >= 0.8, (score, found, groundtruth.truth(plan))
     assert score["precision"] >= 0.9, (score, found, groundtruth.truth(plan))
+
+
+# -- the pool starts alongside the job -----------------------------------------------------
+def test_a_pool_that_cannot_start_is_reported_with_its_reason(ray_address):
+    """``face_pool`` returns before the replicas have loaded, so a job's stages wait with
+    ``wait_for_pool``; when the replicas fail, that wait raises with their own error rather
+    than hanging or failing somewhere in Ray Data."""
+    from ray import serve as ray_serve
+    from ray.serve.api import _run
+
+    from jobs import runtime
+
+    @ray_serve.deployment(name="Broken", ray_actor_options={"num_cpus": 0})
+    class Broken:
+        def __init__(self):
+            raise RuntimeError("weights file unreadable (test)")
+
+    _run(Broken.bind(), _blocking=False, name="fw-test-broken", route_prefix=None)
+    try:
+        with pytest.raises(runtime.PoolStartError, match=r"weights file unreadable \(test\)"):
+            runtime.wait_for_pool("fw-test-broken", timeout_s=120)
+        runtime.check_pool_failed(runtime.SERVE_APP)  # absent: nothing to report
+    finally:
+        ray_serve.delete("fw-test-broken")
+
+
+def test_waiting_for_a_pool_that_never_comes_times_out(ray_address):
+    from jobs import runtime
+
+    with pytest.raises(runtime.PoolStartError, match="did not start within 0s .absent."):
+        runtime.wait_for_pool("fw-test-no-such-app", timeout_s=0.0)
