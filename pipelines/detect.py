@@ -102,7 +102,8 @@ class FaceDetector:
         if min(sh, sw) < minsize:
             return FaceDetections.empty()  # smaller than the smallest face we look for
         batch = torch.from_numpy(np.stack([frames[i] for i in idx])).to(self.device)
-        batch = batch.permute(0, 3, 1, 2).float().contiguous()
+        # planar uint8 first, then float: half the time of converting the interleaved frame
+        batch = batch.permute(0, 3, 1, 2).contiguous().float()
         if scale < 1.0:
             batch = F.interpolate(batch, size=(sh, sw), mode="area")
         # MTCNN wants (N, H, W, C) and permutes it to (N, C, H, W): hand it that view of a
