@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs.common import console, fail, get_context
+from jobs.common import console, fail, get_context, local_engine
 from pipelines.config import DlibResnetConfig, FacenetConfig, Settings
 from pipelines.embedders.base import WeightsError
 from pipelines.evaluation import lfw
@@ -82,12 +82,10 @@ def evaluate_lfw(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """LFW View 2 verification through the full pipeline: per-fold accuracy, mean +- std."""
-    from pipelines.engine import FaceEngine
-
     settings = with_embedder(get_context(ctx).settings(), embedder)
     try:
         chosen = lfw.select_pairs(lfw.parse_pairs(pairs), parse_folds(folds), limit_pairs)
-        engine = FaceEngine(settings)
+        engine = local_engine(settings)
         engine.load(warmup=False)
         report = _run(engine, root, chosen, batch_size, quiet=as_json)
     except (lfw.PairsFormatError, WeightsError, ImageError, ValueError) as exc:
@@ -198,7 +196,6 @@ def evaluate_watchlist(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """1:N watch-list accuracy: TPIR at FPIR 1e-2/1e-3/2e-4, FPIR at the default threshold."""
-    from pipelines.engine import FaceEngine
     from pipelines.evaluation import outputs
     from pipelines.evaluation import watchlist as wl
 
@@ -209,7 +206,7 @@ def evaluate_watchlist(
         group_map = (
             wl.read_groups(groups, set(plan.gallery) | set(plan.distractors)) if groups else None
         )
-        engine = FaceEngine(settings)
+        engine = local_engine(settings)
         engine.load(warmup=False)
         faces = _extract_sets(engine, plan, batch_size, quiet=as_json)
         default = engine.embedder.default_threshold

@@ -18,6 +18,7 @@ from jobs.common import (
     fail,
     get_context,
     json_stdout,
+    local_engine,
 )
 from jobs.index import index_archive
 from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, path_filter
@@ -78,7 +79,7 @@ def index(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
-    engine = FaceEngine(settings)
+    engine = local_engine(settings)
     home = _open_home(settings, engine)
     try:
         home.audit.append(
@@ -161,7 +162,7 @@ def search_indexed(
         fail("--indexed searches for the person in a photo: give --probe IMAGE")
     if not 1 <= top_k <= MAX_TOP_K:
         fail(f"--top-k must be between 1 and {MAX_TOP_K}")
-    engine = FaceEngine(settings)
+    engine = local_engine(settings)
     try:
         gallery, target = _probe_gallery(engine, probes, threshold)
     except SetupError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.common import console, current_actor, fail, get_context
+from jobs.common import console, current_actor, fail, get_context, local_engine
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError
@@ -21,7 +21,7 @@ app = typer.Typer(help="Watch lists: who is looked for, why, by whose authority,
 
 def open_lists(ctx: typer.Context, vectors: bool = True) -> tuple[Home, Watchlists, FaceEngine]:
     settings = get_context(ctx).settings()
-    engine = FaceEngine(settings)
+    engine = local_engine(settings)
     try:
         home = Home.open(settings, engine.info if vectors else None)
     except (StoreError, ValueError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs import runtime
+from jobs.common import local_engine
 from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
@@ -54,7 +55,7 @@ class SearchSetup:
         relaxed = _check_purpose(settings, case, reason)
         if probes and list_name:
             raise SetupError("give either --list or --probe, not both")
-        engine = FaceEngine(settings)
+        engine = local_engine(settings)
         try:
             home = Home.open(settings, engine.info)
         except (StoreError, EmbedderMismatchError) as exc:
