@@ -306,3 +306,24 @@ def test_waiting_for_a_pool_that_never_comes_times_out(ray_address):
 
     with pytest.raises(runtime.PoolStartError, match="did not start within 0s .absent."):
         runtime.wait_for_pool("fw-test-no-such-app", timeout_s=0.0)
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="needs a machine without a CUDA device"
+)
+def test_a_cuda_pool_on_a_machine_without_one_fails_clearly(data, tmp_path):
+    """The driver works on its own CPU (it only needs the watch list); the pool's replicas
+    cannot get the CUDA device they were configured for, and the user is told so (exit 1),
+    instead of a traceback or a job that waits for replicas that never come."""
+    env = dict(os.environ, FACEWATCH_USER="tester", FACEWATCH__POOL__DEVICE="cuda")
+    args = ["search", str(data / CLIP), "--list", "default", "--out", str(tmp_path), *PURPOSE]
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(tmp_path / "home"), *args]
+    # its own home: the module's store stays with the processes that use it
+    enrol = [sys.executable, "-m", "jobs.cli", "--home", str(tmp_path / "home"), "watchlist"]
+    photo = str(data / "known" / "lin-manuel-miranda.png")
+    add = subprocess.run([*enrol, "add", LIN, photo], cwd=ROOT, env=env, capture_output=True)
+    assert add.returncode == 0, add.stderr
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: the face pool failed to start" in proc.stderr
+    assert "device 'cuda' was asked for" in proc.stderr
