@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 SERVE_APP = "facewatch"  # the app `facewatch serve` deploys; its FacePool is reused
 JOB_POOL_APP = "facewatch-pool"  # a pool started by a job when no server is running
+POOL_START_TIMEOUT_S = 600.0  # how long a job's stages wait for pool replicas to load
+LOCAL_START_ATTEMPTS = 2  # starts of a local Ray before giving up (see start_ray)
 
 
 # Set before Ray starts (its processes inherit them); a user's own setting wins.
@@ -85,15 +87,26 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         return False
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
-    # One logical CPU beyond the pool's for the light stages (decode, matching).
-    ray.init(
-        address="local",
-        num_cpus=max(cores, int(pool_cpus + 0.999)) + 1,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        **common,
-    )
-    return True
+    local = {
+        "address": "local",
+        # One logical CPU beyond the pool's for the light stages (decode, matching).
+        "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,
+        "include_dashboard": False,
+        "_node_ip_address": "127.0.0.1",
+    }
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(**local, **common)
+            return True
+        except Exception as exc:
+            # Seen a few times a day on this 2-core machine: Ray's raylet never registers
+            # with the GCS and ray.init gives up after 30 s; running the command again
+            # worked each time, so the command tries once more itself.
+            if attempt == LOCAL_START_ATTEMPTS or "timed out during startup" not in str(exc):
+                raise
+            logger.warning("the local Ray did not start (%s); starting it again", exc)
+            ray.shutdown()
+    raise AssertionError("unreachable")
 
 
 def _probe(path: str):
@@ -107,9 +120,6 @@ def probe_remote():
     import ray
 
     return ray.remote(num_cpus=0.25, max_retries=0)(_probe)
-
-
-POOL_START_TIMEOUT_S = 600.0
 
 
 def _running_pool_app() -> str | None:
