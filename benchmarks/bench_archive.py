@@ -184,6 +184,28 @@ def score(plan, found: list[tuple[str, float, float]]) -> dict:
     return groundtruth.score_sightings(groundtruth.truth(plan), found, slack_s=1.0)
 
 
+def disagreements(plan, naive_found, search_found) -> list[dict]:
+    """The visits only one of the two found, with the photo shown: recall differences on a
+    few photos scoring at the threshold's edge are a different thing from missed faces."""
+    out = []
+    for a in plan:
+        if not a.identity:
+            continue
+        by_naive = score([a], naive_found)["recall"] > 0
+        by_search = score([a], search_found)["recall"] > 0
+        if by_naive != by_search:
+            out.append(
+                {
+                    "found_by": "naive" if by_naive else "search",
+                    "identity": a.identity,
+                    "photo": a.image.name,
+                    "start_s": round(a.start_s, 1),
+                    "end_s": round(a.end_s, 1),
+                }
+            )
+    return out
+
+
 def speed(video_s: float, wall_s: float) -> float:
     return round(video_s / wall_s, 3) if wall_s > 0 else float("nan")
 
@@ -212,6 +234,8 @@ def print_table(res: dict) -> None:
         f"{gt_n['recall']:.2f} precision {gt_n['precision']:.2f} | search recall "
         f"{gt_s['recall']:.2f} precision {gt_s['precision']:.2f}"
     )
+    for d in res["groundtruth"].get("disagreements", []):
+        print(f"  found only by {d['found_by']:6s}: {d['photo']} at {d['start_s']}-{d['end_s']}s")
 
 
 def main() -> None:
@@ -296,6 +320,7 @@ def main() -> None:
         "naive": score(plan, naive_found),
         "search": score(plan, found),
         "search_sightings": found,
+        "disagreements": disagreements(plan, naive_found, found),
     }
     res["hamilton_lin_found"] = {
         "search": any(
