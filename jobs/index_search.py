@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.search import _match_id
+from jobs.search import _match_id, archive_match
 from pipelines.match import Gallery
 from pipelines.schemas import Match, Sighting
 from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
@@ -185,22 +185,9 @@ class IndexedSearch:
         return table, np.asarray([r["track_id"] for r in rows], np.int64)
 
     def _match(self, f: IndexedFile, table: FaceTable, r: int, row: dict, track_id: int):
-        pid = self.gallery.person_ids[0]
-        m = Match(
-            match_id=_match_id(f.file_id, table, r, pid),
-            person_id=pid,
-            person_name=self.gallery.person_names[0],
-            list_name=self.gallery.list_names[0],
-            score=round(float(table.cand_score[r, 0]), 4),
-            source="archive",
-            source_id=f.file_id,
-            source_path=f.path,
-            frame_index=int(table.frame_index[r]),
-            timestamp_s=round(float(table.t[r]), 3),
-            box=tuple(float(x) for x in table.boxes[r]),
-            track_id=int(track_id),
-            face_index=int(table.face_index[r]),
-        )
+        g = self.gallery
+        person = (g.person_ids[0], g.person_names[0], g.list_names[0])
+        m = archive_match(f.file_id, f.path, table, r, person, table.cand_score[r, 0], track_id)
         m.extra["face_thumbnail"] = row.get("thumbnail", "")
         m.extra["embedding"] = np.asarray(row["embedding"], np.float32)
         return m

@@ -378,23 +378,16 @@ class ArchiveSearch:
         return float(table.cand_score[r][hit][0]) if hit.any() else float("nan")
 
     def _match(self, res, table, r, person, track_id, crop, snapshot, emb) -> Match:
-        pid = self.matcher.person_ids[person]
         list_name = self.matcher.person_lists[person]
-        m = Match(
-            match_id=_match_id(res.file_id, table, r, pid),
-            person_id=pid,
-            person_name=self.matcher.person_names[person],
-            list_name=list_name,
-            score=round(self._margin_score(table, r, person), 4),
-            source="archive",
-            source_id=res.file_id,
-            source_path=res.path,
-            frame_index=int(table.frame_index[r]),
-            timestamp_s=round(float(table.t[r]), 3),
-            box=tuple(float(x) for x in table.boxes[r]),
-            track_id=int(track_id),
-            face_index=int(table.face_index[r]),
-            snapshot_id=snapshot.get(list_name, ""),
+        m = archive_match(
+            res.file_id,
+            res.path,
+            table,
+            r,
+            (self.matcher.person_ids[person], self.matcher.person_names[person], list_name),
+            self._margin_score(table, r, person),
+            track_id,
+            snapshot.get(list_name, ""),
         )
         m.extra["crop"] = crop
         m.extra["embedding"] = emb
@@ -407,6 +400,37 @@ def _quiet_ray_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         yield
+
+
+def archive_match(
+    file_id: str,
+    path: str,
+    table: FaceTable,
+    r: int,
+    person: tuple[str, str, str],  # (person id, name, list)
+    score: float,
+    track_id: int,
+    snapshot_id: str = "",
+) -> Match:
+    """The match of face ``r`` of ``table`` (a file's faces) with ``person``, with its
+    deterministic id: a rerun of the same search produces the same rows."""
+    person_id, person_name, list_name = person
+    return Match(
+        match_id=_match_id(file_id, table, r, person_id),
+        person_id=person_id,
+        person_name=person_name,
+        list_name=list_name,
+        score=round(float(score), 4),
+        source="archive",
+        source_id=file_id,
+        source_path=path,
+        frame_index=int(table.frame_index[r]),
+        timestamp_s=round(float(table.t[r]), 3),
+        box=tuple(float(x) for x in table.boxes[r]),
+        track_id=int(track_id),
+        face_index=int(table.face_index[r]),
+        snapshot_id=snapshot_id,
+    )
 
 
 def _match_id(file_id: str, table: FaceTable, r: int, person_id: str) -> str:
