@@ -57,23 +57,6 @@ def bearer(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[name][1]}"}
 
 
-def clip_jpegs(every: int = 6) -> list[bytes]:
-    """Every ``every``-th frame of the clip as JPEG, what a pushing camera sends."""
-    import io
-
-    import av
-    from PIL import Image
-
-    out = []
-    with av.open(str(CLIP)) as c:
-        for i, frame in enumerate(c.decode(video=0)):
-            if i % every == 0:
-                buf = io.BytesIO()
-                Image.fromarray(frame.to_ndarray(format="rgb24")).save(buf, "JPEG", quality=90)
-                out.append(buf.getvalue())
-    return out
-
-
 def enrol(home: Path) -> None:
     cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), "watchlist", "add"]
     cmd += ["Lin-Manuel Miranda", str(PHOTO), "--list", "watch"]
@@ -314,7 +297,9 @@ def main() -> int:
     live_home, archive_home = work / "live-home", work / "archive-home"
     print(f"enrolling (home {live_home}) ...", flush=True)
     enrol(live_home)
-    frames = clip_jpegs()
+    from pipelines.video import video_jpegs
+
+    frames = video_jpegs(CLIP, every=6)  # what a pushing camera sends
     port = free_port()
     t0 = time.perf_counter()
     start_server(live_home, port)

@@ -227,3 +227,20 @@ def _read_pyav(segment: Segment, chunk: int):
             pass
     if idx:
         yield idx, np.stack(frames)
+
+
+def video_jpegs(path: Path | str, every: int = 1, quality: int = 90) -> list[bytes]:
+    """Every ``every``-th frame of a video as JPEG bytes: what a camera that pushes frames
+    sends (used to drive the live service in tests, benchmarks and drills)."""
+    import av
+
+    from pipelines.images import encode_jpeg
+
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    out = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % every == 0:
+                out.append(encode_jpeg(frame.to_ndarray(format="rgb24"), quality))
+    return out

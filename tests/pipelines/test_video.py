@@ -15,6 +15,7 @@ from pipelines.video import (
     probe,
     read_frames,
     sample_indices,
+    video_jpegs,
 )
 
 CLIP = "video/short_hamilton_clip.mp4"
@@ -111,3 +112,15 @@ def test_find_videos_recurses_folders_and_keeps_named_files(tmp_path, data):
     odd.write_bytes(b"\0")
     found = find_videos([tmp_path / "a", odd, tmp_path / "a"])
     assert found == [tmp_path / "a" / "b" / "x.MP4", odd]
+
+
+def test_video_jpegs_are_every_nth_frame_as_jpeg(data):
+    import decord
+
+    clip = data / "video" / "short_hamilton_clip.mp4"
+    n = len(decord.VideoReader(str(clip)))
+    jpegs = video_jpegs(clip, every=10)
+    assert len(jpegs) == -(-n // 10)
+    assert all(j[:3] == b"\xff\xd8\xff" for j in jpegs)  # JPEG start-of-image marker
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        video_jpegs(clip, every=0)

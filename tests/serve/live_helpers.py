@@ -31,21 +31,6 @@ def enrol(home: Path, name: str, photo: Path, list_name: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def video_jpegs(path: Path, every: int) -> list[bytes]:
-    """Every ``every``-th frame of a video as JPEG bytes (what a pushing camera sends)."""
-    import av
-    from PIL import Image
-
-    out = []
-    with av.open(str(path)) as c:
-        for i, frame in enumerate(c.decode(video=0)):
-            if i % every == 0:
-                buf = io.BytesIO()
-                Image.fromarray(frame.to_ndarray(format="rgb24")).save(buf, "JPEG", quality=90)
-                out.append(buf.getvalue())
-    return out
-
-
 def mpegts_bytes(path: Path) -> bytes:
     """The video remuxed to MPEG-TS, a format that can be streamed and joined mid-way."""
     import av

@@ -20,6 +20,7 @@ import httpx
 import live_helpers as helpers
 import pytest
 
+from pipelines.video import video_jpegs
 from serve.auth import hash_token
 from serve.local import free_port
 
@@ -107,7 +108,7 @@ def pushed(server, data):
     sse = helpers.SSEReader(base, TOKENS["officer-1"][1])
     sse.start()
     assert sse.connected.wait(60), "no SSE connection"
-    frames = helpers.video_jpegs(data / "video/short_hamilton_clip.mp4", FRAME_EVERY)
+    frames = video_jpegs(data / "video/short_hamilton_clip.mp4", FRAME_EVERY)
 
     def push(camera: str) -> list[dict]:
         out = []
