@@ -204,7 +204,7 @@ def wait_for_pool(app: str, timeout_s: float = POOL_START_TIMEOUT_S, poll_s: flo
         status = ray_serve.status().applications.get(app)
         if status is not None and status.status == "RUNNING":
             return
-        check_pool_failed(app)
+        _raise_if_failed(status)
         if time.monotonic() > deadline:
             state = status.status if status is not None else "absent"
             raise PoolStartError(f"the face pool did not start within {timeout_s:.0f}s ({state})")
@@ -219,6 +219,10 @@ def check_pool_failed(app: str) -> None:
         status = ray_serve.status().applications.get(app)
     except Exception:  # noqa: BLE001 - Serve itself is gone: nothing to tell
         return
+    _raise_if_failed(status)
+
+
+def _raise_if_failed(status) -> None:
     if status is None or status.status != "DEPLOY_FAILED":
         return
     reasons = [d.message for d in status.deployments.values() if d.message] or [status.message]
