@@ -94,17 +94,8 @@ def run(data: Path, batch: int) -> dict:
         chips = chips_for(paths, faces, template, engine.embedder.chip_size, batch)
         plain, mirror = raw_embeddings(engine.embedder, chips)
         for flip, emb in ((False, normalise(plain)), (True, normalise(plain + mirror))):
-            cv, threshold = lfw.evaluate_scores(pairs, lfw.pair_scores(pairs, keys, emb))
             result["variants"].append(
-                {
-                    "template": template,
-                    "flip_average": flip,
-                    "mean_accuracy": cv.mean,
-                    "std": cv.std,
-                    "folds": [f.accuracy for f in cv.folds],
-                    "threshold": threshold,
-                    "embed_s": time.perf_counter() - t0,
-                }
+                variant(pairs, keys, emb, t0, template=template, flip_average=flip)
             )
     # Test-time augmentation in the spirit of dlib's num_jitters: the default template at
     # three scales, each with its mirror image, raw descriptors summed (6 forwards a face).
@@ -114,18 +105,16 @@ def run(data: Path, batch: int) -> dict:
         chips = chips_for(paths, faces, "mtcnn-fit", engine.embedder.chip_size, batch, scale)
         plain, mirror = raw_embeddings(engine.embedder, chips)
         total = total + plain + mirror
-    cv, threshold = lfw.evaluate_scores(pairs, lfw.pair_scores(pairs, keys, normalise(total)))
     result["variants"].append(
-        {
-            "template": "mtcnn-fit",
-            "flip_average": True,
-            "scales": list(TTA_SCALES),
-            "mean_accuracy": cv.mean,
-            "std": cv.std,
-            "folds": [f.accuracy for f in cv.folds],
-            "threshold": threshold,
-            "embed_s": time.perf_counter() - t0,
-        }
+        variant(
+            pairs,
+            keys,
+            normalise(total),
+            t0,
+            template="mtcnn-fit",
+            flip_average=True,
+            scales=list(TTA_SCALES),
+        )
     )
     # Landmarks from region re-detection (what an archive search uses between whole-frame
     # detections, search.detect_every): MTCNN again on a region 3 face widths across
@@ -135,23 +124,26 @@ def run(data: Path, batch: int) -> dict:
     chips = chips_for(paths, regional, "mtcnn-fit", engine.embedder.chip_size, batch)
     plain, mirror = raw_embeddings(engine.embedder, chips)
     for flip, emb in ((False, normalise(plain)), (True, normalise(plain + mirror))):
-        cv, threshold = lfw.evaluate_scores(pairs, lfw.pair_scores(pairs, keys, emb))
+        labels = {"landmarks": "region re-detection", "region_lost": lost}
         result["variants"].append(
-            {
-                "template": "mtcnn-fit",
-                "flip_average": flip,
-                "landmarks": "region re-detection",
-                "region_lost": lost,
-                "mean_accuracy": cv.mean,
-                "std": cv.std,
-                "folds": [f.accuracy for f in cv.folds],
-                "threshold": threshold,
-                "embed_s": time.perf_counter() - t0,
-            }
+            variant(pairs, keys, emb, t0, template="mtcnn-fit", flip_average=flip, **labels)
         )
     default = DlibResnetConfig()
     result["default"] = {"template": default.template, "flip_average": default.flip_average}
     return result
+
+
+def variant(pairs, keys, emb: np.ndarray, t0: float, **labels) -> dict:
+    """One row of the results: the protocol's accuracy for these embeddings, and labels."""
+    cv, threshold = lfw.evaluate_scores(pairs, lfw.pair_scores(pairs, keys, emb))
+    return {
+        **labels,
+        "mean_accuracy": cv.mean,
+        "std": cv.std,
+        "folds": [f.accuracy for f in cv.folds],
+        "threshold": threshold,
+        "embed_s": time.perf_counter() - t0,
+    }
 
 
 def region_faces(paths, faces: lfw.LfwFaces, detector) -> tuple[lfw.LfwFaces, int]:
