@@ -182,7 +182,9 @@ def search_indexed(
             threshold_override=threshold,
             top_k=top_k,
         )
-        job = IndexedSearch(home.vectors(), gallery, settings.search.link_gap_s)
+        job = IndexedSearch(
+            home.vectors(), gallery, settings.search.link_gap_s, settings.search.top_n
+        )
         result = job.run(top_k, path_filter(paths) if paths else "")
         if result.faces_in_index == 0:
             console.print("[yellow]warning:[/] the face index is empty: run facewatch index")

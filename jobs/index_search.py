@@ -86,13 +86,14 @@ def path_filter(paths: list[Path]) -> str:
 
 
 class IndexedSearch:
-    def __init__(self, store: VectorStore, gallery: Gallery, link_gap_s: float):
+    def __init__(self, store: VectorStore, gallery: Gallery, link_gap_s: float, top_n: int = 3):
         if len(set(gallery.person_ids)) != 1:
             raise ValueError("an indexed search looks for one person (one or more photos)")
         self.store = store
         self.gallery = gallery
         self.threshold = float(np.min(gallery.thresholds))
         self.link_gap_s = link_gap_s
+        self.top_n = top_n
 
     def run(self, top_k: int, where: str = "") -> IndexedSearchResult:
         t0 = time.perf_counter()
@@ -143,7 +144,7 @@ class IndexedSearch:
         rows.sort(key=lambda r: (r["frame_index"], r["face_index"]))
         table, tids = self._table(rows)
         out = IndexedFile(rows[0]["source_path"], file_id)
-        verdicts = decide_tracks(table, tids)
+        verdicts = decide_tracks(table, tids, self.top_n)
         for v in verdicts:
             out.matches += [self._match(out, table, r, rows[r], v.track_id) for r in v.faces]
         for d in group_sightings(table, verdicts, self.link_gap_s):

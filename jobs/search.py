@@ -348,7 +348,7 @@ class ArchiveSearch:
             )
         if self.on_faces is not None:
             self.on_faces(res, table, emb, crops, track_ids)
-        verdicts = decide_tracks(table, track_ids)
+        verdicts = decide_tracks(table, track_ids, self.settings.search.top_n)
         snapshot = self.gallery.snapshot_ids
         for v in verdicts:
             for r in v.faces:

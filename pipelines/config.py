@@ -146,6 +146,13 @@ class SearchConfig(Strict):
     link_gap_s: float = Field(
         2.5, ge=0, description="matches further apart than this start a new sighting"
     )
+    top_n: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="a track's score for a person: the mean of its best n margins (1: its "
+        "single best frame decides, so one spurious frame can make a sighting)",
+    )
     video_extensions: tuple[str, ...] = (
         ".mp4",
         ".mkv",

@@ -163,3 +163,34 @@ def test_sightings_merge_close_tracks_and_split_distant_ones():
     drafts = group_sightings(tab, verdicts, link_gap_s=2.5)
     assert [(d.start_s, d.end_s) for d in drafts] == [(0.0, 2.5), (20.0, 20.5)]
     assert drafts[0].track_ids == [0, 1]
+
+
+@pytest.mark.parametrize(("top_n", "sightings"), [(3, 0), (1, 1)])
+def test_search_top_n_setting_decides_how_a_track_scores(tmp_path, top_n, sightings):
+    """``search.top_n`` reaches the archive search's decision: a track of Alice with one
+    frame over her threshold and four under is no sighting at 3, one at 1."""
+    from jobs.search import ArchiveSearch, FileResult
+    from pipelines.config import Settings
+    from pipelines.video import VideoInfo
+
+    settings = Settings.model_validate({"search": {"top_n": top_n}})
+    job = ArchiveSearch(settings, gallery(), tmp_path)
+    n, none = 5, [-np.inf] * 3
+    tab = FaceTable(
+        t=np.arange(n) * 0.5,
+        frame_index=np.arange(n),
+        face_index=np.zeros(n, int),
+        boxes=np.tile(np.asarray([10, 10, 50, 50], np.float32), (n, 1)),
+        passed=np.ones(n, bool),
+        quality=np.ones(n, np.float32),
+        cand_person=np.tile([0, 1, -1, -1, -1], (n, 1)),
+        cand_score=np.asarray([[0.92, 0.1, *none]] + [[0.85, 0.1, *none]] * 4),
+        cand_margin=np.asarray([[0.02, -0.8, *none]] + [[-0.05, -0.8, *none]] * 4),
+    )
+    emb = np.tile(unit(1, 0.3, 0, 0), (n, 1))
+    res = FileResult("v.mp4", "f" * 64, VideoInfo("v.mp4", 10, 2.0, 64, 64))
+    job._decide(res, tab, emb, [b""] * n)
+    assert len(res.sightings) == sightings
+    assert len(res.matches) == 5 * sightings
+    if sightings:
+        assert res.sightings[0].person_name == "Alice" and res.sightings[0].best_score == 0.92
