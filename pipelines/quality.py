@@ -56,7 +56,7 @@ def laplacian_variance(chips: np.ndarray) -> np.ndarray:
     """Variance of the Laplacian of each chip's grey image, at a fixed resolution."""
     if len(chips) == 0:
         return np.zeros(0, np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(chips)).float()
+    x = torch.from_numpy(np.asarray(chips).astype(np.float32))  # a copy: chips may be read-only
     grey = (x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114).unsqueeze(1)
     if grey.shape[-1] != BLUR_SIZE:
         grey = F.interpolate(grey, size=(BLUR_SIZE, BLUR_SIZE), mode="bilinear")
