@@ -190,7 +190,12 @@ def _check_embedder(got: str, expect: EmbedderInfo) -> None:
 
 
 class PoolStartError(RuntimeError):
-    """The FacePool's replicas could not start; the message carries Serve's reason."""
+    """The FacePool's replicas could not start. The message is the replicas' own error
+    (the last line of Serve's report); ``details`` is the whole report, tracebacks included."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details or message
 
 
 def wait_for_pool(app: str, timeout_s: float = POOL_START_TIMEOUT_S, poll_s: float = 0.2) -> None:
@@ -226,7 +231,52 @@ def _raise_if_failed(status) -> None:
     if status is None or status.status != "DEPLOY_FAILED":
         return
     reasons = [d.message for d in status.deployments.values() if d.message] or [status.message]
-    raise PoolStartError("the face pool failed to start: " + "\n".join(reasons))
+    errors = [_last_line(r) for r in reasons]
+    raise PoolStartError(
+        "the face pool failed to start: " + "; ".join(dict.fromkeys(errors)), "\n".join(reasons)
+    )
+
+
+def _last_line(report: str) -> str:
+    """The exception line that ends a traceback (Serve's reports end with the replica's)."""
+    lines = [line.strip() for line in report.splitlines() if line.strip()]
+    return lines[-1] if lines else report
+
+
+class _HidePoolFailure(logging.Filter):
+    """Drops Ray Data's error records once the pool is known to have failed: Ray Data
+    reports a stage whose constructor raised (FaceStage waiting for the pool) as its own
+    internal error, with a page of traceback, before the job can say what happened."""
+
+    def __init__(self, app: str):
+        super().__init__()
+        self.app = app
+        self.failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if not self.failed:  # asked again on each error: they are rare
+            try:
+                check_pool_failed(self.app)
+            except PoolStartError:
+                self.failed = True
+        return not self.failed
+
+
+@contextmanager
+def hide_ray_data_noise_if_pool_fails(app: str):
+    """While a job runs on ``app``: Ray Data's handlers drop their error records if the
+    pool failed (PoolStartError, raised after, says why)."""
+    handlers = logging.getLogger("ray.data").handlers
+    hide = _HidePoolFailure(app)
+    for h in handlers:
+        h.addFilter(hide)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(hide)
 
 
 @contextmanager
@@ -237,4 +287,5 @@ def pool_errors_fail():
     try:
         yield
     except PoolStartError as exc:
-        fail(str(exc), EXIT_UNEXPECTED)
+        logging.getLogger(__name__).info("Serve's report on the face pool:\n%s", exc.details)
+        fail(f"{exc} (-v shows Serve's whole report)", EXIT_UNEXPECTED)

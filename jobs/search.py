@@ -202,8 +202,9 @@ class ArchiveSearch:
             with _quiet_ray_warnings():
                 ds = self._dataset(segments, app_name)
             try:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    self._consume(batch, pending)
+                with runtime.hide_ray_data_noise_if_pool_fails(app_name):
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        self._consume(batch, pending)
             except Exception:
                 # the pool may still have been loading when the job began (see
                 # runtime.face_pool): if it failed, say so rather than how Ray Data broke

@@ -294,8 +294,12 @@ def test_a_pool_that_cannot_start_is_reported_with_its_reason(ray_address):
 
     _run(Broken.bind(), _blocking=False, name="fw-test-broken", route_prefix=None)
     try:
-        with pytest.raises(runtime.PoolStartError, match=r"weights file unreadable \(test\)"):
+        with pytest.raises(runtime.PoolStartError) as err:
             runtime.wait_for_pool("fw-test-broken", timeout_s=120)
+        # the replicas' own error in one line; Serve's report, traceback and all, beside it
+        msg = "the face pool failed to start: RuntimeError: weights file unreadable (test)"
+        assert str(err.value) == msg
+        assert "Traceback" in err.value.details and "unreadable (test)" in err.value.details
         runtime.check_pool_failed(runtime.SERVE_APP)  # absent: nothing to report
     finally:
         ray_serve.delete("fw-test-broken")
@@ -327,3 +331,5 @@ def test_a_cuda_pool_on_a_machine_without_one_fails_clearly(data, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "error: the face pool failed to start" in proc.stderr
     assert "device 'cuda' was asked for" in proc.stderr
+    # and that is all: no page of Ray Data traceback in front of it (-v shows Serve's report)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
