@@ -36,7 +36,7 @@ from serve.fleet import Fleet
 from serve.http import HubError
 from serve.live import AlertDraft, Face
 from serve.matches import match_filter, public_match
-from serve.reviews import ReviewBook, ReviewError
+from serve.reviews import ReviewBook, ReviewError, adjudicate
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -307,8 +307,9 @@ class LiveHub:
     @hub_errors
     async def adjudicate(self, alert_id: str, outcome: str, note: str, actor: str) -> dict:
         alert = await self._io(self.reviews.check_pending, alert_id)
-        await self._io(self.recorder.set_status, alert_id, outcome)
-        decided = await self._io(self.reviews.decide, alert_id, outcome, note, actor)
+        decided = await self._io(
+            adjudicate, self.reviews, self.recorder.set_status, alert_id, outcome, note, actor
+        )
         await self._io(
             self.audit.append,
             actor,

@@ -3,7 +3,9 @@
 Milvus (``fw_matches``) keeps the alert as a match record with its embedding and status;
 this small SQLite table keeps what the review workflow needs and Milvus cannot do well:
 newest-first listing, the note, who decided and when, and grouped counts for ``/v1/stats``.
-The hub is its only writer and updates both in the same order, Milvus first.
+The hub is its only writer. A decision goes to this book first, in one conditional update
+(of two reviewers at once, one wins and the other gets 409), then to Milvus; if Milvus
+cannot take it, the book goes back to pending (``adjudicate``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,16 @@ class ReviewBook:
             self.check_pending(alert_id)  # raises 404 or 409
         return self.get(alert_id)
 
+    def undo(self, alert_id: str, outcome: str, actor: str) -> None:
+        """Back to pending: the decision ``actor`` just made could not be stored in Milvus."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE live_alerts SET status = 'pending', decided_by = NULL,"
+                " decided_at = NULL, note = NULL"
+                " WHERE alert_id = ? AND status = ? AND decided_by = ?",
+                (alert_id, outcome, actor),
+            )
+
     def stats(self) -> dict[str, Any]:
         with self._connect() as db:
             rows = db.execute(
@@ -151,3 +164,28 @@ def _public(row: sqlite3.Row) -> dict[str, Any]:
         photo_url=f"/v1/alerts/{row['alert_id']}/photo",
     )
     return record
+
+
+def adjudicate(
+    book: ReviewBook,
+    store_status: Callable[[str, str], None],
+    alert_id: str,
+    outcome: str,
+    note: str,
+    actor: str,
+) -> dict[str, Any]:
+    """Decide a pending alert in the book, then store the status in Milvus
+    (``store_status``). Returns the decided alert; ReviewError 404/409/422/503."""
+    decided = book.decide(alert_id, outcome, note, actor)
+    try:
+        store_status(alert_id, outcome)
+    except Exception as exc:
+        book.undo(alert_id, outcome, actor)
+        if isinstance(exc, KeyError):
+            raise ReviewError(f"alert '{alert_id}' is not in the match store", 404) from exc
+        raise ReviewError(
+            f"the decision could not be stored ({type(exc).__name__}: {exc}); the alert is "
+            "still pending, try again",
+            503,
+        ) from exc
+    return decided

@@ -384,3 +384,67 @@ def test_the_builder_takes_serve_deploy_args_as_a_dict_and_checks_them(tmp_path)
     assert build_app({"settings": {"home": str(tmp_path)}, "config": None}) is not None
     with pytest.raises(pydantic.ValidationError, match="cameras_fil"):
         build_app({"cameras_fil": "typo.yaml"})
+
+
+# -- review decisions ------------------------------------------------------------------------
+class FakeMatchStore:
+    """Named fake of the Milvus status write (``AlertRecorder.set_status``): slow enough that
+    two reviewers overlap, and able to fail."""
+
+    def __init__(self, fail: BaseException | None = None):
+        self.status: dict[str, str] = {}
+        self.fail = fail
+
+    def set_status(self, alert_id: str, status: str) -> None:
+        import time
+
+        time.sleep(0.05)
+        if self.fail is not None:
+            raise self.fail
+        self.status[alert_id] = status
+
+
+def review_book(tmp_path):
+    from serve.reviews import ReviewBook
+
+    book = ReviewBook(tmp_path / "reviews.sqlite")
+    record = {"alert_id": "a1", "camera_id": "cam", "list_name": "l", "person_id": "p"}
+    book.add({**record, "alerted_at": 1.0})
+    return book
+
+
+def test_two_reviewers_at_once_one_wins_and_milvus_agrees_with_the_book(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve.reviews import ReviewError, adjudicate
+
+    book, store = review_book(tmp_path), FakeMatchStore()
+
+    def review(who_outcome):
+        who, outcome = who_outcome
+        try:
+            return adjudicate(book, store.set_status, "a1", outcome, "", who)["status"]
+        except ReviewError as exc:
+            return exc.status
+
+    with ThreadPoolExecutor(2) as ex:
+        got = list(ex.map(review, [("alice", "confirmed"), ("bob", "rejected")]))
+    assert sorted(map(str, got)) in (["409", "confirmed"], ["409", "rejected"])
+    assert store.status == {"a1": book.get("a1")["status"]}
+
+
+@pytest.mark.parametrize(
+    ("fail", "status"), [(RuntimeError("milvus down"), 503), (KeyError("a1"), 404)]
+)
+def test_a_decision_milvus_cannot_take_leaves_the_alert_pending(tmp_path, fail, status):
+    from serve.reviews import ReviewError, adjudicate
+
+    book, store = review_book(tmp_path), FakeMatchStore(fail)
+    with pytest.raises(ReviewError) as err:
+        adjudicate(book, store.set_status, "a1", "confirmed", "sure", "alice")
+    assert err.value.status == status
+    assert book.get("a1")["status"] == "pending" and book.get("a1")["decided_by"] is None
+    store.fail = None  # and once Milvus is back, the same decision goes through
+    assert (
+        adjudicate(book, store.set_status, "a1", "confirmed", "", "alice")["status"] == "confirmed"
+    )
