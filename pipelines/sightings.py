@@ -89,8 +89,11 @@ def group_sightings(
     drafts: list[SightingDraft] = []
     for person, tracks in by_person.items():
         spans = sorted(
-            (float(table.t[list(v.faces)].min()), float(table.t[list(v.faces)].max()), v)
-            for v in tracks
+            (
+                (float(table.t[list(v.faces)].min()), float(table.t[list(v.faces)].max()), v)
+                for v in tracks
+            ),
+            key=lambda span: (span[0], span[1], span[2].track_id),  # verdicts do not order
         )
         current: SightingDraft | None = None
         for start, end, v in spans:

@@ -165,6 +165,15 @@ def test_sightings_merge_close_tracks_and_split_distant_ones():
     assert drafts[0].track_ids == [0, 1]
 
 
+def test_one_person_twice_in_one_frame_makes_one_sighting():
+    """Two one-frame tracks of the same person at the same time (a mirror, a screen behind
+    the stage): the sighting spans them both; sorting them used to raise TypeError."""
+    tab = table([3.0, 3.0], [[0, -1]] * 2, [[0.1, -np.inf]] * 2)
+    verdicts = decide_tracks(tab, np.array([0, 1]))
+    drafts = group_sightings(tab, verdicts, link_gap_s=2.5)
+    assert [(d.start_s, d.end_s, d.track_ids) for d in drafts] == [(3.0, 3.0, [0, 1])]
+
+
 @pytest.mark.parametrize(("top_n", "sightings"), [(3, 0), (1, 1)])
 def test_search_top_n_setting_decides_how_a_track_scores(tmp_path, top_n, sightings):
     """``search.top_n`` reaches the archive search's decision: a track of Alice with one
