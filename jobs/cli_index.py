@@ -30,7 +30,13 @@ from jobs.report import (
     write_outputs,
     write_table,
 )
-from jobs.search_setup import SetupError, _check_purpose, _probe_gallery
+from jobs.search_setup import (
+    SetupError,
+    _check_purpose,
+    _probe_gallery,
+    check_numbers,
+    check_videos,
+)
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
@@ -79,6 +85,11 @@ def index(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
+    try:
+        check_numbers(fps)
+        check_videos(paths, settings)
+    except SetupError as exc:
+        fail(str(exc))
     engine = local_engine(settings)
     home = _open_home(settings, engine)
     try:
@@ -94,18 +105,21 @@ def index(
         out.mkdir(parents=True, exist_ok=True)
         if not as_json:
             console.print("indexing (starting Ray and the face pool)...")
-        with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
-            run = index_archive(
-                settings,
-                home,
-                engine.info,
-                engine.embedder.default_threshold,
-                paths,
-                case or "",
-                out,
-                fps,
-                ray_address,
-            )
+        try:
+            with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
+                run = index_archive(
+                    settings,
+                    home,
+                    engine.info,
+                    engine.embedder.default_threshold,
+                    paths,
+                    case or "",
+                    out,
+                    fps,
+                    ray_address,
+                )
+        except EmbedderMismatchError as exc:  # a running pool embeds with another embedder
+            fail(str(exc))
         total = home.vectors().count(FACES)
         errors = [e.row() for e in run.result.errors]
         summary = {

@@ -21,7 +21,8 @@ from jobs.common import (
 from jobs.report import link_media, render_report, sightings_table, write_outputs, write_summary
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
-from jobs.search_setup import SearchSetup, SetupError
+from jobs.search_setup import SearchSetup, SetupError, check_numbers, check_videos
+from pipelines.schemas import EmbedderMismatchError
 
 
 def register(app: typer.Typer) -> None:
@@ -70,6 +71,8 @@ def search(
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
     try:
+        check_numbers(fps, threshold)
+        check_videos(paths, settings)
         setup = SearchSetup.prepare(
             settings,
             paths,
@@ -86,6 +89,8 @@ def search(
     try:
         with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
             result = _run(setup, out, fps, ray_address, quiet=as_json)
+    except EmbedderMismatchError as exc:  # a running pool embeds with another embedder
+        fail(str(exc))
     finally:
         setup.close()
     _report(setup, result, out, as_json)

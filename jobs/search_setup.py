@@ -4,6 +4,7 @@ and persisting each finished file (matches to Milvus, thumbnails to disk)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderMismatchError
-from pipelines.store import StoreError
+from pipelines.store import TEXT_LEN, StoreError
+from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
 
 logger = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ class SearchSetup:
         warn: Callable[[str], None],
     ) -> SearchSetup:
         relaxed = _check_purpose(settings, case, reason)
-        if probes and list_name:
+        if probes and list_name is not None:
             raise SetupError("give either --list or --probe, not both")
+        check_numbers(threshold=threshold)
         engine = local_engine(settings)
         try:
             home = Home.open(settings, engine.info)
@@ -158,7 +161,28 @@ class SearchSetup:
         self.home.close()
 
 
+def check_numbers(fps: float | None = None, threshold: float | None = None) -> None:
+    """--fps and --threshold as numbers a search can use (click lets ``nan`` through)."""
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 120):
+        raise SetupError(f"--fps must be a number of frames per second in (0, 120], not {fps}")
+    if threshold is not None and not (math.isfinite(threshold) and -1 <= threshold <= 1):
+        raise SetupError(f"--threshold is a cosine similarity between -1 and 1, not {threshold}")
+
+
+def check_videos(paths: list[Path], settings: Settings) -> None:
+    """Something to search: folders that hold no video with a known extension are a
+    mistake to say, not an empty success after starting Ray."""
+    if not find_videos(paths, settings.search.video_extensions):
+        exts = " ".join(settings.search.video_extensions)
+        raise SetupError(
+            f"no video files found in {', '.join(map(str, paths))} (looked for {exts}; "
+            "set search.video_extensions for others)"
+        )
+
+
 def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
+    if case is not None and len(case) > TEXT_LEN:  # the store's field; fail now, not mid-run
+        raise SetupError(f"--case may have at most {TEXT_LEN} characters")
     if settings.governance.require_case:
         if not (case and case.strip()) or not (reason and reason.strip()):
             raise SetupError(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "FACEWATCH__"
 CONFIG_ENV = "FACEWATCH_CONFIG"
@@ -166,6 +166,14 @@ class SearchConfig(Strict):
         ".wmv",
         ".flv",
     )
+
+    @field_validator("video_extensions")
+    @classmethod
+    def _extensions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in v if not (e.startswith(".") and len(e) > 1 and "/" not in e)]
+        if bad or not v:
+            raise ValueError(f"extensions are like '.mp4' (with the dot); got {list(bad or v)}")
+        return tuple(e.lower() for e in v)
 
 
 class RetentionConfig(Strict):

@@ -27,13 +27,21 @@ from pipelines.home import Home
 from pipelines.images import encode_jpeg
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
-from pipelines.store import WATCHLIST
+from pipelines.store import TEXT_LEN, WATCHLIST
 
 CATEGORIES = ("wanted", "missing", "suspect", "other")
 
 
 class WatchlistError(ValueError):
     """A watch-list operation was refused; the message says why."""
+
+
+def check_list_name(list_name: str) -> None:
+    """A list name is a non-empty, printable name of at most TEXT_LEN characters."""
+    if not list_name or not list_name.strip():
+        raise WatchlistError("a watch list needs a name (--list NAME)")
+    if len(list_name) > TEXT_LEN or not list_name.isprintable():
+        raise WatchlistError(f"a list name is printable text of at most {TEXT_LEN} characters")
 
 
 def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
@@ -230,6 +238,9 @@ class Watchlists:
     def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
         if not name.strip():
             raise WatchlistError("a person needs a name")
+        check_list_name(list_name)
+        if len(name) > TEXT_LEN:
+            raise WatchlistError(f"a name may have at most {TEXT_LEN} characters")
         if not faces:
             raise WatchlistError("enrolment needs at least one photo")
         if category not in CATEGORIES:
@@ -353,8 +364,10 @@ class Watchlists:
         that are still active: nobody added since is matched, and removals and expiries
         still take effect at once.
         """
-        if list_name and self.catalog.get_list(list_name) is None:
-            raise WatchlistError(f"no such list: {list_name}")
+        if list_name is not None:  # None: every list; "" is a mistake, not "every list"
+            check_list_name(list_name)
+            if self.catalog.get_list(list_name) is None:
+                raise WatchlistError(f"no such list: {list_name}")
         entries = self._active_entries(list_name, at)
         if snapshot_id is not None:
             frozen = self.snapshot_entries(snapshot_id)

@@ -7,22 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from jobs.cli import app
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEWATCH_USER", "officer-7")
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, ["--home", str(tmp_path / "home"), *args])
-
-    return invoke
 
 
 def _audit(cli, *args) -> list[dict]:

@@ -90,6 +90,8 @@ def test_env_variable_naming_no_setting():
         ({"quality": {"min_blur": -1}}, "quality.min_blur"),
         ({"pool": {"num_replicas": 0}}, "pool.num_replicas"),
         ({"search": {"fps": 0}}, "search.fps"),
+        ({"search": {"video_extensions": ["mp4"]}}, "search.video_extensions"),
+        ({"search": {"top_n": 0}}, "search.top_n"),
         ({"pool": {"device": "tpu"}}, "pool.device"),
         ({"embedder": {"type": "dlib-resnet", "template": "nope"}}, "template"),
         ({"embedder": {"type": "arcface"}}, "embedder"),
