@@ -90,14 +90,6 @@ class FacenetConfig(Strict):
 EmbedderConfig = Annotated[DlibResnetConfig | FacenetConfig, Field(discriminator="type")]
 
 
-class MatchConfig(Strict):
-    threshold: float | None = Field(
-        None,
-        description="similarity threshold; None: the list's calibrated threshold, else "
-        "the embedder's shipped default",
-    )
-
-
 class PoolConfig(Strict):
     num_replicas: int = Field(2, ge=1, le=256, description="FacePool replicas")
     num_cpus: float = Field(1.0, ge=0.1, le=64, description="CPUs per replica")
@@ -275,7 +267,6 @@ class Settings(Strict):
     detector: DetectorConfig = DetectorConfig()
     quality: QualityConfig = QualityConfig()
     embedder: EmbedderConfig = DlibResnetConfig()
-    match: MatchConfig = MatchConfig()
     pool: PoolConfig = PoolConfig()
     store: StoreConfig = StoreConfig()
     search: SearchConfig = SearchConfig()

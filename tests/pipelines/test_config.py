@@ -34,6 +34,8 @@ def write(tmp_path: Path, tree: object) -> Path:
         ({"quality": {"max_yaw": 40, "blurr": 3}}, "blurr"),
         ({"detectors": {}}, "detectors"),
         ({"embedder": {"type": "dlib-resnet", "sha256": "ab"}}, "sha256"),
+        # thresholds belong to lists (calibrated) or to one search (--threshold, audited)
+        ({"match": {"threshold": 0.9}}, "match"),
     ],
 )
 def test_unknown_keys_are_rejected_by_name(tmp_path, tree, key):
