@@ -106,7 +106,10 @@ class FaceIndexWriter:
                     "created_at": now,
                 }
             )
-        self._drop_stale(res.file_id, {r["id"] for r in rows})
+        if res.complete:  # faces of an earlier indexing that this one did not find again
+            self._drop_stale(res.file_id, {r["id"] for r in rows})
+        else:  # a part could not be read this time: what an earlier run stored stays
+            logger.warning("%s was only partly read; earlier index rows are kept", path)
         for i in range(0, len(rows), UPSERT_BATCH):
             self.store.upsert(FACES, rows[i : i + UPSERT_BATCH])
         self.counts.files += 1

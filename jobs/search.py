@@ -66,6 +66,7 @@ class FileResult:
     rejected: dict[str, int] = field(default_factory=dict)
     matches: list[Match] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
+    complete: bool = True  # every sampled frame was decoded and analysed
 
 
 @dataclass
@@ -212,6 +213,7 @@ class ArchiveSearch:
                 raise
         for p in list(pending.values()):  # segments lost to crashed workers
             if p.seen < p.expected:
+                p.result.complete = False
                 errors.append(
                     FileError(
                         p.result.path, "frames lost in decoding", "decode", p.expected - p.seen
@@ -307,6 +309,7 @@ class ArchiveSearch:
         res.frames = p.analysed
         if rows.get("errors"):
             res.rejected["decode_error"] = len(rows["errors"])
+            res.complete = False
         n = len(rows.get("t", []))
         res.faces = n
         if n:

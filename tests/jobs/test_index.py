@@ -170,3 +170,50 @@ def test_index_requires_a_case(data, tmp_path):
     res = cli("search", "--probe", str(data / PROBE), "--indexed", home=home)
     assert res.exit_code == 2
     assert "--case" in res.output
+
+
+@pytest.mark.parametrize(("complete", "left"), [(True, 1), (False, 2)])
+def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings, complete, left):
+    """Faces an earlier indexing stored and this one did not find again are dropped only if
+    this one read the whole file: a file that lost frames to a decode error (a NAS hiccup)
+    must not lose yesterday's index of the parts it could not read today."""
+    import numpy as np
+
+    from jobs.index import FaceIndexWriter
+    from jobs.search import FileResult
+    from pipelines.engine import FaceEngine
+    from pipelines.home import Home
+    from pipelines.sightings import FaceTable
+    from pipelines.store import FACES
+    from pipelines.video import VideoInfo
+
+    s = settings.model_copy(update={"home": tmp_path / "home"})
+    info = FaceEngine(s).info
+
+    def faces(frames: list[int]) -> tuple[FaceTable, np.ndarray]:
+        n = len(frames)
+        table = FaceTable(
+            t=np.asarray(frames, float) / 2,
+            frame_index=np.asarray(frames),
+            face_index=np.zeros(n, int),
+            boxes=np.tile(np.asarray([10, 10, 50, 50], np.float32), (n, 1)),
+            passed=np.ones(n, bool),
+            quality=np.ones(n, np.float32),
+            cand_person=np.full((n, 1), -1),
+            cand_score=np.full((n, 1), -np.inf),
+            cand_margin=np.full((n, 1), -np.inf),
+        )
+        emb = np.random.default_rng(0).normal(size=(n, info.dim)).astype(np.float32)
+        return table, emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    with Home.open(s, info) as home:
+        writer = FaceIndexWriter(home, "IDX-2")
+        video = VideoInfo("v.mp4", 100, 2.0, 64, 64)
+        table, emb = faces([0, 4])
+        writer(FileResult("v.mp4", "f" * 64, video), table, emb, [b""] * 2, np.arange(2))
+        table, emb = faces([0])  # the second run lost frame 4
+        again = FileResult("v.mp4", "f" * 64, video, complete=complete)
+        writer(again, table, emb, [b""], np.arange(1))
+        rows = home.vectors().query(FACES, fields=["id", "frame_index"])
+    assert len(rows) == left
+    assert writer.counts.replaced == 2 - left
