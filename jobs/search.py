@@ -140,9 +140,17 @@ class ArchiveSearch:
     def plan(self, paths: list[Path]) -> tuple[list[dict], dict[str, _Pending], list[FileError]]:
         import ray
 
-        files = find_videos(paths, self.settings.search.video_extensions)
-        probes = [runtime.probe_remote().remote(str(p)) for p in files]
+        found = find_videos(paths, self.settings.search.video_extensions)
         segments, pending, errors = [], {}, []
+        files = []
+        for p in found:
+            if _utf8(str(p)):
+                files.append(p)
+            else:  # decoders, Parquet and Milvus all need text: say so, search the rest
+                shown = str(p).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                reason = "the file name is not valid UTF-8: rename the file to search it"
+                errors.append(FileError(shown, reason, "open"))
+        probes = [runtime.probe_remote().remote(str(p)) for p in files]
         for path, ref in zip(files, probes, strict=True):
             try:
                 info = ray.get(ref)
@@ -440,6 +448,14 @@ def archive_match(
         face_index=int(table.face_index[r]),
         snapshot_id=snapshot_id,
     )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a name os.fsdecode could only carry as surrogates
+        return False
+    return True
 
 
 def _match_id(file_id: str, table: FaceTable, r: int, person_id: str) -> str:

@@ -227,6 +227,9 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     (folder / "notes.mp4").write_text("minutes of the meeting, not a video\n")
     (folder / "day2" / "photo.mkv").write_bytes((data / "known" / "obama.jpg").read_bytes())
     (folder / "day2" / "readme.txt").write_text("not searched: not a video extension\n")
+    # a name from an old Latin-1 file system: no decoder, Parquet or Milvus can carry it
+    latin1 = os.fsdecode(bytes(folder / "day2") + b"/caf\xe9.mp4")
+    Path(latin1).write_bytes((data / CLIP).read_bytes())
     good = groundtruth.render(
         folder / "day2" / "good.mp4", [], duration_s=2.0, size=(320, 240), fps=10
     )
@@ -237,7 +240,8 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     res = cli("search", str(folder), "--list", "default", "--out", str(out), *threshold, *PURPOSE)
     assert res.exit_code == 3, res.output
     errors = {Path(r["path"]).name: r for r in pq.read_table(out / "errors.parquet").to_pylist()}
-    assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv"}
+    assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv", "caf\ufffd.mp4"}
+    assert errors["caf\ufffd.mp4"]["reason"].startswith("the file name is not valid UTF-8")
     assert errors["zero.mp4"]["reason"] == "empty file"
     assert errors["notes.mp4"]["reason"].startswith("not a readable video")
     assert errors["photo.mkv"]["reason"].startswith("not a video: a jpeg_pipe still image")
@@ -245,6 +249,7 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     summary = "".join(res.stderr.split())  # rich wraps long lines at the terminal width
     for name in errors:
         assert f"{name}:" in summary  # the summary names every failed file
+    assert "caf\ufffd.mp4" in (out / "report.html").read_text(encoding="utf-8")
     # The readable part of the cut file was searched: Lin-Manuel is in its first half.
     names = {(Path(s["source_path"]).name, s["person_name"]) for s in _sightings(out)}
     assert ("cut.mp4", LIN) in names
