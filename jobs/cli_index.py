@@ -197,7 +197,11 @@ def search_indexed(
             top_k=top_k,
         )
         job = IndexedSearch(
-            home.vectors(), gallery, settings.search.link_gap_s, settings.search.top_n
+            home.vectors(),
+            gallery,
+            settings.search.link_gap_s,
+            settings.search.top_n,
+            case or "",
         )
         result = job.run(top_k, path_filter(paths) if paths else "")
         if result.faces_in_index == 0:

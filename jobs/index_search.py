@@ -86,7 +86,14 @@ def path_filter(paths: list[Path]) -> str:
 
 
 class IndexedSearch:
-    def __init__(self, store: VectorStore, gallery: Gallery, link_gap_s: float, top_n: int = 3):
+    def __init__(
+        self,
+        store: VectorStore,
+        gallery: Gallery,
+        link_gap_s: float,
+        top_n: int = 3,
+        case: str = "",
+    ):
         if len(set(gallery.person_ids)) != 1:
             raise ValueError("an indexed search looks for one person (one or more photos)")
         self.store = store
@@ -94,6 +101,7 @@ class IndexedSearch:
         self.threshold = float(np.min(gallery.thresholds))
         self.link_gap_s = link_gap_s
         self.top_n = top_n
+        self.case = case  # part of every match id, as in archive search
 
     def run(self, top_k: int, where: str = "") -> IndexedSearchResult:
         t0 = time.perf_counter()
@@ -161,7 +169,7 @@ class IndexedSearch:
                     best_score=round(float(table.cand_score[b, 0]), 4),
                     best_frame_s=round(float(table.t[b]), 3),
                     n_frames=len({int(table.frame_index[r]) for r in d.rows}),
-                    thumbnail=_match_id(file_id, table, b, self.gallery.person_ids[0]),
+                    thumbnail=_match_id(file_id, table, b, self.gallery.person_ids[0], self.case),
                     watchlist_photo=self.gallery.photos[0],
                     track_ids=sorted(d.track_ids),
                 )
@@ -188,7 +196,8 @@ class IndexedSearch:
     def _match(self, f: IndexedFile, table: FaceTable, r: int, row: dict, track_id: int):
         g = self.gallery
         person = (g.person_ids[0], g.person_names[0], g.list_names[0])
-        m = archive_match(f.file_id, f.path, table, r, person, table.cand_score[r, 0], track_id)
+        score = table.cand_score[r, 0]
+        m = archive_match(f.file_id, f.path, table, r, person, score, track_id, case=self.case)
         m.extra["face_thumbnail"] = row.get("thumbnail", "")
         m.extra["embedding"] = np.asarray(row["embedding"], np.float32)
         return m

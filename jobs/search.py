@@ -120,9 +120,11 @@ class ArchiveSearch:
         progress: Progress | None = None,
         on_file: Callable[[FileResult, dict], None] | None = None,
         on_faces: FacesCallback | None = None,
+        case: str = "",
     ):
         self.settings = settings
         self.gallery = gallery
+        self.case = case  # part of every match id (see _match_id)
         self.matcher = Matcher(gallery)
         self.out_dir = out_dir
         self.fps = fps or settings.search.fps
@@ -384,7 +386,9 @@ class ArchiveSearch:
                     best_score=round(best, 4),
                     best_frame_s=round(float(table.t[b]), 3),
                     n_frames=len({int(table.frame_index[r]) for r in d.rows}),
-                    thumbnail=_match_id(res.file_id, table, b, self.matcher.person_ids[d.person]),
+                    thumbnail=_match_id(
+                        res.file_id, table, b, self.matcher.person_ids[d.person], self.case
+                    ),
                     watchlist_photo=self.matcher.person_photo[d.person],
                     track_ids=sorted(d.track_ids),
                 )
@@ -405,6 +409,7 @@ class ArchiveSearch:
             self._margin_score(table, r, person),
             track_id,
             snapshot.get(list_name, ""),
+            self.case,
         )
         m.extra["crop"] = crop
         m.extra["embedding"] = emb
@@ -428,12 +433,13 @@ def archive_match(
     score: float,
     track_id: int,
     snapshot_id: str = "",
+    case: str = "",
 ) -> Match:
     """The match of face ``r`` of ``table`` (a file's faces) with ``person``, with its
     deterministic id: a rerun of the same search produces the same rows."""
     person_id, person_name, list_name = person
     return Match(
-        match_id=_match_id(file_id, table, r, person_id),
+        match_id=_match_id(file_id, table, r, person_id, case),
         person_id=person_id,
         person_name=person_name,
         list_name=list_name,
@@ -458,9 +464,13 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _match_id(file_id: str, table: FaceTable, r: int, person_id: str) -> str:
-    """Deterministic: the same face of the same file matched to the same person, same id."""
+def _match_id(file_id: str, table: FaceTable, r: int, person_id: str, case: str) -> str:
+    """Deterministic: the same face of the same file matched to the same person in the same
+    case, same id. Another case gets its own row: it must not take over this case's record
+    (its case reference, its retention clock)."""
     key = f"{file_id}:{int(table.frame_index[r])}:{int(table.face_index[r])}:{person_id}"
+    if case:
+        key += f":case={case}"
     return "m_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 

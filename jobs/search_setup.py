@@ -106,6 +106,7 @@ class SearchSetup:
                 fps,
                 progress,
                 on_file=lambda res, _extra: self._persist(res, out),
+                case=self.case,
             )
             return job.run(self.paths, app)
 

@@ -191,6 +191,23 @@ def test_a_rerun_adds_no_duplicate_matches(first_run, cli, data, home, tmp_path)
     assert sorted(again) == sorted(first)
 
 
+def test_another_case_gets_its_own_matches(first_run, cli, data, home, tmp_path):
+    """The same search under another case reference adds that case's rows and leaves the
+    first case's record as it was (its case reference, its retention clock)."""
+    settings = Settings(home=home)
+    with Home.open(settings, FaceEngine(settings).info) as h:
+        before = h.vectors().query(MATCHES, fields=["id", "case_ref", "created_at"])
+    other = ["--case", "T-9", "--reason", "a second investigation"]
+    res = cli("search", str(data / CLIP), "--list", "default", "--out", str(tmp_path), *other)
+    assert res.exit_code == 0, res.output
+    with Home.open(settings, FaceEngine(settings).info) as h:
+        after = h.vectors().query(MATCHES, fields=["id", "case_ref", "created_at"])
+    assert len(after) == 2 * len(before) > 0
+    assert {r["case_ref"] for r in after} == {"T-1", "T-9"}
+    kept = {r["id"]: r for r in after}
+    assert all(kept[r["id"]] == r for r in before)  # untouched, created_at included
+
+
 # -- a probe photo instead of a watch list --------------------------------------------------
 def test_a_probe_photo_search_finds_that_person(cli, data, enrolled, ray_address, tmp_path):
     photo = data / "known" / "lin-manuel-miranda.png"
