@@ -21,7 +21,7 @@ from jobs.common import (
     local_engine,
 )
 from jobs.index import index_archive
-from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, path_filter
+from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, PathScope
 from jobs.report import (
     ERROR_SCHEMA,
     link_media,
@@ -203,7 +203,8 @@ def search_indexed(
             settings.search.top_n,
             case or "",
         )
-        result = job.run(top_k, path_filter(paths) if paths else "")
+        scope = PathScope.of(paths, settings.search.video_extensions) if paths else None
+        result = job.run(top_k, scope)
         if result.faces_in_index == 0:
             console.print("[yellow]warning:[/] the face index is empty: run facewatch index")
         out.mkdir(parents=True, exist_ok=True)

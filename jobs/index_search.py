@@ -73,16 +73,40 @@ class IndexedSearchResult:
         return [m for f in self.files for m in f.matches]
 
 
-def path_filter(paths: list[Path]) -> str:
-    """A Milvus filter keeping faces of the given files, or of files under given folders."""
-    parts = []
-    for p in paths:
-        text = str(p.resolve()).replace("\\", "\\\\").replace('"', '\\"')
-        if p.is_dir():
-            parts.append(f'source_path like "{text.rstrip("/")}/%"')
-        else:
-            parts.append(f'source_path == "{text}"')
-    return " or ".join(parts)
+@dataclass(frozen=True)
+class PathScope:
+    """Which indexed files an indexed search may return: these files, or files under these
+    folders. The files need not exist any more (the index outlives the video), so a path
+    that is gone counts as a file if it has a video extension and as a folder otherwise."""
+
+    files: tuple[str, ...]
+    folders: tuple[str, ...]  # each ends with "/"
+
+    @classmethod
+    def of(cls, paths: list[Path], video_extensions: tuple[str, ...]) -> PathScope:
+        files, folders = [], []
+        for p in paths:
+            text = str(p.resolve())
+            folder = p.is_dir() if p.exists() else p.suffix.lower() not in video_extensions
+            if folder:
+                folders.append(text.rstrip("/") + "/")
+            else:
+                files.append(text)
+        return cls(tuple(files), tuple(folders))
+
+    def filter(self) -> str:
+        """The Milvus filter. ``like`` treats ``%`` and ``_`` in a folder's name as wildcards,
+        so it may let more through; ``keeps`` decides exactly."""
+
+        def quote(text: str) -> str:
+            return text.replace("\\", "\\\\").replace('"', '\\"')
+
+        parts = [f'source_path == "{quote(f)}"' for f in self.files]
+        parts += [f'source_path like "{quote(d)}%"' for d in self.folders]
+        return " or ".join(parts)
+
+    def keeps(self, path: str) -> bool:
+        return path in self.files or any(path.startswith(d) for d in self.folders)
 
 
 class IndexedSearch:
@@ -103,12 +127,14 @@ class IndexedSearch:
         self.top_n = top_n
         self.case = case  # part of every match id, as in archive search
 
-    def run(self, top_k: int, where: str = "") -> IndexedSearchResult:
+    def run(self, top_k: int, scope: PathScope | None = None) -> IndexedSearchResult:
         t0 = time.perf_counter()
         top_k = max(1, min(int(top_k), MAX_TOP_K))
-        hits = self.store.search(
-            FACES, self.gallery.embeddings, top_k, filter=where, fields=["source_id", "track_id"]
-        )
+        where = scope.filter() if scope else ""
+        fields = ["source_id", "track_id", "source_path"]
+        hits = self.store.search(FACES, self.gallery.embeddings, top_k, filter=where, fields=fields)
+        if scope:  # exactly the files asked for (see PathScope.filter)
+            hits = [[h for h in per if scope.keeps(h["source_path"])] for per in hits]
         query_s = time.perf_counter() - t0
         saturated = any(len(h) == top_k and h[-1]["score"] >= self.threshold for h in hits)
         if saturated:

@@ -217,3 +217,17 @@ def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings
         rows = home.vectors().query(FACES, fields=["id", "frame_index"])
     assert len(rows) == left
     assert writer.counts.replaced == 2 - left
+
+
+def test_indexed_search_scope_is_exact_and_outlives_the_files(tmp_path):
+    """--indexed PATH: a folder named with Milvus wildcards returns only itself, and a
+    folder that has been moved away still counts as a folder (the index outlives it)."""
+    from jobs.index_search import PathScope
+
+    pct, gone, clip = tmp_path / "100%", tmp_path / "moved-away", tmp_path / "gone.mp4"
+    pct.mkdir()
+    scope = PathScope.of([pct, gone, clip], (".mp4",))
+    assert scope.keeps(f"{pct}/cam1/a.mp4") and scope.keeps(f"{gone}/b.mp4")
+    assert scope.keeps(str(clip)) and not scope.keeps(f"{clip}.bak")
+    assert not scope.keeps(f"{tmp_path}/1000/a.mp4")  # `like "100%/%"` would let it through
+    assert f'source_path like "{pct}/%"' in scope.filter()
