@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.images import sha256_file
 from pipelines.schemas import Match, Sighting
 
 SIGHTING_SCHEMA = pa.schema(
@@ -89,9 +90,12 @@ def copy_photo(photo: str, thumbs: Path) -> str:
     """Copy a watch-list photo next to the report; return its path relative to ``out``."""
     if not photo or not Path(photo).is_file():
         return ""
-    target = thumbs / ("list_" + Path(photo).name)
+    # named by content: a reused --out holding another search's photo of the same name
+    # (two probes both called suspect.jpg) must not show that photo beside these faces
+    source = Path(photo)
+    target = thumbs / f"list_{source.stem}_{sha256_file(source)[:12]}{source.suffix}"
     if not target.exists():
-        shutil.copyfile(photo, target)
+        shutil.copyfile(source, target)
     return f"thumbs/{target.name}"
 
 
