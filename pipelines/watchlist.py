@@ -100,19 +100,22 @@ class Watchlists:
             self.home.media.save("watchlist", eid, encode_jpeg(f.thumbnail)) for eid, f in entries
         ]
         now = int(time.time())
-        store.upsert(
-            WATCHLIST,
-            [
-                {
-                    "id": eid,
-                    "embedding": f.embedding,
-                    "person_id": person_id,
-                    "list_name": list_name,
-                    "created_at": now,
-                }
-                for eid, f in entries
-            ],
-        )
+        rows = [
+            {
+                "id": eid,
+                "embedding": f.embedding,
+                "person_id": person_id,
+                "list_name": list_name,
+                "created_at": now,
+            }
+            for eid, f in entries
+        ]
+        try:
+            store.upsert(WATCHLIST, rows)
+        except BaseException:  # a store that refuses or is gone: no photos left behind
+            for t in thumbs:
+                self.home.media.delete(t)
+            raise
         try:
             with self.catalog.transaction() as db:
                 self.catalog.ensure_list(list_name, actor)

@@ -187,3 +187,20 @@ def test_the_default_cap_comes_from_config(engine, tmp_path, faces):
         lists.add("Obama", [faces["obama"]], "officer", "wl")
         with pytest.raises(WatchlistError, match="size cap of 1"):
             lists.add("Biden", [faces["biden"]], "officer", "wl")
+
+
+def test_an_enrolment_the_store_refuses_leaves_no_photo_behind(lists, faces, monkeypatch):
+    """The store write fails (a Milvus server gone mid-enrolment; a named fake failure on the
+    real store): nobody is enrolled and the photos saved a moment before are removed."""
+    media = lists.home.media.root / "watchlist"
+    before = sorted(media.glob("*")) if media.exists() else []
+
+    def store_gone(*_args, **_kwargs):
+        raise ConnectionError("fake: the Milvus server went away")
+
+    monkeypatch.setattr(lists.home.vectors(), "upsert", store_gone)
+    with pytest.raises(ConnectionError):
+        lists.add("Obama", [faces["obama"]], "officer", "wl", "wanted", "warrant 8")
+    after = sorted(media.glob("*")) if media.exists() else []
+    assert after == before
+    assert lists.people("wl") == []
