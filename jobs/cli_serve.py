@@ -146,7 +146,7 @@ def camera_add(
     token: str | None = TokenOpt,
 ) -> None:
     """Add a camera (to the running server with --server, else to the home's registry)."""
-    from serve.cameras import CameraError, parse_spec
+    from serve.cameras import CameraError, camera_file_roots, parse_spec
 
     data = {"id": camera_id, "url": url, "fps": fps, "list": list_name, "threshold": threshold}
     data["loop"] = not once
@@ -156,12 +156,9 @@ def camera_add(
         body = _call("POST", f"{base}/v1/cameras", headers, json=data)
         console.print(f"camera {body['id']} added: {body['state']}")
         return
-    try:
-        spec = parse_spec(data)
-    except CameraError as exc:
-        fail(str(exc))
     home, registry = _registry(ctx)
-    try:
+    try:  # a video file must be in the folders the server lets registry cameras read
+        spec = parse_spec(data, file_roots=camera_file_roots(home.path))
         registry.add(spec, current_actor())
         home.audit.append(current_actor(), "camera.add", camera=spec.public())
     except CameraError as exc:

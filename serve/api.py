@@ -14,16 +14,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
 
 from pipelines.config import Settings
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
-from serve.cameras import CAMERA_ID, CameraSpec
+from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, install_error_handlers
 from serve.review import review_page
+from serve.webhooks import public_hook_url
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,12 @@ def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
         return {"cameras": await hub.call("cameras")}
 
     @app.post("/v1/cameras", status_code=201)
-    async def add(spec: CameraSpec, who: Principal = Depends(need(P.CAMERAS_WRITE))) -> dict:
-        return await hub.call("add_camera", spec.model_dump(by_alias=True), who.name)
+    async def add(
+        spec: dict[str, Any] = Body(...), who: Principal = Depends(need(P.CAMERAS_WRITE))
+    ) -> dict:
+        # validated by the hub (Fleet.admit): the video-folder rule needs the hub's home and
+        # file system, and a check here first would say whether any path exists on this one
+        return await hub.call("add_camera", spec, who.name)
 
     @app.delete("/v1/cameras/{camera_id}")
     async def remove(
@@ -230,11 +235,12 @@ def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> Non
 
 
 def public_config(settings: Settings) -> dict:
-    """The effective configuration, without token hashes or webhook URL secrets."""
+    """The effective configuration, without token hashes or webhook URL secrets (a webhook
+    shows as ``scheme://host[:port]/…``: paths and queries often carry tokens)."""
     data = settings.model_dump(mode="json")
     data["api"]["tokens"] = [{"name": t.name, "role": t.role} for t in settings.api.tokens]
     for hook in data["live"]["webhooks"]:
-        hook["url"] = hook["url"].split("?")[0]
+        hook["url"] = public_hook_url(hook["url"])
     return data
 
 

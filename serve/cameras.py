@@ -10,7 +10,14 @@ Cameras added through the API or the CLI live in a small SQLite table beside the
 so ``facewatch camera add`` works whether or not the server runs, and a running server
 picks changes up on its next poll. Cameras in the YAML file are read-only at run time.
 Stream credentials do not belong in either place: write ``${CAM1_PASSWORD}`` in the URL and
-it is expanded from the environment only when connecting.
+it is expanded from the environment only when connecting. Only variables whose names
+start with ``CAM``, and only in the ``user:password`` part of a stream URL, so a URL
+cannot send any other server setting (API tokens, ...) to any host.
+
+Video files of cameras added through the API (the registry) must lie in ``<home>/videos``
+or a folder listed in ``$FACEWATCH_CAMERA_FILE_ROOTS``, checked after symlinks and ``..``
+are resolved; a path outside them gets one answer whether or not it exists. The cameras
+file is the operator's own configuration: its files may be anywhere.
 """
 
 from __future__ import annotations
@@ -20,17 +27,33 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 PUSH = "push"
 CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+_CAM_REF = re.compile(r"\$\{CAM[A-Z0-9_]*\}")
+SECRET_RULE = (
+    "${NAME} may only stand in the user:password part of an rtsp://, rtsps://, http:// or "
+    "https:// URL, and NAME must start with CAM (e.g. rtsp://viewer:${CAM1_PASSWORD}@host/s)"
+)
+FILE_ROOTS_ENV = "FACEWATCH_CAMERA_FILE_ROOTS"
+VIDEOS_DIR = "videos"  # <home>/videos: where API-added file cameras may read
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^/\s]*@")
 
 
 class CameraError(ValueError):
@@ -41,13 +64,17 @@ class CameraError(ValueError):
         self.status = status
 
 
-def check_source_url(url: str) -> str:
-    """The normalised source URL, or ValueError saying what is wrong with it."""
+def check_source_url(url: str, file_roots: Sequence[Path] | None = None) -> str:
+    """The normalised source URL, or ValueError saying what is wrong with it.
+
+    ``file_roots``: folders a video file must lie in (cameras added through the API);
+    None: anywhere (the operator's cameras file)."""
     url = url.strip()
     if not url:
         raise ValueError("empty URL")
     if len(url) > 2048 or any(c.isspace() or ord(c) < 32 for c in url):
         raise ValueError("URL too long or contains whitespace/control characters")
+    check_secret_refs(url)
     if url == PUSH:
         return url
     parts = urlsplit(url)
@@ -69,10 +96,49 @@ def check_source_url(url: str) -> str:
             f"unsupported URL scheme '{scheme}': use rtsp://, http(s)://, a local video file, "
             "or 'push'"
         )
-    path = path.expanduser().resolve()
+    path = path.expanduser().resolve() if file_roots is None else confine(path, file_roots)
     if not path.is_file():
         raise ValueError(f"no such video file: {path}")
     return str(path)
+
+
+def check_secret_refs(url: str) -> None:
+    """ValueError unless every ``${...}`` in ``url`` is a ``${CAM...}`` in the userinfo of
+    a stream URL: elsewhere (host, path, query) it could send a secret to any host."""
+    if "${" not in url:
+        return
+    scheme, _, after = url.partition("://")
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    if (
+        scheme.lower() not in STREAM_SCHEMES
+        or not at
+        or not after.startswith(userinfo + "@")
+        or "${" in after[len(userinfo) + 1 :]
+        or "${" in _CAM_REF.sub("", userinfo)
+    ):
+        raise ValueError(SECRET_RULE)
+
+
+def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where API-added file cameras may read: ``<home>/videos`` and the folders listed in
+    ``$FACEWATCH_CAMERA_FILE_ROOTS`` (separated by ``os.pathsep``), symlinks resolved."""
+    env = os.environ if environ is None else environ
+    extra = [p.strip() for p in env.get(FILE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(p).expanduser().resolve() for p in [Path(home) / VIDEOS_DIR, *extra]]
+
+
+def confine(path: Path, roots: Sequence[Path]) -> Path:
+    """``path`` with symlinks and ``..`` resolved, if it lies in one of ``roots``. Otherwise
+    one ValueError, whether or not the path exists: refusals are no existence oracle."""
+    resolved = Path(path).expanduser().resolve()
+    allowed = [Path(r).resolve() for r in roots]
+    if any(resolved.is_relative_to(r) for r in allowed):
+        return resolved
+    raise ValueError(
+        "no such video file in the folders cameras may read ("
+        + ", ".join(str(r) for r in allowed)
+        + f"): put the video in <home>/{VIDEOS_DIR} or a folder listed in ${FILE_ROOTS_ENV}"
+    )
 
 
 def source_kind(url: str) -> Literal["stream", "file", "push"]:
@@ -93,8 +159,21 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def expand_secrets(url: str, environ: dict[str, str] | None = None) -> str:
-    """Replace ``${NAME}`` with the environment variable, at connect time only."""
+def scrub_secrets(text: str, url: str | None = None, public_url: str = "") -> str:
+    """``text`` (an error message) fit to store and log: the connect URL (secrets expanded)
+    replaced by ``public_url``, and the password of any ``scheme://user:password@`` in it
+    replaced by ``***``. Scrub before truncating, or a cut URL keeps part of a password."""
+    if url and url != public_url:
+        text = text.replace(url, public_url)
+    return _USERINFO_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def expand_secrets(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace ``${CAM...}`` with the environment variable, at connect time only."""
+    try:
+        check_secret_refs(url)
+    except ValueError as exc:
+        raise CameraError(str(exc)) from None
     env = os.environ if environ is None else environ
 
     def sub(m: re.Match) -> str:
@@ -123,8 +202,8 @@ class CameraSpec(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return check_source_url(v)
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        return check_source_url(v, (info.context or {}).get("file_roots"))
 
     @property
     def kind(self) -> Literal["stream", "file", "push"]:
@@ -138,9 +217,10 @@ class CameraSpec(BaseModel):
         return d
 
 
-def parse_spec(data: dict) -> CameraSpec:
+def parse_spec(data: dict, file_roots: Sequence[Path] | None = None) -> CameraSpec:
+    """A validated spec; ``file_roots``: see ``check_source_url``."""
     try:
-        return CameraSpec.model_validate(data)
+        return CameraSpec.model_validate(data, context={"file_roots": file_roots})
     except ValidationError as exc:
         raise CameraError("invalid camera: " + validation_message(exc)) from None
 

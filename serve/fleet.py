@@ -4,7 +4,9 @@ Desired cameras come from two places: the YAML file named by ``live.cameras_file
 while the server runs) and the registry table that the API and the CLI write. ``reconcile``
 starts what is missing, stops what was removed and restarts what changed; the hub calls
 it after every API change and on a timer, so ``facewatch camera add`` takes effect on a
-running server within ``live.list_refresh_s`` seconds.
+running server within ``live.list_refresh_s`` seconds. A camera that cannot start (an unset
+``${CAM...}`` variable, a registry file outside the allowed folders) is kept in the fleet
+in state ``error`` with the reason; the cameras after it start as usual.
 
 Each camera matches against an in-memory copy of its list (a ``Matcher``), shared by the
 cameras that use the same list and threshold. The catalog bumps a list's version whenever
@@ -17,12 +19,22 @@ the deployment started is matched by it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipelines.config import LiveConfig
 from pipelines.match import Gallery, Matcher
-from serve.cameras import CameraError, CameraRegistry, CameraSpec
+from serve.cameras import (
+    CameraError,
+    CameraRegistry,
+    CameraSpec,
+    confine,
+    expand_secrets,
+    parse_spec,
+    redact_url,
+    scrub_secrets,
+)
 from serve.ingest import AlertSink, Analyse, CameraRunner
 
 logger = logging.getLogger(__name__)
@@ -49,11 +61,15 @@ class Fleet:
         load_gallery: LoadGallery,
         list_versions: ListVersions,
         snapshot_for: SnapshotFor = _no_snapshot,
+        file_roots: Sequence[Path] | None = None,
     ):
+        """``file_roots``: the folders video files of registry cameras (API, CLI) must lie
+        in (``serve.cameras.camera_file_roots``); None: no such rule."""
         self.policy, self.registry, self.fixed = policy, registry, {s.id: s for s in fixed}
         self._analyse, self._sink = analyse, sink
         self._load_gallery, self._list_versions = load_gallery, list_versions
         self._snapshot_for = snapshot_for
+        self.file_roots = file_roots
         self.runners: dict[str, CameraRunner] = {}
         self._matchers: dict[ListKey, tuple[Matcher | None, dict[str, Any]]] = {}
         self._versions: dict[str, Any] | None = None
@@ -84,11 +100,41 @@ class Fleet:
             await self._start(spec, origin)
 
     async def _start(self, spec: CameraSpec, origin: str) -> None:
+        """Start one camera; if it cannot start, keep it with the reason as its error."""
         runner = CameraRunner(spec, self.policy, self._analyse, self._sink, origin)
-        runner.set_matcher(*await self._matcher(await self._key(spec)))
-        runner.start()
         self.runners[spec.id] = runner
+        try:
+            self._check_startable(spec, origin)
+            runner.set_matcher(*await self._matcher(await self._key(spec)))
+            runner.start()
+        except Exception as exc:  # noqa: BLE001 - one camera must not stop the others
+            await runner.stop()  # whatever it had started
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            reason = scrub_secrets(f"cannot start: {reason}", public_url=redact_url(spec.url))
+            runner.fail(reason)
+            logger.error("camera %s: %s", spec.id, reason[:300])
+            return
         logger.info("camera %s started (%s, %s fps)", spec.id, spec.kind, runner.fps)
+
+    def _check_startable(self, spec: CameraSpec, origin: str) -> None:
+        """What a spec needs to start, checked before anything runs: its secrets are set,
+        and a registry camera's file lies in the allowed folders (the CLI may have added
+        it without that rule)."""
+        if spec.kind != "push":
+            expand_secrets(spec.url)
+        if spec.kind == "file" and origin == "api" and self.file_roots is not None:
+            confine(Path(spec.url), self.file_roots)
+
+    def admit(self, data: dict) -> CameraSpec:
+        """A camera to add through the API, checked as far as it can be before it is stored:
+        a valid spec, its file in the allowed folders, its secrets set, room for it."""
+        spec = parse_spec(data, file_roots=self.file_roots)
+        self.check_new(spec)
+        try:
+            self._check_startable(spec, "api")
+        except ValueError as exc:  # CameraError is one
+            raise CameraError(f"camera '{spec.id}' cannot start: {exc}") from None
+        return spec
 
     def get(self, camera_id: str) -> CameraRunner:
         runner = self.runners.get(camera_id)

@@ -31,7 +31,7 @@ from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import WatchlistError, Watchlists
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
-from serve.cameras import CameraError, CameraRegistry, CameraSpec, parse_spec
+from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
 from serve.live import AlertDraft, Face
@@ -114,6 +114,7 @@ class LiveHub:
             self._load_gallery,
             self._list_versions,
             self._frozen_snapshot,
+            file_roots=camera_file_roots(self.home.path),
         )
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
@@ -256,13 +257,23 @@ class LiveHub:
 
     @hub_errors
     async def add_camera(self, data: dict, actor: str) -> dict:
+        """Validated here (the API forwards the body as it came), so that the file rule
+        uses this replica's home and files. A camera that cannot start is not kept."""
         await self._ready()
-        spec = parse_spec(data)
-        self.fleet.check_new(spec)
+        spec = self.fleet.admit(data)
         await self._io(self.registry.add, spec, actor)
         await self._io(self.audit.append, actor, "camera.add", camera=spec.public())
         await self.fleet.reconcile()
-        return self.fleet.get(spec.id).status()
+        runner = self.fleet.get(spec.id)
+        if runner.start_error is not None:
+            await self._io(self.registry.remove, spec.id)
+            reason = runner.start_error
+            await self._io(
+                self.audit.append, actor, "camera.remove", camera_id=spec.id, reason=reason
+            )
+            await self.fleet.reconcile()
+            raise CameraError(f"camera '{spec.id}' {reason}")
+        return runner.status()
 
     @hub_errors
     async def remove_camera(self, camera_id: str, actor: str) -> dict:

@@ -5,6 +5,9 @@ so a camera keeps up with its fps even when one pool call takes longer than one 
 interval; meanwhile newer frames replace older waiting ones (counted as drops). Results are
 applied to the tracker strictly in frame order. Everything here runs on the hub's event
 loop except the PyAV reader thread, which hands frames over with ``call_soon_threadsafe``.
+
+A camera that cannot start (say a ``${CAM...}`` variable is not set) starts nothing and
+shows the error; a stopped camera fails every frame a pusher still waits for (503).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 from pipelines.config import LiveConfig
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
-from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url
+from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url, scrub_secrets
 from serve.live import AlertDraft, Face, LiveAnalyser
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
 
@@ -62,6 +65,9 @@ class CameraRunner:
         self._inflight = asyncio.Semaphore(depth)
         self._order: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
+        self._waiting: set[asyncio.Future] = set()  # pushed frames whose pusher waits
+        self._closed: str | None = None  # why frames are refused: stopped, or never started
+        self.start_error: str | None = None
         self._seq = 0
         self._done_at: deque[float] = deque(maxlen=1024)
         self._latency_ms: deque[float] = deque(maxlen=256)
@@ -71,34 +77,49 @@ class CameraRunner:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        """Start reading and analysing. The URL's secrets are expanded first, so a camera
+        that cannot start raises CameraError having started nothing."""
         loop = asyncio.get_running_loop()
+        if self.spec.kind != "push":
+            self.reader = self._make_reader(loop, expand_secrets(self.spec.url))
+            self.source = self.reader.state
         self._spawn(self._produce())
         self._spawn(self._consume())
-        if self.spec.kind != "push":
-            self.reader = self._make_reader(loop)
-            self.source = self.reader.state
+        if self.reader is not None:
             self.reader.start()
 
-    def _make_reader(self, loop: asyncio.AbstractEventLoop) -> StreamReader:
+    def fail(self, message: str) -> None:
+        """The camera could not start: it shows ``message`` (already scrubbed) as its error
+        and refuses frames. Nothing runs, so there is nothing to stop."""
+        self._closed, self.start_error = "could not start", message[:300]
+        self.source = SourceState(state="error")
+        self.source.error(self.start_error)
+
+    def _make_reader(self, loop: asyncio.AbstractEventLoop, url: str) -> StreamReader:
         def deliver(image: np.ndarray, t: float, received_at: float) -> None:
             loop.call_soon_threadsafe(self._offer_image, image, t, received_at)
 
         return StreamReader(
             self.spec.id,
-            expand_secrets(self.spec.url),
+            url,
             is_file=self.spec.kind == "file",
             loop_file=self.spec.loop,
             fps=self.fps,
             deliver=deliver,
             backoff=Backoff(self.policy.reconnect_initial_s, self.policy.reconnect_max_s),
+            public_url=redact_url(self.spec.url),
         )
 
     async def stop(self) -> None:
+        self._closed = self._closed or "was stopped"
         if self.reader is not None:
             self.reader.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for done in list(self._waiting):  # frames taken for analysis included
+            if not done.done():
+                done.set_exception(self._refusal())
         self.slot.clear("camera removed")
         while not self._order.empty():
             frame, task = self._order.get_nowait()
@@ -115,7 +136,8 @@ class CameraRunner:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("camera %s: task failed: %r", self.spec.id, task.exception())
+            text = scrub_secrets(repr(task.exception()), public_url=redact_url(self.spec.url))
+            logger.error("camera %s: task failed: %s", self.spec.id, text)
 
     def set_matcher(self, matcher: Matcher | None, info: dict[str, Any]) -> None:
         self.analyser.set_matcher(matcher)
@@ -130,9 +152,17 @@ class CameraRunner:
     def _offer_image(self, image: np.ndarray, t: float, received_at: float) -> None:
         self.slot.put(PendingFrame(self._next_seq(), t, received_at, image=image))
 
+    def _refusal(self) -> CameraError:
+        return CameraError(
+            f"camera '{self.spec.id}' {self._closed}: the frame was not analysed", status=503
+        )
+
     async def push(self, data: bytes, decode: Decode, wait: bool) -> dict:
         """A pushed frame: skipped (sampling), or decoded and queued; with ``wait``, the
-        outcome once it is analysed or dropped."""
+        outcome once it is analysed or dropped. A stopped camera refuses it (503), also
+        when it stops while the frame is decoded or analysed."""
+        if self._closed is not None:
+            raise self._refusal()
         if self.spec.kind != "push":
             raise CameraError(
                 f"camera '{self.spec.id}' reads {redact_url(self.spec.url)}; "
@@ -146,10 +176,14 @@ class CameraRunner:
             self.skipped += 1
             return {"status": "skipped", "seq": seq, "reason": f"camera analyses {self.fps} fps"}
         image = await decode(data)
+        if self._closed is not None:  # stopped while decoding: its slot is read no more
+            raise self._refusal()
         done = asyncio.get_running_loop().create_future() if wait else None
         self.slot.put(PendingFrame(seq, t, received_at, image=image, done=done))
         if done is None:
             return {"status": "queued", "seq": seq}
+        self._waiting.add(done)
+        done.add_done_callback(self._waiting.discard)
         return await done
 
     # -- analysis ---------------------------------------------------------------------------
@@ -169,7 +203,8 @@ class CameraRunner:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed pool call costs one frame
                 self.errors += 1
-                self.source.error(f"analysis failed: {type(exc).__name__}: {exc}"[:300])
+                text = scrub_secrets(f"analysis failed: {type(exc).__name__}: {exc}")
+                self.source.error(text[:300])
                 frame.resolve({"status": "error", "seq": frame.seq, "reason": "analysis failed"})
                 self._inflight.release()
                 continue

@@ -9,6 +9,7 @@
 - ``StreamReader`` is a thread per stream or file camera: PyAV opens and decodes, files are
   played at their own speed (looped or once), and any failure leads to a reconnect after a
   backoff delay. Cameras are independent threads: one failing source affects no other.
+  Its error texts are scrubbed of the connect URL's secrets before they are kept or logged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from serve.cameras import redact_url, scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ class FrameSlot:
 class SourceState:
     """What a reader thread reports; read by the status endpoint."""
 
-    state: str = "starting"  # connecting, streaming, reconnecting, ended, stopped
+    state: str = "starting"  # connecting, streaming, reconnecting, ended, stopped, error
     connected: bool = False
     reconnects: int = 0
     last_error: str = ""
@@ -128,9 +131,13 @@ class StreamReader(threading.Thread):
         deliver: Callable[[np.ndarray, float, float], None],
         backoff: Backoff,
         io_timeout_s: float = 5.0,
+        public_url: str | None = None,
     ):
+        """``url`` is the connect URL, secrets expanded; ``public_url`` stands in for it in
+        error texts (default: ``url`` with its password redacted)."""
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         self.camera_id, self.url, self.is_file, self.loop_file = camera_id, url, is_file, loop_file
+        self.public_url = redact_url(url) if public_url is None else public_url
         self.deliver, self.backoff, self.io_timeout_s = deliver, backoff, io_timeout_s
         self.pacer = Pacer(fps)
         self.state = SourceState()
@@ -145,7 +152,8 @@ class StreamReader(threading.Thread):
             try:
                 ended = self._read_once()
             except Exception as exc:  # noqa: BLE001 - any source failure means reconnect
-                self.state.error(f"{type(exc).__name__}: {exc}"[:300])
+                text = scrub_secrets(f"{type(exc).__name__}: {exc}", self.url, self.public_url)
+                self.state.error(text[:300])
                 ended = False
             if self._halt.is_set():
                 break

@@ -4,7 +4,9 @@ key, so a receiver that saw an attempt whose answer was lost can drop the repeat
 Every attempt carries the same ``Idempotency-Key`` (the alert id, stable per camera, track
 and person). A 2xx answer ends the delivery; 408, 429, 5xx and network errors are retried;
 any other 4xx means the receiver refuses this alert, so it is not retried. Each delivery
-is its own task, so one slow receiver or alert never holds up another.
+is its own task, so one slow receiver or alert never holds up another. Logs show a hook
+only as ``scheme://host[:port]/…``: its userinfo, path and query may hold its token. That
+includes httpx's own request log line, which would show the whole URL.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -22,6 +25,40 @@ from pipelines.config import WebhookConfig
 logger = logging.getLogger(__name__)
 
 RETRYABLE = {408, 425, 429}
+
+
+def public_hook_url(url: str) -> str:
+    """A webhook URL as logs and ``/v1/config`` show it: ``scheme://host[:port]/…``, with no
+    userinfo, path or query (Slack-style URLs carry their token in the path)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(invalid URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
+
+
+class _PublicHookUrls(logging.Filter):
+    """On the "httpx" logger: its INFO line per request shows the whole URL; for a request
+    to a webhook's scheme, host and port it shows ``public_hook_url`` instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hosts: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], httpx.URL):
+            shown = public_hook_url(str(args[1]))
+            if shown in self.hosts:
+                record.args = (args[0], shown, *args[2:])
+        return True
+
+
+_HTTPX_LOG = _PublicHookUrls()
 
 
 def retryable(status: int) -> bool:
@@ -41,6 +78,8 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
+        _HTTPX_LOG.hosts.update(public_hook_url(h.url) for h in hooks)
+        logging.getLogger("httpx").addFilter(_HTTPX_LOG)  # added once, however many times
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -67,7 +106,9 @@ class WebhookDispatcher:
             self.counters["retries"] += 1
             await asyncio.sleep(backoff_delay(hook, attempt))
         self.counters["failed"] += 1
-        logger.error("webhook %s: gave up on %s after %d attempt(s)", hook.url, key, attempt)
+        logger.error(
+            "webhook %s: gave up on %s after %d attempt(s)", public_hook_url(hook.url), key, attempt
+        )
         return False
 
     async def _attempt(self, hook: WebhookConfig, event: dict, headers: dict) -> str:
@@ -77,11 +118,11 @@ class WebhookDispatcher:
                     hook.url, json=event, headers=headers, timeout=hook.timeout_s
                 )
         except httpx.HTTPError as exc:
-            logger.warning("webhook %s: %s", hook.url, type(exc).__name__)
+            logger.warning("webhook %s: %s", public_hook_url(hook.url), type(exc).__name__)
             return "retry"
         if 200 <= r.status_code < 300:
             return "ok"
-        logger.warning("webhook %s: answered %d", hook.url, r.status_code)
+        logger.warning("webhook %s: answered %d", public_hook_url(hook.url), r.status_code)
         return "retry" if retryable(r.status_code) else "refused"
 
     @property

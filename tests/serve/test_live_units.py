@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import stat
 from pathlib import Path
@@ -23,11 +24,19 @@ from serve.auth import (
     hash_token,
     parse_env_tokens,
 )
-from serve.cameras import CameraError, load_cameras_file, parse_spec, redact_url
+from serve.cameras import (
+    CameraError,
+    camera_file_roots,
+    expand_secrets,
+    load_cameras_file,
+    parse_spec,
+    redact_url,
+    scrub_secrets,
+)
 from serve.live import LiveAnalyser, alert_id
 from serve.local import ray_token_auth, read_serve_file
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame
-from serve.webhooks import backoff_delay, retryable
+from serve.webhooks import WebhookDispatcher, backoff_delay, public_hook_url, retryable
 
 ROOT = Path(__file__).resolve().parents[2]
 INFO = EmbedderInfo("test-embedder", "1", 4)
@@ -296,6 +305,81 @@ def test_stream_passwords_are_redacted():
     assert redact_url("rtsp://u:secret@10.0.0.1:554/s") == "rtsp://u:***@10.0.0.1:554/s"
 
 
+SECRETS_ENV = {"CAM1_PASSWORD": "RealPw123", "FACEWATCH_API_TOKENS": "a:admin:" + "t" * 20}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://evil.example/cb?t=${FACEWATCH_API_TOKENS}",
+        "rtsp://viewer:${FACEWATCH_API_TOKENS}@10.0.0.1/s",  # not a CAM variable
+        "rtsp://viewer:${cam1_password}@10.0.0.1/s",
+        "rtsp://viewer:pw@${CAM1_PASSWORD}/s",  # host
+        "rtsp://viewer:${CAM1_PASSWORD}@10.0.0.1/${CAM1_PASSWORD}",  # path
+        "https://10.0.0.1/live.m3u8#${CAM1_PASSWORD}",
+        "/srv/videos/${CAM1_PASSWORD}.mp4",
+    ],
+)
+def test_environment_references_only_in_the_userinfo_and_only_cam_variables(url):
+    with pytest.raises(CameraError, match=r"user:password part .* must start with CAM") as err:
+        parse_spec({"id": "c1", "url": url})
+    assert err.value.status == 422
+    with pytest.raises(CameraError, match="must start with CAM"):  # and never at connect time
+        expand_secrets(url, SECRETS_ENV)
+
+
+def test_cam_variables_in_the_userinfo_are_expanded_when_connecting():
+    spec = parse_spec({"id": "c1", "url": "rtsp://viewer:${CAM1_PASSWORD}@10.0.0.1:554/s"})
+    assert expand_secrets(spec.url, SECRETS_ENV) == "rtsp://viewer:RealPw123@10.0.0.1:554/s"
+    assert spec.public()["url"] == "rtsp://viewer:***@10.0.0.1:554/s"
+    both = parse_spec({"id": "c2", "url": "rtsps://${CAMERA_U}:${CAMERA_PW}@lobby.example/l"})
+    assert expand_secrets(both.url, {"CAMERA_U": "u", "CAMERA_PW": "p"}) == (
+        "rtsps://u:p@lobby.example/l"
+    )
+
+
+def test_api_file_cameras_are_confined_to_the_allowed_folders(tmp_path):
+    root, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "drill.mp4").write_bytes(b"video")
+    (elsewhere / "other.mp4").write_bytes(b"video")
+    (root / "escape.mp4").symlink_to(elsewhere / "other.mp4")
+    (root / "system").symlink_to("/etc")
+    roots = [root]
+    ok = parse_spec({"id": "c1", "url": str(root / "drill.mp4")}, file_roots=roots)
+    assert ok.url == str((root / "drill.mp4").resolve())
+    outside = [
+        "/etc/passwd",  # exists
+        "/nope/x.mp4",  # does not
+        str(elsewhere / "other.mp4"),
+        str(elsewhere / "missing.mp4"),
+        str(root / "escape.mp4"),  # a symlink out
+        str(root / "system" / "passwd"),
+        str(root / "system" / "missing.mp4"),
+        f"{root}/../elsewhere/other.mp4",
+        f"file://{root}/../elsewhere/other.mp4",
+    ]
+    messages = set()
+    for url in outside:
+        with pytest.raises(CameraError, match="no such video file in the folders") as err:
+            parse_spec({"id": "c1", "url": url}, file_roots=roots)
+        messages.add(str(err.value))
+    assert len(messages) == 1  # the same answer whether or not the file exists
+    (message,) = messages
+    assert "FACEWATCH_CAMERA_FILE_ROOTS" in message
+    assert not any(word in message for word in ("passwd", "nope", "other", "missing"))
+    with pytest.raises(CameraError, match="no such video file: .*missing.mp4"):
+        parse_spec({"id": "c1", "url": str(root / "missing.mp4")}, file_roots=roots)
+
+
+def test_camera_file_roots_are_the_home_videos_and_the_environment(tmp_path):
+    env = {"FACEWATCH_CAMERA_FILE_ROOTS": f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}"}
+    home = tmp_path / "home"
+    assert camera_file_roots(home, env) == [home / "videos", tmp_path / "a", tmp_path / "b"]
+    assert camera_file_roots(home, {}) == [home / "videos"]
+
+
 def test_example_cameras_file_parses(monkeypatch):
     monkeypatch.chdir(ROOT)
     specs = load_cameras_file(ROOT / "conf" / "cameras.example.yaml")
@@ -374,6 +458,88 @@ def test_a_lost_stream_is_retried_with_backoff_until_stopped():
     assert not reader.is_alive()
     assert reader.state.state == "stopped" and reader.state.reconnects >= 2
     assert reader.state.last_error and not reader.state.connected
+
+
+def test_error_texts_are_scrubbed_before_they_are_cut():
+    url = "rtsp://viewer:RealPw123@10.0.0.1/s"
+    text = "x" * 280 + f" Connection refused: '{url}'"
+    scrubbed = scrub_secrets(text, url, "rtsp://viewer:***@10.0.0.1/s")
+    assert "RealPw" not in scrubbed[:300] and "'rtsp://viewer:***@10.0.0.1/s'" in scrubbed
+    # any other URL's password too, a password with an @ in it included
+    other = scrub_secrets("see http://u:p@ss@h:8/x and rtsps://:pw@h/y, http://h:8/z")
+    assert other == "see http://u:***@h:8/x and rtsps://:***@h/y, http://h:8/z"
+
+
+@pytest.mark.timeout(30)
+def test_a_stream_error_shows_the_redacted_url_not_the_expanded_password(monkeypatch, caplog):
+    from serve.cameras import CameraSpec
+    from serve.ingest import CameraRunner
+    from serve.local import free_port
+
+    monkeypatch.setenv("CAM_T1_PASSWORD", "RealPw123")
+    port = free_port()  # nothing listens: every connect fails with PyAV's error text
+    spec = CameraSpec(id="c1", url=f"http://viewer:${{CAM_T1_PASSWORD}}@127.0.0.1:{port}/x.ts")
+    policy = LiveConfig(reconnect_initial_s=0.05, reconnect_max_s=0.1)
+
+    async def scenario():
+        runner = CameraRunner(spec, policy, analyse=None, sink=None)
+        runner.start()
+        while runner.status()["reconnects"] < 2:
+            await asyncio.sleep(0.05)
+        status = runner.status()
+        await runner.stop()
+        return status
+
+    caplog.set_level(logging.WARNING)
+    status = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert status["url"] == f"http://viewer:***@127.0.0.1:{port}/x.ts"
+    assert status["url"] in status["last_error"]
+    assert "source lost" in caplog.text and status["url"] in caplog.text
+    assert "RealPw123" not in status["last_error"] + caplog.text
+
+
+def test_webhook_urls_are_shown_as_scheme_host_and_port_only():
+    from pipelines.config import Settings
+    from serve.api import public_config
+
+    url = "https://bot:pw-123@hooks.example.com:8443/services/T0/B0/SECRETPATH?token=SECRETQ"
+    shown = public_config(Settings(live={"webhooks": [{"url": url}]}))["live"]["webhooks"]
+    assert shown[0]["url"] == "https://hooks.example.com:8443/…"
+    assert public_hook_url("http://[::1]/hook?t=x") == "http://[::1]/…"
+    assert public_hook_url("http://h:99999/x") == "(invalid URL)"
+
+
+@pytest.mark.timeout(30)
+def test_webhook_logs_never_show_userinfo_path_or_query(caplog):
+    from live_helpers import WebhookReceiver
+
+    from serve.local import free_port
+
+    receiver = WebhookReceiver(fail_first=100)  # answers 500: retried, then given up
+    port = receiver.server.server_address[1]
+    secret_path = "/services/SECRETPATH?token=SECRETQ"
+    refusing = WebhookConfig(url=f"http://bot:pw-123@127.0.0.1:{port}{secret_path}", **FAST)
+    closed = WebhookConfig(url=f"http://bot:pw-123@127.0.0.1:{free_port()}{secret_path}", **FAST)
+
+    async def scenario():
+        hooks = WebhookDispatcher([refusing, closed])
+        got = [await hooks.deliver(h, {"alert": 1}, "a_1") for h in (refusing, closed)]
+        await hooks.close()
+        return got
+
+    caplog.set_level(logging.INFO)  # httpx's own request lines included
+    try:
+        assert asyncio.run(scenario()) == [False, False]
+    finally:
+        receiver.close()
+    assert len(receiver.deliveries) == 2
+    assert f"HTTP Request: POST http://127.0.0.1:{port}/… " in caplog.text
+    assert f"webhook http://127.0.0.1:{port}/…: answered 500" in caplog.text
+    assert "ConnectError" in caplog.text and caplog.text.count("gave up") == 2
+    assert not any(s in caplog.text for s in ("pw-123", "bot", "SECRETPATH", "SECRETQ"))
+
+
+FAST = {"max_attempts": 2, "backoff_s": 0.01, "backoff_max_s": 0.01, "timeout_s": 5}
 
 
 def test_the_builder_takes_serve_deploy_args_as_a_dict_and_checks_them(tmp_path):
