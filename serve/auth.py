@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -177,3 +178,30 @@ def extract_token(authorization: str | None) -> str | AuthFailure:
         if sep and password:
             return password
     return AuthFailure(401, "malformed", "malformed Authorization header: use 'Bearer TOKEN'")
+
+
+class FailureThrottle:
+    """How often refused requests are written to the audit log: the first from a client for
+    a reason at once, then at most one record per ``window_s`` with the number left out in
+    between. A token-less flood then costs a counter, not a synced disk write per request
+    on the thread that also stores alerts. At most ``max_keys`` clients are remembered."""
+
+    def __init__(self, window_s: float = 60.0, max_keys: int = 10_000, clock=None):
+        self.window_s, self.max_keys = window_s, max_keys
+        self.clock = clock or time.monotonic
+        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last written, left out]
+
+    def admit(self, client: str, reason: str) -> int | None:
+        """None: leave this one out (counted). Otherwise write it, noting the returned
+        number of failures left out since the last record for this client and reason."""
+        key, now = (client, reason), self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return None
+        left_out = int(seen[1]) if seen is not None else 0
+        self._seen.pop(key, None)
+        while len(self._seen) >= self.max_keys:  # forget the longest-remembered client
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[key] = [now, 0]
+        return left_out

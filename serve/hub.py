@@ -31,6 +31,7 @@ from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import WatchlistError, Watchlists
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
+from serve.auth import FailureThrottle
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
@@ -103,6 +104,7 @@ class LiveHub:
         self.deployments = Deployments(self.home.catalog, self.audit)
         self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
+        self._auth_failures = FailureThrottle()  # audit records of refused requests
         self.recorder = AlertRecorder(self.store, self.media, self.reviews)
         self.fanout = AlertFanout(WebhookDispatcher(self.live.webhooks))
         self.fleet = Fleet(
@@ -372,7 +374,12 @@ class LiveHub:
         return {"matches": [public_match(r) for r in rows]}
 
     async def auth_failure(self, details: dict) -> None:
-        await self._io(self.audit.append, "anonymous", "auth.failure", **details)
+        left_out = self._auth_failures.admit(details.get("client", ""), details.get("reason", ""))
+        if left_out is None:  # a repeat within the window: counted in the next record
+            return
+        await self._io(
+            self.audit.append, "anonymous", "auth.failure", **details, repeats_left_out=left_out
+        )
 
 
 def _home_relative(path: str, home: Path) -> str:

@@ -614,3 +614,17 @@ def test_a_decision_milvus_cannot_take_leaves_the_alert_pending(tmp_path, fail, 
     assert (
         adjudicate(book, store.set_status, "a1", "confirmed", "", "alice")["status"] == "confirmed"
     )
+
+
+def test_refused_requests_are_audited_once_per_client_and_reason_per_window():
+    from serve.auth import FailureThrottle
+
+    now = [0.0]
+    throttle = FailureThrottle(window_s=60.0, max_keys=2, clock=lambda: now[0])
+    assert throttle.admit("10.0.0.9", "missing token") == 0  # the first: written at once
+    assert [throttle.admit("10.0.0.9", "missing token") for _ in range(50)] == [None] * 50
+    assert throttle.admit("10.0.0.9", "unknown token") == 0  # another reason: its own record
+    now[0] = 61.0
+    assert throttle.admit("10.0.0.9", "missing token") == 50  # the next, with the count
+    assert throttle.admit("10.0.0.7", "missing token") == 0  # a third client: oldest forgotten
+    assert len(throttle._seen) == 2
