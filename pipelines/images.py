@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -102,27 +103,51 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def decode_image(
-    data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, TIFF, ...) to RGB uint8, or raise ImageError."""
-    if not data:
-        raise ImageError(f"{name}: empty file, not an image")
+@contextmanager
+def _image_errors(name: str):
+    """PIL's many failures as one ImageError that says what is wrong with the input."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name}: {w}x{h} = {w * h:,} px > limit {max_pixels:,}")
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            yield
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The image with its header read and its size checked; nothing decoded yet."""
+    if not data:
+        raise ImageError(f"{name}: empty file, not an image")
+    img = Image.open(io.BytesIO(data))
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}x{h} = {w * h:,} px > limit {max_pixels:,}")
+    if w == 0 or h == 0:
+        raise ImageError(f"{name}: image is empty")
+    return img
+
+
+def check_image_header(
+    data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
+    """ImageError unless ``data`` starts like an image of an accepted size: the cheap check
+    for input that is not decoded (a pushed frame skipped by the camera's fps)."""
+    with _image_errors(name):
+        _open_checked(data, name, max_pixels)
+
+
+def decode_image(
+    data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, TIFF, ...) to RGB uint8, or raise ImageError."""
+    with _image_errors(name):
+        img = _open_checked(data, name, max_pixels)
+        img.load()
+        img = ImageOps.exif_transpose(img)
     if img.size[0] == 0 or img.size[1] == 0:
         raise ImageError(f"{name}: image is empty")
     return to_rgb_array(img)

@@ -35,6 +35,7 @@ from serve.auth import FailureThrottle
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
+from serve.ingest import MAX_FRAME_PIXELS
 from serve.live import AlertDraft, Face
 from serve.matches import match_filter, public_match
 from serve.reviews import ReviewBook, ReviewError, adjudicate
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 HUB_DEPLOYMENT = "LiveHub"
 LIVE_DB = "catalog.sqlite"  # our tables live beside the catalog's, in its SQLite file
-MAX_FRAME_PIXELS = 40_000_000
 DRILL_WARNING = (
     "DRILL MODE: live.keep_nonmatches is on. Faces of people who match NO watch list are "
     "being KEPT (crops and embeddings in fw_faces). Never run this on a real deployment."

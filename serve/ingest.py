@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipelines.config import LiveConfig
+from pipelines.images import check_image_header
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
 from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url, scrub_secrets
@@ -42,6 +43,7 @@ class AlertSink(Protocol):
 
 Analyse = Callable[[np.ndarray], Awaitable[FaceBatch]]
 Decode = Callable[[bytes], Awaitable[np.ndarray]]
+MAX_FRAME_PIXELS = 40_000_000  # a pushed frame larger than this is refused (422)
 
 
 class CameraRunner:
@@ -173,6 +175,9 @@ class CameraRunner:
         seq = self._next_seq()
         self.source.state, self.source.connected = "streaming", True
         if not self.pacer.due(t):
+            # not decoded, but still checked: junk behind a JPEG signature is a 422 whether
+            # or not this frame would have been analysed
+            check_image_header(data, "frame", MAX_FRAME_PIXELS)
             self.skipped += 1
             return {"status": "skipped", "seq": seq, "reason": f"camera analyses {self.fps} fps"}
         image = await decode(data)

@@ -292,3 +292,33 @@ def test_a_frame_still_decoding_when_its_camera_stops_is_refused(tmp_path):
     assert [s for s, _ in outcomes] == [503, 503]
     assert all("stopped" in m for _, m in outcomes)
     assert left_in_slot is None  # nothing was put into the stopped camera's slot
+
+
+@pytest.mark.timeout(30)
+def test_a_skipped_frame_is_still_checked():
+    """A frame the camera's fps skips is not decoded, but junk behind a JPEG signature is
+    still refused: its header is read."""
+    from pipelines.images import ImageError
+
+    spec = CameraSpec(id="kiosk", url="push", fps=0.01)  # one frame in 100 s: the rest skip
+
+    async def scenario():
+        async def decode(data: bytes) -> np.ndarray:
+            return np.zeros((4, 4, 3), np.uint8)
+
+        runner = CameraRunner(spec, LiveConfig(), noop_analyse, None)
+        runner.start()
+        first = await runner.push(PNG_1x1, decode, wait=False)
+        skipped = await runner.push(PNG_1x1, decode, wait=False)
+        try:
+            await runner.push(b"\xff\xd8\xff" + b"junk" * 100, decode, wait=False)
+        except ImageError as exc:
+            junk = str(exc)
+        else:
+            junk = ""
+        await runner.stop()
+        return first["status"], skipped["status"], junk
+
+    first, skipped, junk = asyncio.run(scenario())
+    assert (first, skipped) == ("queued", "skipped")
+    assert "not a recognised image format" in junk
