@@ -130,7 +130,7 @@ class FaceStage:
             matches.margin[~faces.passed] = -np.inf
             for j, i in enumerate(good):
                 rows.frame(batch, int(i), int((faces.detections.frame_index == j).sum()))
-            for f in range(len(faces)):
+            for f in face_order(faces.detections.frame_index, faces.detections.boxes):
                 close = matches.margin[f, 0] >= -self.candidate_margin
                 close = close or bool(self.crop_all and faces.passed[f])
                 crop = encode_jpeg(faces.crops[f]) if close else b""
@@ -138,6 +138,16 @@ class FaceStage:
                     batch, int(good[faces.detections.frame_index[f]]), faces, matches, f, crop
                 )
         return rows.columns()
+
+
+def face_order(frame_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The faces by frame, then left to right (then top to bottom): the order that numbers
+    them (``face_index``, part of match and face ids). Whole-frame and region detection list
+    the same faces in different orders; numbered by place, a face keeps its id whichever
+    found it, so a rerun with other pool settings adds no duplicates."""
+    if len(frame_index) == 0:
+        return np.zeros(0, np.int64)
+    return np.lexsort((boxes[:, 1], boxes[:, 0], frame_index))
 
 
 def _follows(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[bool]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.search_stages import _follows, _frame_batch
+from jobs.search_stages import _follows, _frame_batch, face_order
 from serve.pool import _whole_frames
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,3 +69,19 @@ def test_whole_frames_every_nth_of_a_run(follows, every, whole):
 def test_whole_frames_needs_a_flag_per_frame():
     with pytest.raises(ValueError, match="3 flags for 2 frames"):
         _whole_frames([False, True, True], 2, 2)
+
+
+def test_faces_are_numbered_by_place_whichever_detection_found_them():
+    """Region detection lists a frame's faces in the order of the frame before; whole-frame
+    detection in MTCNN's. Numbered left to right, each face keeps its face_index (and so its
+    match id) either way."""
+    boxes = np.array([[300, 50, 380, 150], [20, 60, 90, 150], [500, 40, 560, 120]], np.float32)
+    frames = np.zeros(3, np.int32)
+    by_place = boxes[face_order(frames, boxes)]
+    for perm in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        again = boxes[perm][face_order(frames, boxes[perm])]
+        assert np.array_equal(again, by_place)
+    assert list(by_place[:, 0]) == [20, 300, 500]
+    two = face_order(np.array([1, 0, 1]), np.array([[9, 0, 1, 1], [5, 0, 1, 1], [2, 0, 1, 1]]))
+    assert list(two) == [1, 2, 0]  # frame 0 first, then frame 1 left to right
+    assert face_order(np.zeros(0, np.int32), np.zeros((0, 4))).size == 0
