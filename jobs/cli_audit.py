@@ -57,6 +57,9 @@ def verify(
 ) -> None:
     """Check the whole hash chain; name the first broken record."""
     log = _log(ctx)
+    if not log.path.exists():  # a mistyped --home or FACEWATCH_HOME is not an intact log
+        console.print(f"[bold red]no audit log[/] at {log.path}: check --home / FACEWATCH_HOME")
+        raise typer.Exit(1)
     result = log.verify(head)
     if result.ok:
         console.print(f"audit log intact: {result.n_records} records ({log.path})")

@@ -7,8 +7,11 @@ shorter chain that is still valid; to catch that, note the head hash that ``veri
 prints (or publish it) and later verify with ``head=`` that record still exists.
 
 Appends from several processes (the CLI and a running server) are serialised with an
-exclusive file lock; the file is only ever opened for appending, never rewritten. Secrets
-are never written: callers pass token names, not tokens.
+exclusive file lock; the file is only ever appended to, with one exception: a torn last
+line (a crash mid-write leaves a record without its end of line) would stop every later
+append, so the next append moves those bytes to ``audit.log.torn`` and records that it did,
+with their length and hash, before its own record. Secrets are never written: callers pass
+token names, not tokens.
 """
 
 from __future__ import annotations
@@ -69,22 +72,73 @@ class AuditLog:
         with os.fdopen(fd, "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                seq, prev = self._tail(f)
-                record = {
-                    "seq": seq + 1,
-                    "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                    "actor": actor,
-                    "action": action,
-                    "details": details,
-                    "prev_hash": prev,
-                }
-                record["hash"] = record_hash(record)
-                f.write(_canonical(record) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
+                torn = self._set_aside_torn_tail(f)
+                if torn is not None:
+                    self._write(f, "audit", "audit.torn_record_set_aside", torn)
+                record = self._write(f, actor, action, details)
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return record
+
+    def _write(self, f, actor: str, action: str, details: dict[str, Any]) -> dict[str, Any]:
+        seq, prev = self._tail(f)
+        record = {
+            "seq": seq + 1,
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "actor": actor,
+            "action": action,
+            "details": details,
+            "prev_hash": prev,
+        }
+        record["hash"] = record_hash(record)
+        f.write(_canonical(record) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+        return record
+
+    def _set_aside_torn_tail(self, f) -> dict[str, Any] | None:
+        """A last line without its end of line: a whole record only missing the newline
+        gets it; anything else moves to ``<log>.torn``. Returns what to record, or None."""
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        if end == 0:
+            return None
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return None
+        start = end - 1
+        while start > 0:  # back to the byte after the last end of line
+            step = min(start, 1 << 16)
+            f.seek(start - step)
+            cut = f.read(step).rfind(b"\n")
+            if cut >= 0:
+                start = start - step + cut + 1
+                break
+            start -= step
+        f.seek(start)
+        tail = f.read(end - start)
+        try:
+            whole = json.loads(tail)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            whole = None
+        if isinstance(whole, dict) and whole.get("hash") == record_hash(whole):
+            f.write(b"\n")  # the record was written whole; only its end of line is missing
+            f.flush()
+            return None
+        torn_path = self.path.with_name(self.path.name + ".torn")
+        with open(torn_path, "ab") as kept:
+            kept.write(tail + b"\n")
+            kept.flush()
+            os.fsync(kept.fileno())
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+        return {
+            "bytes": len(tail),
+            "sha256": hashlib.sha256(tail).hexdigest(),
+            "kept_in": torn_path.name,
+            "at_byte": start,
+        }
 
     @staticmethod
     def _tail(f) -> tuple[int, str]:
@@ -110,8 +164,8 @@ class AuditLog:
             return
         since = utc_since(since) if since else None
         for n, line in enumerate(self._lines(), start=1):
-            if not line.strip():
-                continue
+            if not line.strip() or not line.endswith(b"\n"):
+                continue  # blank, or a torn last line (verify reports it; append repairs it)
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:

@@ -87,8 +87,31 @@ def run_retention(
     now: float | None = None,
     out_dirs: tuple[Path, ...] = (),
 ) -> RetentionRun:
-    """Delete (or, dry, count) everything due; audited as ``retention.run``."""
+    """Delete (or, dry, count) everything due; audited as ``retention.start`` before the
+    first deletion and ``retention.run`` after, with what was deleted (also when the run
+    fails part way: then with the error)."""
     run = RetentionRun(dry_run, time.time() if now is None else now)
+    audit = lists.home.audit
+    if not dry_run:
+        audit.append(actor, "retention.start", policy=policy.model_dump(mode="json"))
+    try:
+        _run_classes(lists, policy, actor, run, out_dirs)
+    except Exception as exc:
+        audit.append(actor, "retention.run", **run.row(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    audit.append(actor, "retention.run", **run.row())
+    logger.info("retention %s: %s", "dry run" if dry_run else "run", run.deleted)
+    return run
+
+
+def _run_classes(
+    lists: Watchlists,
+    policy: RetentionConfig,
+    actor: str,
+    run: RetentionRun,
+    out_dirs: tuple[Path, ...],
+) -> None:
+    dry_run = run.dry_run
     store = lists.home.vectors()
     for name, (key, collection, where) in MILVUS_CLASSES.items():
         days = getattr(policy, key)
@@ -105,9 +128,6 @@ def run_retention(
         dirs = _export_dirs(lists, out_dirs) if name == "archive_matches" else ()
         run.deleted[name], run.files[name] = _purge(lists, collection, flt, dry_run, dirs)
     _expired(lists, policy, actor, run)
-    lists.home.audit.append(actor, "retention.run", **run.row())
-    logger.info("retention %s: %s", "dry run" if dry_run else "run", run.deleted)
-    return run
 
 
 def _age_filter(store, collection: str, cutoff: int) -> str:

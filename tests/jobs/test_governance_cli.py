@@ -106,6 +106,21 @@ def test_audit_verify_names_the_first_broken_record(cli, tmp_path):
     res = cli("audit", "verify", "--head", head)
     assert res.exit_code == 1 and "cut off" in res.output
     assert cli("audit", "ls", "--since", "last tuesday").exit_code == 2
+    log.unlink()  # a mistyped home has no log: that is not "intact: 0 records"
+    res = cli("audit", "verify")
+    assert res.exit_code == 1 and "no audit log" in res.output
+
+
+def test_a_torn_audit_record_does_not_stop_the_next_act(cli, tmp_path):
+    """A crash mid-write left half a record: the next policy change is applied and audited
+    (the torn bytes set aside and recorded), not applied and then refused with a traceback."""
+    assert cli("watchlist", "policy", "L1", "--size-cap", "5").exit_code == 0
+    log = Path(tmp_path / "home" / "audit.log")
+    log.write_bytes(log.read_bytes() + b'{"action":"watchlist.pol')
+    res = cli("watchlist", "policy", "L1", "--size-cap", "7")
+    assert res.exit_code == 0, res.output
+    res = cli("audit", "verify")
+    assert res.exit_code == 0 and "intact: 3 records" in res.output
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,30 @@ def test_concurrent_writers_keep_one_chain_and_readers_see_it_whole(tmp_path):
     assert checks > 0
     result = AuditLog(Path(path)).verify()
     assert result.ok and result.n_records == 100
+
+
+def test_a_torn_last_record_is_set_aside_and_auditing_goes_on(log):
+    """A crash mid-write leaves half a record at the end. It must not stop every later
+    append (the act would happen unaudited): the next append moves those bytes aside,
+    records that it did, and the chain verifies again."""
+    whole = log.path.read_bytes()
+    torn = b'{"action":"watchlist.pol'
+    log.path.write_bytes(whole + torn)
+    assert not log.verify().ok  # until the next append: reported, not hidden
+    assert len(list(log.records())) == 6  # readers skip the torn line instead of failing
+    log.append("officer", "watchlist.policy", size_cap=7)
+    result = log.verify()
+    assert result.ok and result.n_records == 8
+    repair, policy = list(log.records())[-2:]
+    assert repair["action"] == "audit.torn_record_set_aside"
+    assert repair["details"]["bytes"] == len(torn) and repair["details"]["at_byte"] == len(whole)
+    assert policy["action"] == "watchlist.policy" and policy["prev_hash"] == repair["hash"]
+    assert log.path.with_name("audit.log.torn").read_bytes() == torn + b"\n"
+
+
+def test_a_whole_record_missing_only_its_end_of_line_is_kept(log):
+    log.path.write_bytes(log.path.read_bytes()[:-1])  # the last record, without its newline
+    log.append("officer", "search", case="C7")
+    result = log.verify()
+    assert result.ok and result.n_records == 7
+    assert not log.path.with_name("audit.log.torn").exists()

@@ -166,3 +166,25 @@ def test_a_stored_path_outside_the_media_folder_is_never_deleted(lists, faces, t
     run = run_retention(lists, RetentionConfig(), "admin", now=time.time() + 1000 * DAY)
     assert run.deleted["archive_matches"] == 1 and run.files["archive_matches"] == 0
     assert victim.exists()
+
+
+def test_a_run_that_fails_part_way_is_audited_with_what_it_deleted(lists, faces, monkeypatch):
+    """Retention writes its start before the first deletion and, when a later class fails,
+    its record with what was deleted so far and the error (a named fake failure in the
+    expired-entries step, after the Milvus classes were purged)."""
+    import pipelines.retention as retention
+
+    _live_alert(lists, faces["obama"], 1, "rejected")
+
+    def expired_step_fails(*_args, **_kwargs):
+        raise RuntimeError("fake: the catalog is locked")
+
+    monkeypatch.setattr(retention, "_expired", expired_step_fails)
+    with pytest.raises(RuntimeError):
+        run_retention(lists, RetentionConfig(), "admin", now=time.time() + 1000 * DAY)
+    actions = [r["action"] for r in lists.home.audit.records()]
+    assert actions[-2:] == ["retention.start", "retention.run"]
+    record = list(lists.home.audit.records())[-1]["details"]
+    assert record["deleted"]["rejected_alerts"] == 1
+    assert record["error"] == "RuntimeError: fake: the catalog is locked"
+    assert _ids(lists, MATCHES) == []  # the alert is gone, and the record says so
