@@ -129,11 +129,15 @@ def ls(
 
 
 @app.command("rm")
-def rm(ctx: typer.Context, person_id: str = typer.Argument(...)) -> None:
+def rm(
+    ctx: typer.Context,
+    person_id: str = typer.Argument(...),
+    reason: str = typer.Option("", "--reason", help="why (recorded in the audit log)"),
+) -> None:
     """Remove a person: their embeddings and photos are deleted at once."""
     home, lists, _ = open_lists(ctx)
     try:
-        person = lists.remove(person_id, current_actor())
+        person = lists.remove(person_id, current_actor(), reason)
     except WatchlistError as exc:
         fail(str(exc))
     finally:

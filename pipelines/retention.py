@@ -227,4 +227,4 @@ def _expired(lists: Watchlists, policy: RetentionConfig, actor: str, run: Retent
     if run.dry_run:
         return
     for p in due:
-        lists.remove(p["person_id"], actor)
+        lists.remove(p["person_id"], actor, reason=f"retention: expired before {before}")

@@ -256,7 +256,7 @@ class Watchlists:
                 f"list '{list_name}' does not allow minors; an admin must allow it explicitly"
             )
 
-    def remove(self, person_id: str, actor: str) -> dict[str, Any]:
+    def remove(self, person_id: str, actor: str, reason: str = "") -> dict[str, Any]:
         person = self.catalog.row("SELECT * FROM persons WHERE person_id = ?", person_id)
         if person is None:
             raise WatchlistError(f"no such person: {person_id}")
@@ -277,7 +277,9 @@ class Watchlists:
             actor,
             "watchlist.remove",
             person_id=person_id,
+            name=person["name"],
             list=person["list_name"],
+            reason=reason,
             images=[e["image_sha256"] for e in entries],
         )
         return person

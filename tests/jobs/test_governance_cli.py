@@ -134,3 +134,15 @@ def test_a_search_without_a_purpose_is_refused(cli, data, tmp_path, purpose):
     assert res.exit_code == 2, res.output
     assert "needs a purpose" in res.output and "--case" in res.output
     assert not (tmp_path / "home" / "audit.log").exists()  # nothing was searched
+
+
+def test_a_removal_records_who_why_and_which_photos(cli, data):
+    res = cli("watchlist", "add", "Joe Biden", str(data / "known" / "biden.jpg"), "--list", "l")
+    assert res.exit_code == 0, res.output
+    pid = res.stdout.strip().splitlines()[-1]
+    res = cli("watchlist", "rm", pid, "--reason", "warrant withdrawn")
+    assert res.exit_code == 0, res.output
+    (rec,) = _audit(cli, "--action", "watchlist.remove")
+    assert rec["actor"] == "officer-7"
+    assert (rec["details"]["name"], rec["details"]["reason"]) == ("Joe Biden", "warrant withdrawn")
+    assert len(rec["details"]["images"]) == 1
