@@ -155,7 +155,7 @@ def _purge(
         rows = store.query(collection, flt, fields=["id", "thumbnail"], limit=BATCH)
         rows = [r for r in rows if r["id"] not in seen]
         if not rows:
-            return rows_done, files_done
+            return rows_done, files_done + sum(_delete_orphan_photos(d) for d in out_dirs)
         ids = [r["id"] for r in rows]
         for r in rows:
             files_done += _delete_media(media, r.get("thumbnail", ""))
@@ -195,6 +195,21 @@ def _delete_out_thumb(out_dir: Path, match_id: str) -> int:
         return 1
     except FileNotFoundError:
         return 0
+
+
+def _delete_orphan_photos(out_dir: Path) -> int:
+    """The copies of watch-list and probe photos (``thumbs/list_*``) in a search output
+    folder none of whose face thumbnails (``thumbs/m_*.jpg``) is left: they were there to
+    be shown beside those faces."""
+    thumbs = Path(out_dir).resolve() / "thumbs"
+    if any(thumbs.glob("m_*.jpg")):
+        return 0
+    n = 0
+    for photo in thumbs.glob("list_*"):
+        if photo.is_file() and not photo.is_symlink():
+            photo.unlink()
+            n += 1
+    return n
 
 
 def _forget_reviews(lists: Watchlists, ids: list[str]) -> None:

@@ -94,6 +94,8 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
     _live_alert(lists, ob, 2, "rejected")
     _live_alert(lists, bi, 3, "pending")
     _archive_match(lists, ob, 1, out)
+    photo_copy = out / "thumbs" / "list_e_obama_0123456789ab.jpg"  # shown beside m_1
+    photo_copy.write_bytes(encode_jpeg(ob.thumbnail))
     _indexed_face(lists, bi, 1)
     _indexed_face(lists, ob, 2)
     policy = RetentionConfig()  # confirmed 365 d, rejected 30, pending 90, archive 180, ...
@@ -117,6 +119,7 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
     assert _ids(lists, MATCHES) == ["a_1", "a_3", "m_1"]
     assert _ids(lists, FACES) == []
     assert _files(lists, "alerts") == ["a_1", "a_3"] and _files(lists, "faces") == []
+    assert photo_copy.exists()  # its face thumbnail is still kept
     assert [a["alert_id"] for a in reviews.list("all", None, 10)] == ["a_3", "a_1"]
     # the expired person: vectors and photo gone, the record kept
     people = {p["name"]: p for p in lists.people("wl", include_removed=True)}
@@ -134,7 +137,8 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
 
     audited = [r["details"] for r in lists.home.audit.records(action="retention.run")]
     assert [a["dry_run"] for a in audited] == [True, False, False]
-    assert run.files["archive_matches"] == 2  # media/matches and <out>/thumbs
+    # media/matches, <out>/thumbs, and the photo copy that no face there needs any more
+    assert run.files["archive_matches"] == 3 and not photo_copy.exists()
     assert audited[1]["deleted"]["rejected_alerts"] == 1
     assert lists.home.audit.verify().ok
 
