@@ -144,9 +144,9 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
     async def media(
         kind: Literal["crop", "photo"],
         alert_id: str = alert_id,
-        _: Principal = Depends(need(P.REVIEW)),
+        who: Principal = Depends(need(P.REVIEW)),
     ) -> Response:
-        data = await hub.call("alert_media", alert_id, kind)
+        data = await hub.call("alert_media", alert_id, kind, who.name)
         return Response(data, media_type="image/jpeg")
 
     @app.post("/v1/alerts/{alert_id}/adjudication")

@@ -307,15 +307,27 @@ class LiveHub:
         return await self._io(self.reviews.get, alert_id)
 
     @hub_errors
-    async def alert_media(self, alert_id: str, kind: str) -> bytes:
+    async def alert_media(self, alert_id: str, kind: str, actor: str) -> bytes:
+        """The face crop or the watch-list photo of an alert: biometric data shown to a
+        person, so who saw whose face is audited (``alert.view``)."""
         alert = await self._io(self.reviews.get, alert_id)
         rel = alert.get("thumbnail") if kind == "crop" else alert.get("photo")
         if not rel:
             raise HubError(404, f"alert '{alert_id}' has no {kind}")
         try:
-            return await self._io(lambda: self.media.path(rel).read_bytes())
+            data = await self._io(lambda: self.media.path(rel).read_bytes())
         except FileNotFoundError:
             raise HubError(404, f"the {kind} of alert '{alert_id}' is missing") from None
+        await self._io(
+            self.audit.append,
+            actor,
+            "alert.view",
+            alert_id=alert_id,
+            kind=kind,
+            person_id=alert["person_id"],
+            camera_id=alert["camera_id"],
+        )
+        return data
 
     @hub_errors
     async def adjudicate(self, alert_id: str, outcome: str, note: str, actor: str) -> dict:

@@ -152,7 +152,7 @@ def test_ray_and_serve_stay_on_loopback(server):
 
 
 def test_live_alert_exactly_once_over_sse_and_stored(server, pushed):
-    base, _ = server
+    base, home = server
     lin = pushed["results"]["cam-lin"]
     assert all(r["status"] == "analysed" for r in lin)
     assert sum(len(r["alerts"]) for r in lin) == 1
@@ -175,6 +175,14 @@ def test_live_alert_exactly_once_over_sse_and_stored(server, pushed):
     for kind in ("crop", "photo"):
         img = httpx.get(f"{base}/v1/alerts/{alert['alert_id']}/{kind}", headers=auth(OP))
         assert img.status_code == 200 and img.content[:3] == b"\xff\xd8\xff"
+    # who saw whose face: each image shown is audited under the token's name
+    records = [json.loads(line) for line in (home / "audit.log").read_text().splitlines()]
+    views = [r for r in records if r["action"] == "alert.view"]
+    assert {(r["actor"], r["details"]["kind"]) for r in views} >= {
+        ("officer-1", "crop"),
+        ("officer-1", "photo"),
+    }
+    assert all(r["details"]["alert_id"] == alert["alert_id"] for r in views)
 
 
 def test_unwatched_person_gives_no_alert(pushed):
