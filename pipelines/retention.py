@@ -147,8 +147,8 @@ def _purge(
 ) -> tuple[int, int]:
     """Delete matching rows batch by batch, their files first; (rows, files)."""
     store, media = lists.home.vectors(), lists.home.media
-    if dry_run:
-        return store.count(collection, flt), 0
+    if dry_run:  # files: the media files that would go (copies in output folders aside)
+        return store.count(collection, flt), store.count(collection, f'({flt}) and thumbnail != ""')
     rows_done = files_done = 0
     seen: set[str] = set()
     while True:

@@ -111,6 +111,7 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
         "face_index": 2,
         "expired_entries": 1,
     }
+    assert dry.files["rejected_alerts"] == 1 and dry.files["face_index"] == 2  # not 0
     assert (_ids(lists, MATCHES), _ids(lists, FACES), _files(lists, None)) == snapshot
 
     run = run_retention(lists, policy, "admin", now=later, out_dirs=(out,))
