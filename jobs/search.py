@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 # parameter for this yet and calls the keyword form deprecated (see _quiet_ray_warnings).
 _NO_RESTARTS = {"max_restarts": 0, "max_task_retries": 0}
 FACE_STAGE_MEMORY = 768 * 1024**2  # bytes each FaceStage actor asks Ray for
+PROBE_TIMEOUT_S = 1800.0  # opening a file (PyAV counts a damaged file's frames by decoding it)
 
 
 @dataclass
@@ -155,9 +156,14 @@ class ArchiveSearch:
         probes = [runtime.probe_remote().remote(str(p)) for p in files]
         for path, ref in zip(files, probes, strict=True):
             try:
-                info = ray.get(ref)
+                info = ray.get(ref, timeout=PROBE_TIMEOUT_S)
             except VideoError as exc:
                 errors.append(FileError(str(path), _reason(exc), "open"))
+                continue
+            except ray.exceptions.GetTimeoutError:  # a decoder stuck on a damaged file
+                ray.cancel(ref, force=True)
+                reason = f"opening it took over {PROBE_TIMEOUT_S:.0f} s (a stuck decoder?)"
+                errors.append(FileError(str(path), reason, "open"))
                 continue
             except ray.exceptions.RayError as exc:
                 errors.append(

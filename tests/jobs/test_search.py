@@ -355,3 +355,35 @@ def test_a_cuda_pool_on_a_machine_without_one_fails_clearly(data, tmp_path):
     assert "device 'cuda' was asked for" in proc.stderr
     # and that is all: no page of Ray Data traceback in front of it (-v shows Serve's report)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_file_whose_decoder_hangs_is_skipped(data, ray_address, monkeypatch, tmp_path):
+    """Opening a file runs in a Ray task; one that never returns (a named fake stuck
+    decoder, with a 2 s limit instead of 30 min) is recorded and the other files go on."""
+    import time
+
+    import ray
+
+    from jobs import runtime
+    from jobs import search as search_mod
+    from pipelines.match import Gallery
+    from pipelines.schemas import EmbedderInfo
+
+    stuck = str(tmp_path / "stuck.mp4")
+    (tmp_path / "stuck.mp4").write_bytes((data / CLIP).read_bytes())
+
+    def fake_stuck_probe(path: str):
+        if path == stuck:
+            time.sleep(60)
+        return runtime._probe(path)
+
+    fake_task = ray.remote(num_cpus=0.25)(fake_stuck_probe)
+    monkeypatch.setattr(runtime, "probe_remote", lambda: fake_task)
+    monkeypatch.setattr(search_mod, "PROBE_TIMEOUT_S", 2.0)
+    info = EmbedderInfo("fake-space", "1", 4)
+    empty = Gallery(np.zeros((0, 4), np.float32), [], [], [], [], [], info, np.zeros(0))
+    job = search_mod.ArchiveSearch(Settings(), empty, tmp_path / "out")
+    segments, pending, errors = job.plan([tmp_path / "stuck.mp4", data / CLIP])
+    assert [(Path(e.path).name, e.stage) for e in errors] == [("stuck.mp4", "open")]
+    assert "took over 2 s" in errors[0].reason
+    assert len(pending) == 1 and segments  # the Hamilton clip is planned as usual
