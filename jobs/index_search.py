@@ -133,10 +133,12 @@ class IndexedSearch:
         where = scope.filter() if scope else ""
         fields = ["source_id", "track_id", "source_path"]
         hits = self.store.search(FACES, self.gallery.embeddings, top_k, filter=where, fields=fields)
+        # before the scope's exact check: faces it drops (``like`` wildcards) still took
+        # places in the top-k, so a full top-k must warn even if fewer are left
+        saturated = any(len(h) == top_k and h[-1]["score"] >= self.threshold for h in hits)
         if scope:  # exactly the files asked for (see PathScope.filter)
             hits = [[h for h in per if scope.keeps(h["source_path"])] for per in hits]
         query_s = time.perf_counter() - t0
-        saturated = any(len(h) == top_k and h[-1]["score"] >= self.threshold for h in hits)
         if saturated:
             logger.warning("all %d nearest faces are matches: raise --top-k to see all", top_k)
         tracks: dict[str, set[int]] = defaultdict(set)

@@ -182,8 +182,8 @@ def check_videos(paths: list[Path], settings: Settings) -> None:
 
 
 def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
-    if case is not None and len(case) > TEXT_LEN:  # the store's field; fail now, not mid-run
-        raise SetupError(f"--case may have at most {TEXT_LEN} characters")
+    if case is not None and len(case.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
+        raise SetupError(f"--case may have at most {TEXT_LEN} bytes (UTF-8)")
     if settings.governance.require_case:
         if not (case and case.strip()) or not (reason and reason.strip()):
             raise SetupError(

@@ -126,7 +126,8 @@ class AuditLog:
             f.flush()
             return None
         torn_path = self.path.with_name(self.path.name + ".torn")
-        with open(torn_path, "ab") as kept:
+        fd = os.open(torn_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as kept:  # as private as the log itself
             kept.write(tail + b"\n")
             kept.flush()
             os.fsync(kept.fileno())

@@ -151,15 +151,19 @@ def _purge(
         return store.count(collection, flt), store.count(collection, f'({flt}) and thumbnail != ""')
     rows_done = files_done = 0
     seen: set[str] = set()
+    emptied: set[Path] = set()  # output folders this run deleted face thumbnails from
     while True:
         rows = store.query(collection, flt, fields=["id", "thumbnail"], limit=BATCH)
         rows = [r for r in rows if r["id"] not in seen]
-        if not rows:
-            return rows_done, files_done + sum(_delete_orphan_photos(d) for d in out_dirs)
+        if not rows:  # photo copies go where this run took the last face thumbnail away
+            return rows_done, files_done + sum(_delete_orphan_photos(d) for d in emptied)
         ids = [r["id"] for r in rows]
         for r in rows:
             files_done += _delete_media(media, r.get("thumbnail", ""))
-            files_done += sum(_delete_out_thumb(d, r["id"]) for d in out_dirs)
+            for d in out_dirs:
+                if _delete_out_thumb(d, r["id"]):
+                    files_done += 1
+                    emptied.add(d)
         store.delete(collection, ids=ids)
         if collection == MATCHES:
             _forget_reviews(lists, ids)
@@ -200,8 +204,11 @@ def _delete_out_thumb(out_dir: Path, match_id: str) -> int:
 def _delete_orphan_photos(out_dir: Path) -> int:
     """The copies of watch-list and probe photos (``thumbs/list_*``) in a search output
     folder none of whose face thumbnails (``thumbs/m_*.jpg``) is left: they were there to
-    be shown beside those faces."""
-    thumbs = Path(out_dir).resolve() / "thumbs"
+    be shown beside those faces. Only a real ``thumbs`` folder inside ``out_dir``."""
+    root = Path(out_dir).resolve()
+    thumbs = root / "thumbs"
+    if thumbs.is_symlink() or not thumbs.resolve().is_relative_to(root):
+        return 0
     if any(thumbs.glob("m_*.jpg")):
         return 0
     n = 0

@@ -40,8 +40,8 @@ def check_list_name(list_name: str) -> None:
     """A list name is a non-empty, printable name of at most TEXT_LEN characters."""
     if not list_name or not list_name.strip():
         raise WatchlistError("a watch list needs a name (--list NAME)")
-    if len(list_name) > TEXT_LEN or not list_name.isprintable():
-        raise WatchlistError(f"a list name is printable text of at most {TEXT_LEN} characters")
+    if len(list_name.encode()) > TEXT_LEN or not list_name.isprintable():
+        raise WatchlistError(f"a list name is printable text of at most {TEXT_LEN} bytes (UTF-8)")
 
 
 def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
@@ -242,8 +242,8 @@ class Watchlists:
         if not name.strip():
             raise WatchlistError("a person needs a name")
         check_list_name(list_name)
-        if len(name) > TEXT_LEN:
-            raise WatchlistError(f"a name may have at most {TEXT_LEN} characters")
+        if len(name.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
+            raise WatchlistError(f"a name may have at most {TEXT_LEN} bytes (UTF-8)")
         if not faces:
             raise WatchlistError("enrolment needs at least one photo")
         if category not in CATEGORIES:

@@ -190,6 +190,7 @@ class FailureThrottle:
         self.window_s, self.max_keys = window_s, max_keys
         self.clock = clock or time.monotonic
         self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last written, left out]
+        self._evicted = 0  # failures left out for clients forgotten since (see ``due``)
 
     def admit(self, client: str, reason: str) -> int | None:
         """None: leave this one out (counted). Otherwise write it, noting the returned
@@ -202,6 +203,19 @@ class FailureThrottle:
         left_out = int(seen[1]) if seen is not None else 0
         self._seen.pop(key, None)
         while len(self._seen) >= self.max_keys:  # forget the longest-remembered client
-            self._seen.pop(next(iter(self._seen)))
+            self._evicted += int(self._seen.pop(next(iter(self._seen)))[1])
         self._seen[key] = [now, 0]
         return left_out
+
+    def due(self) -> list[tuple[str, str, int]]:
+        """(client, reason, left out) for each key whose window has passed with failures
+        left out: written by the hub's upkeep, so a flood that stops is still counted."""
+        now, out = self.clock(), []
+        for (client, reason), seen in list(self._seen.items()):
+            if seen[1] and now - seen[0] >= self.window_s:
+                out.append((client, reason, int(seen[1])))
+                self._seen[(client, reason)] = [now, 0]
+        if self._evicted:
+            out.append(("(clients forgotten)", "", self._evicted))
+            self._evicted = 0
+        return out

@@ -19,6 +19,7 @@ the deployment started is matched by it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ from serve.cameras import (
 from serve.ingest import AlertSink, Analyse, CameraRunner
 
 logger = logging.getLogger(__name__)
+RETRY_FAILED_S = 300.0  # a camera that could not start is tried again this often
+
+
+def _retry_due(runner: CameraRunner) -> bool:
+    """A camera in state ``error`` whose last attempt is RETRY_FAILED_S old: the cause may
+    have passed (a catalog that was locked, a deployment record being written)."""
+    failed_at = runner.failed_at
+    return failed_at is not None and time.monotonic() - failed_at >= RETRY_FAILED_S
+
 
 # (list name or None for all lists, threshold override, frozen snapshot id or None)
 ListKey = tuple[str | None, float | None, str | None]
@@ -90,7 +100,7 @@ class Fleet:
             logger.info("camera %s stopped", cid)
         for cid, (spec, origin) in desired.items():
             running = self.runners.get(cid)
-            if running is not None and running.spec == spec:
+            if running is not None and running.spec == spec and not _retry_due(running):
                 continue
             if running is not None:
                 await self.runners.pop(cid).stop()

@@ -145,7 +145,7 @@ class LiveHub:
     async def _upkeep(self) -> None:
         last_warning = time.monotonic()
         while True:
-            for step in (self._retention_if_due, self._report_scanned):
+            for step in (self._retention_if_due, self._report_scanned, self._audit_refusals):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
@@ -159,6 +159,18 @@ class LiveHub:
             if self.live.keep_nonmatches and time.monotonic() - last_warning > 600:
                 logger.warning(DRILL_WARNING)
                 last_warning = time.monotonic()
+
+    async def _audit_refusals(self) -> None:
+        """The refused requests left out of the audit log in the last window, counted."""
+        for client, reason, left_out in self._auth_failures.due():
+            await self._io(
+                self.audit.append,
+                "anonymous",
+                "auth.failure",
+                client=client,
+                reason=reason,
+                repeats_left_out=left_out,
+            )
 
     async def _report_scanned(self) -> None:
         """Add each camera's newly analysed faces to the deployments' counter (counts only)."""

@@ -70,6 +70,7 @@ class CameraRunner:
         self._waiting: set[asyncio.Future] = set()  # pushed frames whose pusher waits
         self._closed: str | None = None  # why frames are refused: stopped, or never started
         self.start_error: str | None = None
+        self.failed_at: float | None = None  # monotonic time of the failed start
         self._seq = 0
         self._done_at: deque[float] = deque(maxlen=1024)
         self._latency_ms: deque[float] = deque(maxlen=256)
@@ -94,6 +95,7 @@ class CameraRunner:
         """The camera could not start: it shows ``message`` (already scrubbed) as its error
         and refuses frames. Nothing runs, so there is nothing to stop."""
         self._closed, self.start_error = "could not start", message[:300]
+        self.failed_at = time.monotonic()
         self.source = SourceState(state="error")
         self.source.error(self.start_error)
 

@@ -19,7 +19,8 @@ PURPOSE = ["--case", "T-2", "--reason", "input checks"]
         (["--threshold", "nan"], "--threshold is a cosine similarity between -1 and 1"),
         (["--threshold", "2"], "--threshold is a cosine similarity between -1 and 1"),
         (["--list", ""], "a watch list needs a name"),
-        (["--case", "C" * 513, "--reason", "r"], "--case may have at most 512 characters"),
+        (["--case", "C" * 513, "--reason", "r"], "--case may have at most 512 bytes"),
+        (["--case", "案" * 200, "--reason", "r"], "--case may have at most 512 bytes"),  # 600
     ],
 )
 def test_bad_search_options_are_usage_errors(cli, data, args, words):

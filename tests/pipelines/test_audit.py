@@ -163,7 +163,8 @@ def test_a_torn_last_record_is_set_aside_and_auditing_goes_on(log):
     assert repair["action"] == "audit.torn_record_set_aside"
     assert repair["details"]["bytes"] == len(torn) and repair["details"]["at_byte"] == len(whole)
     assert policy["action"] == "watchlist.policy" and policy["prev_hash"] == repair["hash"]
-    assert log.path.with_name("audit.log.torn").read_bytes() == torn + b"\n"
+    kept = log.path.with_name("audit.log.torn")
+    assert kept.read_bytes() == torn + b"\n" and kept.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_whole_record_missing_only_its_end_of_line_is_kept(log):

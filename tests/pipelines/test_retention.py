@@ -193,3 +193,21 @@ def test_a_run_that_fails_part_way_is_audited_with_what_it_deleted(lists, faces,
     assert record["deleted"]["rejected_alerts"] == 1
     assert record["error"] == "RuntimeError: fake: the catalog is locked"
     assert _ids(lists, MATCHES) == []  # the alert is gone, and the record says so
+
+
+def test_photo_copies_are_deleted_only_inside_a_real_output_folder(tmp_path):
+    """A ``thumbs`` that is a symlink to somewhere else is left alone: the glob would follow
+    it and delete that folder's files."""
+    from pipelines.retention import _delete_orphan_photos
+
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "list_keep.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thumbs").symlink_to(elsewhere, target_is_directory=True)
+    assert _delete_orphan_photos(out) == 0 and (elsewhere / "list_keep.jpg").exists()
+    real = tmp_path / "real"
+    (real / "thumbs").mkdir(parents=True)
+    (real / "thumbs" / "list_a.jpg").write_bytes(b"x")
+    assert _delete_orphan_photos(real) == 1

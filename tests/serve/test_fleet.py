@@ -322,3 +322,38 @@ def test_a_skipped_frame_is_still_checked():
     first, skipped, junk = asyncio.run(scenario())
     assert (first, skipped) == ("queued", "skipped")
     assert "not a recognised image format" in junk
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_that_could_not_start_is_tried_again(tmp_path, monkeypatch):
+    """The cause may pass (here a deployment lookup that fails once): after RETRY_FAILED_S
+    (set to 0 here) the next reconcile starts it; before, it stayed in 'error' until restart."""
+    import serve.fleet as fleet_mod
+
+    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    registry.add(CameraSpec(id="kiosk", url="push"), "admin")
+    state, calls = FakeCatalogState(), []
+
+    async def flaky_snapshot_for(camera_id):
+        calls.append(camera_id)
+        if len(calls) == 1:
+            raise RuntimeError("fake: the catalog is locked")
+        return None
+
+    async def scenario():
+        fleet = Fleet(
+            LiveConfig(), registry, [], noop_analyse, None,
+            state.load_gallery, state.versions, flaky_snapshot_for,
+        )  # fmt: skip
+        await fleet.refresh_lists()
+        await fleet.reconcile()
+        first = fleet.get("kiosk").status()["state"]
+        await fleet.reconcile()  # within the retry interval: left as it is
+        kept = fleet.get("kiosk").status()["state"]
+        monkeypatch.setattr(fleet_mod, "RETRY_FAILED_S", 0.0)
+        await fleet.reconcile()
+        again = fleet.get("kiosk").status()["state"]
+        await fleet.stop_all()
+        return first, kept, again
+
+    assert asyncio.run(scenario()) == ("error", "error", "waiting")

@@ -628,3 +628,9 @@ def test_refused_requests_are_audited_once_per_client_and_reason_per_window():
     assert throttle.admit("10.0.0.9", "missing token") == 50  # the next, with the count
     assert throttle.admit("10.0.0.7", "missing token") == 0  # a third client: oldest forgotten
     assert len(throttle._seen) == 2
+    # a flood that stops is still counted: upkeep writes what the window left out
+    assert [throttle.admit("10.0.0.7", "missing token") for _ in range(3)] == [None] * 3
+    assert throttle.due() == []  # the window is still open
+    now[0] = 125.0
+    assert throttle.due() == [("10.0.0.7", "missing token", 3)]
+    assert throttle.due() == []
