@@ -53,9 +53,9 @@ SECRET_RULE = (
 )
 FILE_ROOTS_ENV = "FACEWATCH_CAMERA_FILE_ROOTS"
 VIDEOS_DIR = "videos"  # <home>/videos: where API-added file cameras may read
-# the password runs to the last "@" before white space: a raw "/" in it is not valid URL
-# syntax, but decoders print what they were given (over-scrubbing a path is harmless)
-_USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+# the password runs to the last "@" before white space: a raw "/" or "@" in it is not valid
+# URL syntax, but decoders print what they were given (over-scrubbing a path is harmless)
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 
 
 class CameraError(ValueError):

@@ -468,6 +468,7 @@ def test_error_texts_are_scrubbed_before_they_are_cut():
     # any other URL's password too, a password with an @ in it included
     other = scrub_secrets("see http://u:p@ss@h:8/x and rtsps://:pw@h/y, http://h:8/z")
     assert other == "see http://u:***@h:8/x and rtsps://:***@h/y, http://h:8/z"
+    assert scrub_secrets("open rtsp://u:p/ss@h/s failed") == "open rtsp://u:***@h/s failed"
 
 
 @pytest.mark.timeout(30)
