@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.align import align_faces  # noqa: E402
 from pipelines.config import DlibResnetConfig, Settings  # noqa: E402
-from pipelines.detect import _iou  # noqa: E402
 from pipelines.embedders.templates import DLIB_TEMPLATE_WEIGHTS, DLIB_TEMPLATES  # noqa: E402
 from pipelines.engine import FaceEngine  # noqa: E402
 from pipelines.evaluation import lfw  # noqa: E402
 from pipelines.images import load_image  # noqa: E402
 from pipelines.schemas import FaceDetections  # noqa: E402
+from pipelines.track import iou_matrix  # noqa: E402
 
 
 @torch.inference_mode()
@@ -158,7 +158,7 @@ def region_faces(paths, faces: lfw.LfwFaces, detector) -> tuple[lfw.LfwFaces, in
         if len(again) == 0:
             lost += 1
             continue
-        j = int(np.argmax([_iou(boxes[i], b) for b in again.boxes]))
+        j = int(np.argmax(iou_matrix(boxes[i : i + 1], again.boxes)[0]))
         boxes[i], landmarks[i] = again.boxes[j], again.landmarks[j]
     d = faces.detections
     dets = FaceDetections(d.frame_index.copy(), boxes, landmarks, d.scores.copy())

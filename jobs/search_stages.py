@@ -24,19 +24,21 @@ from serve.priority import lower_cpu_priority
 TOP_K = 5
 
 
+def previous_sampled(sampled: tuple[int, ...]) -> dict[int, int]:
+    """For each sampled frame of a segment, the sampled frame before it (the first has none)."""
+    return dict(zip(sampled[1:], sampled[:-1], strict=True))
+
+
 def _frame_batch(
-    seg: dict, idx: list[int], frames: np.ndarray, sampled: tuple[int, ...]
+    seg: dict, idx: list[int], frames: np.ndarray, before: dict[int, int]
 ) -> dict[str, Any]:
     n = len(idx)
-    position = {f: k for k, f in enumerate(sampled)}
     return {
         "file_id": np.array([seg["file_id"]] * n, dtype=object),
         "frame_index": np.asarray(idx, np.int64),
         # the sampled frame before this one in the segment (-1: none): lets FaceStage see
         # which frames of a batch follow each other (see _follows)
-        "prev_index": np.array(
-            [sampled[position[f] - 1] if position[f] > 0 else -1 for f in idx], np.int64
-        ),
+        "prev_index": np.array([before.get(f, -1) for f in idx], np.int64),
         "t": np.asarray(idx, np.float64) / seg["fps"],
         "frame": list(frames),
         "error": np.array([""] * n, dtype=object),
@@ -69,11 +71,11 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
             float(seg["fps"]),
             str(seg["backend"]),
         )
-        done = 0
+        done, before = 0, previous_sampled(segment.frame_indices)
         try:
             for idx, frames in read_frames(segment, chunk):
                 done += len(idx)
-                yield _frame_batch(seg, idx, frames, segment.frame_indices)
+                yield _frame_batch(seg, idx, frames, before)
         except VideoError as exc:
             reason = exc.reason + (f": {exc.detail}" if exc.detail else "")
             yield _error_batch(seg, reason, len(segment.frame_indices) - done)
@@ -145,8 +147,6 @@ def face_order(frame_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     them (``face_index``, part of match and face ids). Whole-frame and region detection list
     the same faces in different orders; numbered by place, a face keeps its id whichever
     found it, so a rerun with other pool settings adds no duplicates."""
-    if len(frame_index) == 0:
-        return np.zeros(0, np.int64)
     return np.lexsort((boxes[:, 1], boxes[:, 0], frame_index))
 
 

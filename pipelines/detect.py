@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pipelines.config import DetectorConfig
 from pipelines.images import ImageError
 from pipelines.schemas import FaceDetections
+from pipelines.track import iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -199,15 +200,7 @@ def _nms_per_frame(dets: FaceDetections, iou: float) -> np.ndarray:
         rows = rows[np.argsort(-dets.scores[rows], kind="stable")]
         kept: list[int] = []
         for r in rows:
-            if all(_iou(dets.boxes[r], dets.boxes[k]) <= iou for k in kept):
+            if not kept or iou_matrix(dets.boxes[[r]], dets.boxes[kept]).max() <= iou:
                 kept.append(int(r))
         keep.extend(sorted(kept))
     return np.asarray(keep, np.int64)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0

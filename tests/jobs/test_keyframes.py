@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.search_stages import _follows, _frame_batch, face_order
+from jobs.search_stages import _follows, _frame_batch, face_order, previous_sampled
 from serve.pool import _whole_frames
 
 pytestmark = pytest.mark.timeout(30)
@@ -17,9 +17,9 @@ def _seg(file_id: str) -> dict:
 
 
 def test_decoded_frames_name_the_sampled_frame_before_them():
-    sampled = (0, 12, 25, 37, 50)
-    first = _frame_batch(_seg("a"), [0, 12], np.zeros((2, 4, 4, 3), np.uint8), sampled)
-    later = _frame_batch(_seg("a"), [37, 50], np.zeros((2, 4, 4, 3), np.uint8), sampled)
+    before = previous_sampled((0, 12, 25, 37, 50))
+    first = _frame_batch(_seg("a"), [0, 12], np.zeros((2, 4, 4, 3), np.uint8), before)
+    later = _frame_batch(_seg("a"), [37, 50], np.zeros((2, 4, 4, 3), np.uint8), before)
     assert first["prev_index"].tolist() == [-1, 0]
     assert later["prev_index"].tolist() == [25, 37]
 

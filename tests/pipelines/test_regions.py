@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from pipelines.config import DetectorConfig, Settings
-from pipelines.detect import FaceDetector, _iou, _square_crop
+from pipelines.detect import FaceDetector, _square_crop
 from pipelines.engine import FaceEngine
 from pipelines.schemas import FaceDetections
+from pipelines.track import iou_matrix
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,7 +41,7 @@ def _matched(a: FaceDetections, b: FaceDetections) -> list[tuple[int, int]]:
     """Pairs (i in a, j in b) of the same face: IoU over 0.5."""
     pairs = []
     for i in range(len(a)):
-        ious = [_iou(a.boxes[i], b.boxes[j]) for j in range(len(b))]
+        ious = list(iou_matrix(a.boxes[i : i + 1], b.boxes)[0])
         if ious and max(ious) > 0.5:
             pairs.append((i, int(np.argmax(ious))))
     return pairs
@@ -97,7 +98,7 @@ def test_regions_map_back_to_frame_pixels_at_the_border(detector, frames, whole)
     moved = whole[k].boxes[:1] - np.array([[x1 - 20, y1 - 20, x1 - 20, y1 - 20]], np.float32)
     regions = detector.detect_regions([frame], np.zeros(1, np.int32), moved)
     assert len(regions) == 1
-    assert _iou(regions.boxes[0], moved[0]) > 0.6
+    assert iou_matrix(regions.boxes[:1], moved[:1])[0, 0] > 0.6
 
 
 def test_no_boxes_no_work(detector, frames):
