@@ -105,21 +105,18 @@ def index(
         out.mkdir(parents=True, exist_ok=True)
         if not as_json:
             console.print("indexing (starting Ray and the face pool)...")
-        try:
-            with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
-                run = index_archive(
-                    settings,
-                    home,
-                    engine.info,
-                    engine.embedder.default_threshold,
-                    paths,
-                    case or "",
-                    out,
-                    fps,
-                    ray_address,
-                )
-        except EmbedderMismatchError as exc:  # a running pool embeds with another embedder
-            fail(str(exc))
+        with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
+            run = index_archive(
+                settings,
+                home,
+                engine.info,
+                engine.embedder.default_threshold,
+                paths,
+                case or "",
+                out,
+                fps,
+                ray_address,
+            )
         total = home.vectors().count(FACES)
         errors = [e.row() for e in run.result.errors]
         summary = {

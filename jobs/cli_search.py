@@ -22,7 +22,6 @@ from jobs.report import link_media, render_report, sightings_table, write_output
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
 from jobs.search_setup import SearchSetup, SetupError, check_numbers, check_videos
-from pipelines.schemas import EmbedderMismatchError
 
 
 def register(app: typer.Typer) -> None:
@@ -89,8 +88,6 @@ def search(
     try:
         with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
             result = _run(setup, out, fps, ray_address, quiet=as_json)
-    except EmbedderMismatchError as exc:  # a running pool embeds with another embedder
-        fail(str(exc))
     finally:
         setup.close()
     _report(setup, result, out, as_json)

@@ -281,7 +281,8 @@ def hide_ray_data_noise_if_pool_fails(app: str):
 
 @contextmanager
 def pool_errors_fail():
-    """For the CLI: a pool that cannot start is a clear error (exit 1), not a traceback."""
+    """For the CLI: a pool that cannot start (exit 1) or that embeds with another embedder
+    than the store's (exit 2, a configuration error) is a clear error, not a traceback."""
     from jobs.common import EXIT_UNEXPECTED, fail
 
     try:
@@ -289,3 +290,5 @@ def pool_errors_fail():
     except PoolStartError as exc:
         logging.getLogger(__name__).info("Serve's report on the face pool:\n%s", exc.details)
         fail(f"{exc} (-v shows Serve's whole report)", EXIT_UNEXPECTED)
+    except EmbedderMismatchError as exc:
+        fail(str(exc))

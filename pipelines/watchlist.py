@@ -37,7 +37,7 @@ class WatchlistError(ValueError):
 
 
 def check_list_name(list_name: str) -> None:
-    """A list name is a non-empty, printable name of at most TEXT_LEN characters."""
+    """A list name is non-empty printable text of at most TEXT_LEN bytes in UTF-8."""
     if not list_name or not list_name.strip():
         raise WatchlistError("a watch list needs a name (--list NAME)")
     if len(list_name.encode()) > TEXT_LEN or not list_name.isprintable():
@@ -110,13 +110,10 @@ class Watchlists:
             }
             for eid, f in entries
         ]
+        stored = False
         try:
             store.upsert(WATCHLIST, rows)
-        except BaseException:  # a store that refuses or is gone: no photos left behind
-            for t in thumbs:
-                self.home.media.delete(t)
-            raise
-        try:
+            stored = True
             with self.catalog.transaction() as db:
                 self.catalog.ensure_list(list_name, actor)
                 db.execute(
@@ -151,8 +148,9 @@ class Watchlists:
                         ),
                     )
                 self.catalog.bump_version(list_name)
-        except BaseException:
-            store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
+        except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
+            if stored:  # (a store that refused the write may be gone: do not ask it again)
+                store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
             for t in thumbs:
                 self.home.media.delete(t)
             raise

@@ -70,3 +70,23 @@ def test_other_errors_and_remote_clusters_are_not_retried(fake):
     with pytest.raises(Exception, match="timed out"):
         runtime.start_ray("ray://cluster.example:10001")
     assert len(f.calls) == 1
+
+
+def test_the_cli_maps_pool_errors_to_exit_codes():
+    """A pool that embeds with another embedder than the store's is a configuration error
+    (exit 2); one whose replicas cannot start is exit 1, with their own reason."""
+    import typer
+
+    from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
+
+    store = EmbedderInfo("dlib-resnet", "1", 128)
+    with pytest.raises(EmbedderMismatchError, match="facenet"):
+        runtime._check_embedder("facenet-vggface2@1/512", store)
+    runtime._check_embedder(store.key, store)  # the same space: no error
+    for exc, code in (
+        (EmbedderMismatchError("the FacePool embeds with facenet-vggface2@1/512"), 2),
+        (runtime.PoolStartError("the face pool failed to start: RuntimeError: x"), 1),
+    ):
+        with pytest.raises(typer.Exit) as stopped, runtime.pool_errors_fail():
+            raise exc
+        assert stopped.value.exit_code == code
