@@ -491,8 +491,9 @@ def track_rules(sys_: System, proto: Protocol, threshold: float, draws: int = 3)
         truth_arr = np.asarray(truth)
         mated = truth_arr >= 0
         per_n = {}
+        ranked = np.stack([np.sort(scores[t], axis=0)[::-1] for t in tracks])  # (T, k, people)
         for n in TRACK_TOP_N:
-            agg = np.stack([np.sort(scores[t], axis=0)[::-1][:n].mean(axis=0) for t in tracks])
+            agg = ranked[:, :n].mean(axis=1)
             best, who = agg.max(axis=1), agg.argmax(axis=1)
             right = mated & (who == truth_arr)
             row = {
