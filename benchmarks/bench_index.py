@@ -65,11 +65,11 @@ def settings_for(home: Path, uri: str | None = None):
 
 # -- stage 1: real faces ------------------------------------------------------------------
 def probe_gallery(settings):
-    from jobs.search_setup import _probe_gallery
+    from jobs.search_setup import probe_gallery
     from pipelines.engine import FaceEngine
 
     engine = FaceEngine(settings)
-    gallery, _ = _probe_gallery(engine, [PROBE], None)
+    gallery, _ = probe_gallery(engine, [PROBE], None)
     return engine, gallery
 
 
@@ -103,10 +103,7 @@ def real_stage(work: Path, n_lfw: int) -> dict:
         out["archive_research"] = archive_research(settings, gallery, app, work / "arch")
         with Home.open(settings, engine.info) as h:
             t0 = time.perf_counter()
-            run = index_archive(
-                settings, h, engine.info, engine.embedder.default_threshold, VIDEOS, "BENCH",
-                work / "idx",
-            )  # fmt: skip
+            run = index_archive(settings, h, engine.info, VIDEOS, "BENCH", work / "idx")
             out["index"] = {"wall_s": round(time.perf_counter() - t0, 2), "faces": run.counts.faces}
     with Home.open(settings, engine.info) as h:
         t0 = time.perf_counter()

@@ -33,9 +33,9 @@ from jobs.report import (
 from jobs.search_setup import (
     SetupError,
     _check_purpose,
-    _probe_gallery,
     check_numbers,
     check_videos,
+    probe_gallery,
 )
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
@@ -110,7 +110,6 @@ def index(
                 settings,
                 home,
                 engine.info,
-                engine.embedder.default_threshold,
                 paths,
                 case or "",
                 out,
@@ -160,6 +159,7 @@ def search_indexed(
     paths: list[Path],
     probes: list[Path],
     threshold: float | None,
+    review_threshold: float | None,
     top_k: int,
     out: Path,
     case: str | None,
@@ -175,7 +175,7 @@ def search_indexed(
         fail(f"--top-k must be between 1 and {MAX_TOP_K}")
     engine = local_engine(settings)
     try:
-        gallery, target = _probe_gallery(engine, probes, threshold)
+        gallery, target = probe_gallery(engine, probes, threshold, review_threshold)
     except SetupError as exc:
         fail(str(exc))
     home = _open_home(settings, engine)
@@ -191,6 +191,7 @@ def search_indexed(
             paths=[str(p.resolve()) for p in paths],
             probe_sha256=list(gallery.entry_ids),
             threshold_override=threshold,
+            review_threshold_override=review_threshold,
             top_k=top_k,
         )
         job = IndexedSearch(
@@ -230,7 +231,7 @@ def _persist(home: Home, result: IndexedSearchResult, out: Path, case: str) -> N
             (out / "thumbs" / f"{m.match_id}.jpg").write_bytes(crop)
             m.thumbnail = home.media.save("matches", m.match_id, crop)
         row = m.row()
-        row.pop("extra")
+        row["status"] = row.pop("extra").get("tier", "sighting")  # archive: the tier
         row["embedding"] = np.asarray(emb, np.float32)
         row["case_ref"] = case
         rows.append(row)

@@ -30,7 +30,6 @@ from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from pipelines.sightings import FaceTable
 from pipelines.store import FACES
-from pipelines.track import TrackerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +139,6 @@ def index_archive(
     settings: Settings,
     home: Home,
     info: EmbedderInfo,
-    default_threshold: float,
     paths: list[Path],
     case: str,
     out: Path,
@@ -150,13 +148,12 @@ def index_archive(
 ) -> IndexRun:
     """Index ``paths`` into the home's face index; returns the run and what was stored.
 
-    Faces are linked into tracks with the similarity a probe search uses (the embedder's
-    default threshold), so the tracks stored here are those a probe search would make.
+    Faces are linked into tracks as an archive search links them (by the embedder's own
+    similarities, never a threshold), so the tracks stored here are those a search makes.
     """
     writer = FaceIndexWriter(home, case)
     runtime.start_ray(ray_address, settings)
     with runtime.face_pool(settings, info) as app:
         job = ArchiveSearch(settings, empty_gallery(info), out, fps, progress, on_faces=writer)
-        job.tracker_config = TrackerConfig.for_threshold(float(default_threshold))
         result = job.run(paths, app)
     return IndexRun(result, writer.counts)

@@ -1,10 +1,18 @@
 """Linking faces across frames into tracks: box overlap plus embedding similarity.
 
-A face joins the track it overlaps (IoU) unless its embedding clearly disagrees, or the
-track whose embedding it clearly resembles even without overlap (sampled frames can be
-half a second apart, long enough to walk out of the previous box). Assignment is greedy on
-the combined affinity, one face per track per frame. Tracks unseen for ``max_gap_s`` close.
-Faces that failed a quality gate carry no embedding and link on overlap alone.
+Two ways to join a track, one face per track per frame (greedy on the combined affinity):
+- **continuing**: the track was seen in the sampled frame just before (within ``near_s``),
+  the face overlaps its box (IoU) and does not clearly differ from its last face
+  (similarity >= ``sim_veto``). A face moving and turning between two frames half a second
+  apart changes a lot (a singer's face: 0.91 at 2 fps), so this bar is moderate;
+- **resuming**: after a gap (nobody there in between), or without overlap, only a face
+  that clearly resembles the track, its last face and its mean alike (>= ``sim_link``).
+  Different people who pass the same spot a second apart must not share a track: the
+  track's vote would give one of them both visits. The link sits above the similarity of
+  almost every pair of different people measured; a person split into two tracks costs
+  little, because sightings join nearby tracks of the same person.
+Tracks unseen for ``max_gap_s`` close. Faces that failed a quality gate carry no embedding
+and continue a track on overlap alone, never resume one.
 """
 
 from __future__ import annotations
@@ -16,21 +24,34 @@ import numpy as np
 
 @dataclass
 class TrackerConfig:
-    iou_min: float = 0.2  # overlap that links a face to a track on its own
-    sim_link: float = 0.92  # similarity that links a face to a track without overlap
-    sim_veto: float = 0.75  # similarity below which an overlapping face is someone else
-    max_gap_s: float = 2.0  # a track unseen this long is closed
+    """How faces link into tracks. Similarities are cosine, on the embedder's own scale.
 
-    # How far below the match threshold an overlapping face must score to be someone else.
-    # Two people who pass through the same spot seconds apart must not share a track (the
-    # track vote would give one of them both visits); a person split into two tracks costs
-    # little, because sightings join nearby tracks of the same person.
-    VETO_MARGIN = 0.06
+    Tracking never depends on a match threshold: a track is "one face seen over time",
+    whoever it turns out to be, so the same footage gives the same tracks whatever list,
+    tier or ``--threshold`` it is searched with, and lowering a threshold can only add
+    sightings, never merge two people into one track (see ``for_embedder``).
+    """
+
+    iou_min: float = 0.2  # overlap that continues a track
+    sim_link: float = 0.95  # similarity that resumes a track (after a gap, or no overlap)
+    sim_veto: float = 0.85  # below this, an overlapping face in the next frame is someone else
+    max_gap_s: float = 2.0  # a track unseen this long is closed
+    near_s: float = 0.75  # a track seen this recently is continued (sampled frame before)
 
     @classmethod
-    def for_threshold(cls, threshold: float, **kw: float) -> TrackerConfig:
-        """Link and veto similarities tied to the embedder's match threshold (cosine)."""
-        return cls(sim_link=threshold, sim_veto=threshold - cls.VETO_MARGIN, **kw)
+    def for_embedder(cls, name: str, **kw: float) -> TrackerConfig:
+        """The link and veto similarities measured for embedder ``name``."""
+        link, veto = TRACK_SIMILARITIES.get(name, (cls.sim_link, cls.sim_veto))
+        return cls(sim_link=link, sim_veto=veto, **kw)
+
+
+# (link, veto) per embedder, measured on the ground-truth videos' faces
+# (benchmarks/bench_tracking.py -> benchmarks/results/bench_tracking.json): the veto sits
+# above the similarity of almost every pair of different people, and the link above all of
+# them, while the same face 0.5 s later scores higher than both.
+TRACK_SIMILARITIES: dict[str, tuple[float, float]] = {
+    "dlib-resnet": (0.95, 0.85),
+}
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,6 +75,7 @@ class _Track:
     box: np.ndarray
     last_t: float
     emb_sum: np.ndarray | None = None
+    last_emb: np.ndarray | None = None
     n: int = 0
 
     @property
@@ -77,7 +99,7 @@ class Tracker:
         self._active = [tr for tr in self._active if t - tr.last_t <= cfg.max_gap_s]
         n = len(boxes)
         ids = np.full(n, -1, np.int64)
-        affinity = self._affinity(boxes, embeddings, has_embedding)
+        affinity = self._affinity(t, boxes, embeddings, has_embedding)
         while affinity.size:
             i, j = divmod(int(np.argmax(affinity)), affinity.shape[1])
             if not np.isfinite(affinity[i, j]):
@@ -94,25 +116,28 @@ class Tracker:
             self._next_id += 1
         return ids
 
-    def _affinity(self, boxes, embeddings, has_embedding) -> np.ndarray:
+    def _affinity(self, t, boxes, embeddings, has_embedding) -> np.ndarray:
         cfg = self.config
         if not self._active or len(boxes) == 0:
             return np.zeros((len(boxes), len(self._active)))
         iou = iou_matrix(boxes, np.stack([tr.box for tr in self._active]))
-        sim = np.full(iou.shape, np.nan, np.float32)
+        last = np.full(iou.shape, np.nan, np.float32)  # similarity to the track's last face
+        both = np.full(iou.shape, np.nan, np.float32)  # the lower of last face and mean
         for j, tr in enumerate(self._active):
-            emb = tr.embedding
-            if emb is not None and has_embedding.any():
-                sim[has_embedding, j] = embeddings[has_embedding] @ emb
-        known = ~np.isnan(sim)
-        by_overlap = (iou >= cfg.iou_min) & ~(known & (sim < cfg.sim_veto))
-        by_face = known & (sim >= cfg.sim_link)
-        ok = by_overlap | by_face
-        affinity = iou + np.where(known, sim, 0.0)
-        return np.where(ok, affinity, -np.inf)
+            if tr.last_emb is not None and has_embedding.any():
+                e = embeddings[has_embedding]
+                last[has_embedding, j] = e @ tr.last_emb
+                both[has_embedding, j] = np.minimum(last[has_embedding, j], e @ tr.embedding)
+        near = np.array([t - tr.last_t <= cfg.near_s for tr in self._active])[None, :]
+        known = ~np.isnan(last)
+        continuing = near & (iou >= cfg.iou_min) & ~(known & (last < cfg.sim_veto))
+        resuming = known & (both >= cfg.sim_link)
+        affinity = iou + np.where(known, last, 0.0)
+        return np.where(continuing | resuming, affinity, -np.inf)
 
     @staticmethod
     def _extend(tr: _Track, t: float, box: np.ndarray, emb: np.ndarray | None) -> None:
         tr.box, tr.last_t, tr.n = box.copy(), t, tr.n + 1
         if emb is not None:
             tr.emb_sum = emb.astype(np.float64) if tr.emb_sum is None else tr.emb_sum + emb
+            tr.last_emb = emb.astype(np.float32)

@@ -127,10 +127,9 @@ class LiveAnalyser:
     def set_matcher(self, matcher: Matcher | None) -> None:
         """A new copy of the list: candidates scored against the old one no longer count."""
         self.matcher = matcher
-        if matcher is not None and len(matcher.gallery):
-            thr = float(np.median(matcher.gallery.thresholds))
-            self.tracker.config = TrackerConfig.for_threshold(
-                thr, max_gap_s=self.policy.track_max_gap_s
+        if matcher is not None:  # tracks follow faces, never a threshold
+            self.tracker.config = TrackerConfig.for_embedder(
+                matcher.gallery.embedder.name, max_gap_s=self.policy.track_max_gap_s
             )
         for track in self.tracks.values():
             track.faces.clear()
