@@ -62,6 +62,7 @@ def _register() -> None:
         cli_retention,
         cli_search,
         cli_serve,
+        cli_sightings,
         cli_watchlist,
     )
 
@@ -72,6 +73,7 @@ def _register() -> None:
         "audit": cli_audit.app,
         "deployment": cli_deployment.app,
         "retention": cli_retention.app,
+        "sightings": cli_sightings.app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

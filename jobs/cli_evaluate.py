@@ -210,7 +210,16 @@ def evaluate_watchlist(
         engine.load(warmup=False)
         faces = _extract_sets(engine, plan, batch_size, quiet=as_json)
         default = engine.embedder.default_threshold
-        ev = wl.evaluate(plan, *faces, engine.info, default, enroll_per_id)
+        from pipelines.evaluation.faces import photo_embeddings
+
+        ev = wl.evaluate(
+            plan,
+            *faces,
+            engine.info,
+            default,
+            enroll_per_id,
+            lambda f, rows: photo_embeddings(f, rows, engine),
+        )
         metrics = wl.report(ev, sizes, group_map, seeds)
         written = outputs.write_outputs(metrics, out) if out else {}
     except (wl.EvaluationInputError, WeightsError, ImageError, ValueError, OSError) as exc:
@@ -296,3 +305,68 @@ def _print_watchlist(m: dict[str, Any], written: dict[str, str]) -> None:
         )
     for kind, path in written.items():
         console.print(f"wrote {kind}: {path}")
+
+
+# ------------------------------------------------------------------------------ archive
+
+
+@app.command("archive")
+def evaluate_archive(
+    ctx: typer.Context,
+    video: Path = typer.Argument(..., exists=True, dir_okay=False, help="a video to search"),
+    truth: Path = typer.Option(
+        ..., "--truth", exists=True, dir_okay=False, help="ground truth JSON (docs: Accuracy)"
+    ),
+    list_name: str = typer.Option(..., "--list", help="the watch list to search for"),
+    out: Path = typer.Option(Path("facewatch-evaluation"), "--out", help="output folder"),
+    fps: float | None = typer.Option(None, "--fps", min=0.05, max=60, help="frames per second"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="override the alert tier (audited)"
+    ),
+    review_threshold: float | None = typer.Option(
+        None, "--review-threshold", help="override the review tier (audited)"
+    ),
+    case: str = typer.Option("EVALUATION", "--case", help="case reference for the audit log"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to use"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Search a ground-truth video as a user would and score it: recall and precision of
+    sightings, recall with candidates, false candidates per non-listed appearance."""
+    from jobs.evaluate_archive import run_evaluation
+    from pipelines.evaluation.archive import TruthError, load_truth
+
+    try:
+        appearances = load_truth(truth)
+    except TruthError as exc:
+        fail(str(exc))
+    metrics = run_evaluation(
+        ctx, video, truth, appearances, list_name, out, fps, (threshold, review_threshold),
+        case, ray_address, as_json,
+    )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return
+    _print_archive(metrics)
+
+
+def _print_archive(m: dict) -> None:
+    def pct(rate: dict | None) -> str:
+        if not rate or rate["rate"] is None:
+            return "-"
+        low, high = rate["ci95"]
+        return f"{rate['rate']:.1%} [{low:.1%}, {high:.1%}] ({rate['k']}/{rate['n']})"
+
+    table = Table(title="archive search against ground truth", show_header=False)
+    table.add_row("recall, sightings (alert tier)", pct(m["recall_sightings"]))
+    table.add_row("recall, sightings + candidates", pct(m["recall_with_candidates"]))
+    table.add_row("precision, sightings", pct(m["precision_sightings"]))
+    table.add_row("false sightings", str(m["false_sightings"]))
+    fc = m["false_candidates_per_distractor"]
+    table.add_row(
+        "false candidates per non-listed appearance",
+        f"{m['false_candidates']}/{m['distractor_appearances']}"
+        + (f" ({fc['rate']:.1%})" if fc else ""),
+    )
+    console.print(table)
+    for miss in m["missed"]:
+        console.print(f"missed: {miss['person']} at {miss['start_s']:.1f}-{miss['end_s']:.1f}s")

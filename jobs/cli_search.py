@@ -19,6 +19,7 @@ from jobs.common import (
     json_stdout,
 )
 from jobs.report import link_media, render_report, sightings_table, write_outputs, write_summary
+from jobs.review import rank
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
 from jobs.search_setup import SearchSetup, SetupError, check_numbers, check_videos
@@ -41,7 +42,13 @@ def search(
     ),
     fps: float | None = typer.Option(None, "--fps", min=0.05, max=60, help="frames per second"),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="override the list's calibrated threshold (audited)"
+        None, "--threshold", help="override the alert tier's threshold: sightings (audited)"
+    ),
+    review_threshold: float | None = typer.Option(
+        None,
+        "--review-threshold",
+        help="override the review tier's threshold: candidates, never above the alert "
+        "threshold (audited)",
     ),
     out: Path = typer.Option(Path("facewatch-search"), "--out", help="output folder"),
     case: str | None = typer.Option(None, "--case", help="case reference (required by default)"),
@@ -59,7 +66,9 @@ def search(
     if indexed:
         from jobs.cli_index import search_indexed
 
-        search_indexed(ctx, paths or [], probe, threshold, top_k, out, case, reason, as_json)
+        search_indexed(
+            ctx, paths or [], probe, threshold, review_threshold, top_k, out, case, reason, as_json
+        )
         return
     if not paths:
         fail("give video files or folders to search (or --probe IMAGE --indexed)")
@@ -71,6 +80,7 @@ def search(
         fail(f"no such file or folder: {', '.join(missing)}")
     try:
         check_numbers(fps, threshold)
+        check_numbers(threshold=review_threshold)
         check_videos(paths, settings)
         setup = SearchSetup.prepare(
             settings,
@@ -82,19 +92,20 @@ def search(
             reason,
             current_actor(),
             warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+            review_threshold=review_threshold,
         )
     except SetupError as exc:
         fail(str(exc))
     try:
         with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
-            result = _run(setup, out, fps, ray_address, quiet=as_json)
+            result = run_with_progress(setup, out, fps, ray_address, quiet=as_json)
     finally:
         setup.close()
-    _report(setup, result, out, as_json)
+    report_outputs(setup, result, out, as_json)
     raise typer.Exit(_exit_code(result))
 
 
-def _run(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> SearchResult:
+def run_with_progress(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> SearchResult:
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -124,7 +135,7 @@ def _run(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> Search
         return setup.run(out, fps, ray_address, progress)
 
 
-def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:
+def report_outputs(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:
     sightings = result.sightings
     link_media(sightings, out)
     errors = [e.row() for e in result.errors]
@@ -141,7 +152,7 @@ def _report(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) 
 
 
 def _print_summary(result: SearchResult, summary: dict) -> None:
-    table = sightings_table(result.sightings, "Sightings")
+    table = sightings_table(rank(result.sightings), "Sightings, then candidates")
     console.print(table)
     for e in result.errors:
         console.print(f"[red]failed:[/] {e.path}: {e.reason}")

@@ -26,7 +26,12 @@ def open_lists(ctx: typer.Context, vectors: bool = True) -> tuple[Home, Watchlis
         home = Home.open(settings, engine.info if vectors else None)
     except (StoreError, ValueError) as exc:
         fail(str(exc))
-    return home, Watchlists(home, engine.info, engine.embedder.default_threshold), engine
+    return home, watchlists(home, engine), engine
+
+
+def watchlists(home: Home, engine: FaceEngine) -> Watchlists:
+    e = engine.embedder
+    return Watchlists(home, engine.info, e.default_threshold, e.default_review_threshold)
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -77,7 +82,30 @@ def add(
     finally:
         home.close()
     console.print(f"enrolled {name} as {pid} on list '{list_name}' ({len(images)} photo(s))")
+    advice = enrolment_advice(engine, [f.borderline for f in faces])
+    if advice:
+        console.print(f"[yellow]warning:[/] {advice}")
     print(pid)
+
+
+def enrolment_advice(engine: FaceEngine, borderline: list[tuple[str, ...]]) -> str:
+    """What to tell an officer about an enrolment that will be found less often."""
+    e = engine.embedder
+    notes = []
+    if len(borderline) == 1 and e.measured_tpir:
+        one, three = e.measured_tpir[1], e.measured_tpir[3]
+        notes.append(
+            f"one photo: expect about {one:.0%} of this person's appearances to be found at "
+            f"the alert tier (FPIR 1e-3), against {three:.0%} with 3 photos (measured, "
+            "docs: Accuracy); add more photos with facewatch watchlist add"
+        )
+    weak = sorted({gate for b in borderline for gate in b})
+    if weak:
+        notes.append(
+            f"{sum(map(bool, borderline))} photo(s) only just pass the quality gates "
+            f"({', '.join(weak)}); a larger, sharper, frontal photo will be found more often"
+        )
+    return "; ".join(notes)
 
 
 @app.command("ls")
@@ -99,19 +127,18 @@ def ls(
         sys.stdout.write("\n")
         return
     for lst in summary:
-        fpir = lst["expected_fpir"]
-        expect = (
-            f"expected FPIR {fpir:.3%} at {lst['active_people']} people"
-            if fpir is not None
-            else "FPIR not calibrated"
-        )
-        console.print(
-            f"list [bold]{lst['name']}[/]: {lst['active_people']} active, version "
-            f"{lst['version']}, threshold {lst['threshold_in_force']:.3f} "
-            f"({lst['threshold_how']}), {expect}"
-        )
+        console.print(_list_line(lst))
     table = Table(
-        "person id", "name", "list", "category", "images", "added by", "added", "expires", "status"
+        "person id",
+        "name",
+        "list",
+        "category",
+        "images",
+        "added by",
+        "added",
+        "expires",
+        "status",
+        "notes",
     )
     for p in people:
         table.add_row(
@@ -124,8 +151,44 @@ def ls(
             p["created_at"][:10],
             p["expires_on"] or "-",
             p["status"],
+            _person_notes(p),
         )
     console.print(table)
+
+
+def _list_line(lst: dict) -> str:
+    n = lst["active_people"]
+
+    def rate(value: float | None, what: str) -> str:
+        return (
+            f"expected {what} {value:.3%} at {n} people"
+            if value is not None
+            else (f"{what} not calibrated")
+        )
+
+    return (
+        f"list [bold]{lst['name']}[/]: {n} active, version {lst['version']}\n"
+        f"  alert tier:  threshold {lst['threshold_in_force']:.3f} ({lst['threshold_how']}), "
+        f"{rate(lst['expected_fpir'], 'FPIR')}\n"
+        f"  review tier: threshold {lst['review_threshold_in_force']:.3f} "
+        f"({lst['review_threshold_how']}), "
+        f"{rate(lst['expected_candidate_rate'], 'false-candidate rate')}"
+    )
+
+
+def _person_notes(p: dict) -> str:
+    """Why a person may be found less often than they could be."""
+    if p["status"] != "active":
+        return ""
+    notes = []
+    if p["images"] == 1:
+        notes.append("1 photo: add more")
+    if p["borderline"]:
+        gates = sorted(set(p["borderline"].split(",")))
+        notes.append(f"photo only just passes: {', '.join(gates)}")
+    if p["images_single_pass"]:
+        notes.append("embedded without photo TTA: watchlist reembed")
+    return "; ".join(notes)
 
 
 @app.command("rm")
@@ -180,7 +243,18 @@ def calibrate(
         help="DIR/<identity>/<images> of people NOT on the list (non-mated faces)",
     ),
     target_fpir: float = typer.Option(
-        0.001, "--target-fpir", min=1e-6, max=0.5, help="false alarms per non-mated face"
+        0.001,
+        "--target-fpir",
+        min=1e-6,
+        max=0.5,
+        help="alert tier: false alarms per non-mated face",
+    ),
+    target_candidate_rate: float = typer.Option(
+        0.01,
+        "--target-candidate-rate",
+        min=1e-6,
+        max=0.5,
+        help="review tier: false candidates per non-mated face (retrospective work only)",
     ),
     per_person: bool = typer.Option(
         False,
@@ -191,7 +265,8 @@ def calibrate(
     batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
     as_json: bool = typer.Option(False, "--json", help="print the calibration record as JSON"),
 ) -> None:
-    """Measure the list against non-mated faces and set its threshold for a target FPIR."""
+    """Measure the list against non-mated faces and set both thresholds: the alert tier for
+    a target FPIR and the review tier for a target false-candidate rate."""
     from pipelines.evaluation.calibration import calibrate as measure
     from pipelines.evaluation.calibration import calibrate_per_person, check_disjoint
     from pipelines.evaluation.faces import identity_images
@@ -205,9 +280,11 @@ def calibrate(
         faces = _distractor_faces(engine, [p for ps in images.values() for p in ps], batch_size)
         if per_person:
             ids = [name for name, ps in images.items() for _ in ps]
-            record = calibrate_per_person(gallery, faces, ids, target_fpir, distractors)
+            record = calibrate_per_person(
+                gallery, faces, ids, target_fpir, distractors, target_candidate_rate
+            )
         else:
-            record = measure(gallery, faces, target_fpir, distractors)
+            record = measure(gallery, faces, target_fpir, distractors, target_candidate_rate)
         how = lists.record_calibration(list_name, record, current_actor())
     except (WatchlistError, EvaluationInputError, ValueError) as exc:
         fail(str(exc))
@@ -223,6 +300,60 @@ def calibrate(
         f"{record['threshold']:.4f} ({how}); measured FPIR {record['fpir']:.3%} "
         f"[95% CI {low:.3%}, {high:.3%}] = {record['false_alarms']}/{record['n_nonmated']} "
         f"non-mated faces; no face {record['no_face']}, rejected {record['rejected']}"
+    )
+    review = record["review"]
+    low, high = review["rate_ci95"]
+    console.print(
+        f"review tier: threshold {review['threshold']:.4f}; measured false-candidate rate "
+        f"{review['rate']:.3%} [95% CI {low:.3%}, {high:.3%}] = {review['false_alarms']}/"
+        f"{record['n_nonmated']} non-mated faces (never used for live alerts)"
+    )
+
+
+@app.command("reembed")
+def reembed(
+    ctx: typer.Context,
+    list_name: str = typer.Option(..., "--list", help="watch list whose photos to re-embed"),
+    photos: list[Path] = typer.Option(
+        ...,
+        "--photos",
+        exists=True,
+        help="the enrolment photos (files or folders); matched to entries by content hash",
+    ),
+    reason: str = typer.Option("", "--reason", help="why (required; audited)"),
+) -> None:
+    """Re-embed a list's photos as enrolment now does (e.g. with photo TTA). Audited; run
+    watchlist calibrate afterwards, as the scores move."""
+    if not reason.strip():
+        fail("re-embedding changes who is found: give --reason TEXT (audited)")
+    from pipelines.images import ImageError, sha256_file
+
+    files = [q for p in photos for q in (sorted(p.rglob("*")) if p.is_dir() else [p])]
+    files = [f for f in files if f.is_file()]
+    home, lists, engine = open_lists(ctx)
+    try:
+        wanted = {e["image_sha256"] for e in lists.people_entries(list_name)}
+        faces, problems = {}, []
+        engine.load(warmup=False)
+        for f in files:
+            digest = sha256_file(f)
+            if digest not in wanted or digest in faces:
+                continue
+            try:
+                faces[digest] = engine.probe_face(f)
+            except ImageError as exc:
+                problems.append(str(exc))
+        done = lists.reembed(list_name, faces, current_actor(), reason)
+    except WatchlistError as exc:
+        fail(str(exc))
+    finally:
+        home.close()
+    for p in problems:
+        console.print(f"[red]unusable:[/] {p}")
+    console.print(
+        f"list '{list_name}': re-embedded {len(done['reembedded'])} photo(s); "
+        f"{len(done['missing'])} not given (left as they were). Recalibrate: "
+        "facewatch watchlist calibrate"
     )
 
 

@@ -2,8 +2,8 @@
 
 1. One batched vector search of the ``fw_faces`` collection with the probe photos'
    embeddings (``top_k`` nearest faces per photo).
-2. A track can only be matched if one of its faces reaches the threshold (a track's margin
-   is a mean of its best margins), so the tracks with such a hit are the candidates.
+2. A track can only be matched if one of its faces reaches the review threshold (a track's
+   margin is a mean of its best margins), so the tracks with such a hit are the ones read.
 3. All faces of those tracks are read back (one query per file) and scored against the
    probe photos (max over photos, as the in-memory Matcher does), and the archive search's
    own rules decide each track and group tracks into sightings (pipelines/sightings.py).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.search import _match_id, archive_match
+from jobs.search import _match_id, archive_match, sighting_id
 from pipelines.match import Gallery
 from pipelines.schemas import Match, Sighting
 from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
@@ -123,6 +123,9 @@ class IndexedSearch:
         self.store = store
         self.gallery = gallery
         self.threshold = float(np.min(gallery.thresholds))
+        review = gallery.review_thresholds
+        # the lower bound of any tier: faces below it cannot make a track reach one
+        self.review_threshold = float(np.min(review)) if review is not None else self.threshold
         self.link_gap_s = link_gap_s
         self.top_n = top_n
         self.case = case  # part of every match id, as in archive search
@@ -135,7 +138,7 @@ class IndexedSearch:
         hits = self.store.search(FACES, self.gallery.embeddings, top_k, filter=where, fields=fields)
         # before the scope's exact check: faces it drops (``like`` wildcards) still took
         # places in the top-k, so a full top-k must warn even if fewer are left
-        saturated = any(len(h) == top_k and h[-1]["score"] >= self.threshold for h in hits)
+        saturated = any(len(h) == top_k and h[-1]["score"] >= self.review_threshold for h in hits)
         if scope:  # exactly the files asked for (see PathScope.filter)
             hits = [[h for h in per if scope.keeps(h["source_path"])] for per in hits]
         query_s = time.perf_counter() - t0
@@ -144,7 +147,7 @@ class IndexedSearch:
         tracks: dict[str, set[int]] = defaultdict(set)
         n_hits = 0
         for h in (h for per_probe in hits for h in per_probe):
-            if h["score"] >= self.threshold:
+            if h["score"] >= self.review_threshold:
                 n_hits += 1
                 tracks[h["source_id"]].add(int(h["track_id"]))
         files = [
@@ -180,9 +183,13 @@ class IndexedSearch:
         rows.sort(key=lambda r: (r["frame_index"], r["face_index"]))
         table, tids = self._table(rows)
         out = IndexedFile(rows[0]["source_path"], file_id)
-        verdicts = decide_tracks(table, tids, self.top_n)
+        gap = np.array([self.threshold - self.review_threshold])
+        verdicts = decide_tracks(table, tids, self.top_n, gap)
         for v in verdicts:
-            out.matches += [self._match(out, table, r, rows[r], v.track_id) for r in v.faces]
+            for r in v.faces:
+                m = self._match(out, table, r, rows[r], v.track_id)
+                m.extra["tier"] = v.tier
+                out.matches.append(m)
         for d in group_sightings(table, verdicts, self.link_gap_s):
             b = best_row(table, d.rows, 0)
             out.sightings.append(
@@ -200,6 +207,12 @@ class IndexedSearch:
                     thumbnail=_match_id(file_id, table, b, self.gallery.person_ids[0], self.case),
                     watchlist_photo=self.gallery.photos[0],
                     track_ids=sorted(d.track_ids),
+                    tier=d.tier,
+                    threshold=round(self.threshold, 4),
+                    review_threshold=round(self.review_threshold, 4),
+                    sighting_id=sighting_id(
+                        self.case, file_id, self.gallery.person_ids[0], d.start_s, d.end_s
+                    ),
                 )
             )
         return out

@@ -30,6 +30,10 @@ SIGHTING_SCHEMA = pa.schema(
         ("thumbnail", pa.string()),
         ("watchlist_photo", pa.string()),
         ("track_ids", pa.list_(pa.int64())),
+        ("tier", pa.string()),
+        ("threshold", pa.float64()),
+        ("review_threshold", pa.float64()),
+        ("sighting_id", pa.string()),
     ]
 )
 MATCH_SCHEMA = pa.schema(
@@ -49,6 +53,7 @@ MATCH_SCHEMA = pa.schema(
         ("face_index", pa.int64()),
         ("snapshot_id", pa.string()),
         ("thumbnail", pa.string()),
+        ("tier", pa.string()),
     ]
 )
 ERROR_SCHEMA = pa.schema(
@@ -73,7 +78,7 @@ def write_outputs(
     rows = []
     for m in matches:
         r = m.row()
-        r.pop("extra", None)
+        r["tier"] = r.pop("extra", {}).get("tier", "sighting")
         rows.append(r)
     write_table(rows, MATCH_SCHEMA, out / "matches.parquet")
     write_table(errors, ERROR_SCHEMA, out / "errors.parquet")
@@ -115,12 +120,13 @@ def sightings_table(sightings: list[Sighting], title: str, with_person: bool = T
 
     table = Table(title=title)
     cols = ["person", "list"] if with_person else []
-    for col in (*cols, "file", "from", "to", "best score", "at", "frames"):
+    for col in (*cols, "tier", "file", "from", "to", "best score", "at", "frames"):
         table.add_column(col)
     for s in sightings:
         who = [s.person_name, s.list_name] if with_person else []
         table.add_row(
             *who,
+            s.tier,
             Path(s.source_path).name,
             f"{s.start_s:.1f}s",
             f"{s.end_s:.1f}s",
@@ -137,13 +143,16 @@ def _fmt_t(s: float) -> str:
     return f"{h:d}:{m:02d}:{sec:05.2f}" if h else f"{m:d}:{sec:05.2f}"
 
 
-def render_report(
-    out: Path,
-    sightings: list[Sighting],
-    summary: dict[str, Any],
-    errors: list[dict],
-    title: str = "facewatch archive search",
-) -> Path:
+def _margins(s: Sighting) -> str:
+    """The best score's margin to each threshold of the search (signed)."""
+    parts = []
+    for name, thr in (("alert", s.threshold), ("review", s.review_threshold)):
+        if thr == thr:  # not nan
+            parts.append(f"{s.best_score - thr:+.3f} to {name} {thr:.3f}")
+    return "<br>".join(parts)
+
+
+def _sighting_rows(sightings: list[Sighting], decisions: dict[str, dict]) -> str:
     e = html.escape
     rows = []
     for s in sightings:
@@ -153,36 +162,80 @@ def render_report(
             if s.watchlist_photo
             else "—"
         )
+        d = decisions.get(s.sighting_id)
+        said = f"{e(d['decision'])}<br><small>{e(d['decided_by'])}</small>" if d else "undecided"
         rows.append(
-            f"<tr><td>{live}</td><td>{photo}</td><td><b>{e(s.person_name)}</b><br>"
-            f"<small>{e(s.person_id)} · {e(s.list_name)}</small></td>"
-            f"<td>{e(Path(s.source_path).name)}</td><td>{_fmt_t(s.start_s)} – {_fmt_t(s.end_s)}"
-            f"</td><td>{s.best_score:.3f} at {_fmt_t(s.best_frame_s)}</td>"
-            f"<td>{s.n_frames}</td></tr>"
+            f'<tr class="{e(s.tier)}"><td>{live}</td><td>{photo}</td><td>'
+            f"<b>{e(s.person_name)}</b><br><small>{e(s.person_id)} · {e(s.list_name)}</small>"
+            f"</td><td>{e(s.tier)}</td><td>{e(Path(s.source_path).name)}</td>"
+            f"<td>{_fmt_t(s.start_s)} – {_fmt_t(s.end_s)}</td>"
+            f"<td>{s.best_score:.3f} at {_fmt_t(s.best_frame_s)}<br><small>{_margins(s)}"
+            f"</small></td><td>{s.n_frames}</td><td>{said}</td></tr>"
         )
+    return "".join(rows) or "<tr><td colspan=9>none</td></tr>"
+
+
+def _review_facts(review: dict | None) -> str:
+    if not review:
+        return ""
+    e = html.escape
+    items = []
+    for tier, r in review.items():
+        p = r["precision"]
+        shown = (
+            f"{p:.0%} [{r['precision_ci95'][0]:.0%}, {r['precision_ci95'][1]:.0%}]"
+            if p is not None
+            else "not yet measured"
+        )
+        items.append(
+            f"<li>{e(tier)}s: {r['confirmed']} confirmed, {r['rejected']} rejected, "
+            f"{r['unsure']} unsure, {r['undecided']} undecided; precision from decisions "
+            f"{shown}</li>"
+        )
+    return "<h2>Review</h2><ul>" + "".join(items) + "</ul>"
+
+
+def render_report(
+    out: Path,
+    sightings: list[Sighting],
+    summary: dict[str, Any],
+    errors: list[dict],
+    title: str = "facewatch archive search",
+    decisions: dict[str, dict] | None = None,
+    review: dict | None = None,
+) -> Path:
+    """report.html: sightings (alert tier) first, then candidates (review tier), each ranked
+    by score, with the best face beside the watch-list photo and the decisions so far."""
+    e = html.escape
+    order = {"sighting": 0, "candidate": 1}
+    ranked = sorted(sightings, key=lambda s: (order.get(s.tier, 2), -s.best_score, s.start_s))
+    n_sightings = sum(s.tier == "sighting" for s in sightings)
     err_rows = "".join(
         f"<tr><td>{e(x['path'])}</td><td>{e(x['stage'])}</td><td>{e(x['reason'])}</td></tr>"
         for x in errors
     )
     facts = "".join(f"<li>{e(str(k))}: {e(str(v))}</li>" for k, v in summary.items())
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:6px 10px;
-vertical-align:middle;text-align:left}}th{{background:#f3f3f3}}img{{height:112px}}
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1em;color:#222}}
+.wrap{{overflow-x:auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:6px 10px;vertical-align:middle;text-align:left}}
+th{{background:#f3f3f3}}img{{height:112px}}tr.candidate{{background:#fffbea}}
 .note{{color:#555;max-width:60em}}</style></head><body>
-<h1>{e(title)}</h1><p class="note">Generated {generated}. Each row is a sighting: consecutive
-matches of one person in one file. The left image is the best matching face found; the right
-one is the watch-list photo. A match is a lead for a person to review, not an identification.
-</p><ul>{facts}</ul>
-<h2>Sightings ({len(sightings)})</h2>
-<table><tr><th>Found</th><th>Watch list</th><th>Person</th><th>File</th><th>When</th>
-<th>Best score</th><th>Frames</th></tr>{"".join(rows) or "<tr><td colspan=7>none</td></tr>"}
-</table>
+<h1>{e(title)}</h1><p class="note">Generated {generated}. Each row is one person in one file
+over a span of time. A <b>sighting</b> reached the alert tier (the list's calibrated
+threshold); a <b>candidate</b> reached only the lower review tier: a lead for a person to
+check, more often wrong. Neither is an identification. The left image is the best matching
+face found; the right one is the watch-list photo.</p><ul>{facts}</ul>{_review_facts(review)}
+<h2>Sightings ({n_sightings}) and candidates ({len(sightings) - n_sightings})</h2>
+<div class="wrap"><table><tr><th>Found</th><th>Watch list</th><th>Person</th><th>Tier</th>
+<th>File</th><th>When</th><th>Best score</th><th>Frames</th><th>Decision</th></tr>
+{_sighting_rows(ranked, decisions or {})}</table></div>
 <h2>Files that could not be searched ({len(errors)})</h2>
-<table><tr><th>File</th><th>Stage</th><th>Reason</th></tr>{
+<div class="wrap"><table><tr><th>File</th><th>Stage</th><th>Reason</th></tr>{
         err_rows or "<tr><td colspan=3>none</td></tr>"
-    }</table></body></html>"""
+    }</table></div></body></html>"""
     path = out / "report.html"
     path.write_text(body, encoding="utf-8")
     return path

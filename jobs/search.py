@@ -133,10 +133,10 @@ class ArchiveSearch:
         self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
         # the face index (jobs/index.py): every face of a file, with thumbnails and tracks
         self.on_faces = on_faces
-        self.tracker_config = (
-            TrackerConfig.for_threshold(float(np.median(gallery.thresholds)))
-            if len(gallery)
-            else TrackerConfig()
+        # never from the thresholds: the same footage gives the same tracks at any threshold
+        # a track continues from the sampled frame just before (1.5 sampling intervals)
+        self.tracker_config = TrackerConfig.for_embedder(
+            gallery.embedder.name, near_s=1.5 / self.fps, max_gap_s=max(2.0, 3.0 / self.fps)
         )
 
     # -- planning -------------------------------------------------------------------------
@@ -368,18 +368,21 @@ class ArchiveSearch:
             )
         if self.on_faces is not None:
             self.on_faces(res, table, emb, crops, track_ids)
-        verdicts = decide_tracks(table, track_ids, self.settings.search.top_n)
+        verdicts = decide_tracks(
+            table, track_ids, self.settings.search.top_n, self.matcher.review_gap
+        )
         snapshot = self.gallery.snapshot_ids
         for v in verdicts:
             for r in v.faces:
                 if not table.passed[r]:
                     continue
-                res.matches.append(
-                    self._match(res, table, r, v.person, v.track_id, crops[r], snapshot, emb[r])
-                )
+                m = self._match(res, table, r, v.person, v.track_id, crops[r], snapshot, emb[r])
+                m.extra["tier"] = v.tier
+                res.matches.append(m)
         for d in group_sightings(table, verdicts, self.settings.search.link_gap_s):
             b = best_row(table, d.rows, d.person)
             best = self._margin_score(table, b, d.person)
+            person_id = self.matcher.person_ids[d.person]
             res.sightings.append(
                 Sighting(
                     person_id=self.matcher.person_ids[d.person],
@@ -397,6 +400,12 @@ class ArchiveSearch:
                     ),
                     watchlist_photo=self.matcher.person_photo[d.person],
                     track_ids=sorted(d.track_ids),
+                    tier=d.tier,
+                    threshold=round(float(self.matcher.person_threshold[d.person]), 4),
+                    review_threshold=round(
+                        float(self.matcher.person_review_threshold[d.person]), 4
+                    ),
+                    sighting_id=sighting_id(self.case, res.file_id, person_id, d.start_s, d.end_s),
                 )
             )
 
@@ -460,6 +469,13 @@ def archive_match(
         face_index=int(table.face_index[r]),
         snapshot_id=snapshot_id,
     )
+
+
+def sighting_id(case: str, file_id: str, person_id: str, start_s: float, end_s: float) -> str:
+    """Deterministic: a rerun of the same search gives the same id, so a review decision
+    stays attached to its sighting."""
+    key = f"{case}:{file_id}:{person_id}:{start_s:.3f}:{end_s:.3f}"
+    return "s_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def _utf8(text: str) -> bool:

@@ -53,11 +53,13 @@ class SearchSetup:
         reason: str | None,
         actor: str,
         warn: Callable[[str], None],
+        review_threshold: float | None = None,
     ) -> SearchSetup:
         relaxed = _check_purpose(settings, case, reason)
         if probes and list_name is not None:
             raise SetupError("give either --list or --probe, not both")
         check_numbers(threshold=threshold)
+        check_numbers(threshold=review_threshold)
         engine = local_engine(settings)
         try:
             home = Home.open(settings, engine.info)
@@ -65,10 +67,15 @@ class SearchSetup:
             raise SetupError(str(exc)) from None
         try:
             if probes:
-                gallery, target = _probe_gallery(engine, probes, threshold)
+                gallery, target = probe_gallery(engine, probes, threshold, review_threshold)
             else:
-                lists = Watchlists(home, engine.info, engine.embedder.default_threshold)
-                gallery, target = _list_gallery(lists, list_name, threshold, actor, warn)
+                e = engine.embedder
+                lists = Watchlists(
+                    home, engine.info, e.default_threshold, e.default_review_threshold
+                )
+                gallery, target = _list_gallery(
+                    lists, list_name, (threshold, review_threshold), actor, warn
+                )
         except Exception:
             home.close()
             raise
@@ -83,6 +90,9 @@ class SearchSetup:
             snapshots=gallery.snapshot_ids,
             probe_sha256=list(gallery.entry_ids) if probes else [],
             threshold_override=threshold,
+            review_threshold_override=review_threshold,
+            thresholds=_threshold_range(gallery.thresholds),
+            review_thresholds=_threshold_range(gallery.review_thresholds),
         )
         return cls(settings, paths, gallery, home, actor, case or "", reason or "", target)
 
@@ -119,7 +129,7 @@ class SearchSetup:
                 (out / "thumbs" / f"{m.match_id}.jpg").write_bytes(crop)
                 m.thumbnail = self.home.media.save("matches", m.match_id, crop)
             row = m.row()
-            row.pop("extra")
+            row["status"] = row.pop("extra").get("tier", "sighting")  # archive: the tier
             row["embedding"] = np.asarray(emb, np.float32)
             row["case_ref"] = self.case
             rows.append(row)
@@ -137,7 +147,8 @@ class SearchSetup:
             "faces": sum(f.faces for f in result.files),
             "faces rejected by quality": sum(sum(f.rejected.values()) for f in result.files),
             "matched faces": len(result.matches),
-            "sightings": len(result.sightings),
+            "sightings": sum(s.tier == "sighting" for s in result.sightings),
+            "candidates": sum(s.tier == "candidate" for s in result.sightings),
             "wall time": f"{result.wall_s:.1f}s",
             "speed": f"{result.video_s / max(result.wall_s, 1e-9):.2f} video-s per s",
         }
@@ -154,7 +165,10 @@ class SearchSetup:
             "faces": sum(f.faces for f in result.files),
             "rejected": sum(sum(f.rejected.values()) for f in result.files),
             "matches": len(result.matches),
-            "sightings": len(result.sightings),
+            "sightings": sum(s.tier == "sighting" for s in result.sightings),
+            "candidates": sum(s.tier == "candidate" for s in result.sightings),
+            "thresholds": _threshold_range(self.gallery.thresholds),
+            "review_thresholds": _threshold_range(self.gallery.review_thresholds),
             "wall_s": round(result.wall_s, 3),
         }
 
@@ -195,12 +209,36 @@ def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> 
     return True
 
 
-def _probe_gallery(engine: FaceEngine, probes: list[Path], threshold: float | None):
+def _threshold_range(values: np.ndarray | None) -> list[float] | None:
+    """[lowest, highest] threshold in force (per-person thresholds differ), for the audit."""
+    if values is None or len(values) == 0:
+        return None
+    return [round(float(values.min()), 4), round(float(values.max()), 4)]
+
+
+def probe_gallery(
+    engine: FaceEngine,
+    probes: list[Path],
+    threshold: float | None,
+    review_threshold: float | None = None,
+):
+    """The gallery of one person from probe photos, with both tiers: the embedder's
+    defaults unless overridden (audited with the search)."""
     try:
         faces = engine.load(warmup=False).probe_faces(probes)
     except EnrolmentError as exc:
         raise SetupError(str(exc)) from None
-    thr = threshold if threshold is not None else engine.embedder.default_threshold
+    e = engine.embedder
+    thr = threshold if threshold is not None else e.default_threshold
+    if review_threshold is not None:
+        review = review_threshold
+    else:
+        review = min(thr, e.default_review_threshold or thr)
+    if review > thr:
+        raise SetupError(
+            f"--review-threshold {review} lies above the alert threshold {thr}; the review "
+            "tier is the lower one"
+        )
     gallery = Gallery(
         embeddings=np.stack([f.embedding for f in faces]),
         entry_ids=[f.sha256 for f in faces],
@@ -210,13 +248,22 @@ def _probe_gallery(engine: FaceEngine, probes: list[Path], threshold: float | No
         photos=[str(Path(f.path).resolve()) for f in faces],
         embedder=engine.info,
         thresholds=np.full(len(faces), thr, np.float32),
+        review_thresholds=np.full(len(faces), review, np.float32),
     )
     return gallery, "probe:" + ",".join(f.sha256[:12] for f in faces)
 
 
-def _list_gallery(lists: Watchlists, list_name, threshold, actor, warn):
+def _list_gallery(lists: Watchlists, list_name, overrides, actor, warn):
+    threshold, review_threshold = overrides
     try:
-        gallery = lists.active_gallery(list_name, override=threshold, actor=actor, warn=warn)
+        gallery = lists.active_gallery(
+            list_name,
+            override=threshold,
+            actor=actor,
+            warn=warn,
+            review=True,
+            review_override=review_threshold,
+        )
     except WatchlistError as exc:
         raise SetupError(str(exc)) from None
     if len(gallery) == 0:

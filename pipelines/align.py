@@ -104,6 +104,12 @@ def warp_chip(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(chip, np.uint8)
 
 
+def scaled_template(template: np.ndarray, scale: float) -> np.ndarray:
+    """``template`` scaled about its centre (> 1: the face fills more of the chip)."""
+    centre = template.mean(axis=0)
+    return centre + (template - centre) * scale
+
+
 def align_faces(
     frames: list[np.ndarray],
     detections: FaceDetections,

@@ -69,6 +69,29 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE persons ADD COLUMN image_source TEXT;
     """,
+    # 3: how each photo was embedded ('single': one pass; 'tta6': 3 scales x mirror), which
+    # gates it passed only just; investigators' decisions on sightings and candidates
+    """
+    ALTER TABLE entries ADD COLUMN embedding_mode TEXT NOT NULL DEFAULT 'single';
+    ALTER TABLE entries ADD COLUMN borderline TEXT NOT NULL DEFAULT '';
+    CREATE TABLE sighting_reviews (
+        sighting_id TEXT PRIMARY KEY,
+        case_ref TEXT NOT NULL,
+        out_dir TEXT NOT NULL,
+        person_id TEXT NOT NULL,
+        person_name TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL NOT NULL,
+        best_score REAL NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected', 'unsure')),
+        note TEXT NOT NULL DEFAULT '',
+        decided_by TEXT NOT NULL,
+        decided_at TEXT NOT NULL
+    );
+    CREATE INDEX sighting_reviews_case ON sighting_reviews(case_ref);
+    """,
 ]
 
 

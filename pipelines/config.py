@@ -52,7 +52,10 @@ class QualityConfig(Strict):
         10.0, ge=0, description="minimum inter-eye distance in original-frame pixels"
     )
     min_blur: float = Field(
-        15.0, ge=0, description="minimum variance of the Laplacian on the aligned grey chip"
+        10.0,
+        ge=0,
+        description="minimum variance of the Laplacian on the aligned grey chip (10: at "
+        "CelebA/LFW, lower rejects no more false alarms; video faces at 10-15 are found)",
     )
     max_yaw: float = Field(50.0, ge=0, le=90, description="maximum estimated yaw, degrees")
     max_pitch: float = Field(50.0, ge=0, le=90, description="maximum estimated pitch, degrees")
@@ -71,6 +74,12 @@ class DlibResnetConfig(Strict):
         description="alignment template for MTCNN landmarks (pipelines/embedders/templates.py)",
     )
     flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
+    photo_tta: bool = Field(
+        True,
+        description="enrolment and probe photos: embed the face at 3 scales, each with its "
+        "mirror image (6 passes), and use the normalised sum; video faces are embedded once. "
+        "Changing it changes enrolled embeddings: re-embed with facewatch watchlist reembed",
+    )
 
 
 class FacenetConfig(Strict):
@@ -84,7 +93,13 @@ class FacenetConfig(Strict):
     allow_download: bool = Field(
         False, description="let facenet-pytorch download the weights when online"
     )
-    flip_average: bool = False
+    flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
+    photo_tta: bool = Field(
+        True,
+        description="enrolment and probe photos: embed the face at 3 scales, each with its "
+        "mirror image (6 passes), and use the normalised sum; video faces are embedded once. "
+        "Changing it changes enrolled embeddings: re-embed with facewatch watchlist reembed",
+    )
 
 
 EmbedderConfig = Annotated[DlibResnetConfig | FacenetConfig, Field(discriminator="type")]

@@ -1,9 +1,20 @@
 """Matching faces against a watch list held in memory: one matrix product per batch.
 
 Scores are cosine similarities of L2-normalised embeddings. A person enrolled with several
-photos scores the maximum over their photos. Each person carries the threshold of their
+photos scores the mean of two numbers: the best of their photos, and their *template* (the
+normalised mean of their photos' embeddings, each already averaged with its mirror image).
+Measured on CelebA people against 6,157 LFW passers-by (benchmarks/bench_recall.py), this
+finds more people than the best photo alone at the same false-alarm rate once a person has
+three photos (TPIR at FPIR 1e-3: 72.1% against 67.2%), and about as many with two; with one
+photo the two are the same. Each person carries the thresholds of their
 list, so lists calibrated differently can be searched together: decisions use the margin
 ``score - threshold`` and a face matches when its best margin is >= 0.
+
+Two operating points per person: the **alert** threshold (live alerts, and sightings in
+archive search; calibrated for a false-alert rate) and the lower **review** threshold
+(candidates in retrospective work only, for a person to review; calibrated for a
+false-candidate rate). ``review_gap`` is how far below the alert threshold the review
+threshold lies, so a margin >= -review_gap is a candidate.
 """
 
 from __future__ import annotations
@@ -29,8 +40,16 @@ class Gallery:
     list_names: list[str]
     photos: list[str]  # thumbnail path of each entry's enrolment photo
     embedder: EmbedderInfo
-    thresholds: np.ndarray  # (M,) float32, the threshold in force for each entry's list
+    thresholds: np.ndarray  # (M,) float32, the alert threshold in force for each entry
     snapshot_ids: dict[str, str] = field(default_factory=dict)
+    # (M,) float32, the review threshold for each entry; None: no review tier (live)
+    review_thresholds: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.review_thresholds is not None and np.any(
+            self.review_thresholds > self.thresholds + 1e-6
+        ):
+            raise ValueError("a review threshold lies above its alert threshold")
 
     def __len__(self) -> int:
         return len(self.entry_ids)
@@ -62,26 +81,44 @@ class Matcher:
         index = {p: i for i, p in enumerate(self.person_ids)}
         self._entry_person = np.array([index[p] for p in gallery.person_ids], np.int64)
         self.person_threshold = np.zeros(len(self.person_ids), np.float32)
+        self.person_review_threshold = np.zeros(len(self.person_ids), np.float32)
+        review = (
+            gallery.review_thresholds
+            if gallery.review_thresholds is not None
+            else gallery.thresholds
+        )
         self.person_names = [""] * len(self.person_ids)
         self.person_lists = [""] * len(self.person_ids)
         self.person_photo = [""] * len(self.person_ids)
         for e, p in enumerate(self._entry_person):
             self.person_threshold[p] = gallery.thresholds[e]
+            self.person_review_threshold[p] = review[e]
             self.person_names[p] = gallery.person_names[e]
             self.person_lists[p] = gallery.list_names[e]
             self.person_photo[p] = self.person_photo[p] or gallery.photos[e]
         self._best_entry: np.ndarray | None = None
+        templates = np.zeros((len(self.person_ids), gallery.embeddings.shape[1]), np.float64)
+        np.add.at(templates, self._entry_person, gallery.embeddings.astype(np.float64))
+        norms = np.linalg.norm(templates, axis=1, keepdims=True)
+        self.templates = (templates / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    @property
+    def review_gap(self) -> np.ndarray:
+        """(P,) alert minus review threshold per person (0: no review tier)."""
+        return np.maximum(self.person_threshold - self.person_review_threshold, 0.0)
 
     def person_scores(self, embeddings: np.ndarray, info: EmbedderInfo) -> np.ndarray:
-        """(N, P) best similarity of each face to each person."""
+        """(N, P) similarity of each face to each person: the mean of their best photo's
+        score and their template's score (see the module's docstring)."""
         check_same_space(info, self.gallery.embedder)
         n, p = len(embeddings), len(self.person_ids)
         if n == 0 or p == 0:
             return np.zeros((n, p), np.float32)
-        entry = embeddings.astype(np.float32) @ self.gallery.embeddings.T  # (N, M)
-        out = np.full((n, p), -np.inf, np.float32)
-        np.maximum.at(out.T, self._entry_person, entry.T)
-        return out
+        faces = embeddings.astype(np.float32)
+        entry = faces @ self.gallery.embeddings.T  # (N, M)
+        best = np.full((n, p), -np.inf, np.float32)
+        np.maximum.at(best.T, self._entry_person, entry.T)
+        return ((best + faces @ self.templates.T) / 2).astype(np.float32)
 
     def match(self, embeddings: np.ndarray, info: EmbedderInfo, k: int = 3) -> FaceMatches:
         scores = self.person_scores(embeddings, info)

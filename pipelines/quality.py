@@ -68,6 +68,18 @@ class QualityGate:
     def __init__(self, config: QualityConfig | None = None):
         self.config = config or QualityConfig()
 
+    def borderline(self, q: Quality, i: int) -> list[str]:
+        """The gates face ``i`` passed only just (within a quarter of the limit): an
+        enrolment photo like that will be found less often than a clear one."""
+        cfg = self.config
+        near = {
+            "small": q.eye_distance[i] < 1.5 * cfg.min_eye_distance,
+            "blur": q.blur[i] < 1.5 * cfg.min_blur,
+            "pose": max(abs(q.yaw[i]) / cfg.max_yaw, abs(q.pitch[i]) / cfg.max_pitch) > 0.75,
+            "low_score": q.score[i] < cfg.min_score + 0.25 * (1 - cfg.min_score),
+        }
+        return [name for name, hit in near.items() if hit]
+
     def assess(self, detections: FaceDetections, chips: np.ndarray) -> Quality:
         cfg = self.config
         n = len(detections)

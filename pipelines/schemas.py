@@ -178,6 +178,10 @@ class Sighting:
     thumbnail: str = ""
     watchlist_photo: str = ""
     track_ids: list[int] = field(default_factory=list)
+    tier: str = "sighting"  # "sighting" (alert tier) or "candidate" (review tier)
+    threshold: float = float("nan")  # the person's alert threshold in this search
+    review_threshold: float = float("nan")  # the person's review threshold in this search
+    sighting_id: str = ""  # stable for the same case, file, person and span
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,10 +2,20 @@
 
 A track's identity is decided over the whole track, not frame by frame: for each candidate
 person, the track's margin is the mean of that person's best ``top_n`` margins (score minus
-threshold) over the track's faces. The best person wins the track when that mean is >= 0.
-So one frame's spurious match cannot flip a track, and a single lucky frame among many
-poor ones is not enough to call a match. Matched tracks of the same person in the same
-file, less than ``link_gap_s`` apart, form one sighting.
+alert threshold) over the track's faces. The best person wins the track. So one frame's
+spurious match cannot flip a track, and a single lucky frame among many poor ones is not
+enough to call a match.
+
+Two tiers: a track whose margin is >= 0 is a **sighting** (the alert tier); one whose margin
+is below 0 but at or above ``-review_gap`` of its person (the review threshold) is a
+**candidate**, a lead for a person to review. Matched tracks of the same person in the same
+file, less than ``link_gap_s`` apart, form one sighting; the group is a sighting when any
+of its tracks is.
+
+Monotonic by construction: tracks never depend on a threshold, and lowering every threshold
+by the same amount raises every margin by that amount without changing which person is
+best, so whatever is found at one threshold is found, as the same person, at every lower
+one (tests/pipelines/test_tiers.py checks it on real and synthetic tracks).
 """
 
 from __future__ import annotations
@@ -33,12 +43,26 @@ class FaceTable:
         return len(self.t)
 
 
+SIGHTING, CANDIDATE = "sighting", "candidate"
+TIERS = (SIGHTING, CANDIDATE)
+
+
+def tier_of(margin: float, review_gap: float) -> str | None:
+    """The tier of a track margin (score minus alert threshold), None below both."""
+    if margin >= 0:
+        return SIGHTING
+    if margin >= -review_gap:
+        return CANDIDATE
+    return None
+
+
 @dataclass(frozen=True)
 class TrackVerdict:
     track_id: int
     person: int  # index into the matcher's people
-    margin: float  # aggregated over the track
+    margin: float  # aggregated over the track, against the alert threshold
     faces: tuple[int, ...]  # rows of the track's faces that passed the quality gates
+    tier: str = SIGHTING
 
 
 def person_margin_per_face(table: FaceTable, rows: np.ndarray, person: int) -> np.ndarray:
@@ -51,7 +75,14 @@ def person_margin_per_face(table: FaceTable, rows: np.ndarray, person: int) -> n
     return np.where(hit.any(axis=1), np.where(hit, marg, -np.inf).max(axis=1), floor)
 
 
-def decide_tracks(table: FaceTable, track_ids: np.ndarray, top_n: int = 3) -> list[TrackVerdict]:
+def decide_tracks(
+    table: FaceTable,
+    track_ids: np.ndarray,
+    top_n: int = 3,
+    review_gap: np.ndarray | None = None,
+) -> list[TrackVerdict]:
+    """The verdict of every track that reaches a tier. ``review_gap`` (P,): per person, how
+    far below the alert threshold a candidate may score (None: sightings only)."""
     verdicts = []
     for tid in np.unique(track_ids):
         rows = np.flatnonzero((track_ids == tid) & table.passed)
@@ -65,8 +96,11 @@ def decide_tracks(table: FaceTable, track_ids: np.ndarray, top_n: int = 3) -> li
             agg = float(m.mean())
             if agg > best_margin:
                 best, best_margin = int(p), agg
-        if best >= 0 and best_margin >= 0:
-            verdicts.append(TrackVerdict(int(tid), best, best_margin, tuple(rows.tolist())))
+        if best < 0:
+            continue
+        tier = tier_of(best_margin, 0.0 if review_gap is None else float(review_gap[best]))
+        if tier is not None:
+            verdicts.append(TrackVerdict(int(tid), best, best_margin, tuple(rows.tolist()), tier))
     return verdicts
 
 
@@ -77,6 +111,7 @@ class SightingDraft:
     track_ids: list[int]
     start_s: float
     end_s: float
+    tier: str = SIGHTING
 
 
 def group_sightings(
@@ -101,8 +136,10 @@ def group_sightings(
                 current.rows.extend(v.faces)
                 current.track_ids.append(v.track_id)
                 current.end_s = max(current.end_s, end)
+                if v.tier == SIGHTING:
+                    current.tier = SIGHTING
             else:
-                current = SightingDraft(person, list(v.faces), [v.track_id], start, end)
+                current = SightingDraft(person, list(v.faces), [v.track_id], start, end, v.tier)
                 drafts.append(current)
     drafts.sort(key=lambda d: (d.start_s, d.person))
     return drafts

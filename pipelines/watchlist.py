@@ -70,11 +70,19 @@ def expected_fpir_at_size(calibration: dict | None, threshold: float, size: int)
 
 
 class Watchlists:
-    def __init__(self, home: Home, embedder: EmbedderInfo, default_threshold: float):
+    def __init__(
+        self,
+        home: Home,
+        embedder: EmbedderInfo,
+        default_threshold: float,
+        default_review_threshold: float | None = None,
+    ):
         self.home = home
         self.catalog = home.catalog
         self.embedder = embedder
         self.default_threshold = default_threshold
+        # None: the embedder has no measured review tier; candidates then need the alert one
+        self.default_review_threshold = default_review_threshold
 
     # -- enrolment ------------------------------------------------------------------------
     def add(
@@ -136,7 +144,9 @@ class Watchlists:
                 )
                 for (eid, f), thumb in zip(entries, thumbs, strict=True):
                     db.execute(
-                        "INSERT INTO entries VALUES (?,?,?,?,?,?,?)",
+                        "INSERT INTO entries(entry_id, person_id, image_sha256, source_name, "
+                        "thumbnail, quality, created_at, embedding_mode, borderline) "
+                        "VALUES (?,?,?,?,?,?,?,?,?)",
                         (
                             eid,
                             person_id,
@@ -145,6 +155,8 @@ class Watchlists:
                             thumb,
                             f.quality_score,
                             utcnow(),
+                            f.embedding_mode,
+                            ",".join(f.borderline),
                         ),
                     )
                 self.catalog.bump_version(list_name)
@@ -169,6 +181,65 @@ class Watchlists:
             images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
         )
         return person_id
+
+    def people_entries(self, list_name: str) -> list[dict]:
+        """The active entries (photos) of a list."""
+        check_list_name(list_name)
+        return self._active_entries(list_name, None)
+
+    def reembed(
+        self, list_name: str, faces: dict[str, ProbeFace], actor: str, reason: str
+    ) -> dict[str, list[str]]:
+        """Replace the embeddings of a list's photos with new ones of the same photos.
+
+        ``faces`` maps a photo's sha256 to its face embedded as enrolment now does; entries
+        are found by content hash, so nobody can be re-embedded from another photo. The
+        act is audited before any vector changes. Returns entry ids: ``reembedded`` and
+        ``missing`` (no photo given with that hash; left as they were).
+        """
+        if not reason.strip():
+            raise WatchlistError("re-embedding changes who is found: give --reason")
+        check_list_name(list_name)
+        entries = self._active_entries(list_name, None)
+        if not entries:
+            raise WatchlistError(f"list '{list_name}' has no active entries")
+        found = [e for e in entries if e["image_sha256"] in faces]
+        missing = [e["entry_id"] for e in entries if e["image_sha256"] not in faces]
+        if not found:
+            raise WatchlistError(
+                f"none of the {len(entries)} photos of list '{list_name}' was given "
+                "(photos are matched by content, not name)"
+            )
+        self.home.audit.append(
+            actor,
+            "watchlist.reembed",
+            list=list_name,
+            reason=reason,
+            entries=[e["entry_id"] for e in found],
+            modes={e["entry_id"]: faces[e["image_sha256"]].embedding_mode for e in found},
+            missing=missing,
+        )
+        now = int(time.time())
+        rows = [
+            {
+                "id": e["entry_id"],
+                "embedding": faces[e["image_sha256"]].embedding,
+                "person_id": e["person_id"],
+                "list_name": list_name,
+                "created_at": now,
+            }
+            for e in found
+        ]
+        self.home.vectors().upsert(WATCHLIST, rows)
+        with self.catalog.transaction() as db:
+            for e in found:
+                f = faces[e["image_sha256"]]
+                db.execute(
+                    "UPDATE entries SET embedding_mode = ?, borderline = ? WHERE entry_id = ?",
+                    (f.embedding_mode, ",".join(f.borderline), e["entry_id"]),
+                )
+            self.catalog.bump_version(list_name)
+        return {"reembedded": [e["entry_id"] for e in found], "missing": missing}
 
     def size_cap(self, list_row: dict | None) -> int:
         """The list's own cap, else ``governance.max_list_size``."""
@@ -285,8 +356,10 @@ class Watchlists:
     # -- reading --------------------------------------------------------------------------
     def people(self, list_name: str | None = None, include_removed: bool = False) -> list[dict]:
         sql = (
-            "SELECT p.*, COUNT(e.entry_id) AS images FROM persons p "
-            "LEFT JOIN entries e ON e.person_id = p.person_id WHERE 1=1"
+            "SELECT p.*, COUNT(e.entry_id) AS images, "
+            "COALESCE(SUM(e.embedding_mode != 'tta6'), 0) AS images_single_pass, "
+            "COALESCE(GROUP_CONCAT(NULLIF(e.borderline, '')), '') AS borderline "
+            "FROM persons p LEFT JOIN entries e ON e.person_id = p.person_id WHERE 1=1"
         )
         args: list[Any] = []
         if list_name:
@@ -312,16 +385,32 @@ class Watchlists:
             return float(list_row["threshold"]), list_row["threshold_source"]
         return self.default_threshold, f"{self.embedder.name} default"
 
+    def review_threshold(self, list_row: dict | None) -> tuple[float, str]:
+        """The review tier's threshold of a list (never above its alert threshold)."""
+        alert, _ = self.threshold(list_row)
+        review = ((list_row or {}).get("calibration") or {}).get("review")
+        if review and review.get("threshold") is not None:
+            how = f"calibrated for {review['target_candidate_rate']:g} false candidates/face"
+            return min(float(review["threshold"]), alert), how
+        if self.default_review_threshold is None:
+            return alert, "no review tier"
+        return min(self.default_review_threshold, alert), f"{self.embedder.name} default"
+
     def lists(self) -> list[dict]:
         out = []
         for lst in self.catalog.lists():
             active = [p for p in self.people(lst["name"]) if p["status"] == "active"]
             thr, how = self.threshold(lst)
+            review, review_how = self.review_threshold(lst)
+            calibration = lst.get("calibration")
             lst.update(
                 active_people=len(active),
                 threshold_in_force=thr,
                 threshold_how=how,
-                expected_fpir=expected_fpir_at_size(lst.get("calibration"), thr, len(active)),
+                expected_fpir=expected_fpir_at_size(calibration, thr, len(active)),
+                review_threshold_in_force=review,
+                review_threshold_how=review_how,
+                expected_candidate_rate=expected_fpir_at_size(calibration, review, len(active)),
             )
             out.append(lst)
         return out
@@ -360,12 +449,15 @@ class Watchlists:
         actor: str = "",
         warn: Callable[[str], None] | None = None,
         snapshot_id: str | None = None,
+        review: bool = False,
+        review_override: float | None = None,
     ) -> Gallery:
         """The in-memory matrix of every active entry (of one list, or of all lists).
 
         With ``snapshot_id`` (a deployment's frozen list), only the entries of that snapshot
         that are still active: nobody added since is matched, and removals and expiries
-        still take effect at once.
+        still take effect at once. ``review``: with the review tier's thresholds too
+        (retrospective work only; live cameras never get them).
         """
         if list_name is not None:  # None: every list; "" is a mistake, not "every list"
             check_list_name(list_name)
@@ -393,6 +485,15 @@ class Watchlists:
             n: self._threshold_in_force(n, override, actor, warn, sizes[n]) for n in names
         }
         per_person = self._person_thresholds(names) if override is None else {}
+        alert = np.asarray(
+            [per_person.get(e["person_id"], thresholds[e["list_name"]]) for e in entries],
+            np.float32,
+        )
+        reviews = (
+            self._review_thresholds(entries, names, alert, review_override, actor)
+            if review
+            else None
+        )
         return Gallery(
             embeddings=np.asarray([vectors[e["entry_id"]] for e in entries], np.float32).reshape(
                 -1, self.embedder.dim
@@ -403,16 +504,40 @@ class Watchlists:
             list_names=[e["list_name"] for e in entries],
             photos=[str(self.home.media.path(e["thumbnail"])) for e in entries],
             embedder=self.embedder,
-            thresholds=np.asarray(
-                [per_person.get(e["person_id"], thresholds[e["list_name"]]) for e in entries],
-                np.float32,
-            ),
+            thresholds=alert,
+            review_thresholds=reviews,
             snapshot_ids=(
                 {list_name: snapshot_id}
                 if snapshot_id and list_name
                 else {n: self.snapshot(n, at) for n in names}
             ),
         )
+
+    def _review_thresholds(self, entries, names, alert, override, actor) -> np.ndarray:
+        """Per entry: the review threshold in force, never above the entry's alert one."""
+        if override is not None:
+            if np.any(override > alert + 1e-6):
+                raise WatchlistError(
+                    f"--review-threshold {override} lies above the alert threshold "
+                    f"({float(alert.min()):.3f}); the review tier is the lower one"
+                )
+            for n in names:
+                self.home.audit.append(
+                    actor or "unknown",
+                    "threshold.override",
+                    tier="review",
+                    list=n,
+                    threshold=override,
+                    list_threshold=self.review_threshold(self.catalog.get_list(n))[0],
+                )
+            return np.full(len(entries), override, np.float32)
+        per_list = {n: self.review_threshold(self.catalog.get_list(n))[0] for n in names}
+        per_person: dict[str, float] = {}
+        for n in names:
+            review = ((self.catalog.get_list(n) or {}).get("calibration") or {}).get("review")
+            per_person.update((review or {}).get("person_thresholds") or {})
+        out = [per_person.get(e["person_id"], per_list[e["list_name"]]) for e in entries]
+        return np.minimum(np.asarray(out, np.float32), alert)
 
     def snapshot_entries(self, snapshot_id: str) -> dict[str, Any]:
         """A frozen snapshot: its list, version, time and the entry ids it named."""
@@ -435,16 +560,26 @@ class Watchlists:
         if self.catalog.get_list(list_name) is None:
             raise WatchlistError(f"no such list: {list_name}")
         record = {**record, "date": utcnow(), "by": actor}
+        review = record.get("review") or {}
+        if review and float(review["threshold"]) > float(record["threshold"]):
+            raise WatchlistError(
+                f"the review tier ({review['threshold']:.3f}) lies above the alert tier "
+                f"({record['threshold']:.3f}): aim the candidate rate above the FPIR"
+            )
         per = " per person" if record.get("mode") == "per-person" else ""
         how = f"calibrated{per} {record['date'][:10]} for FPIR {record['target_fpir']:g}"
-        self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
+        # the act is audited first: a calibration that cannot be recorded is not applied
         self.home.audit.append(
             actor,
             "threshold.calibrate",
             list=list_name,
-            **{k: v for k, v in record.items() if k not in ("curve", "by", "mode")},
+            **{k: v for k, v in record.items() if k not in ("curve", "by", "mode", "review")},
             calibration_mode=record.get("mode", "list"),
+            review_threshold=review.get("threshold"),
+            target_candidate_rate=review.get("target_candidate_rate"),
+            false_candidates=review.get("false_alarms"),
         )
+        self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
         return how
 
     def _threshold_in_force(self, list_name, override, actor, warn, size=None) -> float:

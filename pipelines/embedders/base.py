@@ -25,6 +25,10 @@ class Embedder(ABC):
     template: np.ndarray  # (5, 2) MTCNN landmark positions in chip pixels
     template_weights: np.ndarray | None = None  # (5,) how much each landmark counts in the fit
     default_threshold: float  # cosine similarity; see README "Accuracy" for how it was set
+    # the review tier's default (retrospective candidates); None: not measured for this one
+    default_review_threshold: float | None = None
+    # measured TPIR at the alert tier by enrolment photos per person ({1: .., 3: ..})
+    measured_tpir: dict[int, float] = {}
 
     def __init__(self, device: torch.device, flip_average: bool = False):
         self.device = device
@@ -67,3 +71,16 @@ class Embedder(ABC):
                 e = e + self._forward(torch.flip(x, dims=[2]))
             out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
         return torch.cat(out).numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def embed_views(self, views: np.ndarray) -> np.ndarray:
+        """One embedding from several chips of the same face (test-time augmentation): each
+        chip and its mirror image go through the network, the raw descriptors are summed,
+        then normalised. (V, S, S, 3) uint8 in, (D,) float32 out."""
+        if self._model is None:
+            self.load()
+        x = torch.from_numpy(np.ascontiguousarray(views)).to(self.device)
+        raw = self._forward(x).float().sum(0) + self._forward(torch.flip(x, dims=[2])).float().sum(
+            0
+        )
+        return torch.nn.functional.normalize(raw, dim=0).cpu().numpy().astype(np.float32)

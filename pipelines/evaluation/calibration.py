@@ -1,4 +1,8 @@
-"""Calibrate a watch list's threshold on non-mated faces: measured, not guessed.
+"""Calibrate a watch list's two thresholds on non-mated faces: measured, not guessed.
+
+The **alert** threshold is set for a target FPIR (false alerts per passer-by, default 1e-3);
+the **review** threshold, for a target false-candidate rate (default 1e-2), is the lower
+operating point of retrospective work, where a person reviews every candidate.
 
 Every usable face of the distractor images (the largest face per image, through the
 production pipeline) is searched against the list as it is now. The threshold is the lowest
@@ -52,9 +56,20 @@ def fpir_curve(nonmated: np.ndarray, points: int = CURVE_POINTS) -> list[list[fl
     return [list(p) for p in sorted({(round(t, 6), f) for t, f in out})]
 
 
-def _check(gallery: Gallery, target_fpir: float, n: int, what: str) -> None:
+DEFAULT_CANDIDATE_RATE = 1e-2
+
+
+def _check(
+    gallery: Gallery, target_fpir: float, n: int, what: str, candidate_rate: float | None = None
+) -> None:
     if not 0 < target_fpir < 1:
         raise EvaluationInputError(f"target FPIR must be between 0 and 1, got {target_fpir}")
+    if candidate_rate is not None and not target_fpir <= candidate_rate < 1:
+        raise EvaluationInputError(
+            f"the target candidate rate ({candidate_rate:g}) must lie between the target "
+            f"FPIR ({target_fpir:g}) and 1: the review tier is the lower threshold, so it "
+            "lets more faces through than the alert tier"
+        )
     if len(gallery) == 0:
         raise EvaluationInputError("the list has no active people to calibrate")
     needed = math.ceil(1 / target_fpir - 1e-9)
@@ -65,13 +80,31 @@ def _check(gallery: Gallery, target_fpir: float, n: int, what: str) -> None:
         )
 
 
+def review_record(shifted: np.ndarray, candidate_rate: float) -> dict:
+    """The review tier measured on the same non-mated scores as the alert tier."""
+    threshold = ident.threshold_for_fpir(shifted, candidate_rate)
+    achieved = ident.Rate(int((shifted >= threshold).sum()), len(shifted))
+    return {
+        "threshold": threshold,
+        "target_candidate_rate": candidate_rate,
+        "false_alarms": achieved.k,
+        "rate": achieved.value,
+        "rate_ci95": list(achieved.interval),
+    }
+
+
 def calibrate(
-    gallery: Gallery, faces: ImageFaces, target_fpir: float, distractors: Path | str
+    gallery: Gallery,
+    faces: ImageFaces,
+    target_fpir: float,
+    distractors: Path | str,
+    candidate_rate: float = DEFAULT_CANDIDATE_RATE,
 ) -> dict:
-    """The calibration record for ``gallery`` measured on ``faces`` (non-mated)."""
+    """The calibration record for ``gallery`` measured on ``faces`` (non-mated): the alert
+    threshold for ``target_fpir`` and the review threshold for ``candidate_rate``."""
     usable = faces.usable()
     n = int(usable.sum())
-    _check(gallery, target_fpir, n, "to be measured")
+    _check(gallery, target_fpir, n, "to be measured", candidate_rate)
     scores = Matcher(gallery).person_scores(faces.embeddings[usable], gallery.embedder)
     nonmated = scores.max(axis=1).astype(np.float64)
     threshold = ident.threshold_for_fpir(nonmated, target_fpir)
@@ -80,6 +113,7 @@ def calibrate(
         "mode": "list",
         "threshold": threshold,
         **_measured(achieved, target_fpir, gallery, faces, distractors),
+        "review": review_record(nonmated, candidate_rate),
         "curve": fpir_curve(nonmated),
     }
 
@@ -107,6 +141,7 @@ def calibrate_per_person(
     identities: list[str],
     target_fpir: float,
     distractors: Path | str,
+    candidate_rate: float = DEFAULT_CANDIDATE_RATE,
 ) -> dict:
     """Per-person thresholds that tame "lambs" (people many strangers resemble).
 
@@ -121,7 +156,7 @@ def calibrate_per_person(
     half = {name: i % 2 for i, name in enumerate(names)}
     side = np.array([half[i] for i in identities])
     cohort_rows, measure_rows = usable & (side == 0), usable & (side == 1)
-    _check(gallery, target_fpir, int(measure_rows.sum()), "in the measuring half")
+    _check(gallery, target_fpir, int(measure_rows.sum()), "in the measuring half", candidate_rate)
     if cohort_rows.sum() < TAIL_K:
         raise EvaluationInputError(
             f"per-person calibration needs at least {TAIL_K} usable cohort faces; got "
@@ -135,6 +170,11 @@ def calibrate_per_person(
     achieved = ident.Rate(int((shifted >= z).sum()), len(shifted))
     person = offset + z
     centre = float(np.median(offset))
+    review = review_record(shifted, candidate_rate)
+    review["person_thresholds"] = dict(
+        zip(matcher.person_ids, map(float, offset + review["threshold"]), strict=True)
+    )
+    review["threshold"] = float(np.median(offset + review["threshold"]))
     return {
         "mode": "per-person",
         "threshold": float(np.median(person)),
@@ -143,5 +183,6 @@ def calibrate_per_person(
         "n_cohort": int(cohort_rows.sum()),
         "person_thresholds": dict(zip(matcher.person_ids, map(float, person), strict=True)),
         **_measured(achieved, target_fpir, gallery, faces, distractors),
+        "review": review,
         "curve": [[t + centre, f] for t, f in fpir_curve(shifted)],
     }

@@ -192,3 +192,19 @@ def reembed(
         if progress:
             progress("re-embed", sl.stop, len(idx))
     return out
+
+
+def photo_embeddings(faces: ImageFaces, rows: np.ndarray, engine) -> np.ndarray:
+    """The faces of ``rows`` embedded as enrolment embeds a photo (``FaceEngine.probe_face``:
+    with test-time augmentation when ``photo_tta`` is on), from the cached detections."""
+    out = np.zeros((len(rows), engine.info.dim), np.float32)
+    for k, r in enumerate(rows):
+        if not engine.settings.embedder.photo_tta:
+            out[k] = faces.embeddings[r]
+            continue
+        det = FaceDetections(
+            np.zeros(1, np.int32), faces.boxes[r : r + 1], faces.landmarks[r : r + 1],
+            faces.det_score[r : r + 1],
+        )  # fmt: skip
+        out[k] = engine.photo_embedding(load_image(faces.paths[r]), det)
+    return out

@@ -10,12 +10,16 @@ Inputs are two folders in the ``DIR/<identity>/<images>`` layout:
 
 Every probe runs the production pipeline (``faces.extract_faces``) once; its largest face is
 the search. Probes with no face or rejected by a gate count as misses / non-alarms and are
-reported separately. Scores are person scores from ``match.Matcher`` (cosine, best photo).
+reported separately. Scores are person scores from ``match.Matcher``, the code live cameras
+and archive searches use. The enrolled images are embedded as enrolment embeds photos
+(``photo_embeddings``: with test-time augmentation when the embedder's ``photo_tta`` is on);
+probes, like faces in video, are embedded once.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,8 @@ from pipelines.match import Gallery, Matcher
 from pipelines.schemas import EmbedderInfo
 
 UNGROUPED = "(no group)"
+# (faces, rows) -> (len(rows), D) embeddings of those rows' faces as enrolment embeds them
+PhotoEmbed = Callable[[ImageFaces, np.ndarray], np.ndarray]
 
 
 class EvaluationInputError(ValueError):
@@ -136,13 +142,19 @@ def split_gallery(ids: list[str], usable: np.ndarray, enroll_per_id: int) -> Spl
     )
 
 
-def eval_gallery(split: Split, faces: ImageFaces, info: EmbedderInfo) -> Gallery:
-    """The enrolled images as a watch-list gallery (threshold 0: scores are what we want)."""
+def eval_gallery(
+    split: Split,
+    faces: ImageFaces,
+    info: EmbedderInfo,
+    photo_embed: PhotoEmbed | None = None,
+) -> Gallery:
+    """The enrolled images as a watch-list gallery (threshold 0: scores are what we want).
+    ``photo_embed``: embeds the enrolled rows as enrolment does (default: as probes)."""
     rows = np.concatenate(split.enrol_rows)
     person = [split.people[i] for i, r in enumerate(split.enrol_rows) for _ in r]
     n = len(rows)
     return Gallery(
-        embeddings=faces.embeddings[rows],
+        embeddings=photo_embed(faces, rows) if photo_embed else faces.embeddings[rows],
         entry_ids=[f"e{i}" for i in range(n)],
         person_ids=person,
         person_names=person,
@@ -193,12 +205,13 @@ def evaluate(
     info: EmbedderInfo,
     default_threshold: float,
     enroll_per_id: int = 1,
+    photo_embed: PhotoEmbed | None = None,
 ) -> Evaluation:
     """Score every mated and non-mated probe against the enrolled list."""
     split = split_gallery(plan_.gallery_ids, gallery_faces.usable(), enroll_per_id)
     if not split.people:
         raise EvaluationInputError("no gallery identity has a usable image to enrol")
-    matcher = Matcher(eval_gallery(split, gallery_faces, info))
+    matcher = Matcher(eval_gallery(split, gallery_faces, info, photo_embed))
     mated_faces = gallery_faces.select(split.probe_rows)
     scores = ident.ScoreSet(
         mated=person_scores(matcher, mated_faces, info),
