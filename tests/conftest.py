@@ -34,3 +34,31 @@ def engine(settings):
     from pipelines.engine import FaceEngine
 
     return FaceEngine(settings, device="cpu").load()
+
+
+# --- Test tiers --------------------------------------------------------------------------
+# `make test-fast` runs `-m unit`. A test is `integration` when it uses a fixture that starts
+# a heavy real part (local Ray, the face engine or MTCNN, real dlib, a Milvus or live server,
+# a browser, the CLI); a module or test may also say so itself with a marker. Everything
+# else is `unit`: plain Python on small inputs.
+HEAVY_FIXTURES = frozenset(
+    {
+        "engine",  # MTCNN + dlib-resnet (tests/conftest.py)
+        "engine_module",  # the same, per module (tests/pipelines/test_regions.py)
+        "detector",  # MTCNN alone
+        "dlib_reference",  # real dlib (dlib-bin) as the golden reference
+        "cli",  # the facewatch CLI, enrolling and searching with the real engine
+        "ray_address",  # a local Ray (tests/jobs/test_search.py)
+        "pool",  # Ray + the FacePool (tests/jobs/test_index.py)
+        "server",  # the live server, or a Milvus server in a network namespace
+        "pool_without_serve",  # FacePool replicas outside Serve (tests/serve/test_priority.py)
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
+            continue
+        heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)

@@ -37,6 +37,7 @@ def test_every_generated_page_is_committed_and_current(tmp_path):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.integration  # two generator subprocesses
 def test_the_generator_runs_as_a_module_and_is_deterministic(tmp_path):
     for out in (tmp_path / "a", tmp_path / "b"):
         done = subprocess.run(

@@ -24,6 +24,7 @@ def test_cluster_yaml_passes_rays_launcher_schema():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.integration  # the CLI in a subprocess
 def test_console_script_lists_the_command_groups():
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--help"],
