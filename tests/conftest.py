@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_NODE_IP_ADDRESS", "127.0.0.1")
 @pytest.fixture(scope="session")
 def data() -> Path:
     if not SHARED.is_dir():
-        pytest.fail(f"the shared face data is missing: expected {SHARED} (see README, Tests)")
+        pytest.fail(f"the shared face data is missing: expected {SHARED} (see docs/testing.md)")
     return SHARED
 
 
