@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,18 @@ def pytest_collection_modifyitems(config, items):
             continue
         heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request):
+    """Keeps the tiers honest: a `unit` test that starts Ray fails and says to mark it."""
+    unit = request.node.get_closest_marker("unit") is not None
+    before = _ray_running()
+    yield
+    if unit and not before and _ray_running():
+        pytest.fail(f"{request.node.nodeid} started Ray: mark it @pytest.mark.integration")
