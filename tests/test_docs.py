@@ -8,6 +8,7 @@ its source changed is stale, and this test names the command that refreshes it.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,67 @@ def test_the_readme_is_short_and_its_docs_links_exist():
     assert links, "the README links into docs/"
     missing = sorted({link for link in links if not (ROOT / link).is_file()})
     assert not missing, f"README links to missing docs pages: {missing}"
+
+
+GLOBAL_VALUE_OPTIONS = {"--home", "--config", "-c", "--store"}
+
+
+def _facewatch_commands(text: str) -> list[str]:
+    """Every `facewatch ...` command line in code blocks and code spans of a Markdown text."""
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"^(\s*[A-Z_]+=\S+\s+)*", "", line.strip())
+            if line.startswith("facewatch "):
+                found.append(line)
+    found += re.findall(r"`(facewatch [^`]+)`", text)
+    return found
+
+
+def _unknown_options(line: str, root) -> list[str]:
+    """The options of one command line that its command does not have."""
+    tokens = [t.strip("[]|") for t in shlex.split(line, comments=True)[1:]]
+    command, wrong, skip = root, [], False
+    for token in tokens:
+        if skip or not token:
+            skip = False
+            continue
+        if command is root and token in GLOBAL_VALUE_OPTIONS:
+            skip = True
+        elif token.startswith("-"):
+            known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            if token.split("=")[0] not in known | {"--help", "-v", "--verbose"}:
+                wrong.append(f"{token} (in: {line})")
+        elif token in getattr(command, "commands", {}):
+            command = command.commands[token]
+    return wrong
+
+
+@pytest.mark.timeout(60)
+def test_every_command_line_in_the_docs_uses_real_options():
+    import typer
+
+    from jobs.cli import app
+
+    root = typer.main.get_command(app)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    wrong = [
+        f"{page.relative_to(ROOT)}: {w}"
+        for page in pages
+        for line in _facewatch_commands(page.read_text(encoding="utf-8"))
+        for w in _unknown_options(line, root)
+    ]
+    assert not wrong, "options the CLI does not have:\n" + "\n".join(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_the_option_checker_catches_a_wrong_option():
+    import typer
+
+    from jobs.cli import app
+
+    root = typer.main.get_command(app)
+    assert _unknown_options("facewatch --home H search x --list L --case C", root) == []
+    assert _unknown_options("facewatch search x --lst L", root) == [
+        "--lst (in: facewatch search x --lst L)"
+    ]
