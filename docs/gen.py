@@ -217,7 +217,7 @@ def code_map() -> str:
                 continue
             rel = path.relative_to(ROOT).as_posix()
             rows.append(f"| {code(rel)} | {cell(first) or '(no docstring)'} |")
-        out.append(f"### {layer}/\n\n" + "\n".join(rows) + "\n")
+        out.append(f"### `{layer}/`\n\n" + "\n".join(rows) + "\n")
     return "\n".join(out)
 
 
