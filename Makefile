@@ -8,7 +8,7 @@ export RAY_NODE_IP_ADDRESS ?= 127.0.0.1
 DEMO_HOME ?= $(CURDIR)/.facewatch/demo-home
 DEMO_OUT ?= $(CURDIR)/demo-out
 
-.PHONY: demo test lint format install install-dev bench clean
+.PHONY: demo test test-fast docs lint format install install-dev bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,15 +28,23 @@ demo: $(VENV)/.installed
 	$(PY) -m jobs.demo --home $(DEMO_HOME) --out $(DEMO_OUT)
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check pipelines serve jobs tests benchmarks
-	$(VENV)/bin/ruff format --check pipelines serve jobs tests benchmarks
+	$(VENV)/bin/ruff check pipelines serve jobs tests benchmarks docs
+	$(VENV)/bin/ruff format --check pipelines serve jobs tests benchmarks docs
 
-test: lint
+# The docs site, strict: a broken link, a missing page or a missing generated table fails.
+docs: $(VENV)/.installed-dev
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+test: lint docs
 	$(VENV)/bin/pytest -q
 
+# The unit tier: no Ray, no models, no servers, no browser (under a minute).
+test-fast: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest -q -m unit
+
 format: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check --fix pipelines serve jobs tests benchmarks
-	$(VENV)/bin/ruff format pipelines serve jobs tests benchmarks
+	$(VENV)/bin/ruff check --fix pipelines serve jobs tests benchmarks docs
+	$(VENV)/bin/ruff format pipelines serve jobs tests benchmarks docs
 
 clean:
-	rm -rf $(DEMO_OUT) .facewatch .pytest_cache .ruff_cache
+	rm -rf $(DEMO_OUT) .facewatch .pytest_cache .ruff_cache site

@@ -29,6 +29,8 @@ class Strict(BaseModel):
 
 
 class DetectorConfig(Strict):
+    """MTCNN face detection."""
+
     min_face_size: int = Field(
         40, ge=8, le=2000, description="smallest face width to find, in original-frame pixels"
     )
@@ -48,6 +50,8 @@ class DetectorConfig(Strict):
 
 
 class QualityConfig(Strict):
+    """Quality gates: a face that fails one is tracked but never matched or enrolled."""
+
     min_eye_distance: float = Field(
         10.0, ge=0, description="minimum inter-eye distance in original-frame pixels"
     )
@@ -63,7 +67,9 @@ class QualityConfig(Strict):
 
 
 class DlibResnetConfig(Strict):
-    type: Literal["dlib-resnet"] = "dlib-resnet"
+    """The default embedder: dlib's face recognition ResNet, read by our own code."""
+
+    type: Literal["dlib-resnet"] = Field("dlib-resnet", description="embedder name")
     weights: Path | None = Field(
         None,
         description="dlib_face_recognition_resnet_model_v1.dat; default: the installed "
@@ -83,7 +89,9 @@ class DlibResnetConfig(Strict):
 
 
 class FacenetConfig(Strict):
-    type: Literal["facenet-vggface2"] = "facenet-vggface2"
+    """facenet-pytorch's InceptionResnetV1 (VGGFace2); its weights are not shipped."""
+
+    type: Literal["facenet-vggface2"] = Field("facenet-vggface2", description="embedder name")
     weights: Path | None = Field(
         None, description="local 20180402-114759-vggface2.pt; default: $TORCH_HOME/checkpoints"
     )
@@ -106,13 +114,21 @@ EmbedderConfig = Annotated[DlibResnetConfig | FacenetConfig, Field(discriminator
 
 
 class PoolConfig(Strict):
+    """The FacePool: the model replicas that live cameras and archive searches share."""
+
     num_replicas: int = Field(2, ge=1, le=256, description="FacePool replicas")
     num_cpus: float = Field(1.0, ge=0.1, le=64, description="CPUs per replica")
     num_gpus: float = Field(0.0, ge=0, le=8, description="GPU fraction per replica")
     torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per replica")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    live_max_batch_size: int = Field(8, ge=1, le=256)
-    live_batch_wait_s: float = Field(0.01, ge=0, le=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the replicas run the models (auto: cuda when available)"
+    )
+    live_max_batch_size: int = Field(
+        8, ge=1, le=256, description="most live frames (from all cameras) in one model call"
+    )
+    live_batch_wait_s: float = Field(
+        0.01, ge=0, le=1, description="how long a live batch waits to fill before it runs"
+    )
     archive_chunk_frames: int = Field(
         4, ge=1, le=256, description="archive frames per model call; live work may run between"
     )
@@ -126,14 +142,18 @@ class PoolConfig(Strict):
 
 
 class StoreConfig(Strict):
+    """Where embeddings, matches and the face index live (Milvus)."""
+
     uri: str | None = Field(
         None, description="Milvus server URI (http://host:19530); None: milvus-lite in home"
     )
     token: str | None = Field(None, description="Milvus server token, if it needs one")
-    db_name: str = "default"
+    db_name: str = Field("default", description="Milvus server database name")
 
 
 class SearchConfig(Strict):
+    """Archive search and indexing."""
+
     fps: float = Field(2.0, gt=0, le=120, description="frames per second sampled from video")
     segment_s: float = Field(60.0, ge=1, description="video is split into segments this long")
     decoders: int = Field(
@@ -160,18 +180,22 @@ class SearchConfig(Strict):
         description="a track's score for a person: the mean of its best n margins (1: its "
         "single best frame decides, so one spurious frame can make a sighting)",
     )
-    video_extensions: tuple[str, ...] = (
-        ".mp4",
-        ".mkv",
-        ".avi",
-        ".mov",
-        ".webm",
-        ".m4v",
-        ".mpg",
-        ".mpeg",
-        ".ts",
-        ".wmv",
-        ".flv",
+    video_extensions: tuple[str, ...] = Field(
+        (
+            ".mp4",
+            ".mkv",
+            ".avi",
+            ".mov",
+            ".webm",
+            ".m4v",
+            ".mpg",
+            ".mpeg",
+            ".ts",
+            ".wmv",
+            ".flv",
+        ),
+        description="file names searched for in folders (files named on the command line "
+        "are tried whatever their name)",
     )
 
     @field_validator("video_extensions")
@@ -210,6 +234,8 @@ class RetentionConfig(Strict):
 
 
 class GovernanceConfig(Strict):
+    """Purpose, list size and retention rules."""
+
     require_case: bool = Field(
         True, description="searches need --case and --reason; relaxing this is audited"
     )
@@ -219,10 +245,14 @@ class GovernanceConfig(Strict):
         le=100_000_000,
         description="active people a list may hold, unless the list sets its own cap",
     )
-    retention: RetentionConfig = RetentionConfig()
+    retention: RetentionConfig = Field(
+        RetentionConfig(), description="days each class of data is kept"
+    )
 
 
 class WebhookConfig(Strict):
+    """One receiver of live alerts."""
+
     url: str = Field(..., description="http(s) endpoint that receives each alert as JSON")
     max_attempts: int = Field(6, ge=1, le=50, description="deliveries tried before giving up")
     backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay, doubled each try")
@@ -231,6 +261,8 @@ class WebhookConfig(Strict):
 
 
 class LiveConfig(Strict):
+    """Live cameras, tracking, alerts and webhooks."""
+
     fps: float = Field(5.0, gt=0, le=60, description="default analysed frames per second")
     min_track_faces: int = Field(
         2, ge=1, le=100, description="usable faces a track needs before it may alert"
@@ -250,21 +282,29 @@ class LiveConfig(Strict):
         5.0, gt=0, le=3600, description="how often watch lists are checked for changes"
     )
     cameras_file: Path | None = Field(None, description="YAML list of cameras loaded at start")
-    max_cameras: int = Field(64, ge=1, le=4096)
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    max_cameras: int = Field(64, ge=1, le=4096, description="most cameras a server runs")
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="receivers each alert is POSTed to"
+    )
 
 
 class ApiToken(Strict):
+    """One API token, stored as its sha256."""
+
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who (audited)")
-    role: Literal["operator", "investigator", "admin", "camera"]
+    role: Literal["operator", "investigator", "admin", "camera"] = Field(
+        ..., description="what the token may do"
+    )
     sha256: str = Field(
         ..., pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the token, never the token"
     )
 
 
 class ApiConfig(Strict):
+    """The HTTP API of `facewatch serve`."""
+
     host: str = Field("127.0.0.1", description="HTTP bind address (loopback by default)")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="request body limit"
     )

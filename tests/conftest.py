@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ os.environ.setdefault("RAY_NODE_IP_ADDRESS", "127.0.0.1")
 @pytest.fixture(scope="session")
 def data() -> Path:
     if not SHARED.is_dir():
-        pytest.fail(f"the shared face data is missing: expected {SHARED} (see README, Tests)")
+        pytest.fail(f"the shared face data is missing: expected {SHARED} (see docs/testing.md)")
     return SHARED
 
 
@@ -34,3 +35,46 @@ def engine(settings):
     from pipelines.engine import FaceEngine
 
     return FaceEngine(settings, device="cpu").load()
+
+
+# --- Test tiers --------------------------------------------------------------------------
+# `make test-fast` runs `-m unit`. A test is `integration` when it uses a fixture that starts
+# a heavy real part (local Ray, the face engine or MTCNN, real dlib, a Milvus or live server,
+# a browser, the CLI); a module or test may also say so itself with a marker. Everything
+# else is `unit`: plain Python on small inputs.
+HEAVY_FIXTURES = frozenset(
+    {
+        "engine",  # MTCNN + dlib-resnet (tests/conftest.py)
+        "engine_module",  # the same, per module (tests/pipelines/test_regions.py)
+        "detector",  # MTCNN alone
+        "dlib_reference",  # real dlib (dlib-bin) as the golden reference
+        "cli",  # the facewatch CLI, enrolling and searching with the real engine
+        "ray_address",  # a local Ray (tests/jobs/test_search.py)
+        "pool",  # Ray + the FacePool (tests/jobs/test_index.py)
+        "server",  # the live server, or a Milvus server in a network namespace
+        "pool_without_serve",  # FacePool replicas outside Serve (tests/serve/test_priority.py)
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
+            continue
+        heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request):
+    """Keeps the tiers honest: a `unit` test that starts Ray fails and says to mark it."""
+    unit = request.node.get_closest_marker("unit") is not None
+    before = _ray_running()
+    yield
+    if unit and not before and _ray_running():
+        pytest.fail(f"{request.node.nodeid} started Ray: mark it @pytest.mark.integration")

@@ -1,7 +1,8 @@
-"""The project's own files: the cluster config Ray's launcher reads, and the console script."""
+"""The project's own files: the cluster config, the console script, and the import layering."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def test_cluster_yaml_passes_rays_launcher_schema():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.integration  # the CLI in a subprocess
 def test_console_script_lists_the_command_groups():
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--help"],
@@ -34,3 +36,132 @@ def test_console_script_lists_the_command_groups():
     assert done.returncode == 0, done.stderr
     for command in ("search", "watchlist", "evaluate", "audit", "models"):
         assert command in done.stdout
+
+
+# --- Layering: pipelines/ <- serve/ <- jobs/ <- benchmarks/, checked on the source ---------
+
+LAYERS = ("pipelines", "serve", "jobs", "benchmarks")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for layer in LAYERS for p in sorted((ROOT / layer).rglob("*.py"))}
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Every module an import statement names, top level or inside a function."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (the project imports from root)"
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module an imported name lives in (``pipelines.config.Settings`` ->
+    ``pipelines.config``), or None for a third-party name."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for name in _imported_names(path):
+            target = _resolve(name, modules)
+            if target and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_only_itself_and_the_layers_below(layer):
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    graph = _import_graph()
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.split(".")[0] == layer
+        for target in targets
+        if target.split(".")[0] not in allowed
+    )
+    assert not wrong, f"{layer}/ may import only {sorted(allowed)}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_the_core_does_not_import_ray():
+    wrong = sorted(
+        f"{_module_name(path)} imports {name}"
+        for path in sorted((ROOT / "pipelines").rglob("*.py"))
+        for name in _imported_names(path)
+        if name == "ray" or name.startswith("ray.")
+    )
+    assert not wrong, "pipelines/ is the Ray-free core:\n" + "\n".join(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_no_import_cycles_between_modules():
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.timeout(60)
+def test_the_cycle_finder_finds_a_cycle():
+    """The checker itself: a made-up graph with one three-module cycle and a tail."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

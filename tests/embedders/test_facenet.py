@@ -45,6 +45,7 @@ def fake_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.integration  # builds the facenet network
 def test_missing_weights_say_exactly_how_to_supply_them(torch_home):
     settings = Settings(embedder=FacenetConfig())
     with pytest.raises(WeightsError) as err:
@@ -100,6 +101,7 @@ def test_sha256_mismatch_is_refused(fake_weights):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.integration  # builds the facenet network
 def test_local_file_loads_with_logits_keys_ignored(fake_weights, torch_home):
     config = FacenetConfig(weights=fake_weights, sha256=sha256_file(fake_weights))
     embedder = FacenetEmbedder(config, CPU).load()
@@ -110,6 +112,7 @@ def test_local_file_loads_with_logits_keys_ignored(fake_weights, torch_home):
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.integration  # the CLI in a subprocess
 def test_cli_import_copies_the_checked_file_where_facenet_pytorch_looks(fake_weights, torch_home):
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "models", "import-facenet", str(fake_weights)],
@@ -126,6 +129,7 @@ def test_cli_import_copies_the_checked_file_where_facenet_pytorch_looks(fake_wei
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.integration  # the CLI in a subprocess
 def test_cli_import_refuses_a_bad_file_with_exit_2(tmp_path, torch_home):
     bad = tmp_path / FACENET_FILE
     bad.write_bytes(b"not weights")

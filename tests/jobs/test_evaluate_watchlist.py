@@ -53,6 +53,7 @@ def run(home: Path, *args: str):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.integration  # the engine on real image sets
 def test_evaluate_watchlist_end_to_end(sets, home, tmp_path):
     groups = tmp_path / "groups.csv"
     ids = sorted(p.name for p in sets["gallery"].iterdir())
@@ -127,6 +128,7 @@ def test_groups_file_with_unknown_identity_is_a_clear_error(sets, home, tmp_path
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.integration  # the engine on real image sets
 def test_calibration_sets_and_records_threshold_and_lower_override_warns(sets, home, data):
     people = sorted(sets["gallery"].iterdir())[:3]
     for person in people:

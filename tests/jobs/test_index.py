@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CLIP = "video/short_hamilton_clip.mp4"
 PROBE = "known/lin-manuel-miranda.png"

@@ -35,7 +35,7 @@ CLIP = "video/short_hamilton_clip.mp4"
 LIN, ALEX = "Lin-Manuel Miranda", "Alex Lacamoire"
 PURPOSE = ["--case", "T-1", "--reason", "integration test"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 # -- fixtures ------------------------------------------------------------------------------

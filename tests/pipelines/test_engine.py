@@ -98,6 +98,7 @@ def test_batch_of_frames_matches_one_at_a_time(engine, data):
     np.testing.assert_allclose(batch.embeddings[0], batch.embeddings[2], atol=1e-6)
 
 
+@pytest.mark.integration  # builds its own engine
 def test_faces_failing_a_gate_get_no_embedding(data):
     strict = FaceEngine(device="cpu")
     strict.settings.quality.min_eye_distance = 10_000  # every face is "small"
@@ -137,6 +138,7 @@ def test_enrolment_is_all_or_nothing_and_names_every_bad_photo(engine, data, tmp
     assert "empty" in err.value.problems[str(blank)]
 
 
+@pytest.mark.integration  # builds its own engine
 def test_flip_averaging_gives_a_close_but_different_embedding(data):
     from pipelines.config import Settings
 

@@ -394,6 +394,7 @@ def test_serve_yaml_names_the_typed_builder_and_loopback():
     assert "FacePool" in sf.overrides
 
 
+@pytest.mark.integration  # a subprocess importing Ray Serve
 def test_importing_the_app_builder_loads_nothing():
     import subprocess
     import sys

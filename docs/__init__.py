@@ -1,0 +1,1 @@
+"""The documentation site's generator (docs/gen.py); the pages themselves are Markdown."""

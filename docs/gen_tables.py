@@ -1,0 +1,324 @@
+"""The accuracy and benchmark tables of the docs, read from ``benchmarks/results/*.json``.
+
+Each function turns one results file into Markdown tables, so a number in the docs is the
+number the benchmark wrote. ``docs/gen.py`` writes them under ``docs/generated/``; the
+accuracy and performance pages include them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = ("0.01", "0.001", "0.0002")
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def rate_ci(r: dict[str, Any], digits: int = 1) -> str:
+    lo, hi = r["ci95"]
+    return f"{pct(r['rate'], digits)} [{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def threshold_name(t: float) -> str:
+    """The peer's scores are negated L2 distances; facewatch's are cosine similarities."""
+    return f"L2 {-t:g}" if t < 0 else f"cosine {t:g}"
+
+
+def tpir_cells(res: dict[str, Any], with_ci: bool) -> list[str]:
+    cells = []
+    for target in TARGETS:
+        point = res["operating_points"][target]
+        text = rate_ci(point["tpir"]) if with_ci else pct(point["tpir"]["rate"])
+        cells.append(text if point["resolved"] else f"{text} (unresolved)")
+    return cells
+
+
+def at_default(res: dict[str, Any]) -> str:
+    if "at_default" not in res:
+        return "n/a (own score scale)"
+    d = res["at_default"]
+    return (
+        f"{pct(d['fpir']['rate'], 2)} / {pct(d['tpir']['rate'])} ({threshold_name(d['threshold'])})"
+    )
+
+
+def accuracy_systems(acc: dict[str, Any]) -> str:
+    header = ["system", "mated / non-mated", "TPIR@FPIR 1e-2", "1e-3", "2e-4", "rank-1"]
+    header.append("FPIR / TPIR at its default threshold")
+    rows = []
+    for name in ("peer", "facewatch"):
+        res = acc["results"][name]
+        counts = f"{res['n_mated']:,} / {res['n_nonmated']:,}"
+        rank1 = pct(res["rank1"]["rate"])
+        rows.append([name, counts, *tpir_cells(res, True), rank1, at_default(res)])
+    return table(header, rows)
+
+
+def accuracy_levers(acc: dict[str, Any], system: str) -> str:
+    header = ["variant", "mated", "TPIR@FPIR 1e-2", "1e-3", "2e-4", "rank-1"]
+    header.append("FPIR / TPIR at the default threshold")
+    rows = []
+    for name, res in acc["results"].items():
+        if name.split(",")[0].split(" +")[0] != system:
+            continue
+        cells = tpir_cells(res, False)
+        rows.append(
+            [name, f"{res['n_mated']:,}", *cells, pct(res["rank1"]["rate"]), at_default(res)]
+        )
+    return table(header, rows)
+
+
+def accuracy_lambs(acc: dict[str, Any]) -> str:
+    header = ["system", "false alarms at its default threshold", "people they fall on"]
+    header.append("most on one person")
+    rows = []
+    for name in ("peer", "facewatch"):
+        lambs = acc["results"][name]["lambs_at_default"]
+        top = ", ".join(str(t["alarms"]) for t in lambs["top"])
+        rows.append([name, lambs["false_alarms"], lambs["people_with_alarms"], top])
+    unusable = acc["results"]["facewatch"]["unusable"]
+    notes = "\n".join(
+        f"- facewatch, {kind} probes without a usable face: "
+        + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+        for kind, counts in unusable.items()
+    )
+    return table(header, rows) + "\n" + notes + "\n"
+
+
+def accuracy_threshold(acc: dict[str, Any]) -> str:
+    prop = acc["proposed_default"]
+    rows = [
+        [f"LFW half {f['chosen_on']}", f"{f['threshold']:.4f}", rate_ci(f["held_out_fpir"], 3)]
+        for f in prop["folds"]
+    ]
+    out = table(["threshold chosen on", "threshold for FPIR 1e-3", "FPIR on the other half"], rows)
+    at = prop["at_proposed"]
+    out += (
+        f"\nAt cosine {prop['proposed']:g} on all the data: FPIR {rate_ci(at['fpir'], 3)} "
+        f"({at['fpir']['k']} of {at['fpir']['n']:,}), TPIR {rate_ci(at['tpir'])}.\n"
+    )
+    return out
+
+
+def accuracy_list_sizes(acc: dict[str, Any]) -> str:
+    header = ["list size", "sub-lists", "FPIR at the threshold", "TPIR"]
+    header.append("threshold for FPIR 1e-3 (min-max)")
+    rows = []
+    for s in acc["results"]["facewatch"]["list_sizes"]:
+        fpir = f"{pct(s['fpir_at_threshold'], 2)} ({pct(s['fpir_min'], 2)}-{pct(s['fpir_max'], 2)})"
+        spread = f"{s['threshold_for_target_min']:.3f}-{s['threshold_for_target_max']:.3f}"
+        thr = f"{s['threshold_for_target']:.3f} ({spread})"
+        rows.append([s["list_size"], s["sub_lists"], fpir, pct(s["tpir_at_threshold"]), thr])
+    threshold = acc["results"]["facewatch"]["list_sizes"][0]["threshold"]
+    return f"At cosine {threshold:g}:\n\n" + table(header, rows)
+
+
+def accuracy_track_rules(acc: dict[str, Any]) -> str:
+    rules = acc["track_rules"]
+    header = ["track of k photos", "`top_n`", f"false sightings at {rules['threshold']:g}"]
+    header += [f"found at {rules['threshold']:g}", "found at 0.5% false", "found at 1% false"]
+    rows = []
+    for k, spec in rules["lengths"].items():
+        for n, rule in spec["top_n"].items():
+            label = f"k = {k} ({spec['mated']} mated, {spec['nonmated']:,} passer-by tracks)"
+            at = rule["at_false_rate"]
+            rows.append(
+                [label, n, rule["false_sightings"], pct(rule["found"], 0)]
+                + [pct(at["0.005"]["found"], 0), pct(at["0.01"]["found"], 0)]
+            )
+    return table(header, rows)
+
+
+def lfw(data: dict[str, Any]) -> str:
+    rows = []
+    for v in data["variants"]:
+        extra = []
+        if "scales" in v:
+            extra.append("scales " + ", ".join(f"{s:g}" for s in v["scales"]))
+        if "landmarks" in v:
+            extra.append(f"landmarks from {v['landmarks']}")
+        flip = "yes" if v["flip_average"] else "no"
+        acc = pct(v["mean_accuracy"], 2)
+        rows.append([f"`{v['template']}`", flip, "; ".join(extra) or "-", acc, pct(v["std"], 2)])
+    header = ["alignment template", "flip averaging", "other", "mean accuracy", "std"]
+    note = (
+        f"{data['n_pairs']:,} pairs, {data['n_images']:,} images, {data['no_face']} images "
+        f"with no face found (a centre box is used). Default: `{data['default']['template']}`, "
+        f"flip averaging {'on' if data['default']['flip_average'] else 'off'}.\n\n"
+    )
+    return note + table(header, rows)
+
+
+def archive_speed(arch: dict[str, Any]) -> str:
+    tot, search, ratios = arch["totals"], arch["search"], arch["ratios"]
+    rows = [
+        ["decode only (decord, every frame)", f"{tot['decode_speed']:.1f}"],
+        [
+            "naive loop (MTCNN + embedder per sampled frame, one process)",
+            f"{tot['naive_speed']:.2f}",
+        ],
+        [
+            f"`facewatch search`, end to end ({search['wall_s']:.1f} s wall)",
+            f"{search['speed_end_to_end']:.2f}",
+        ],
+        [
+            f"`facewatch search`, in the job ({search['job_wall_s']:.1f} s)",
+            f"{search['speed_in_job']:.2f}",
+        ],
+        ["search / naive, end to end", f"{ratios['search_over_naive']:.2f}"],
+        ["search / naive, in the job", f"{ratios['search_in_job_over_naive']:.2f}"],
+        ["search / decode", f"{ratios['search_over_decode']:.2f}"],
+    ]
+    header = [
+        f"video-seconds per wall-second ({arch['fps']:g} fps, {tot['video_s']:.0f} s of video)",
+        "value",
+    ]
+    machine = f"{arch['machine']['cpus']} CPU cores"
+    return f"Measured on {machine}.\n\n" + table(header, rows)
+
+
+def archive_recall(runs: list[dict[str, Any]]) -> str:
+    header = ["ground-truth video", "visits", "naive loop", "search, default (`top_n` 3)"]
+    header += ["search, `top_n` 1", "precision (naive / default / `top_n` 1)"]
+    rows, sums = [], [0, 0, 0, 0]
+    for arch in runs:
+        gt = arch["groundtruth"]
+        found = [gt[k]["found_visits"] for k in ("naive", "search", "search_top_n_1")]
+        prec = " / ".join(
+            f"{gt[k]['precision']:.2f}" for k in ("naive", "search", "search_top_n_1")
+        )
+        rows.append([f"`{gt['video']}`", gt["visits"], *found, prec])
+        sums = [a + b for a, b in zip(sums, [gt["visits"], *found], strict=True)]
+    rows.append(["all", *sums, ""])
+    return table(header, rows)
+
+
+def live(bench: dict[str, Any]) -> str:
+    phases = bench["phases"]
+    header = [""] + [
+        f"{p['cameras']} camera(s){' + archive' if 'archive' in name else ''}"
+        for name, p in phases.items()
+    ]
+    spec = [
+        ("frames sent", lambda p: p["frames_sent"]),
+        ("analysed fps per camera (min)", lambda p: f"{p['analysed_fps_per_camera_min']:g}"),
+        ("dropped (newest-frame rule)", lambda p: pct(p["drop_rate"], 0)),
+        (
+            "frame-to-result p50 / p99 ms",
+            lambda p: "{p50:.0f} / {p99:.0f}".format(**p["frame_to_result_ms"]),
+        ),
+        (
+            "frame-to-alert p50 / p99 ms",
+            lambda p: "{p50:.0f} / {p99:.0f}".format(**p["frame_to_alert_ms"]),
+        ),
+        ("model time per frame in the pool", lambda p: f"{p['pool']['model_ms_per_frame']:.0f} ms"),
+        ("pool busy", lambda p: pct(p["pool"]["pool_busy_fraction"], 0)),
+        (
+            "pool replicas read back",
+            lambda p: f"{p['pool']['replicas_seen_after']} of {p['pool']['replicas']}",
+        ),
+    ]
+    rows = [[label] + [fn(p) for p in phases.values()] for label, fn in spec]
+    met = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in bench["targets_met"].items())
+    return (
+        f"`--seconds {bench['args']['seconds']}`, {bench['args']['fps']} fps per camera, "
+        f"{bench['machine']['cpus']} CPU cores.\n\n"
+        + table(header, rows)
+        + f"\np99 with the archive search / without: **{bench['p99_ratio_archive_vs_alone']}**. "
+        f"Targets: {met}.\n"
+    )
+
+
+def index_small(bench: dict[str, Any]) -> str:
+    real = bench["real"]
+    rows = [
+        [
+            "archive re-search with a probe (decode and detect again)",
+            f"{real['archive_research']['wall_s']:.1f} s",
+        ],
+        [
+            f"`facewatch index` of the same videos ({real['index']['faces']} faces stored)",
+            f"{real['index']['wall_s']:.1f} s",
+        ],
+        ["indexed probe search of them", f"{real['indexed_search_small']['wall_s']:.2f} s"],
+    ]
+    video_s = real["archive_research"]["video_s"]
+    return f"{bench['machine']}.\n\n" + table([f"{video_s:g} s of video", "wall time"], rows)
+
+
+def _queries(q: dict[str, Any], name: str) -> str:
+    entry = q.get(name, {})
+    return "{p50_ms:,.0f} / {p99_ms:,.0f} ms".format(**entry) if "p50_ms" in entry else "-"
+
+
+def index_million(bench: dict[str, Any]) -> str:
+    rows = []
+    for key in ("lite", "lite_reopened", "server"):
+        part = bench[key]
+        build = part.get("build")
+        insert = (
+            f"{build['insert_rows_per_s']:,} rows/s ({build['insert_s'] / 60:.1f} min)"
+            if build
+            else "-"
+        )
+        if build and build["index"]["pending_index_rows"]:
+            insert += (
+                f"; {build['index']['pending_index_rows']:,} rows not yet indexed when queried"
+            )
+        memory = (
+            f"{part['rss_growth_mb']:,} MB RSS growth"
+            if part.get("rss_growth_mb")
+            else f"{part['rss_mb']:,} MB RSS"
+        )
+        name = part.get("store", "milvus-lite, reopened in a fresh process")
+        q = part["queries"]
+        rows.append(
+            [name, insert, _queries(q, "search_top100"), _queries(q, "search_top1000"), memory]
+        )
+    header = [
+        f"store ({bench['rows']:,} faces)",
+        "insert",
+        "p50 / p99 top-100",
+        "p50 / p99 top-1000",
+        "memory",
+    ]
+    return f"{bench['data']}.\n\n" + table(header, rows)
+
+
+def load(results: Path, name: str) -> dict[str, Any]:
+    return json.loads((results / name).read_text(encoding="utf-8"))
+
+
+def tables(results: Path) -> dict[str, str]:
+    """Every generated table file, by name."""
+    acc = load(results, "bench_accuracy.json")
+    seeds = [
+        load(results, n)
+        for n in ("bench_archive.json", "bench_archive_seed2.json", "bench_archive_seed3.json")
+    ]
+    index = load(results, "bench_index.json")
+    return {
+        "accuracy-systems.md": accuracy_systems(acc),
+        "accuracy-levers.md": accuracy_levers(acc, "facewatch"),
+        "accuracy-peer-levers.md": accuracy_levers(acc, "peer"),
+        "accuracy-lambs.md": accuracy_lambs(acc),
+        "accuracy-threshold.md": accuracy_threshold(acc),
+        "accuracy-list-sizes.md": accuracy_list_sizes(acc),
+        "accuracy-track-rules.md": accuracy_track_rules(acc),
+        "lfw.md": lfw(load(results, "bench_lfw.json")),
+        "archive-speed.md": archive_speed(seeds[0]),
+        "archive-recall.md": archive_recall(seeds),
+        "live.md": live(load(results, "bench_live.json")),
+        "index-small.md": index_small(index),
+        "index-million.md": index_million(index),
+    }
