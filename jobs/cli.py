@@ -1,7 +1,8 @@
 """The ``facewatch`` command line. Each command group lives in its own module under jobs/.
 
-Exit codes: 0 success; 2 usage or configuration error; 3 partial failure (some inputs
-failed, the rest were processed); 1 anything unexpected.
+Exit codes: 0 success; 2 usage or configuration error, or an act refused because the
+audit log is damaged; 3 partial failure (some inputs failed, the rest were processed);
+1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=common.FacewatchGroup,
 )
 
 

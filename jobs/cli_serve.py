@@ -11,6 +11,7 @@ Camera commands work two ways:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -159,8 +160,10 @@ def camera_add(
     home, registry = _registry(ctx)
     try:  # a video file must be in the folders the server lets registry cameras read
         spec = parse_spec(data, file_roots=camera_file_roots(home.path))
-        registry.add(spec, current_actor())
-        home.audit.append(current_actor(), "camera.add", camera=spec.public())
+        record = functools.partial(
+            home.audit.append, current_actor(), "camera.add", camera=spec.public()
+        )
+        registry.add(spec, current_actor(), record)  # no record, no camera
     except CameraError as exc:
         fail(str(exc))
     finally:
@@ -223,8 +226,10 @@ def camera_rm(
         return
     home, registry = _registry(ctx)
     try:
-        registry.remove(camera_id)
-        home.audit.append(current_actor(), "camera.remove", camera_id=camera_id)
+        record = functools.partial(
+            home.audit.append, current_actor(), "camera.remove", camera_id=camera_id
+        )
+        registry.remove(camera_id, record)  # no record, no removal
     except CameraError as exc:
         fail(str(exc))
     finally:

@@ -199,6 +199,7 @@ def calibrate(
 
     home, lists, engine = open_lists(ctx)
     try:
+        home.audit.check()  # before minutes of measuring a threshold that cannot be set
         gallery = lists.active_gallery(list_name)
         images = identity_images(distractors)
         check_disjoint(sorted(set(gallery.person_names)), list(images))

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from pipelines.audit import AuditUnavailable
 from pipelines.config import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -70,6 +72,17 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class FacewatchGroup(TyperGroup):
+    """The root command: an act refused because the audit log is damaged ends every command
+    the same way, with one line naming the damaged line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AuditUnavailable as exc:
+            fail(str(exc))
 
 
 # -- --json: stdout carries JSON and nothing else ----------------------------------------------

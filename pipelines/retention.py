@@ -92,6 +92,7 @@ def run_retention(
     fails part way: then with the error)."""
     run = RetentionRun(dry_run, time.time() if now is None else now)
     audit = lists.home.audit
+    audit.check()  # a run that cannot be audited deletes nothing (a dry run counts nothing)
     if not dry_run:
         audit.append(actor, "retention.start", policy=policy.model_dump(mode="json"))
     try:

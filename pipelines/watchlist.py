@@ -93,6 +93,7 @@ class Watchlists:
     ) -> str:
         self._check_add(name, faces, list_name, category, expires_on, minor)
         self._check_size(list_name, warn)
+        self.home.audit.check()  # fail before any photo or vector is written
         store = self.home.vectors()
         person_id = new_id("p")
         entries = [(new_id("e"), f) for f in faces]
@@ -148,26 +149,26 @@ class Watchlists:
                         ),
                     )
                 self.catalog.bump_version(list_name)
+                self.home.audit.append(  # in the transaction: no record, no enrolment
+                    actor,
+                    "watchlist.add",
+                    person_id=person_id,
+                    name=name,
+                    list=list_name,
+                    category=category,
+                    reason=reason,
+                    authorised_by=authorised_by,
+                    expires_on=expires_on.isoformat() if expires_on else None,
+                    minor=minor,
+                    image_source=image_source,
+                    images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
+                )
         except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
             if stored:  # (a store that refused the write may be gone: do not ask it again)
                 store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
             for t in thumbs:
                 self.home.media.delete(t)
             raise
-        self.home.audit.append(
-            actor,
-            "watchlist.add",
-            person_id=person_id,
-            name=name,
-            list=list_name,
-            category=category,
-            reason=reason,
-            authorised_by=authorised_by,
-            expires_on=expires_on.isoformat() if expires_on else None,
-            minor=minor,
-            image_source=image_source,
-            images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
-        )
         return person_id
 
     def size_cap(self, list_row: dict | None) -> int:
@@ -221,19 +222,19 @@ class Watchlists:
         with self.catalog.transaction():
             before = self.catalog.ensure_list(list_name, actor)
             self.catalog.update_list(list_name, **changes)
-        after = self.catalog.get_list(list_name)
-        assert after is not None
-        thr, _ = self.threshold(after)
-        self.home.audit.append(
-            actor,
-            "watchlist.policy",
-            list=list_name,
-            before={k: before[k] for k in changes},
-            after={k: after[k] for k in changes},
-            expected_fpir_at_cap=expected_fpir_at_size(
-                after.get("calibration"), thr, self.size_cap(after)
-            ),
-        )
+            after = self.catalog.get_list(list_name)
+            assert after is not None
+            thr, _ = self.threshold(after)
+            self.home.audit.append(  # in the transaction: no record, no change
+                actor,
+                "watchlist.policy",
+                list=list_name,
+                before={k: before[k] for k in changes},
+                after={k: after[k] for k in changes},
+                expected_fpir_at_cap=expected_fpir_at_size(
+                    after.get("calibration"), thr, self.size_cap(after)
+                ),
+            )
         return after
 
     def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
@@ -261,6 +262,7 @@ class Watchlists:
         if person["removed_at"]:
             raise WatchlistError(f"{person_id} was already removed on {person['removed_at']}")
         entries = self.catalog.rows("SELECT * FROM entries WHERE person_id = ?", person_id)
+        self.home.audit.check()  # fail before any vector or photo is deleted
         self.home.vectors().delete(WATCHLIST, ids=[e["entry_id"] for e in entries])
         for e in entries:
             self.home.media.delete(e["thumbnail"])
@@ -271,15 +273,15 @@ class Watchlists:
             )
             db.execute("UPDATE entries SET thumbnail = '' WHERE person_id = ?", (person_id,))
             self.catalog.bump_version(person["list_name"])
-        self.home.audit.append(
-            actor,
-            "watchlist.remove",
-            person_id=person_id,
-            name=person["name"],
-            list=person["list_name"],
-            reason=reason,
-            images=[e["image_sha256"] for e in entries],
-        )
+            self.home.audit.append(
+                actor,
+                "watchlist.remove",
+                person_id=person_id,
+                name=person["name"],
+                list=person["list_name"],
+                reason=reason,
+                images=[e["image_sha256"] for e in entries],
+            )
         return person
 
     # -- reading --------------------------------------------------------------------------
@@ -437,14 +439,15 @@ class Watchlists:
         record = {**record, "date": utcnow(), "by": actor}
         per = " per person" if record.get("mode") == "per-person" else ""
         how = f"calibrated{per} {record['date'][:10]} for FPIR {record['target_fpir']:g}"
-        self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
-        self.home.audit.append(
-            actor,
-            "threshold.calibrate",
-            list=list_name,
-            **{k: v for k, v in record.items() if k not in ("curve", "by", "mode")},
-            calibration_mode=record.get("mode", "list"),
-        )
+        with self.catalog.transaction():  # no record, no new threshold
+            self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
+            self.home.audit.append(
+                actor,
+                "threshold.calibrate",
+                list=list_name,
+                **{k: v for k, v in record.items() if k not in ("curve", "by", "mode")},
+                calibration_mode=record.get("mode", "list"),
+            )
         return how
 
     def _threshold_in_force(self, list_name, override, actor, warn, size=None) -> float:

@@ -27,9 +27,9 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -273,21 +273,28 @@ class CameraRegistry:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
-    def add(self, spec: CameraSpec, actor: str) -> None:
+    def add(self, spec: CameraSpec, actor: str, record: Callable[[], Any] | None = None) -> None:
+        """``record`` (the audit append) runs in the same transaction: if it fails, the
+        camera is not registered."""
         try:
             with self._connect() as db:
                 db.execute(
                     "INSERT INTO live_cameras (id, spec, created_by, created_at) VALUES (?,?,?,?)",
                     (spec.id, spec.model_dump_json(), actor, time.time()),
                 )
+                if record is not None:
+                    record()
         except sqlite3.IntegrityError:
             raise CameraError(f"camera '{spec.id}' already exists", status=409) from None
 
-    def remove(self, camera_id: str) -> None:
+    def remove(self, camera_id: str, record: Callable[[], Any] | None = None) -> None:
+        """As ``add``: no record, no removal."""
         with self._connect() as db:
             n = db.execute("DELETE FROM live_cameras WHERE id = ?", (camera_id,)).rowcount
-        if n == 0:
-            raise CameraError(f"no camera '{camera_id}'", status=404)
+            if n == 0:
+                raise CameraError(f"no camera '{camera_id}'", status=404)
+            if record is not None:
+                record()
 
     def all(self) -> list[CameraSpec]:
         with self._connect() as db:

@@ -4,6 +4,7 @@ and verify, watch-list options and policy, deployment start/end/report, retentio
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,44 @@ def test_a_removal_records_who_why_and_which_photos(cli, data):
     assert rec["actor"] == "officer-7"
     assert (rec["details"]["name"], rec["details"]["reason"]) == ("Joe Biden", "warrant withdrawn")
     assert len(rec["details"]["images"]) == 1
+
+
+@pytest.mark.timeout(240)
+def test_no_cli_act_happens_when_the_audit_log_is_damaged(cli, data, tmp_path):
+    """A whole line of garbage appended to the log (not a torn record): every act that
+    writes the log is refused with one line naming the damaged line, exit code 2, and did
+    not happen; the log is left as it was (evidence)."""
+    known, clip = data / "known", str(data / "video" / "short_hamilton_clip.mp4")
+    res = cli("watchlist", "add", "Joe Biden", str(known / "biden.jpg"), "--list", "events")
+    assert res.exit_code == 0, res.output
+    pid = res.stdout.strip().splitlines()[-1]
+    home = tmp_path / "home"
+    log = home / "audit.log"
+    line = len(log.read_bytes().splitlines()) + 1
+    damaged = log.read_bytes() + b"operator note: checked the cameras\n"
+    log.write_bytes(damaged)
+
+    def refused(*args: str) -> None:
+        res = cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"damaged at line {line} (not a JSON record)" in res.output, res.output
+        assert "Traceback" not in res.output and "nothing was done" in res.output
+        assert log.read_bytes() == damaged
+
+    def listed() -> dict:
+        return json.loads(cli("watchlist", "ls", "--json").stdout)
+
+    before = listed()
+    refused("watchlist", "add", "Barack Obama", str(known / "obama.jpg"), "--list", "events")
+    refused("watchlist", "rm", pid, "--reason", "warrant withdrawn")
+    refused("watchlist", "policy", "events", "--size-cap", "3")
+    refused("watchlist", "calibrate", "--list", "events", "--distractors", str(data / "lfw"))
+    assert listed() == before  # nobody enrolled or removed; cap and threshold as they were
+    out = tmp_path / "out"
+    refused("search", clip, "--list", "events", "--case", "C-1", "--reason", "r", "--out", str(out))
+    refused("index", clip, "--case", "C-1", "--reason", "r", "--out", str(out))
+    assert not out.exists()  # nothing searched or indexed
+    with sqlite3.connect(home / "catalog.sqlite") as db:  # Biden's entry is now overdue
+        db.execute("UPDATE persons SET expires_on = '2000-01-01'")
+    refused("retention", "run")
+    assert [p["person_id"] for p in listed()["people"]] == [pid]  # not removed by retention
