@@ -18,6 +18,7 @@ from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.match import Gallery
+from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
 from pipelines.store import TEXT_LEN, StoreError
 from pipelines.video import find_videos
@@ -79,7 +80,7 @@ class SearchSetup:
             reason=reason or "",
             purpose_relaxed=relaxed,
             target=target,
-            paths=[str(p.resolve()) for p in paths],
+            paths=[str(resolved(p)) for p in paths],
             snapshots=gallery.snapshot_ids,
             probe_sha256=list(gallery.entry_ids) if probes else [],
             threshold_override=threshold,

@@ -42,6 +42,8 @@ from pydantic import (
     field_validator,
 )
 
+from pipelines.paths import resolved
+
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 PUSH = "push"
 CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -132,10 +134,10 @@ def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> l
 def confine(path: Path, roots: Sequence[Path]) -> Path:
     """``path`` with symlinks and ``..`` resolved, if it lies in one of ``roots``. Otherwise
     one ValueError, whether or not the path exists: refusals are no existence oracle."""
-    resolved = Path(path).expanduser().resolve()
-    allowed = [Path(r).resolve() for r in roots]
-    if any(resolved.is_relative_to(r) for r in allowed):
-        return resolved
+    real = resolved(Path(path).expanduser())  # a link loop: refused or unreadable, not a 500
+    allowed = [resolved(r) for r in roots]
+    if any(real.is_relative_to(r) for r in allowed):
+        return real
     raise ValueError(
         "no such video file in the folders cameras may read ("
         + ", ".join(str(r) for r in allowed)

@@ -250,6 +250,8 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     good = groundtruth.render(
         folder / "day2" / "good.mp4", [], duration_s=2.0, size=(320, 240), fps=10
     )
+    (folder / "day2" / "loop.mp4").symlink_to(folder / "day2" / "loop.mp4")  # a link loop
+    (folder / "day2" / "back").symlink_to(folder)  # a folder loop: not followed
     out = tmp_path / "out"
     # 0.93, below the shipped 0.95: this test is about bad files, and in the first half of
     # the clip Lin-Manuel's faces score 0.91-0.95 against his one photo (README, Accuracy).
@@ -257,7 +259,10 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     res = cli("search", str(folder), "--list", "default", "--out", str(out), *threshold, *PURPOSE)
     assert res.exit_code == 3, res.output
     errors = {Path(r["path"]).name: r for r in pq.read_table(out / "errors.parquet").to_pylist()}
-    assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv", "caf\ufffd.mp4"}
+    assert set(errors) == {
+        "cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv", "caf\ufffd.mp4", "loop.mp4",
+    }  # fmt: skip
+    assert errors["loop.mp4"]["reason"] == "a symbolic link loop"
     assert errors["caf\ufffd.mp4"]["reason"].startswith("the file name is not valid UTF-8")
     assert errors["zero.mp4"]["reason"] == "empty file"
     assert errors["notes.mp4"]["reason"].startswith("not a readable video")

@@ -371,6 +371,9 @@ def test_api_file_cameras_are_confined_to_the_allowed_folders(tmp_path):
     assert not any(word in message for word in ("passwd", "nope", "other", "missing"))
     with pytest.raises(CameraError, match="no such video file: .*missing.mp4"):
         parse_spec({"id": "c1", "url": str(root / "missing.mp4")}, file_roots=roots)
+    (root / "loop.mp4").symlink_to(root / "loop.mp4")  # a loop: refused, not a RuntimeError
+    with pytest.raises(CameraError, match="no such video file"):
+        parse_spec({"id": "c1", "url": str(root / "loop.mp4")}, file_roots=roots)
 
 
 def test_camera_file_roots_are_the_home_videos_and_the_environment(tmp_path):
