@@ -8,12 +8,15 @@ from datetime import date
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from jobs.common import console, current_actor, fail, get_context, local_engine
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError
+from pipelines.text import shown
 from pipelines.watchlist import CATEGORIES, WatchlistError, Watchlists
 
 app = typer.Typer(help="Watch lists: who is looked for, why, by whose authority, until when.")
@@ -106,26 +109,23 @@ def ls(
             else "FPIR not calibrated"
         )
         console.print(
-            f"list [bold]{lst['name']}[/]: {lst['active_people']} active, version "
+            f"list [bold]{safe(lst['name'])}[/]: {lst['active_people']} active, version "
             f"{lst['version']}, threshold {lst['threshold_in_force']:.3f} "
-            f"({lst['threshold_how']}), {expect}"
+            f"({safe(lst['threshold_how'])}), {expect}"
         )
     table = Table(
         "person id", "name", "list", "category", "images", "added by", "added", "expires", "status"
     )
-    for p in people:
-        table.add_row(
-            p["person_id"],
-            p["name"],
-            p["list_name"],
-            p["category"],
-            str(p["images"]),
-            p["added_by"],
-            p["created_at"][:10],
-            p["expires_on"] or "-",
-            p["status"],
-        )
+    for p in people:  # names as stored: escaped, never markup or terminal control
+        cells = (p["person_id"], p["name"], p["list_name"], p["category"], p["images"])
+        cells += (p["added_by"], p["created_at"][:10], p["expires_on"] or "-", p["status"])
+        table.add_row(*(Text(shown(c)) for c in cells))
     console.print(table)
+
+
+def safe(value: object) -> str:
+    """Stored text inside a rich markup string: escaped for the terminal and for markup."""
+    return escape(shown(value))
 
 
 @app.command("rm")

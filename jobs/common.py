@@ -12,10 +12,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from pipelines.audit import AuditUnavailable
 from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.text import shown
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -70,7 +72,8 @@ def local_engine(settings: Settings):
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    safe = escape(shown(message, keep_lines=True))  # a name in it cannot steer the terminal
+    console.print(f"[bold red]error:[/] {safe}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -21,6 +21,7 @@ from pipelines.match import Gallery
 from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
 from pipelines.store import TEXT_LEN, StoreError
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
 
@@ -183,6 +184,11 @@ def check_videos(paths: list[Path], settings: Settings) -> None:
 
 
 def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
+    try:
+        check_text(case, "--case")
+        check_text(reason, "--reason", free_text=True)
+    except UnsafeTextError as exc:
+        raise SetupError(str(exc)) from None
     if case is not None and len(case.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
         raise SetupError(f"--case may have at most {TEXT_LEN} bytes (UTF-8)")
     if settings.governance.require_case:

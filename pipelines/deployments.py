@@ -36,6 +36,7 @@ import yaml
 
 from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, new_id
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,11 @@ class Deployments:
             raise DeploymentError("a deployment needs a purpose (--purpose)")
         if not location.strip():
             raise DeploymentError("a deployment needs a location (--location)")
+        try:
+            check_text(purpose, "a purpose", free_text=True)
+            check_text(location, "a location")
+        except UnsafeTextError as exc:
+            raise DeploymentError(str(exc)) from None
         cameras = [c.strip() for c in cameras if c.strip()]
         if not cameras:
             raise DeploymentError("a deployment needs at least one camera (--cameras ID,...)")

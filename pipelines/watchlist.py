@@ -28,6 +28,7 @@ from pipelines.images import encode_jpeg
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import TEXT_LEN, WATCHLIST
+from pipelines.text import UnsafeTextError, check_text
 
 CATEGORIES = ("wanted", "missing", "suspect", "other")
 
@@ -40,8 +41,17 @@ def check_list_name(list_name: str) -> None:
     """A list name is non-empty printable text of at most TEXT_LEN bytes in UTF-8."""
     if not list_name or not list_name.strip():
         raise WatchlistError("a watch list needs a name (--list NAME)")
+    checked(list_name, "a list name")
     if len(list_name.encode()) > TEXT_LEN or not list_name.isprintable():
         raise WatchlistError(f"a list name is printable text of at most {TEXT_LEN} bytes (UTF-8)")
+
+
+def checked(value: str | None, what: str, free_text: bool = False) -> str | None:
+    """``pipelines.text.check_text`` as a WatchlistError."""
+    try:
+        return check_text(value, what, free_text)
+    except UnsafeTextError as exc:
+        raise WatchlistError(str(exc)) from None
 
 
 def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
@@ -92,6 +102,9 @@ class Watchlists:
         warn: Callable[[str], None] | None = None,
     ) -> str:
         self._check_add(name, faces, list_name, category, expires_on, minor)
+        checked(reason, "a reason", free_text=True)
+        checked(authorised_by, "--authorised-by")
+        checked(image_source, "an image source")
         self._check_size(list_name, warn)
         self.home.audit.check()  # fail before any photo or vector is written
         store = self.home.vectors()
@@ -210,6 +223,7 @@ class Watchlists:
         allow_minors: bool | None = None,
     ) -> dict[str, Any]:
         """Change a list's size cap or whether it may hold minors (audited)."""
+        check_list_name(list_name)
         if size_cap is not None and size_cap < 1:
             raise WatchlistError("the size cap must be at least 1")
         changes: dict[str, Any] = {}
@@ -240,6 +254,7 @@ class Watchlists:
     def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
         if not name.strip():
             raise WatchlistError("a person needs a name")
+        checked(name, "a person's name")
         check_list_name(list_name)
         if len(name.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
             raise WatchlistError(f"a name may have at most {TEXT_LEN} bytes (UTF-8)")
@@ -256,6 +271,7 @@ class Watchlists:
             )
 
     def remove(self, person_id: str, actor: str, reason: str = "") -> dict[str, Any]:
+        checked(reason, "a reason", free_text=True)
         person = self.catalog.row("SELECT * FROM persons WHERE person_id = ?", person_id)
         if person is None:
             raise WatchlistError(f"no such person: {person_id}")

@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from pipelines.paths import resolved
+from pipelines.text import check_text
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 PUSH = "push"
@@ -208,6 +209,11 @@ class CameraSpec(BaseModel):
     @classmethod
     def _url(cls, v: str, info: ValidationInfo) -> str:
         return check_source_url(v, (info.context or {}).get("file_roots"))
+
+    @field_validator("list_name")
+    @classmethod
+    def _list(cls, v: str | None) -> str | None:
+        return check_text(v, "list")
 
     @property
     def kind(self) -> Literal["stream", "file", "push"]:

@@ -30,6 +30,7 @@ from pipelines.media import MediaPathError
 from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import WatchlistError, Watchlists
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
 from serve.auth import FailureThrottle
@@ -76,7 +77,7 @@ def hub_errors(fn):
             return await fn(*args, **kwargs)
         except (CameraError, ReviewError) as exc:
             raise HubError(exc.status, str(exc)) from None
-        except (ImageError, MediaPathError, WatchlistError) as exc:
+        except (ImageError, MediaPathError, WatchlistError, UnsafeTextError) as exc:
             raise HubError(422, str(exc)) from None
         except AuditUnavailable as exc:  # the act did not happen: it could not be audited
             logger.error("%s", exc)
@@ -348,6 +349,7 @@ class LiveHub:
 
     @hub_errors
     async def adjudicate(self, alert_id: str, outcome: str, note: str, actor: str) -> dict:
+        check_text(note, "note", free_text=True)
         alert = await self._io(self.reviews.check_pending, alert_id)
         await self._io(self.audit.check)  # a decision that cannot be audited is not taken
         decided = await self._io(
@@ -396,6 +398,8 @@ class LiveHub:
     @hub_errors
     async def search_matches(self, query: dict, case: str, reason: str, actor: str) -> dict:
         where = match_filter(query)
+        check_text(case, "case")
+        check_text(reason, "reason", free_text=True)
         await self._io(
             self.audit.append, actor, "search.matches", case=case, reason=reason, query=query
         )

@@ -188,3 +188,57 @@ def test_no_cli_act_happens_when_the_audit_log_is_damaged(cli, data, tmp_path):
         db.execute("UPDATE persons SET expires_on = '2000-01-01'")
     refused("retention", "run")
     assert [p["person_id"] for p in listed()["people"]] == [pid]  # not removed by retention
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["watchlist", "add", "Bob\x1b[2J", "{photo}"],  # ESC: clears the screen
+        ["watchlist", "add", "Barack \u202eamabO", "{photo}"],  # right-to-left override
+        ["watchlist", "add", "Barack Obama", "{photo}", "--list", "L\x07"],  # BEL
+        ["watchlist", "add", "Barack Obama", "{photo}", "--authorised-by", "Supt\x9bJ"],  # CSI
+        ["watchlist", "add", "Barack Obama", "{photo}", "--reason", "why\x1b]0;x\x07"],
+        ["watchlist", "policy", "L\u2066", "--size-cap", "5"],  # an isolate
+        [
+            "deployment",
+            "start",
+            "--purpose",
+            "p",
+            "--location",
+            "gate\x1b[1A",
+            "--cameras",
+            "c1",
+            "--list",
+            "L",
+        ],
+        ["search", "{clip}", "--case", "C\x7f1", "--reason", "r", "--list", "L"],  # DEL
+    ],
+    ids=["esc", "bidi", "bel-list", "c1-control", "reason", "isolate", "location", "del-case"],
+)
+def test_control_and_bidi_characters_are_refused_in_names(cli, data, tmp_path, args):
+    photo, clip = data / "known" / "obama.jpg", data / "video" / "short_hamilton_clip.mp4"
+    args = [a.format(photo=photo, clip=clip) for a in args]
+    if args[0] == "search":
+        args += ["--out", str(tmp_path / "out")]
+    res = cli(*args)
+    assert res.exit_code == 2, res.output
+    assert "control or bidirectional-override characters" in res.output
+    assert "\x1b" not in res.output.replace("\x1b[", "")  # the message shows no raw ESC...
+    for raw in ("\x1b[2J", "\x1b[1A", "\u202e", "\x07", "\x9b", "\x7f", "\u2066"):
+        assert raw not in res.output  # ...nor any character it refused
+    listed = json.loads(cli("watchlist", "ls", "--json").stdout)
+    assert listed["people"] == [] and listed["lists"] == []  # nobody, no list
+
+
+def test_watchlist_ls_never_prints_a_raw_escape(cli, data, tmp_path):
+    """A name stored before names were checked (written into the catalog here) is shown
+    escaped, not sent to the terminal."""
+    res = cli("watchlist", "add", "Barack Obama", str(data / "known" / "obama.jpg"))
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(tmp_path / "home" / "catalog.sqlite") as db:
+        db.execute("UPDATE persons SET name = ?", ("Bob\x1b[2J\u202e [red]x",))
+    res = cli("watchlist", "ls")
+    assert res.exit_code == 0, res.output
+    text = "".join(res.output.split())
+    assert "\x1b" not in res.output and "\u202e" not in res.output
+    assert "Bob\\x" in text and "[red]x" in text  # escaped (cut at 80 columns); no markup

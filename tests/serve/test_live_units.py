@@ -294,6 +294,9 @@ def test_tokens_from_config_and_environment_are_held_hashed():
         ({"id": "c1", "url": "/no/such/video.mp4"}, "no such video file"),
         ({"id": "c1", "url": "push", "fps": 0}, "fps"),
         ({"id": "c1", "url": "push", "colour": "red"}, "colour"),
+        ({"id": "c\x1b[2J", "url": "push"}, "id"),
+        ({"id": "c1", "url": "push", "list": "watch\x1b[2J"}, "control or bidirectional"),
+        ({"id": "c1", "url": "push", "list": "watch\u202eexe.gnp"}, "U\\+202E at position 6"),
     ],
 )
 def test_bad_camera_specs(data, problem):
