@@ -85,6 +85,11 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     if address:
         ray.init(address=address, **common)
         return False
+    from serve.local import keep_ray_on_loopback, ray_temp_dir, ray_token_auth
+
+    if settings is not None:  # as `facewatch serve`: the token in the home, 0600
+        logger.info("Ray token auth: %s", ray_token_auth(settings.resolved_home()))
+    keep_ray_on_loopback()
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
     local = {
@@ -93,6 +98,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,
         "include_dashboard": False,
         "_node_ip_address": "127.0.0.1",
+        "_temp_dir": str(ray_temp_dir()),  # facewatch doctor finds orphans by it
     }
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:

@@ -39,6 +39,7 @@ from serve.fleet import Fleet
 from serve.http import HubError
 from serve.ingest import MAX_FRAME_PIXELS
 from serve.live import AlertDraft, Face
+from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
 from serve.reviews import ReviewBook, ReviewError, adjudicate
 from serve.webhooks import WebhookDispatcher
@@ -95,6 +96,7 @@ def hub_errors(fn):
 )
 class LiveHub:
     def __init__(self, settings: dict, pool, cameras: list[dict]):
+        bind_replica_to_node()
         self.settings = Settings.model_validate(settings)
         self.live = self.settings.live
         self.pool = pool
