@@ -58,6 +58,7 @@ def _register() -> None:
     from jobs import (
         cli_audit,
         cli_deployment,
+        cli_doctor,
         cli_evaluate,
         cli_index,
         cli_models,
@@ -77,7 +78,7 @@ def _register() -> None:
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)
-    for module in (cli_search, cli_serve, cli_index):
+    for module in (cli_search, cli_serve, cli_index, cli_doctor):
         module.register(app)
 
 

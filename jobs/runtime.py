@@ -90,6 +90,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     if settings is not None:  # as `facewatch serve`: the token in the home, 0600
         logger.info("Ray token auth: %s", ray_token_auth(settings.resolved_home()))
     keep_ray_on_loopback()
+    _stop_orphans(ray_temp_dir())
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
     local = {
@@ -113,6 +114,20 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
             logger.warning("the local Ray did not start (%s); starting it again", exc)
             ray.shutdown()
     raise AssertionError("unreachable")
+
+
+def _stop_orphans(temp_root) -> None:
+    """Ray processes an earlier facewatch left when it was killed (see jobs/orphans.py)."""
+    from jobs.orphans import find_orphans, stop
+
+    orphans = find_orphans(temp_root)
+    if orphans:
+        left = stop(orphans)
+        logger.warning(
+            "stopped %d Ray process(es) left by a facewatch run that was killed%s",
+            len(orphans) - len(left),
+            f"; could not stop {[p.pid for p in left]}" if left else "",
+        )
 
 
 def _probe(path: str):

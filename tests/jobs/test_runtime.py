@@ -170,3 +170,91 @@ def test_a_search_ray_keeps_its_token_private_and_its_ports_on_loopback(tmp_path
     token = fw_home / "ray" / "auth_token"
     assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
     assert not (user_home / ".ray").exists()
+
+
+# -- Ray processes left by a killed search: found by facewatch's temp folder and stopped ----
+DRIVER = r"""
+import sys
+from jobs import runtime
+from pipelines.config import Settings
+
+runtime.start_ray(None, Settings(home=sys.argv[1]))  # the local Ray a search starts
+import ray
+
+ray.get(ray.remote(lambda: 1).remote())
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes stdin (or kills this process)
+"""
+
+
+def _driver(home: Path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(home)],
+        cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_until(check, timeout_s: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)  # processes ending: nothing to wait on but /proc
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(240)
+def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
+    """kill -9 of a process that started a local Ray (as `facewatch search` does) leaves
+    Ray's agents running under PID 1; `facewatch doctor` finds them by facewatch's Ray temp
+    folder and stops them, and leaves a Ray whose starter is alive alone."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from jobs.orphans import facewatch_ray_processes, find_orphans
+    from serve.local import ray_temp_dir
+
+    root = ray_temp_dir()
+    killed, alive = _driver(tmp_path / "a"), _driver(tmp_path / "b")
+    try:
+        for d in (killed, alive):
+            assert d.stdout.readline().strip() == "ready"
+
+        def of(driver):
+            return [p for p in facewatch_ray_processes(root) if p.starter_pid == driver.pid]
+
+        assert of(killed) and of(alive)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(10)
+        left = _wait_until(
+            lambda: [p for p in find_orphans(root) if p.starter_pid == killed.pid], 30, "orphans"
+        )
+        assert all(p.ppid == 1 for p in left)  # adopted by init: nobody would ever stop them
+        out = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "doctor", "--json"],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        named = {p["pid"] for p in report["orphans"]}
+        assert named & {p.pid for p in left}  # (idle workers may have gone by themselves)
+        assert report["stopped"] == len(named) and report["would_not_stop"] == []
+        assert of(killed) == []  # all gone
+        assert of(alive) and not [p for p in find_orphans(root) if p.starter_pid == alive.pid]
+    finally:
+        for d in (killed, alive):
+            if d.poll() is None:
+                d.stdin.close()
+                d.wait(60)
