@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from jobs import common
+from pipelines.privacy import private_umask
 
 app = typer.Typer(
     name="facewatch",
@@ -40,8 +41,14 @@ def main(
     store: str | None = typer.Option(
         None, "--store", help="Milvus server URI; default: milvus-lite inside the home"
     ),
+    allow_shared_home: bool = typer.Option(
+        False,
+        "--allow-shared-home",
+        help="use a home other users can read (refused by default: it holds faces)",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log more"),
 ) -> None:
+    private_umask()  # every file and folder facewatch creates: 0600 / 0700
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -50,7 +57,9 @@ def main(
     # milvus-lite's embedded gRPC server logs a harmless "Method not implemented"
     # (AllocTimestamp) traceback whenever pymilvus creates a collection.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    ctx.obj = common.Context(config_path=config, home=home, store_uri=store)
+    ctx.obj = common.Context(
+        config_path=config, home=home, store_uri=store, allow_shared_home=allow_shared_home
+    )
 
 
 def _register() -> None:

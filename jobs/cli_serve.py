@@ -87,6 +87,8 @@ def _with_cli_settings(args, c):
         settings["home"] = str(c.home.expanduser().resolve())
     if c.store_uri is not None:
         settings["store"] = {**settings.get("store", {}), "uri": c.store_uri}
+    if c.allow_shared_home:
+        settings["allow_shared_home"] = True
     update = {"settings": settings}
     if c.config_path is not None:
         update["config"] = c.config_path

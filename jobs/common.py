@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from pipelines.audit import AuditUnavailable
 from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.privacy import SharedHomeError
 from pipelines.text import shown
 
 EXIT_OK = 0
@@ -37,6 +38,7 @@ class Context:
     config_path: Path | None = None
     home: Path | None = None
     store_uri: str | None = None
+    allow_shared_home: bool = False
     _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
@@ -46,6 +48,8 @@ class Context:
                 overrides["home"] = str(self.home)
             if self.store_uri is not None:
                 overrides["store"] = {"uri": self.store_uri}
+            if self.allow_shared_home:
+                overrides["allow_shared_home"] = True
             try:
                 self._settings = load_settings(self.config_path, overrides)
             except ConfigError as exc:
@@ -78,13 +82,14 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 class FacewatchGroup(TyperGroup):
-    """The root command: an act refused because the audit log is damaged ends every command
-    the same way, with one line naming the damaged line and exit code 2, not a traceback."""
+    """The root command: an act refused because the audit log is damaged, or a home other
+    users can read, ends every command the same way: one line saying what and where, exit
+    code 2, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except AuditUnavailable as exc:
+        except (AuditUnavailable, SharedHomeError) as exc:
             fail(str(exc))
 
 

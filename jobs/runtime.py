@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 
 from pipelines.config import Settings
+from pipelines.privacy import private_umask
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         return False
     from serve.local import keep_ray_on_loopback, ray_temp_dir, ray_token_auth
 
+    private_umask()  # Ray's processes, and what they write, stay private too
     if settings is not None:  # as `facewatch serve`: the token in the home, 0600
         logger.info("Ray token auth: %s", ray_token_auth(settings.resolved_home()))
     keep_ray_on_loopback()

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def start_local(serve_file: ServeFile, host: str | None = None, port: int | None
     from ray import serve as ray_serve
 
     settings = build_settings(serve_file.args)
+    check_private_home(settings.resolved_home(), settings.allow_shared_home)
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
     start_ray_local(ray_cpus(settings))

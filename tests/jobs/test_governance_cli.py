@@ -242,3 +242,35 @@ def test_watchlist_ls_never_prints_a_raw_escape(cli, data, tmp_path):
     text = "".join(res.output.split())
     assert "\x1b" not in res.output and "\u202e" not in res.output
     assert "Bob\\x" in text and "[red]x" in text  # escaped (cut at 80 columns); no markup
+
+
+def _open_to_others(root: Path) -> list[str]:
+    """Every file or folder under ``root`` (itself included) its group or others may use."""
+    paths = [root, *root.rglob("*")]
+    return [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.lstat().st_mode & 0o077]
+
+
+def test_what_facewatch_creates_is_private(cli, data, tmp_path):
+    """A fresh home: catalog, audit log, milvus-lite files, media, all 0600 / 0700."""
+    res = cli("watchlist", "add", "Barack Obama", str(data / "known" / "obama.jpg"))
+    assert res.exit_code == 0, res.output
+    home = tmp_path / "home"
+    names = {p.name for p in home.iterdir()}
+    assert {"catalog.sqlite", "audit.log", "milvus.db", "media"} <= names, names
+    assert _open_to_others(home) == []
+
+
+def test_a_home_open_to_others_is_refused_unless_allowed(cli, data, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o755)  # as an operator's `mkdir` leaves it
+    photo = str(data / "known" / "obama.jpg")
+    res = cli("watchlist", "add", "Barack Obama", photo)
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"the home {home} is open to other users (mode 0755)" in text
+    assert f"chmod -R go-rwx {home}" in text and "--allow-shared-home" in text
+    assert list(home.iterdir()) == []  # nothing written
+    res = cli("--allow-shared-home", "watchlist", "add", "Barack Obama", photo)
+    assert res.exit_code == 0, res.output  # said explicitly: used as it is
+    assert _open_to_others(home) == [f"{home} 0755"]  # only the folder the operator made

@@ -158,6 +158,17 @@ def test_known_person_is_found_and_the_absent_one_is_not(first_run):
     assert LIN in (out / "report.html").read_text()
 
 
+def test_search_outputs_and_the_home_are_private(first_run, home):
+    """Face thumbnails, Parquet files and the report of a search, and everything in the
+    home, are 0600 / 0700: no other user of the machine can read them."""
+    _, out, _ = first_run
+    assert (out / "thumbs").is_dir() and any((out / "thumbs").iterdir())
+    for root in (out, home):
+        paths = [root, *root.rglob("*")]
+        shared = [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.stat().st_mode & 0o077]
+        assert shared == []
+
+
 def test_the_store_reopened_after_the_process_exits_holds_everything(first_run, home, enrolled):
     proc, out, _ = first_run
     assert proc.returncode == 0
