@@ -188,6 +188,11 @@ def test_no_cli_act_happens_when_the_audit_log_is_damaged(cli, data, tmp_path):
         db.execute("UPDATE persons SET expires_on = '2000-01-01'")
     refused("retention", "run")
     assert [p["person_id"] for p in listed()["people"]] == [pid]  # not removed by retention
+    deployment = ["--purpose", "p", "--location", "l", "--cameras", "c1", "--list", "events"]
+    refused("deployment", "start", *deployment)
+    assert json.loads(cli("deployment", "ls", "--json").stdout) == []
+    refused("camera", "add", "door-1", "push")
+    assert json.loads(cli("camera", "ls", "--json").stdout) == []
 
 
 @pytest.mark.parametrize(
