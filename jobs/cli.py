@@ -1,7 +1,8 @@
 """The ``facewatch`` command line. Each command group lives in its own module under jobs/.
 
-Exit codes: 0 success; 2 usage or configuration error; 3 partial failure (some inputs
-failed, the rest were processed); 1 anything unexpected.
+Exit codes: 0 success; 2 usage or configuration error, or an act refused because the
+audit log is damaged; 3 partial failure (some inputs failed, the rest were processed);
+1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import typer
 
 from jobs import common
+from pipelines.privacy import private_umask
 
 app = typer.Typer(
     name="facewatch",
@@ -20,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=common.FacewatchGroup,
 )
 
 
@@ -38,8 +41,14 @@ def main(
     store: str | None = typer.Option(
         None, "--store", help="Milvus server URI; default: milvus-lite inside the home"
     ),
+    allow_shared_home: bool = typer.Option(
+        False,
+        "--allow-shared-home",
+        help="use a home other users can read (refused by default: it holds faces)",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log more"),
 ) -> None:
+    private_umask()  # every file and folder facewatch creates: 0600 / 0700
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -48,7 +57,9 @@ def main(
     # milvus-lite's embedded gRPC server logs a harmless "Method not implemented"
     # (AllocTimestamp) traceback whenever pymilvus creates a collection.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    ctx.obj = common.Context(config_path=config, home=home, store_uri=store)
+    ctx.obj = common.Context(
+        config_path=config, home=home, store_uri=store, allow_shared_home=allow_shared_home
+    )
 
 
 def _register() -> None:
@@ -56,6 +67,7 @@ def _register() -> None:
     from jobs import (
         cli_audit,
         cli_deployment,
+        cli_doctor,
         cli_evaluate,
         cli_index,
         cli_models,
@@ -77,7 +89,7 @@ def _register() -> None:
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)
-    for module in (cli_search, cli_serve, cli_index):
+    for module in (cli_search, cli_serve, cli_index, cli_doctor):
         module.register(app)
 
 

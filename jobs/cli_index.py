@@ -40,6 +40,7 @@ from jobs.search_setup import (
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
+from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
 from pipelines.store import FACES, StoreError
 
@@ -99,7 +100,7 @@ def index(
             case=case or "",
             reason=reason or "",
             purpose_relaxed=relaxed,
-            paths=[str(p.resolve()) for p in paths],
+            paths=[str(resolved(p)) for p in paths],
             fps=fps or settings.search.fps,
         )
         out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,7 @@ def search_indexed(
             reason=reason or "",
             purpose_relaxed=relaxed,
             target=target,
-            paths=[str(p.resolve()) for p in paths],
+            paths=[str(resolved(p)) for p in paths],
             probe_sha256=list(gallery.entry_ids),
             threshold_override=threshold,
             review_threshold_override=review_threshold,

@@ -11,6 +11,7 @@ Camera commands work two ways:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -86,6 +87,8 @@ def _with_cli_settings(args, c):
         settings["home"] = str(c.home.expanduser().resolve())
     if c.store_uri is not None:
         settings["store"] = {**settings.get("store", {}), "uri": c.store_uri}
+    if c.allow_shared_home:
+        settings["allow_shared_home"] = True
     update = {"settings": settings}
     if c.config_path is not None:
         update["config"] = c.config_path
@@ -159,8 +162,10 @@ def camera_add(
     home, registry = _registry(ctx)
     try:  # a video file must be in the folders the server lets registry cameras read
         spec = parse_spec(data, file_roots=camera_file_roots(home.path))
-        registry.add(spec, current_actor())
-        home.audit.append(current_actor(), "camera.add", camera=spec.public())
+        record = functools.partial(
+            home.audit.append, current_actor(), "camera.add", camera=spec.public()
+        )
+        registry.add(spec, current_actor(), record)  # no record, no camera
     except CameraError as exc:
         fail(str(exc))
     finally:
@@ -223,8 +228,10 @@ def camera_rm(
         return
     home, registry = _registry(ctx)
     try:
-        registry.remove(camera_id)
-        home.audit.append(current_actor(), "camera.remove", camera_id=camera_id)
+        record = functools.partial(
+            home.audit.append, current_actor(), "camera.remove", camera_id=camera_id
+        )
+        registry.remove(camera_id, record)  # no record, no removal
     except CameraError as exc:
         fail(str(exc))
     finally:

@@ -8,12 +8,15 @@ from datetime import date
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from jobs.common import console, current_actor, fail, get_context, local_engine
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError
+from pipelines.text import shown
 from pipelines.watchlist import CATEGORIES, WatchlistError, Watchlists
 
 app = typer.Typer(help="Watch lists: who is looked for, why, by whose authority, until when.")
@@ -140,19 +143,10 @@ def ls(
         "status",
         "notes",
     )
-    for p in people:
-        table.add_row(
-            p["person_id"],
-            p["name"],
-            p["list_name"],
-            p["category"],
-            str(p["images"]),
-            p["added_by"],
-            p["created_at"][:10],
-            p["expires_on"] or "-",
-            p["status"],
-            _person_notes(p),
-        )
+    for p in people:  # names as stored: escaped, never markup or terminal control
+        cells = (p["person_id"], p["name"], p["list_name"], p["category"], p["images"])
+        cells += (p["added_by"], p["created_at"][:10], p["expires_on"] or "-", p["status"])
+        table.add_row(*(Text(shown(c)) for c in (*cells, _person_notes(p))))
     console.print(table)
 
 
@@ -167,11 +161,12 @@ def _list_line(lst: dict) -> str:
         )
 
     return (
-        f"list [bold]{lst['name']}[/]: {n} active, version {lst['version']}\n"
-        f"  alert tier:  threshold {lst['threshold_in_force']:.3f} ({lst['threshold_how']}), "
+        f"list [bold]{safe(lst['name'])}[/]: {n} active, version {lst['version']}\n"
+        f"  alert tier:  threshold {lst['threshold_in_force']:.3f} "
+        f"({safe(lst['threshold_how'])}), "
         f"{rate(lst['expected_fpir'], 'FPIR')}\n"
         f"  review tier: threshold {lst['review_threshold_in_force']:.3f} "
-        f"({lst['review_threshold_how']}), "
+        f"({safe(lst['review_threshold_how'])}), "
         f"{rate(lst['expected_candidate_rate'], 'false-candidate rate')}"
     )
 
@@ -189,6 +184,11 @@ def _person_notes(p: dict) -> str:
     if p["images_single_pass"]:
         notes.append("embedded without photo TTA: watchlist reembed")
     return "; ".join(notes)
+
+
+def safe(value: object) -> str:
+    """Stored text inside a rich markup string: escaped for the terminal and for markup."""
+    return escape(shown(value))
 
 
 @app.command("rm")
@@ -274,6 +274,7 @@ def calibrate(
 
     home, lists, engine = open_lists(ctx)
     try:
+        home.audit.check()  # before minutes of measuring a threshold that cannot be set
         gallery = lists.active_gallery(list_name)
         images = identity_images(distractors)
         check_disjoint(sorted(set(gallery.person_names)), list(images))

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
+from pipelines.audit import AuditUnavailable
 from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.privacy import SharedHomeError
+from pipelines.text import shown
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -33,6 +38,7 @@ class Context:
     config_path: Path | None = None
     home: Path | None = None
     store_uri: str | None = None
+    allow_shared_home: bool = False
     _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
@@ -42,6 +48,8 @@ class Context:
                 overrides["home"] = str(self.home)
             if self.store_uri is not None:
                 overrides["store"] = {"uri": self.store_uri}
+            if self.allow_shared_home:
+                overrides["allow_shared_home"] = True
             try:
                 self._settings = load_settings(self.config_path, overrides)
             except ConfigError as exc:
@@ -68,8 +76,21 @@ def local_engine(settings: Settings):
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    safe = escape(shown(message, keep_lines=True))  # a name in it cannot steer the terminal
+    console.print(f"[bold red]error:[/] {safe}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class FacewatchGroup(TyperGroup):
+    """The root command: an act refused because the audit log is damaged, or a home other
+    users can read, ends every command the same way: one line saying what and where, exit
+    code 2, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (AuditUnavailable, SharedHomeError) as exc:
+            fail(str(exc))
 
 
 # -- --json: stdout carries JSON and nothing else ----------------------------------------------

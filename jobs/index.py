@@ -27,6 +27,7 @@ from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
 from pipelines.config import Settings
 from pipelines.home import Home
 from pipelines.match import Gallery
+from pipelines.paths import resolved
 from pipelines.schemas import EmbedderInfo
 from pipelines.sightings import FaceTable
 from pipelines.store import FACES
@@ -82,7 +83,7 @@ class FaceIndexWriter:
         track_ids: np.ndarray,
     ) -> None:
         now = int(time.time())
-        path = str(Path(res.path).resolve())
+        path = str(resolved(res.path))
         rows = []
         for r in np.flatnonzero(table.passed):
             fid = face_id(res.file_id, table.frame_index[r], table.face_index[r])

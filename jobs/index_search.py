@@ -24,6 +24,7 @@ import numpy as np
 
 from jobs.search import _match_id, archive_match, sighting_id
 from pipelines.match import Gallery
+from pipelines.paths import resolved
 from pipelines.schemas import Match, Sighting
 from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
 from pipelines.store import FACES, VectorStore
@@ -86,7 +87,7 @@ class PathScope:
     def of(cls, paths: list[Path], video_extensions: tuple[str, ...]) -> PathScope:
         files, folders = [], []
         for p in paths:
-            text = str(p.resolve())
+            text = str(resolved(p))
             folder = p.is_dir() if p.exists() else p.suffix.lower() not in video_extensions
             if folder:
                 folders.append(text.rstrip("/") + "/")

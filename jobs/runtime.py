@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 
 from pipelines.config import Settings
+from pipelines.privacy import private_umask
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     if address:
         ray.init(address=address, **common)
         return False
+    from serve.local import keep_ray_on_loopback, ray_temp_dir, ray_token_auth
+
+    private_umask()  # Ray's processes, and what they write, stay private too
+    if settings is not None:  # as `facewatch serve`: the token in the home, 0600
+        logger.info("Ray token auth: %s", ray_token_auth(settings.resolved_home()))
+    keep_ray_on_loopback()
+    _stop_orphans(ray_temp_dir())
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
     local = {
@@ -93,6 +101,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,
         "include_dashboard": False,
         "_node_ip_address": "127.0.0.1",
+        "_temp_dir": str(ray_temp_dir()),  # facewatch doctor finds orphans by it
     }
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
@@ -107,6 +116,20 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
             logger.warning("the local Ray did not start (%s); starting it again", exc)
             ray.shutdown()
     raise AssertionError("unreachable")
+
+
+def _stop_orphans(temp_root) -> None:
+    """Ray processes an earlier facewatch left when it was killed (see jobs/orphans.py)."""
+    from jobs.orphans import find_orphans, stop
+
+    orphans = find_orphans(temp_root)
+    if orphans:
+        left = stop(orphans)
+        logger.warning(
+            "stopped %d Ray process(es) left by a facewatch run that was killed%s",
+            len(orphans) - len(left),
+            f"; could not stop {[p.pid for p in left]}" if left else "",
+        )
 
 
 def _probe(path: str):

@@ -18,8 +18,10 @@ from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.match import Gallery
+from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
 from pipelines.store import TEXT_LEN, StoreError
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
 
@@ -86,7 +88,7 @@ class SearchSetup:
             reason=reason or "",
             purpose_relaxed=relaxed,
             target=target,
-            paths=[str(p.resolve()) for p in paths],
+            paths=[str(resolved(p)) for p in paths],
             snapshots=gallery.snapshot_ids,
             probe_sha256=list(gallery.entry_ids) if probes else [],
             threshold_override=threshold,
@@ -196,6 +198,11 @@ def check_videos(paths: list[Path], settings: Settings) -> None:
 
 
 def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
+    try:
+        check_text(case, "--case")
+        check_text(reason, "--reason", free_text=True)
+    except UnsafeTextError as exc:
+        raise SetupError(str(exc)) from None
     if case is not None and len(case.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
         raise SetupError(f"--case may have at most {TEXT_LEN} bytes (UTF-8)")
     if settings.governance.require_case:

@@ -12,6 +12,13 @@ line (a crash mid-write leaves a record without its end of line) would stop ever
 append, so the next append moves those bytes to ``audit.log.torn`` and records that it did,
 with their length and hash, before its own record. Secrets are never written: callers pass
 token names, not tokens.
+
+An act that cannot be audited does not happen. Every append first checks the last whole
+record (it parses, has each key once, is in canonical form and its hash holds); a damaged
+one raises ``AuditUnavailable`` naming the line, and nothing is written. Callers ``check()``
+before an act that is not one database transaction with its record, and append inside the
+transaction where it is. A record is hashed over its canonical serialisation and must be
+stored in exactly those bytes, so a duplicated key or reordered fields do not verify.
 """
 
 from __future__ import annotations
@@ -33,6 +40,23 @@ class AuditError(ValueError):
     """The audit log cannot be read as asked; the message says where."""
 
 
+class AuditUnavailable(RuntimeError):
+    """The audit log cannot take a record, so the act it would record must not happen."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        self.path, self.line, self.reason = path, line, reason
+        super().__init__(
+            f"the audit log {path} is damaged at line {line} ({reason}); nothing was done: "
+            "an act that cannot be audited does not happen. See facewatch audit verify; "
+            "keep the damaged log as evidence and move it aside to start a new one"
+        )
+
+    def short(self) -> str:
+        """The same without the home's path (for API answers)."""
+        where = f"line {self.line} is damaged ({self.reason})"
+        return f"audit log unavailable: {where}; nothing was done"
+
+
 def utc_since(since: str) -> str:
     """An ISO date or date-time (naive means UTC) as the log's UTC timestamp format."""
     try:
@@ -46,6 +70,34 @@ def utc_since(since: str) -> str:
 
 def _canonical(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice")
+    return out
+
+
+def check_record(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A whole line (with its end of line) as a record, or None and why it is not one:
+    it must parse, name each key once, hold the chain's keys, be stored in its canonical
+    bytes and match its own hash. (Its place in the chain is the caller's to check.)"""
+    if not line.endswith(b"\n"):
+        return None, "truncated record (no end of line)"
+    try:
+        r = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, "not a JSON record"
+    except ValueError as exc:
+        return None, f"not a valid record: {exc}"
+    if not isinstance(r, dict) or not {"seq", "hash", "prev_hash"} <= set(r):
+        return None, "not an audit record"
+    if record_hash(r) != r["hash"]:
+        return r, "contents changed after it was written"
+    if line[:-1] != _canonical(r):
+        return r, "not stored in canonical form (changed after it was written)"
+    return r, ""
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -72,6 +124,7 @@ class AuditLog:
         with os.fdopen(fd, "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
+                self._head(f)  # a damaged log takes nothing, not even the torn-tail repair
                 torn = self._set_aside_torn_tail(f)
                 if torn is not None:
                     self._write(f, "audit", "audit.torn_record_set_aside", torn)
@@ -81,7 +134,7 @@ class AuditLog:
         return record
 
     def _write(self, f, actor: str, action: str, details: dict[str, Any]) -> dict[str, Any]:
-        seq, prev = self._tail(f)
+        seq, prev = self._head(f)
         record = {
             "seq": seq + 1,
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -96,6 +149,54 @@ class AuditLog:
         os.fsync(f.fileno())
         return record
 
+    def check(self) -> None:
+        """Raise ``AuditUnavailable`` if an append would be refused (the last whole record is
+        damaged); call it before an act whose record cannot share its transaction."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            try:
+                self._head(f)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _head(self, f) -> tuple[int, str]:
+        """(seq, hash) of the last whole record (a torn tail after it is ignored here);
+        ``AuditUnavailable`` naming its line if it is damaged."""
+        start, line = self._last_whole_line(f)
+        if not line:
+            return 0, GENESIS
+        r, bad = check_record(line)
+        if not bad and not isinstance(r["seq"], int):  # type: ignore[index]
+            bad = "not an audit record"
+        if bad:
+            f.seek(0)
+            raise AuditUnavailable(self.path, f.read(start).count(b"\n") + 1, bad)
+        return int(r["seq"]), str(r["hash"])  # type: ignore[index]
+
+    @staticmethod
+    def _newline_before(f, pos: int) -> int:
+        """Offset of the last end of line before byte ``pos``, or -1."""
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            f.seek(pos - step)
+            cut = f.read(step).rfind(b"\n")
+            if cut >= 0:
+                return pos - step + cut
+            pos -= step
+        return -1
+
+    def _last_whole_line(self, f) -> tuple[int, bytes]:
+        """(offset, bytes) of the last line that has its end of line; (0, b"") if none."""
+        end = f.seek(0, os.SEEK_END)
+        last = self._newline_before(f, end)
+        if last < 0:
+            return 0, b""
+        start = self._newline_before(f, last) + 1
+        f.seek(start)
+        return start, f.read(last + 1 - start)
+
     def _set_aside_torn_tail(self, f) -> dict[str, Any] | None:
         """A last line without its end of line: a whole record only missing the newline
         gets it; anything else moves to ``<log>.torn``. Returns what to record, or None."""
@@ -106,22 +207,12 @@ class AuditLog:
         f.seek(end - 1)
         if f.read(1) == b"\n":
             return None
-        start = end - 1
-        while start > 0:  # back to the byte after the last end of line
-            step = min(start, 1 << 16)
-            f.seek(start - step)
-            cut = f.read(step).rfind(b"\n")
-            if cut >= 0:
-                start = start - step + cut + 1
-                break
-            start -= step
+        start = self._newline_before(f, end) + 1  # the byte after the last end of line
         f.seek(start)
         tail = f.read(end - start)
-        try:
-            whole = json.loads(tail)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            whole = None
-        if isinstance(whole, dict) and whole.get("hash") == record_hash(whole):
+        whole, bad = check_record(tail + b"\n")
+        if whole is not None and not bad:
+            f.seek(0, os.SEEK_END)
             f.write(b"\n")  # the record was written whole; only its end of line is missing
             f.flush()
             return None
@@ -140,23 +231,6 @@ class AuditLog:
             "kept_in": torn_path.name,
             "at_byte": start,
         }
-
-    @staticmethod
-    def _tail(f) -> tuple[int, str]:
-        """(seq, hash) of the last record, reading backwards from the end."""
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        if end == 0:
-            return 0, GENESIS
-        size = min(end, 1 << 16)
-        while True:
-            f.seek(end - size)
-            chunk = f.read(size)
-            lines = chunk.rstrip(b"\n").split(b"\n")
-            if len(lines) > 1 or size == end:
-                last = json.loads(lines[-1])
-                return int(last["seq"]), str(last["hash"])
-            size = min(end, size * 4)
 
     def records(
         self, since: str | None = None, actor: str | None = None, action: str | None = None
@@ -220,18 +294,11 @@ class AuditLog:
 
     @staticmethod
     def _check_line(line: bytes, n: int, prev: str) -> str:
-        if not line.endswith(b"\n"):
-            return "truncated record (no end of line)"
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            return "not a JSON record"
-        if not isinstance(r, dict) or not {"seq", "hash", "prev_hash"} <= set(r):
-            return "not an audit record"
+        r, bad = check_record(line)
+        if r is None:
+            return bad
         if r["seq"] != n:
             return f"sequence number {r['seq']} where {n} was expected (deleted or moved)"
         if r["prev_hash"] != prev:
             return "does not follow the previous record (deleted, inserted or reordered)"
-        if record_hash(r) != r["hash"]:
-            return "contents changed after it was written"
-        return ""
+        return bad

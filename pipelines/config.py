@@ -319,6 +319,11 @@ class Settings(Strict):
     """The whole configuration."""
 
     home: Path | None = Field(None, description="data home; default $FACEWATCH_HOME or per-user")
+    allow_shared_home: bool = Field(
+        False,
+        description="use a home other users may read or enter (refused by default; "
+        "the CLI's --allow-shared-home)",
+    )
     detector: DetectorConfig = DetectorConfig()
     quality: QualityConfig = QualityConfig()
     embedder: EmbedderConfig = DlibResnetConfig()

@@ -36,6 +36,7 @@ import yaml
 
 from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, new_id
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
 
 logger = logging.getLogger(__name__)
@@ -135,18 +136,18 @@ class Deployments:
                     actor,
                 ),
             )
-        self.audit.append(
-            actor,
-            "deployment.start",
-            deployment_id=dep_id,
-            purpose=purpose,
-            location=location,
-            cameras=per_camera,
-            list=list_name,
-            snapshot_id=snapshot_id,
-            list_version=frozen["version"],
-            entries=len(frozen["entry_ids"]),
-        )
+            self.audit.append(  # in the transaction: no record, no deployment
+                actor,
+                "deployment.start",
+                deployment_id=dep_id,
+                purpose=purpose,
+                location=location,
+                cameras=per_camera,
+                list=list_name,
+                snapshot_id=snapshot_id,
+                list_version=frozen["version"],
+                entries=len(frozen["entry_ids"]),
+            )
         return self.get(dep_id)
 
     @staticmethod
@@ -155,6 +156,11 @@ class Deployments:
             raise DeploymentError("a deployment needs a purpose (--purpose)")
         if not location.strip():
             raise DeploymentError("a deployment needs a location (--location)")
+        try:
+            check_text(purpose, "a purpose", free_text=True)
+            check_text(location, "a location")
+        except UnsafeTextError as exc:
+            raise DeploymentError(str(exc)) from None
         cameras = [c.strip() for c in cameras if c.strip()]
         if not cameras:
             raise DeploymentError("a deployment needs at least one camera (--cameras ID,...)")
@@ -211,9 +217,10 @@ class Deployments:
                 "WHERE deployment_id = ? AND ended_at IS NULL",
                 (ended, actor, json.dumps(summary), deployment_id),
             ).rowcount
-        if n != 1:
-            raise DeploymentError(f"deployment {deployment_id} was ended meanwhile")
-        self.audit.append(actor, "deployment.end", deployment_id=deployment_id, **summary["totals"])
+            if n != 1:
+                raise DeploymentError(f"deployment {deployment_id} was ended meanwhile")
+            totals = summary["totals"]
+            self.audit.append(actor, "deployment.end", deployment_id=deployment_id, **totals)
         return self.get(deployment_id)
 
     def _threshold_changes(self, lists: Watchlists, dep: dict, summary: dict) -> None:
@@ -349,6 +356,7 @@ class Deployments:
     def write_report(self, deployment_id: str, out: Path, actor: str) -> tuple[Path, Path]:
         """``<out>/<id>.json`` and ``<out>/<id>.html``; the export is audited."""
         rep = self.report(deployment_id)
+        self.audit.check()  # no export that cannot be audited
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         json_path, html_path = out / f"{deployment_id}.json", out / f"{deployment_id}.html"

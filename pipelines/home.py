@@ -5,6 +5,12 @@ Layout of ``<home>`` (created with mode 0700):
 - ``catalog.sqlite``  metadata: lists, people, entries, snapshots, cameras, deployments
 - ``audit.log``       the hash-chained audit log
 - ``media/``          thumbnails and crops, confined here
+
+Faces, names and the audit log live here, so the home is private: a new one is made 0700,
+and an existing one that its group or other users may read or enter is refused (the
+message names the folder and the fix) unless ``allow_shared_home`` says it is meant to be
+shared. The commands also run with umask 077 (``private_umask``), so every file and
+folder they create, in the home and in search outputs, is 0600/0700.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog
 from pipelines.config import Settings
 from pipelines.media import Media
+from pipelines.privacy import check_private_home
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import VectorStore
 
@@ -37,6 +44,7 @@ class Home:
         milvus-lite store.
         """
         path = settings.resolved_home()
+        check_private_home(path, settings.allow_shared_home)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         home = cls(settings, path, Catalog.open(path), AuditLog(path / "audit.log"), Media(path))
         if embedder is not None:

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from pipelines.paths import resolved
+
 KINDS = ("watchlist", "matches", "alerts", "faces", "probes")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -25,7 +27,7 @@ class Media:
         self.root = self.home / "media"
 
     def _confined(self, rel: str | Path) -> Path:
-        path = (self.home / rel).resolve()
+        path = resolved(self.home / rel)  # a link loop is outside, not an exception
         if not path.is_relative_to(self.root):
             raise MediaPathError(f"{rel}: outside the media folder {self.root}")
         return path

@@ -33,6 +33,7 @@ from typing import Any
 
 from pipelines.config import RetentionConfig
 from pipelines.media import MediaPathError
+from pipelines.paths import resolved
 from pipelines.store import FACES, MATCHES
 from pipelines.watchlist import Watchlists
 
@@ -92,6 +93,7 @@ def run_retention(
     fails part way: then with the error)."""
     run = RetentionRun(dry_run, time.time() if now is None else now)
     audit = lists.home.audit
+    audit.check()  # a run that cannot be audited deletes nothing (a dry run counts nothing)
     if not dry_run:
         audit.append(actor, "retention.start", policy=policy.model_dump(mode="json"))
     try:
@@ -174,7 +176,7 @@ def _purge(
 def _export_dirs(lists: Watchlists, given: tuple[Path, ...]) -> tuple[Path, ...]:
     """Search output folders: those given, and those the audit log says searches wrote."""
     logged = [r["details"].get("out", "") for r in lists.home.audit.records(action="export.search")]
-    dirs = {Path(d).resolve() for d in [*given, *logged] if d}
+    dirs = {resolved(d) for d in [*given, *logged] if d}
     return tuple(sorted(d for d in dirs if (d / "thumbs").is_dir()))
 
 
@@ -190,8 +192,8 @@ def _delete_out_thumb(out_dir: Path, match_id: str) -> int:
     """``<out_dir>/thumbs/<id>.jpg``, only if that path stays inside ``out_dir``."""
     if not _SAFE_ID.match(match_id):
         return 0
-    root = Path(out_dir).resolve()
-    path = (root / "thumbs" / f"{match_id}.jpg").resolve()
+    root = resolved(out_dir)
+    path = resolved(root / "thumbs" / f"{match_id}.jpg")
     if not path.is_relative_to(root):
         return 0
     try:
@@ -205,9 +207,9 @@ def _delete_orphan_photos(out_dir: Path) -> int:
     """The copies of watch-list and probe photos (``thumbs/list_*``) in a search output
     folder none of whose face thumbnails (``thumbs/m_*.jpg``) is left: they were there to
     be shown beside those faces. Only a real ``thumbs`` folder inside ``out_dir``."""
-    root = Path(out_dir).resolve()
+    root = resolved(out_dir)
     thumbs = root / "thumbs"
-    if thumbs.is_symlink() or not thumbs.resolve().is_relative_to(root):
+    if thumbs.is_symlink() or not resolved(thumbs).is_relative_to(root):
         return 0
     if any(thumbs.glob("m_*.jpg")):
         return 0

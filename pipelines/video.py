@@ -7,6 +7,7 @@ takes the rest of a job down with it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipelines.paths import resolved
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,8 @@ class Segment:
 
 
 def find_videos(paths: list[Path], extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> list[Path]:
-    """Files given directly are kept whatever their name; folders are searched recursively."""
+    """Files given directly are kept whatever their name; folders are searched recursively
+    (symbolic links to folders are not followed, so a link loop cannot trap the walk)."""
     found: list[Path] = []
     exts = {e.lower() for e in extensions}
     for p in paths:
@@ -75,7 +79,7 @@ def find_videos(paths: list[Path], extensions: tuple[str, ...] = DEFAULT_EXTENSI
     seen: set[Path] = set()
     unique = []
     for f in found:
-        key = f.resolve()
+        key = resolved(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -86,13 +90,26 @@ def _open(path: str):
     import decord
 
     if not os.path.isfile(path):
-        raise VideoError(path, "not found")
+        raise VideoError(path, _missing(path))
     if os.path.getsize(path) == 0:
         raise VideoError(path, "empty file")
     try:
         return decord.VideoReader(path, num_threads=1)
     except Exception as exc:  # noqa: BLE001 - decord raises RuntimeError and DECORDError
         raise VideoError(path, "not a readable video", _short(exc)) from None
+
+
+def _missing(path: str) -> str:
+    """Why a path is not a file we can open."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if os.path.islink(path):
+            return "a broken symbolic link"
+        return "not found"
+    return "not a regular file"
 
 
 def _short(exc: BaseException) -> str:

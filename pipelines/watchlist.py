@@ -28,6 +28,7 @@ from pipelines.images import encode_jpeg
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import TEXT_LEN, WATCHLIST
+from pipelines.text import UnsafeTextError, check_text
 
 CATEGORIES = ("wanted", "missing", "suspect", "other")
 
@@ -40,8 +41,17 @@ def check_list_name(list_name: str) -> None:
     """A list name is non-empty printable text of at most TEXT_LEN bytes in UTF-8."""
     if not list_name or not list_name.strip():
         raise WatchlistError("a watch list needs a name (--list NAME)")
+    checked(list_name, "a list name")
     if len(list_name.encode()) > TEXT_LEN or not list_name.isprintable():
         raise WatchlistError(f"a list name is printable text of at most {TEXT_LEN} bytes (UTF-8)")
+
+
+def checked(value: str | None, what: str, free_text: bool = False) -> str | None:
+    """``pipelines.text.check_text`` as a WatchlistError."""
+    try:
+        return check_text(value, what, free_text)
+    except UnsafeTextError as exc:
+        raise WatchlistError(str(exc)) from None
 
 
 def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
@@ -100,7 +110,11 @@ class Watchlists:
         warn: Callable[[str], None] | None = None,
     ) -> str:
         self._check_add(name, faces, list_name, category, expires_on, minor)
+        checked(reason, "a reason", free_text=True)
+        checked(authorised_by, "--authorised-by")
+        checked(image_source, "an image source")
         self._check_size(list_name, warn)
+        self.home.audit.check()  # fail before any photo or vector is written
         store = self.home.vectors()
         person_id = new_id("p")
         entries = [(new_id("e"), f) for f in faces]
@@ -160,26 +174,26 @@ class Watchlists:
                         ),
                     )
                 self.catalog.bump_version(list_name)
+                self.home.audit.append(  # in the transaction: no record, no enrolment
+                    actor,
+                    "watchlist.add",
+                    person_id=person_id,
+                    name=name,
+                    list=list_name,
+                    category=category,
+                    reason=reason,
+                    authorised_by=authorised_by,
+                    expires_on=expires_on.isoformat() if expires_on else None,
+                    minor=minor,
+                    image_source=image_source,
+                    images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
+                )
         except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
             if stored:  # (a store that refused the write may be gone: do not ask it again)
                 store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
             for t in thumbs:
                 self.home.media.delete(t)
             raise
-        self.home.audit.append(
-            actor,
-            "watchlist.add",
-            person_id=person_id,
-            name=name,
-            list=list_name,
-            category=category,
-            reason=reason,
-            authorised_by=authorised_by,
-            expires_on=expires_on.isoformat() if expires_on else None,
-            minor=minor,
-            image_source=image_source,
-            images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
-        )
         return person_id
 
     def people_entries(self, list_name: str) -> list[dict]:
@@ -280,6 +294,7 @@ class Watchlists:
         allow_minors: bool | None = None,
     ) -> dict[str, Any]:
         """Change a list's size cap or whether it may hold minors (audited)."""
+        check_list_name(list_name)
         if size_cap is not None and size_cap < 1:
             raise WatchlistError("the size cap must be at least 1")
         changes: dict[str, Any] = {}
@@ -292,24 +307,25 @@ class Watchlists:
         with self.catalog.transaction():
             before = self.catalog.ensure_list(list_name, actor)
             self.catalog.update_list(list_name, **changes)
-        after = self.catalog.get_list(list_name)
-        assert after is not None
-        thr, _ = self.threshold(after)
-        self.home.audit.append(
-            actor,
-            "watchlist.policy",
-            list=list_name,
-            before={k: before[k] for k in changes},
-            after={k: after[k] for k in changes},
-            expected_fpir_at_cap=expected_fpir_at_size(
-                after.get("calibration"), thr, self.size_cap(after)
-            ),
-        )
+            after = self.catalog.get_list(list_name)
+            assert after is not None
+            thr, _ = self.threshold(after)
+            self.home.audit.append(  # in the transaction: no record, no change
+                actor,
+                "watchlist.policy",
+                list=list_name,
+                before={k: before[k] for k in changes},
+                after={k: after[k] for k in changes},
+                expected_fpir_at_cap=expected_fpir_at_size(
+                    after.get("calibration"), thr, self.size_cap(after)
+                ),
+            )
         return after
 
     def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
         if not name.strip():
             raise WatchlistError("a person needs a name")
+        checked(name, "a person's name")
         check_list_name(list_name)
         if len(name.encode()) > TEXT_LEN:  # the store counts UTF-8 bytes
             raise WatchlistError(f"a name may have at most {TEXT_LEN} bytes (UTF-8)")
@@ -326,12 +342,14 @@ class Watchlists:
             )
 
     def remove(self, person_id: str, actor: str, reason: str = "") -> dict[str, Any]:
+        checked(reason, "a reason", free_text=True)
         person = self.catalog.row("SELECT * FROM persons WHERE person_id = ?", person_id)
         if person is None:
             raise WatchlistError(f"no such person: {person_id}")
         if person["removed_at"]:
             raise WatchlistError(f"{person_id} was already removed on {person['removed_at']}")
         entries = self.catalog.rows("SELECT * FROM entries WHERE person_id = ?", person_id)
+        self.home.audit.check()  # fail before any vector or photo is deleted
         self.home.vectors().delete(WATCHLIST, ids=[e["entry_id"] for e in entries])
         for e in entries:
             self.home.media.delete(e["thumbnail"])
@@ -342,15 +360,15 @@ class Watchlists:
             )
             db.execute("UPDATE entries SET thumbnail = '' WHERE person_id = ?", (person_id,))
             self.catalog.bump_version(person["list_name"])
-        self.home.audit.append(
-            actor,
-            "watchlist.remove",
-            person_id=person_id,
-            name=person["name"],
-            list=person["list_name"],
-            reason=reason,
-            images=[e["image_sha256"] for e in entries],
-        )
+            self.home.audit.append(
+                actor,
+                "watchlist.remove",
+                person_id=person_id,
+                name=person["name"],
+                list=person["list_name"],
+                reason=reason,
+                images=[e["image_sha256"] for e in entries],
+            )
         return person
 
     # -- reading --------------------------------------------------------------------------
@@ -568,18 +586,18 @@ class Watchlists:
             )
         per = " per person" if record.get("mode") == "per-person" else ""
         how = f"calibrated{per} {record['date'][:10]} for FPIR {record['target_fpir']:g}"
-        # the act is audited first: a calibration that cannot be recorded is not applied
-        self.home.audit.append(
-            actor,
-            "threshold.calibrate",
-            list=list_name,
-            **{k: v for k, v in record.items() if k not in ("curve", "by", "mode", "review")},
-            calibration_mode=record.get("mode", "list"),
-            review_threshold=review.get("threshold"),
-            target_candidate_rate=review.get("target_candidate_rate"),
-            false_candidates=review.get("false_alarms"),
-        )
-        self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
+        with self.catalog.transaction():  # no record, no new threshold
+            self.catalog.set_threshold(list_name, float(record["threshold"]), how, record)
+            self.home.audit.append(
+                actor,
+                "threshold.calibrate",
+                list=list_name,
+                **{k: v for k, v in record.items() if k not in ("curve", "by", "mode", "review")},
+                calibration_mode=record.get("mode", "list"),
+                review_threshold=review.get("threshold"),
+                target_candidate_rate=review.get("target_candidate_rate"),
+                false_candidates=review.get("false_alarms"),
+            )
         return how
 
     def _threshold_in_force(self, list_name, override, actor, warn, size=None) -> float:

@@ -23,6 +23,7 @@ from pipelines.config import Settings
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, install_error_handlers
+from serve.loopback import bind_replica_to_node
 from serve.review import review_page
 from serve.webhooks import public_hook_url
 
@@ -269,6 +270,7 @@ class ServeHub:
 @ray_serve.ingress()
 class Api:
     def __init__(self, settings: dict, hub):
+        bind_replica_to_node()
         self.settings = Settings.model_validate(settings)
         self.tokens = TokenTable.from_config(self.settings.api)
         if len(self.tokens) == 0:

@@ -27,9 +27,9 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -41,6 +41,9 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from pipelines.paths import resolved
+from pipelines.text import check_text
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 PUSH = "push"
@@ -132,10 +135,10 @@ def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> l
 def confine(path: Path, roots: Sequence[Path]) -> Path:
     """``path`` with symlinks and ``..`` resolved, if it lies in one of ``roots``. Otherwise
     one ValueError, whether or not the path exists: refusals are no existence oracle."""
-    resolved = Path(path).expanduser().resolve()
-    allowed = [Path(r).resolve() for r in roots]
-    if any(resolved.is_relative_to(r) for r in allowed):
-        return resolved
+    real = resolved(Path(path).expanduser())  # a link loop: refused or unreadable, not a 500
+    allowed = [resolved(r) for r in roots]
+    if any(real.is_relative_to(r) for r in allowed):
+        return real
     raise ValueError(
         "no such video file in the folders cameras may read ("
         + ", ".join(str(r) for r in allowed)
@@ -207,6 +210,11 @@ class CameraSpec(BaseModel):
     def _url(cls, v: str, info: ValidationInfo) -> str:
         return check_source_url(v, (info.context or {}).get("file_roots"))
 
+    @field_validator("list_name")
+    @classmethod
+    def _list(cls, v: str | None) -> str | None:
+        return check_text(v, "list")
+
     @property
     def kind(self) -> Literal["stream", "file", "push"]:
         return source_kind(self.url)
@@ -273,21 +281,28 @@ class CameraRegistry:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
-    def add(self, spec: CameraSpec, actor: str) -> None:
+    def add(self, spec: CameraSpec, actor: str, record: Callable[[], Any] | None = None) -> None:
+        """``record`` (the audit append) runs in the same transaction: if it fails, the
+        camera is not registered."""
         try:
             with self._connect() as db:
                 db.execute(
                     "INSERT INTO live_cameras (id, spec, created_by, created_at) VALUES (?,?,?,?)",
                     (spec.id, spec.model_dump_json(), actor, time.time()),
                 )
+                if record is not None:
+                    record()
         except sqlite3.IntegrityError:
             raise CameraError(f"camera '{spec.id}' already exists", status=409) from None
 
-    def remove(self, camera_id: str) -> None:
+    def remove(self, camera_id: str, record: Callable[[], Any] | None = None) -> None:
+        """As ``add``: no record, no removal."""
         with self._connect() as db:
             n = db.execute("DELETE FROM live_cameras WHERE id = ?", (camera_id,)).rowcount
-        if n == 0:
-            raise CameraError(f"no camera '{camera_id}'", status=404)
+            if n == 0:
+                raise CameraError(f"no camera '{camera_id}'", status=404)
+            if record is not None:
+                record()
 
     def all(self) -> list[CameraSpec]:
         with self._connect() as db:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from ray import serve as ray_serve
 
+from pipelines.audit import AuditUnavailable
 from pipelines.config import Settings
 from pipelines.deployments import Deployments
 from pipelines.home import Home
@@ -29,6 +30,7 @@ from pipelines.media import MediaPathError
 from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
+from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import WatchlistError, Watchlists
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
 from serve.auth import FailureThrottle
@@ -37,6 +39,7 @@ from serve.fleet import Fleet
 from serve.http import HubError
 from serve.ingest import MAX_FRAME_PIXELS
 from serve.live import AlertDraft, Face
+from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
 from serve.reviews import ReviewBook, ReviewError, adjudicate
 from serve.webhooks import WebhookDispatcher
@@ -75,8 +78,11 @@ def hub_errors(fn):
             return await fn(*args, **kwargs)
         except (CameraError, ReviewError) as exc:
             raise HubError(exc.status, str(exc)) from None
-        except (ImageError, MediaPathError, WatchlistError) as exc:
+        except (ImageError, MediaPathError, WatchlistError, UnsafeTextError) as exc:
             raise HubError(422, str(exc)) from None
+        except AuditUnavailable as exc:  # the act did not happen: it could not be audited
+            logger.error("%s", exc)
+            raise HubError(503, exc.short()) from None
 
     return wrapper
 
@@ -90,6 +96,7 @@ def hub_errors(fn):
 )
 class LiveHub:
     def __init__(self, settings: dict, pool, cameras: list[dict]):
+        bind_replica_to_node()
         self.settings = Settings.model_validate(settings)
         self.live = self.settings.live
         self.pool = pool
@@ -275,16 +282,16 @@ class LiveHub:
         uses this replica's home and files. A camera that cannot start is not kept."""
         await self._ready()
         spec = self.fleet.admit(data)
-        await self._io(self.registry.add, spec, actor)
-        await self._io(self.audit.append, actor, "camera.add", camera=spec.public())
+        record = functools.partial(self.audit.append, actor, "camera.add", camera=spec.public())
+        await self._io(self.registry.add, spec, actor, record)  # no record, no camera
         await self.fleet.reconcile()
         runner = self.fleet.get(spec.id)
         if runner.start_error is not None:
-            await self._io(self.registry.remove, spec.id)
             reason = runner.start_error
-            await self._io(
+            record = functools.partial(
                 self.audit.append, actor, "camera.remove", camera_id=spec.id, reason=reason
             )
+            await self._io(self.registry.remove, spec.id, record)
             await self.fleet.reconcile()
             raise CameraError(f"camera '{spec.id}' {reason}")
         return runner.status()
@@ -293,8 +300,8 @@ class LiveHub:
     async def remove_camera(self, camera_id: str, actor: str) -> dict:
         await self._ready()
         self.fleet.check_removable(camera_id)
-        await self._io(self.registry.remove, camera_id)
-        await self._io(self.audit.append, actor, "camera.remove", camera_id=camera_id)
+        record = functools.partial(self.audit.append, actor, "camera.remove", camera_id=camera_id)
+        await self._io(self.registry.remove, camera_id, record)  # no record, no removal
         await self.fleet.reconcile()
         return {"removed": camera_id}
 
@@ -303,6 +310,7 @@ class LiveHub:
         await self._ready()
         return await self.fleet.get(camera_id).push(data, self._decode, wait)
 
+    @hub_errors
     async def refresh_lists(self, actor: str) -> dict:
         await self._ready()
         await self._io(self.audit.append, actor, "lists.refresh")
@@ -343,7 +351,9 @@ class LiveHub:
 
     @hub_errors
     async def adjudicate(self, alert_id: str, outcome: str, note: str, actor: str) -> dict:
+        check_text(note, "note", free_text=True)
         alert = await self._io(self.reviews.check_pending, alert_id)
+        await self._io(self.audit.check)  # a decision that cannot be audited is not taken
         decided = await self._io(
             adjudicate, self.reviews, self.recorder.set_status, alert_id, outcome, note, actor
         )
@@ -390,6 +400,8 @@ class LiveHub:
     @hub_errors
     async def search_matches(self, query: dict, case: str, reason: str, actor: str) -> dict:
         where = match_filter(query)
+        check_text(case, "case")
+        check_text(reason, "reason", free_text=True)
         await self._io(
             self.audit.append, actor, "search.matches", case=case, reason=reason, query=query
         )

@@ -21,12 +21,14 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
 
 logger = logging.getLogger(__name__)
@@ -136,23 +138,42 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+def keep_ray_on_loopback() -> None:
+    """Set ``LOOPBACK_ENV`` (a user's value wins) for this process and the Ray processes it
+    starts. Ray reads the variable once, on import, and ray may be imported by now: tell
+    this process too (its children read the environment)."""
+    if os.environ.setdefault(LOOPBACK_ENV, "0") == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ray_temp_dir() -> Path:
+    """facewatch's own Ray temp folder, ``<tmp>/facewatch-ray-<uid>`` (0700): Ray's session
+    folders, sockets and logs, apart from any other Ray on the machine, so that
+    ``facewatch doctor`` can tell the processes facewatch started by their command line.
+    Short on purpose: Ray's Unix socket paths must fit in 107 bytes."""
+    path = Path(tempfile.gettempdir()) / f"facewatch-ray-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.is_symlink() or path.stat().st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a folder of this user: remove it and try again")
+    path.chmod(0o700)
+    return path
+
+
 def start_ray_local(num_cpus: int | None = None) -> bool:
     """A local Ray on 127.0.0.1 (token auth set up by the caller); False if already up."""
     import ray
 
     if ray.is_initialized():
         return False
-    if os.environ.setdefault(LOOPBACK_ENV, "0") == "0":
-        # Ray reads the variable once, on import, and ray is imported by now: tell this
-        # process too (its children read the environment).
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+    keep_ray_on_loopback()
     ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
+        _temp_dir=str(ray_temp_dir()),
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
@@ -172,6 +193,7 @@ def start_local(serve_file: ServeFile, host: str | None = None, port: int | None
     from ray import serve as ray_serve
 
     settings = build_settings(serve_file.args)
+    check_private_home(settings.resolved_home(), settings.allow_shared_home)
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
     start_ray_local(ray_cpus(settings))

@@ -29,6 +29,7 @@ from ray import serve as ray_serve
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
 from pipelines.schemas import FaceBatch, FaceDetections, concat_batches, split_batch
+from serve.loopback import bind_replica_to_node
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ LIVE_RECENT_S = 2.0  # live work this recent makes archive work yield after ever
 )
 class FacePool:
     def __init__(self, settings: dict[str, Any]):
+        bind_replica_to_node()
         self.settings = Settings.model_validate(settings)
         pool = self.settings.pool
         set_torch_threads(pool.torch_threads)

@@ -4,6 +4,7 @@ and verify, watch-list options and policy, deployment start/end/report, retentio
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,135 @@ def test_a_removal_records_who_why_and_which_photos(cli, data):
     assert rec["actor"] == "officer-7"
     assert (rec["details"]["name"], rec["details"]["reason"]) == ("Joe Biden", "warrant withdrawn")
     assert len(rec["details"]["images"]) == 1
+
+
+@pytest.mark.timeout(240)
+def test_no_cli_act_happens_when_the_audit_log_is_damaged(cli, data, tmp_path):
+    """A whole line of garbage appended to the log (not a torn record): every act that
+    writes the log is refused with one line naming the damaged line, exit code 2, and did
+    not happen; the log is left as it was (evidence)."""
+    known, clip = data / "known", str(data / "video" / "short_hamilton_clip.mp4")
+    res = cli("watchlist", "add", "Joe Biden", str(known / "biden.jpg"), "--list", "events")
+    assert res.exit_code == 0, res.output
+    pid = res.stdout.strip().splitlines()[-1]
+    home = tmp_path / "home"
+    log = home / "audit.log"
+    line = len(log.read_bytes().splitlines()) + 1
+    damaged = log.read_bytes() + b"operator note: checked the cameras\n"
+    log.write_bytes(damaged)
+
+    def refused(*args: str) -> None:
+        res = cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"damaged at line {line} (not a JSON record)" in res.output, res.output
+        assert "Traceback" not in res.output and "nothing was done" in res.output
+        assert log.read_bytes() == damaged
+
+    def listed() -> dict:
+        return json.loads(cli("watchlist", "ls", "--json").stdout)
+
+    before = listed()
+    refused("watchlist", "add", "Barack Obama", str(known / "obama.jpg"), "--list", "events")
+    refused("watchlist", "rm", pid, "--reason", "warrant withdrawn")
+    refused("watchlist", "policy", "events", "--size-cap", "3")
+    refused("watchlist", "calibrate", "--list", "events", "--distractors", str(data / "lfw"))
+    assert listed() == before  # nobody enrolled or removed; cap and threshold as they were
+    out = tmp_path / "out"
+    refused("search", clip, "--list", "events", "--case", "C-1", "--reason", "r", "--out", str(out))
+    refused("index", clip, "--case", "C-1", "--reason", "r", "--out", str(out))
+    assert not out.exists()  # nothing searched or indexed
+    with sqlite3.connect(home / "catalog.sqlite") as db:  # Biden's entry is now overdue
+        db.execute("UPDATE persons SET expires_on = '2000-01-01'")
+    refused("retention", "run")
+    assert [p["person_id"] for p in listed()["people"]] == [pid]  # not removed by retention
+    deployment = ["--purpose", "p", "--location", "l", "--cameras", "c1", "--list", "events"]
+    refused("deployment", "start", *deployment)
+    assert json.loads(cli("deployment", "ls", "--json").stdout) == []
+    refused("camera", "add", "door-1", "push")
+    assert json.loads(cli("camera", "ls", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["watchlist", "add", "Bob\x1b[2J", "{photo}"],  # ESC: clears the screen
+        ["watchlist", "add", "Barack \u202eamabO", "{photo}"],  # right-to-left override
+        ["watchlist", "add", "Barack Obama", "{photo}", "--list", "L\x07"],  # BEL
+        ["watchlist", "add", "Barack Obama", "{photo}", "--authorised-by", "Supt\x9bJ"],  # CSI
+        ["watchlist", "add", "Barack Obama", "{photo}", "--reason", "why\x1b]0;x\x07"],
+        ["watchlist", "policy", "L\u2066", "--size-cap", "5"],  # an isolate
+        [
+            "deployment",
+            "start",
+            "--purpose",
+            "p",
+            "--location",
+            "gate\x1b[1A",
+            "--cameras",
+            "c1",
+            "--list",
+            "L",
+        ],
+        ["search", "{clip}", "--case", "C\x7f1", "--reason", "r", "--list", "L"],  # DEL
+    ],
+    ids=["esc", "bidi", "bel-list", "c1-control", "reason", "isolate", "location", "del-case"],
+)
+def test_control_and_bidi_characters_are_refused_in_names(cli, data, tmp_path, args):
+    photo, clip = data / "known" / "obama.jpg", data / "video" / "short_hamilton_clip.mp4"
+    args = [a.format(photo=photo, clip=clip) for a in args]
+    if args[0] == "search":
+        args += ["--out", str(tmp_path / "out")]
+    res = cli(*args)
+    assert res.exit_code == 2, res.output
+    assert "control or bidirectional-override characters" in res.output
+    assert "\x1b" not in res.output.replace("\x1b[", "")  # the message shows no raw ESC...
+    for raw in ("\x1b[2J", "\x1b[1A", "\u202e", "\x07", "\x9b", "\x7f", "\u2066"):
+        assert raw not in res.output  # ...nor any character it refused
+    listed = json.loads(cli("watchlist", "ls", "--json").stdout)
+    assert listed["people"] == [] and listed["lists"] == []  # nobody, no list
+
+
+def test_watchlist_ls_never_prints_a_raw_escape(cli, data, tmp_path):
+    """A name stored before names were checked (written into the catalog here) is shown
+    escaped, not sent to the terminal."""
+    res = cli("watchlist", "add", "Barack Obama", str(data / "known" / "obama.jpg"))
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(tmp_path / "home" / "catalog.sqlite") as db:
+        db.execute("UPDATE persons SET name = ?", ("Bob\x1b[2J\u202e [red]x",))
+    res = cli("watchlist", "ls")
+    assert res.exit_code == 0, res.output
+    text = "".join(res.output.split())
+    assert "\x1b" not in res.output and "\u202e" not in res.output
+    assert "Bob\\x" in text and "[red]x" in text  # escaped (cut at 80 columns); no markup
+
+
+def _open_to_others(root: Path) -> list[str]:
+    """Every file or folder under ``root`` (itself included) its group or others may use."""
+    paths = [root, *root.rglob("*")]
+    return [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.lstat().st_mode & 0o077]
+
+
+def test_what_facewatch_creates_is_private(cli, data, tmp_path):
+    """A fresh home: catalog, audit log, milvus-lite files, media, all 0600 / 0700."""
+    res = cli("watchlist", "add", "Barack Obama", str(data / "known" / "obama.jpg"))
+    assert res.exit_code == 0, res.output
+    home = tmp_path / "home"
+    names = {p.name for p in home.iterdir()}
+    assert {"catalog.sqlite", "audit.log", "milvus.db", "media"} <= names, names
+    assert _open_to_others(home) == []
+
+
+def test_a_home_open_to_others_is_refused_unless_allowed(cli, data, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o755)  # as an operator's `mkdir` leaves it
+    photo = str(data / "known" / "obama.jpg")
+    res = cli("watchlist", "add", "Barack Obama", photo)
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"the home {home} is open to other users (mode 0755)" in text
+    assert f"chmod -R go-rwx {home}" in text and "--allow-shared-home" in text
+    assert list(home.iterdir()) == []  # nothing written
+    res = cli("--allow-shared-home", "watchlist", "add", "Barack Obama", photo)
+    assert res.exit_code == 0, res.output  # said explicitly: used as it is
+    assert _open_to_others(home) == [f"{home} 0755"]  # only the folder the operator made

@@ -4,6 +4,8 @@ such: these tests check only what start_ray does with that failure."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobs import runtime
@@ -90,3 +92,169 @@ def test_the_cli_maps_pool_errors_to_exit_codes():
         with pytest.raises(typer.Exit) as stopped, runtime.pool_errors_fail():
             raise exc
         assert stopped.value.exit_code == code
+
+
+# -- a search's Ray under a fresh HOME: token private, every port on loopback ---------------
+RUNTIME_PROBE = r"""
+import json, os, sys
+from pathlib import Path
+from jobs import runtime
+from pipelines.config import Settings
+
+def listeners(pids):
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                found.append([table, f[1].split(":")[0], inodes[f[9]]])
+    return found
+
+def descendants(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), [str(root)]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += children.get(pid, [])
+    return out
+
+settings = Settings(home=sys.argv[1])
+runtime.start_ray(None, settings)
+with runtime.face_pool(settings) as app:
+    runtime.wait_for_pool(app)
+    print(json.dumps(listeners(descendants(os.getpid()))))
+"""
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.timeout(300)
+def test_a_search_ray_keeps_its_token_private_and_its_ports_on_loopback(tmp_path):
+    """What `facewatch search` starts (start_ray, then the FacePool), under a fresh HOME: the
+    Ray token is `<home>/ray/auth_token` 0600, `~/.ray` is not created, and every listening
+    socket of Ray's processes, the pool replica's own gRPC server included, is on
+    127.0.0.1 (Serve binds that one to all interfaces unless told otherwise)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    user_home, fw_home = tmp_path / "user", tmp_path / "fw"
+    user_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(HOME=str(user_home), PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNTIME_PROBE, str(fw_home)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listening = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(listening) >= 4  # gcs, raylet, workers, the replica
+    assert [x for x in listening if x[1] not in LOOPBACK] == []
+    token = fw_home / "ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+    assert not (user_home / ".ray").exists()
+
+
+# -- Ray processes left by a killed search: found by facewatch's temp folder and stopped ----
+DRIVER = r"""
+import sys
+from jobs import runtime
+from pipelines.config import Settings
+
+runtime.start_ray(None, Settings(home=sys.argv[1]))  # the local Ray a search starts
+import ray
+
+ray.get(ray.remote(lambda: 1).remote())
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes stdin (or kills this process)
+"""
+
+
+def _driver(home: Path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(home)],
+        cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_until(check, timeout_s: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)  # processes ending: nothing to wait on but /proc
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(240)
+def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
+    """kill -9 of a process that started a local Ray (as `facewatch search` does) leaves
+    Ray's agents running under PID 1; `facewatch doctor` finds them by facewatch's Ray temp
+    folder and stops them, and leaves a Ray whose starter is alive alone."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from jobs.orphans import facewatch_ray_processes, find_orphans
+    from serve.local import ray_temp_dir
+
+    root = ray_temp_dir()
+    killed, alive = _driver(tmp_path / "a"), _driver(tmp_path / "b")
+    try:
+        for d in (killed, alive):
+            assert d.stdout.readline().strip() == "ready"
+
+        def of(driver):
+            return [p for p in facewatch_ray_processes(root) if p.starter_pid == driver.pid]
+
+        assert of(killed) and of(alive)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(10)
+        left = _wait_until(
+            lambda: [p for p in find_orphans(root) if p.starter_pid == killed.pid], 30, "orphans"
+        )
+        assert all(p.ppid == 1 for p in left)  # adopted by init: nobody would ever stop them
+        out = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "doctor", "--json"],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        named = {p["pid"] for p in report["orphans"]}
+        assert named & {p.pid for p in left}  # (idle workers may have gone by themselves)
+        assert report["stopped"] == len(named) and report["would_not_stop"] == []
+        assert of(killed) == []  # all gone
+        assert of(alive) and not [p for p in find_orphans(root) if p.starter_pid == alive.pid]
+    finally:
+        for d in (killed, alive):
+            if d.poll() is None:
+                d.stdin.close()
+                d.wait(60)

@@ -158,6 +158,17 @@ def test_known_person_is_found_and_the_absent_one_is_not(first_run):
     assert LIN in (out / "report.html").read_text()
 
 
+def test_search_outputs_and_the_home_are_private(first_run, home):
+    """Face thumbnails, Parquet files and the report of a search, and everything in the
+    home, are 0600 / 0700: no other user of the machine can read them."""
+    _, out, _ = first_run
+    assert (out / "thumbs").is_dir() and any((out / "thumbs").iterdir())
+    for root in (out, home):
+        paths = [root, *root.rglob("*")]
+        shared = [f"{p} {p.stat().st_mode & 0o777:04o}" for p in paths if p.stat().st_mode & 0o077]
+        assert shared == []
+
+
 def test_the_store_reopened_after_the_process_exits_holds_everything(first_run, home, enrolled):
     proc, out, _ = first_run
     assert proc.returncode == 0
@@ -250,11 +261,16 @@ def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_
     good = groundtruth.render(
         folder / "day2" / "good.mp4", [], duration_s=2.0, size=(320, 240), fps=10
     )
+    (folder / "day2" / "loop.mp4").symlink_to(folder / "day2" / "loop.mp4")  # a link loop
+    (folder / "day2" / "back").symlink_to(folder)  # a folder loop: not followed
     out = tmp_path / "out"
     res = cli("search", str(folder), "--list", "default", "--out", str(out), *PURPOSE)
     assert res.exit_code == 3, res.output
     errors = {Path(r["path"]).name: r for r in pq.read_table(out / "errors.parquet").to_pylist()}
-    assert set(errors) == {"cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv", "caf\ufffd.mp4"}
+    assert set(errors) == {
+        "cut.mp4", "zero.mp4", "notes.mp4", "photo.mkv", "caf\ufffd.mp4", "loop.mp4",
+    }  # fmt: skip
+    assert errors["loop.mp4"]["reason"] == "a symbolic link loop"
     assert errors["caf\ufffd.mp4"]["reason"].startswith("the file name is not valid UTF-8")
     assert errors["zero.mp4"]["reason"] == "empty file"
     assert errors["notes.mp4"]["reason"].startswith("not a readable video")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.audit import GENESIS, AuditError, AuditLog, record_hash
+from pipelines.audit import GENESIS, AuditError, AuditLog, AuditUnavailable, record_hash
 
 
 @pytest.fixture
@@ -65,6 +65,18 @@ def _truncate_mid_record(lines):
     return [*lines[:5], lines[5][:-10]]
 
 
+def _duplicate_key(lines):
+    """The same record with its actor named twice: the hash covers the last value json
+    keeps, so only a parser that refuses duplicate keys sees the hidden first one."""
+    lines[2] = lines[2].replace(b'"actor":', b'"actor":"someone-else","actor":', 1)
+    return lines
+
+
+def _not_canonical(lines):
+    lines[2] = lines[2].replace(b'","', b'", "', 1)  # same record, other bytes
+    return lines
+
+
 @pytest.mark.parametrize(
     ("tamper", "first_bad", "why"),
     [
@@ -75,8 +87,20 @@ def _truncate_mid_record(lines):
         (_insert, 3, "sequence number 2 where 3"),
         (_garbage, 3, "not a JSON record"),
         (_truncate_mid_record, 6, "truncated"),
+        (_duplicate_key, 3, "a key appears twice"),
+        (_not_canonical, 3, "canonical form"),
     ],
-    ids=["edit", "edit+rehash", "delete", "swap", "insert", "garbage", "torn-write"],
+    ids=[
+        "edit",
+        "edit+rehash",
+        "delete",
+        "swap",
+        "insert",
+        "garbage",
+        "torn-write",
+        "duplicate-key",
+        "not-canonical",
+    ],
 )
 def test_tampering_is_found_at_the_right_record(log, tamper, first_bad, why):
     assert log.verify().ok and log.verify().n_records == 6
@@ -173,3 +197,61 @@ def test_a_whole_record_missing_only_its_end_of_line_is_kept(log):
     result = log.verify()
     assert result.ok and result.n_records == 7
     assert not log.path.with_name("audit.log.torn").exists()
+
+
+# Written by the code before records were checked for canonical bytes (git 1ee9f8c):
+# logs already in use must still verify and take appends.
+OLD_LOG = (
+    b'{"action":"watchlist.add","actor":"officer-7","details":{"exp":null,"images":[{"sha256":'
+    b'"ab"}],"minor":false,"n":1.5,"name":"Zo\\u00eb \\u00dc"},"hash":"739fdb9f8122fdac63822e11b5'
+    b'2ad4b4e09a3fb327cb001860232ffae0aad1f2","prev_hash":"0000000000000000000000000000000000000'
+    b'000000000000000000000000000","seq":1,"ts":"2026-12-04T23:42:48.895+00:00"}\n'
+    b'{"action":"search","actor":"admin","details":{"case":"C1","paths":["/x/\\u00fc.mp4"]},"ha'
+    b'sh":"cd6f81c6353382df9d533badb96156ffd6c8dc45398bcbf858aa01dc87e59d96","prev_hash":"739fdb9'
+    b'f8122fdac63822e11b52ad4b4e09a3fb327cb001860232ffae0aad1f2","seq":2,"ts":"2026-12-04T23:42:4'
+    b'8.901+00:00"}\n'
+)
+
+
+def test_a_log_written_before_the_canonical_check_still_verifies(tmp_path):
+    log = AuditLog(tmp_path / "audit.log")
+    log.path.write_bytes(OLD_LOG)
+    assert log.verify().ok and log.verify().n_records == 2
+    log.append("admin", "search", case="C2")
+    assert log.verify().ok and log.verify().n_records == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (b"this is not a record\n", "not a JSON record"),
+        (b'{"seq": 7}\n', "not an audit record"),
+        (b"\n", "not a JSON record"),
+    ],
+    ids=["garbage-line", "not-a-record", "blank-line"],
+)
+def test_a_damaged_log_takes_no_record_and_names_the_line(log, damage, why):
+    """A whole damaged line at the end (not a torn write): the act it would record must
+    not happen, so check() and append() refuse, naming line 7, and write nothing."""
+    damaged = log.path.read_bytes() + damage
+    log.path.write_bytes(damaged)
+    with pytest.raises(AuditUnavailable, match=f"line 7 \\({why}") as caught:
+        log.check()
+    assert caught.value.line == 7 and "line 7" in caught.value.short()
+    with pytest.raises(AuditUnavailable, match="line 7"):
+        log.append("officer", "watchlist.add", name="X")
+    assert log.path.read_bytes() == damaged
+    log.path.write_bytes(damaged + b'{"action":"watchlist.pol')  # and a torn write after it
+    with pytest.raises(AuditUnavailable, match="line 7"):
+        log.append("officer", "watchlist.add", name="X")
+    assert not log.path.with_name("audit.log.torn").exists()
+
+
+def test_a_damaged_last_record_is_refused_even_when_it_parses(log):
+    lines = _lines(log)
+    log.path.write_bytes(b"".join(_duplicate_key(lines[:3])))  # the damage is the last line
+    with pytest.raises(AuditUnavailable, match="line 3 \\(not a valid record: a key appears"):
+        log.append("officer", "search", case="C9")
+    log.path.write_bytes(b"".join(lines[:2]))
+    log.append("officer", "search", case="C9")  # the damage gone: auditing goes on
+    assert log.verify().ok and log.verify().n_records == 3

@@ -114,6 +114,34 @@ def test_find_videos_recurses_folders_and_keeps_named_files(tmp_path, data):
     assert found == [tmp_path / "a" / "b" / "x.MP4", odd]
 
 
+def test_symlink_loops_are_files_that_fail_not_a_failed_walk(tmp_path, data):
+    """A link loop in a searched folder (a file linking to itself, two files linking to
+    each other, a folder linking to its parent) used to abort the whole search with a
+    RuntimeError from Path.resolve; now each looping file is found, and opening it names
+    the loop, while the good file is found once."""
+    a = tmp_path / "a"
+    (a / "b").mkdir(parents=True)
+    shutil.copy(data / CLIP, a / "good.mp4")
+    (a / "self.mp4").symlink_to(a / "self.mp4")
+    (a / "ping.mp4").symlink_to(a / "pong.mp4")
+    (a / "pong.mp4").symlink_to(a / "ping.mp4")
+    (a / "b" / "up").symlink_to(a)  # a folder loop: not followed
+    (a / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    found = find_videos([a])
+    assert sorted(p.name for p in found) == [
+        "gone.mp4", "good.mp4", "ping.mp4", "pong.mp4", "self.mp4",
+    ]  # fmt: skip
+    for name, reason in [
+        ("self.mp4", "a symbolic link loop"),
+        ("ping.mp4", "a symbolic link loop"),
+        ("gone.mp4", "a broken symbolic link"),
+    ]:
+        with pytest.raises(VideoError) as err:
+            probe(str(a / name))
+        assert err.value.reason == reason
+    assert probe(str(a / "good.mp4")).n_frames == 275
+
+
 def test_video_jpegs_are_every_nth_frame_as_jpeg(data):
     import decord
 

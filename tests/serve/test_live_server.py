@@ -237,6 +237,46 @@ def test_webhook_retries_with_one_idempotency_key(pushed, receiver):
     assert list(receiver.processed) == [alert_id]  # processed exactly once
 
 
+def test_no_api_act_happens_when_the_audit_log_is_damaged(server, pushed):
+    """A whole line of garbage appended to the log: every act the API audits answers 503
+    naming the damaged line and did not happen (the alert stays pending, no camera added
+    or removed, no face shown, no match searched). The registry CLI refuses too. Runs
+    before the review test, which decides the alert; the log is restored after."""
+    base, home = server
+    alert_id = pushed["events"][0][1]["alert_id"]
+    log = home / "audit.log"
+    size = log.stat().st_size
+    line = log.read_bytes().count(b"\n") + 1
+    with open(log, "ab") as f:
+        f.write(b"not a record\n")
+    c = httpx.Client(base_url=base, timeout=60)
+    try:
+        acts = [
+            ("POST", f"/v1/alerts/{alert_id}/adjudication", OP, {"json": {"outcome": "confirmed"}}),
+            ("POST", "/v1/cameras", ADMIN, {"json": {"id": "door-9", "url": "push"}}),
+            ("DELETE", "/v1/cameras/cam-alex", ADMIN, {}),
+            ("GET", f"/v1/alerts/{alert_id}/crop", OP, {}),
+            ("GET", f"/v1/alerts/{alert_id}/photo", OP, {}),
+            ("GET", "/v1/matches?source=live&case=T-1&reason=test", INV, {}),
+        ]
+        for method, path, token, kwargs in acts:
+            r = c.request(method, path, headers=auth(token), **kwargs)
+            assert r.status_code == 503, (path, r.status_code, r.text[:200])
+            assert f"line {line} is damaged" in r.json()["error"], r.text
+        assert c.get(f"/v1/alerts/{alert_id}", headers=auth(OP)).json()["status"] == "pending"
+        cams = {x["id"] for x in c.get("/v1/cameras", headers=auth(ADMIN)).json()["cameras"]}
+        assert {"cam-lin", "cam-alex"} <= cams and "door-9" not in cams
+        out = cli("camera", "add", "door-4", "push", home=home)  # the registry, no server
+        assert out.returncode == 2 and f"damaged at line {line}" in out.stderr, out.stderr
+        out = cli("camera", "ls", "--json", home=home)
+        assert "door-4" not in {x["id"] for x in json.loads(out.stdout)}
+    finally:
+        c.close()
+        with open(log, "r+b") as f:  # the refused acts wrote nothing after the garbage
+            f.truncate(size)
+    assert cli("audit", "verify", home=home).returncode == 0
+
+
 def test_review_page_confirm_in_chromium(server, pushed):
     from playwright.sync_api import sync_playwright
 

@@ -294,6 +294,9 @@ def test_tokens_from_config_and_environment_are_held_hashed():
         ({"id": "c1", "url": "/no/such/video.mp4"}, "no such video file"),
         ({"id": "c1", "url": "push", "fps": 0}, "fps"),
         ({"id": "c1", "url": "push", "colour": "red"}, "colour"),
+        ({"id": "c\x1b[2J", "url": "push"}, "id"),
+        ({"id": "c1", "url": "push", "list": "watch\x1b[2J"}, "control or bidirectional"),
+        ({"id": "c1", "url": "push", "list": "watch\u202eexe.gnp"}, "U\\+202E at position 6"),
     ],
 )
 def test_bad_camera_specs(data, problem):
@@ -371,6 +374,9 @@ def test_api_file_cameras_are_confined_to_the_allowed_folders(tmp_path):
     assert not any(word in message for word in ("passwd", "nope", "other", "missing"))
     with pytest.raises(CameraError, match="no such video file: .*missing.mp4"):
         parse_spec({"id": "c1", "url": str(root / "missing.mp4")}, file_roots=roots)
+    (root / "loop.mp4").symlink_to(root / "loop.mp4")  # a loop: refused, not a RuntimeError
+    with pytest.raises(CameraError, match="no such video file"):
+        parse_spec({"id": "c1", "url": str(root / "loop.mp4")}, file_roots=roots)
 
 
 def test_camera_file_roots_are_the_home_videos_and_the_environment(tmp_path):
