@@ -9,11 +9,22 @@ A typo in YAML or in a variable name is an error, never a silent default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "FACEWATCH__"
 CONFIG_ENV = "FACEWATCH_CONFIG"
@@ -385,3 +396,55 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+# -- showing a configuration without its secrets ----------------------------------------------
+REDACTED = "***"
+# a field whose name ends in one of these holds a secret (``token``, ``api_key``,
+# ``webhook_secret``, ``password``, ``sha256`` of a token, ...); ``tokens_env`` names a
+# variable, not a secret, so only whole name parts count
+SECRET_FIELD = re.compile(
+    r"(^|_)(token|tokens|password|passwd|pw|secret|secrets|key|api_key|credential|"
+    r"credentials|sha256|auth|authorization|cookie|private_key)$",
+    re.IGNORECASE,
+)
+
+
+def redacted(model: BaseModel) -> dict[str, Any]:
+    """``model`` as JSON-ready data with every secret replaced by ``***``: fields whose name
+    says secret (``SECRET_FIELD``), ``SecretStr``/``SecretBytes`` values, and the userinfo of
+    any URL-like string (``scheme://user:pw@host``). Generic, so a secret field added later
+    is hidden without a change here (its name or type must say what it is)."""
+    return _redact(model, "")
+
+
+def _redact(value: Any, name: str) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if name and SECRET_FIELD.search(name) and value not in (None, "", [], {}):
+        return REDACTED if not isinstance(value, list) else [REDACTED for _ in value]
+    if isinstance(value, BaseModel):
+        return {k: _redact(getattr(value, k), k) for k in type(value).model_fields}
+    if isinstance(value, dict):
+        return {str(k): _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v, "") for v in value]
+    if isinstance(value, str):
+        return redact_userinfo(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def redact_userinfo(text: str) -> str:
+    """A URL without its user and password (``scheme://***@host/...``); other text as is."""
+    if "://" not in text or "@" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+    except ValueError:
+        return REDACTED
+    if not at:
+        return text
+    return urlunsplit((parts.scheme, f"{REDACTED}@{hostport}", *parts[2:]))

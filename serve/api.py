@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
 
-from pipelines.config import Settings
+from pipelines.config import Settings, redacted
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, install_error_handlers
@@ -235,9 +235,11 @@ def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> Non
 
 
 def public_config(settings: Settings) -> dict:
-    """The effective configuration, without token hashes or webhook URL secrets (a webhook
-    shows as ``scheme://host[:port]/…``: paths and queries often carry tokens)."""
-    data = settings.model_dump(mode="json")
+    """The effective configuration without secrets: every secret-bearing field redacted
+    (``pipelines.config.redacted``: by name, by SecretStr, URL userinfo), API tokens as
+    name and role only, and each webhook as ``scheme://host[:port]/…`` (paths and queries
+    often carry tokens)."""
+    data = redacted(settings)
     data["api"]["tokens"] = [{"name": t.name, "role": t.role} for t in settings.api.tokens]
     for hook in data["live"]["webhooks"]:
         hook["url"] = public_hook_url(hook["url"])

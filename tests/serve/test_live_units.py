@@ -510,6 +510,95 @@ def test_webhook_urls_are_shown_as_scheme_host_and_port_only():
     assert public_hook_url("http://h:99999/x") == "(invalid URL)"
 
 
+class NoHub:
+    """Fake HubClient for routes that never reach the hub (``/v1/config``): any call fails
+    the test; refusals (``notify``) are recorded."""
+
+    def __init__(self):
+        self.notified: list[tuple] = []
+
+    async def call(self, method, *args):
+        raise AssertionError(f"unexpected hub call {method}")
+
+    def stream(self, method, *args):
+        raise AssertionError(f"unexpected hub stream {method}")
+
+    def notify(self, method, *args) -> None:
+        self.notified.append((method, *args))
+
+
+CONFIG_SECRETS = {
+    "store_token": "root:MilvusTok-2b",
+    "store_password": "MilvusPw-1a",
+    "hook_password": "HookPw-3c",
+    "hook_path": "SECRETPATH4d",
+    "hook_query": "SECRETQ5e",
+    "admin_token": "admin-token-0123456789ab",
+}
+
+
+@pytest.mark.timeout(30)
+def test_config_shows_no_configured_secret_anywhere():
+    """Every secret a configuration can hold is set, then ``GET /v1/config`` is read
+    through the real API app: none of them, nor a token hash, appears in the body."""
+    import httpx
+
+    from pipelines.config import Settings
+    from serve.api import create_app
+
+    s = CONFIG_SECRETS
+    settings = Settings(
+        store={"uri": f"http://milvus:{s['store_password']}@milvus.internal:19530",
+               "token": s["store_token"]},
+        live={"webhooks": [{"url": f"https://bot:{s['hook_password']}@hooks.example/"
+                                  f"{s['hook_path']}?token={s['hook_query']}"}]},
+        api={"tokens": [{"name": "adm", "role": "admin", "sha256": hash_token(s["admin_token"])}]},
+    )  # fmt: skip
+
+    async def read_config() -> httpx.Response:
+        tokens = TokenTable.from_config(settings.api, {})
+        app = create_app(settings, tokens, NoHub())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            return await c.get(
+                "/v1/config", headers={"Authorization": f"Bearer {s['admin_token']}"}
+            )
+
+    r = asyncio.run(read_config())
+    assert r.status_code == 200, r.text
+    leaked = [k for k, v in s.items() if v in r.text] + [
+        "sha256" for _ in [0] if hash_token(s["admin_token"]) in r.text
+    ]
+    assert leaked == []
+    body = r.json()
+    assert body["store"]["token"] == "***"
+    assert body["store"]["uri"] == "http://***@milvus.internal:19530"
+    assert body["api"]["tokens"] == [{"name": "adm", "role": "admin"}]
+    assert body["api"]["tokens_env"] == "FACEWATCH_API_TOKENS"  # a variable name, kept
+
+
+def test_secret_fields_are_redacted_by_name_and_by_type():
+    from pydantic import BaseModel, SecretStr
+
+    from pipelines.config import redacted
+
+    class Later(BaseModel):  # a section a later change might add
+        webhook_secret: str = "hmac-Secret-6f"
+        api_key: str | None = "key-7g"
+        signing: SecretStr = SecretStr("signing-8h")
+        proxy: str = "socks5://u:ProxyPw-9i@proxy:1080"
+        name: str = "kept"
+
+    shown = redacted(Later())
+    assert shown == {
+        "webhook_secret": "***",
+        "api_key": "***",
+        "signing": "***",
+        "proxy": "socks5://***@proxy:1080",
+        "name": "kept",
+    }
+
+
 @pytest.mark.timeout(30)
 def test_webhook_logs_never_show_userinfo_path_or_query(caplog):
     from live_helpers import WebhookReceiver
