@@ -10,7 +10,8 @@ Cameras added through the API or the CLI live in a small SQLite table beside the
 so ``facewatch camera add`` works whether or not the server runs, and a running server
 picks changes up on its next poll. Cameras in the YAML file are read-only at run time.
 Stream credentials do not belong in either place: write ``${CAM1_PASSWORD}`` in the URL and
-it is expanded from the environment only when connecting. Only variables whose names
+it is expanded from the environment only when connecting. A password written out in a
+URL is refused (API, CLI and cameras file alike), so none is ever stored. Only variables whose names
 start with ``CAM``, and only in the ``user:password`` part of a stream URL, so a URL
 cannot send any other server setting (API tokens, ...) to any host.
 
@@ -104,10 +105,31 @@ def check_source_url(url: str, file_roots: Sequence[Path] | None = None) -> str:
     return str(path)
 
 
+LITERAL_PASSWORD_RULE = (
+    "a literal password in the camera URL is refused: it would be stored in plaintext. "
+    "Write a ${CAM...} reference instead (e.g. rtsp://viewer:${CAM1_PASSWORD}@host/s) and "
+    "set that variable in the server's environment"
+)
+
+
+def check_no_literal_password(url: str) -> None:
+    """ValueError if a stream URL's password is written out: only ``${CAM...}`` references
+    may stand there (a user name may be literal). The registry, the cameras file and every
+    log line then hold a reference, never the password. The message never echoes it."""
+    if urlsplit(url).scheme.lower() not in STREAM_SCHEMES:
+        return
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    _, colon, password = userinfo.partition(":")
+    if at and colon and _CAM_REF.sub("", password):
+        raise ValueError(LITERAL_PASSWORD_RULE)
+
+
 def check_secret_refs(url: str) -> None:
     """ValueError unless every ``${...}`` in ``url`` is a ``${CAM...}`` in the userinfo of
-    a stream URL: elsewhere (host, path, query) it could send a secret to any host."""
+    a stream URL (elsewhere (host, path, query) it could send a secret to any host), and
+    the password, if any, is only such references (``check_no_literal_password``)."""
     if "${" not in url:
+        check_no_literal_password(url)
         return
     scheme, _, after = url.partition("://")
     userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
@@ -119,6 +141,7 @@ def check_secret_refs(url: str) -> None:
         or "${" in _CAM_REF.sub("", userinfo)
     ):
         raise ValueError(SECRET_RULE)
+    check_no_literal_password(url)
 
 
 def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:

@@ -218,17 +218,20 @@ def test_a_camera_that_cannot_start_or_reads_outside_the_video_folders_is_not_ad
             leak = await add(json={"id": "cb", "url": "http://evil.example/?t=${CAM_X}"})
             real = await add(json={"id": "f1", "url": "/etc/passwd"})
             fake = await add(json={"id": "f2", "url": "/nope/x.mp4"})
+            literal = await add(json={"id": "lit", "url": "rtsp://v:RealPw123@h/s"})
             good = await add(json={"id": "door", "url": "push"})
             listed = (await c.get("/v1/cameras", headers=as_admin())).json()["cameras"]
         await shell.fleet.stop_all()
-        return unset, leak, real, fake, good, listed
+        return unset, leak, real, fake, literal, good, listed
 
-    unset, leak, real, fake, good, listed = asyncio.run(scenario())
+    unset, leak, real, fake, literal, good, listed = asyncio.run(scenario())
     assert unset.status_code == 422 and "CAM_GATE_PASSWORD" in unset.json()["error"]
     assert leak.status_code == 422 and "must start with CAM" in leak.json()["error"]
     assert real.status_code == fake.status_code == 422
     assert real.json()["error"] == fake.json()["error"]  # no existence oracle
     assert "no such video file in the folders" in real.json()["error"]
+    assert literal.status_code == 422 and "literal password" in literal.json()["error"]
+    assert "RealPw123" not in literal.text
     assert good.status_code == 201
     assert [c["id"] for c in listed] == ["door"]
     assert [s.id for s in shell.registry.all()] == ["door"]  # nothing refused was stored

@@ -314,7 +314,7 @@ SECRETS_ENV = {"CAM1_PASSWORD": "RealPw123", "FACEWATCH_API_TOKENS": "a:admin:" 
         "http://evil.example/cb?t=${FACEWATCH_API_TOKENS}",
         "rtsp://viewer:${FACEWATCH_API_TOKENS}@10.0.0.1/s",  # not a CAM variable
         "rtsp://viewer:${cam1_password}@10.0.0.1/s",
-        "rtsp://viewer:pw@${CAM1_PASSWORD}/s",  # host
+        "rtsp://viewer:${CAM1_PASSWORD}@${CAM1_PASSWORD}/s",  # host
         "rtsp://viewer:${CAM1_PASSWORD}@10.0.0.1/${CAM1_PASSWORD}",  # path
         "https://10.0.0.1/live.m3u8#${CAM1_PASSWORD}",
         "/srv/videos/${CAM1_PASSWORD}.mp4",
@@ -326,6 +326,48 @@ def test_environment_references_only_in_the_userinfo_and_only_cam_variables(url)
     assert err.value.status == 422
     with pytest.raises(CameraError, match="must start with CAM"):  # and never at connect time
         expand_secrets(url, SECRETS_ENV)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtsp://viewer:RealPw123@10.0.0.1/s",
+        "rtsps://viewer:RealPw123${CAM1_PASSWORD}@10.0.0.1/s",  # a reference plus a literal
+        "http://viewer:RealPw123@127.0.0.1:8080/x.ts",
+        "https://:RealPw123@cams.example/live.m3u8",
+    ],
+)
+def test_literal_stream_passwords_are_refused_everywhere(tmp_path, url):
+    """Through the spec (API and CLI), the cameras file, and at connect time (a camera
+    stored before the rule): refused, and the message never shows the password."""
+    with pytest.raises(CameraError, match="literal password") as err:
+        parse_spec({"id": "c1", "url": url})
+    assert err.value.status == 422 and "RealPw123" not in str(err.value)
+    cams = tmp_path / "cams.yaml"
+    cams.write_text(f"cameras:\n  - id: c1\n    url: '{url}'\n")
+    with pytest.raises(CameraError, match="literal password") as err:
+        load_cameras_file(cams)
+    assert "RealPw123" not in str(err.value)
+    with pytest.raises(CameraError, match="literal password"):
+        expand_secrets(url, SECRETS_ENV)
+    # a user name alone, or no userinfo, is fine
+    assert parse_spec({"id": "c2", "url": "rtsp://viewer@10.0.0.1/s"}).url.startswith("rtsp")
+
+
+def test_a_literal_password_from_the_cli_is_refused_and_nothing_is_stored(tmp_path):
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), "camera", "add", "c1"]
+    out = subprocess.run(
+        [*cmd, "rtsp://viewer:RealPw123@10.0.0.1/s"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "literal password" in out.stderr, out.stderr
+    assert "RealPw123" not in out.stdout + out.stderr
+    db = home / "catalog.sqlite"
+    assert not db.exists() or b"RealPw123" not in db.read_bytes()
 
 
 def test_cam_variables_in_the_userinfo_are_expanded_when_connecting():
