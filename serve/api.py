@@ -99,6 +99,7 @@ def _refused(hub: HubClient, request: Request, failure: AuthFailure) -> None:
             "status": failure.status,
             "reason": failure.reason,
             "client": client,
+            "actor": failure.actor,
         },
     )
 

@@ -80,8 +80,9 @@ class Principal:
 @dataclass(frozen=True)
 class AuthFailure:
     status: int  # 401: who are you; 403: not allowed
-    reason: str  # "missing", "malformed", "unknown token", "role"
+    reason: str  # "missing", "malformed", "unknown token", "role", "camera"
     message: str
+    actor: str = "anonymous"  # a 403 names the token (its name, never its value)
 
 
 def hash_token(token: str) -> str:
@@ -156,7 +157,10 @@ class TokenTable:
         who = self.authenticate(authorization)
         if isinstance(who, Principal) and not who.can(permission):
             return AuthFailure(
-                403, "role", f"role '{who.role}' may not do this (needs {permission.value})"
+                403,
+                "role",
+                f"role '{who.role}' may not do this (needs {permission.value})",
+                actor=who.name,
             )
         return who
 
@@ -182,20 +186,23 @@ def extract_token(authorization: str | None) -> str | AuthFailure:
 
 class FailureThrottle:
     """How often refused requests are written to the audit log: the first from a client for
-    a reason at once, then at most one record per ``window_s`` with the number left out in
-    between. A token-less flood then costs a counter, not a synced disk write per request
-    on the thread that also stores alerts. At most ``max_keys`` clients are remembered."""
+    a reason (and actor: the token of a 403) at once, then at most one record per
+    ``window_s`` with the number left out in between. A token-less flood then costs a
+    counter, not a synced disk write per request on the thread that also stores alerts.
+    At most ``max_keys`` clients are remembered."""
 
     def __init__(self, window_s: float = 60.0, max_keys: int = 10_000, clock=None):
         self.window_s, self.max_keys = window_s, max_keys
         self.clock = clock or time.monotonic
-        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last written, left out]
+        # (client, reason, actor) -> [last written, left out]
+        self._seen: dict[tuple[str, str, str], list[float]] = {}
         self._evicted = 0  # failures left out for clients forgotten since (see ``due``)
 
-    def admit(self, client: str, reason: str) -> int | None:
+    def admit(self, client: str, reason: str, actor: str = "anonymous") -> int | None:
         """None: leave this one out (counted). Otherwise write it, noting the returned
-        number of failures left out since the last record for this client and reason."""
-        key, now = (client, reason), self.clock()
+        number of failures left out since the last record for this client, reason and
+        actor."""
+        key, now = (client, reason, actor), self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window_s:
             seen[1] += 1
@@ -207,15 +214,16 @@ class FailureThrottle:
         self._seen[key] = [now, 0]
         return left_out
 
-    def due(self) -> list[tuple[str, str, int]]:
-        """(client, reason, left out) for each key whose window has passed with failures
-        left out: written by the hub's upkeep, so a flood that stops is still counted."""
+    def due(self) -> list[tuple[str, str, int, str]]:
+        """(client, reason, left out, actor) for each key whose window has passed with
+        failures left out: written by the hub's upkeep, so a flood that stops is counted."""
         now, out = self.clock(), []
-        for (client, reason), seen in list(self._seen.items()):
+        for key, seen in list(self._seen.items()):
             if seen[1] and now - seen[0] >= self.window_s:
-                out.append((client, reason, int(seen[1])))
-                self._seen[(client, reason)] = [now, 0]
+                client, reason, actor = key
+                out.append((client, reason, int(seen[1]), actor))
+                self._seen[key] = [now, 0]
         if self._evicted:
-            out.append(("(clients forgotten)", "", self._evicted))
+            out.append(("(clients forgotten)", "", self._evicted, "anonymous"))
             self._evicted = 0
         return out

@@ -162,10 +162,10 @@ class LiveHub:
 
     async def _audit_refusals(self) -> None:
         """The refused requests left out of the audit log in the last window, counted."""
-        for client, reason, left_out in self._auth_failures.due():
+        for client, reason, left_out, actor in self._auth_failures.due():
             await self._io(
                 self.audit.append,
-                "anonymous",
+                actor,
                 "auth.failure",
                 client=client,
                 reason=reason,
@@ -398,11 +398,16 @@ class LiveHub:
         return {"matches": [public_match(r) for r in rows]}
 
     async def auth_failure(self, details: dict) -> None:
-        left_out = self._auth_failures.admit(details.get("client", ""), details.get("reason", ""))
+        """A refused request: 401s as ``anonymous``, 403s as the token's name (its id,
+        never its value), throttled per client, reason and actor."""
+        details = dict(details)
+        actor = str(details.pop("actor", "") or "anonymous")
+        client, reason = details.get("client", ""), details.get("reason", "")
+        left_out = self._auth_failures.admit(client, reason, actor)
         if left_out is None:  # a repeat within the window: counted in the next record
             return
         await self._io(
-            self.audit.append, "anonymous", "auth.failure", **details, repeats_left_out=left_out
+            self.audit.append, actor, "auth.failure", **details, repeats_left_out=left_out
         )
 
 

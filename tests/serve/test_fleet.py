@@ -21,7 +21,7 @@ from pipelines.config import LiveConfig, Settings
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from serve.api import create_app
-from serve.auth import TokenTable, hash_token
+from serve.auth import FailureThrottle, TokenTable, hash_token
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.hub import LiveHub
@@ -120,12 +120,14 @@ class HubShell:
 
     add_camera, remove_camera = _HUB.add_camera, _HUB.remove_camera
     push_frame, cameras, _decode = _HUB.push_frame, _HUB.cameras, _HUB._decode
+    auth_failure = _HUB.auth_failure
 
     def __init__(self, tmp_path, analyse):
         home = tmp_path / "home"
         self.state = FakeCatalogState()
         self.registry = CameraRegistry(home / "catalog.sqlite")
         self.audit = AuditLog(home / "audit.log")
+        self._auth_failures = FailureThrottle()
         self._cpu_pool = ThreadPoolExecutor(1)
         self.fleet = Fleet(
             LiveConfig(), self.registry, [], analyse, None,
@@ -145,19 +147,20 @@ class ShellClient:
 
     def __init__(self, shell: HubShell):
         self.shell = shell
+        self.notified: list[asyncio.Task] = []  # fire-and-forget, as over Ray
 
     async def call(self, method, *args):
         return await getattr(self.shell, method)(*args)
 
     def notify(self, method, *args) -> None:
-        pass
+        self.notified.append(asyncio.ensure_future(getattr(self.shell, method)(*args)))
 
 
-def api_client(shell: HubShell) -> httpx.AsyncClient:
+def api_client(shell: HubShell, client: ShellClient | None = None) -> httpx.AsyncClient:
     tokens = TokenTable(
         [("ops", "admin", hash_token(ADMIN)), ("cam", "camera", hash_token(CAMERA))]
     )
-    app = create_app(Settings(), tokens, ShellClient(shell))
+    app = create_app(Settings(), tokens, client or ShellClient(shell))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fw")
 
 
@@ -360,3 +363,28 @@ def test_a_camera_that_could_not_start_is_tried_again(tmp_path, monkeypatch):
         return first, kept, again
 
     assert asyncio.run(scenario()) == ("error", "error", "waiting")
+
+
+def audited_refusals(shell: HubShell) -> list[dict]:
+    return [r for r in shell.audit.records() if r["action"] == "auth.failure"]
+
+
+@pytest.mark.timeout(30)
+def test_a_403_is_audited_under_the_token_name_never_its_value(tmp_path):
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+
+    async def scenario():
+        async with api_client(shell, client) as c:
+            as_cam = {"Authorization": f"Bearer {CAMERA}"}
+            forbidden = await c.get("/v1/cameras", headers=as_cam)
+            unknown = await c.get("/v1/cameras", headers={"Authorization": "Bearer " + "x" * 20})
+        await asyncio.gather(*client.notified)
+        return forbidden.status_code, unknown.status_code
+
+    assert asyncio.run(scenario()) == (403, 401)
+    records = {r["details"]["reason"]: r for r in audited_refusals(shell)}
+    assert records["role"]["actor"] == "cam"  # the token's name
+    assert records["role"]["details"]["status"] == 403
+    assert records["unknown token"]["actor"] == "anonymous"
+    assert CAMERA not in (tmp_path / "home" / "audit.log").read_text()

@@ -764,5 +764,8 @@ def test_refused_requests_are_audited_once_per_client_and_reason_per_window():
     assert [throttle.admit("10.0.0.7", "missing token") for _ in range(3)] == [None] * 3
     assert throttle.due() == []  # the window is still open
     now[0] = 125.0
-    assert throttle.due() == [("10.0.0.7", "missing token", 3)]
+    assert throttle.due() == [("10.0.0.7", "missing token", 3, "anonymous")]
     assert throttle.due() == []
+    # a 403 is throttled per token: another token from the same client gets its own record
+    assert throttle.admit("10.0.0.7", "role", "officer-1") == 0
+    assert throttle.admit("10.0.0.7", "role", "officer-2") == 0
