@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,16 +166,25 @@ def ray_cpus(settings) -> int:
     return max(os.cpu_count() or 1, int(pool.num_cpus * pool.num_replicas + 0.999)) + 1
 
 
-def start_local(serve_file: ServeFile, host: str | None = None, port: int | None = None):
+def start_local(
+    serve_file: ServeFile,
+    host: str | None = None,
+    port: int | None = None,
+    after_ray: Callable[[], None] | None = None,
+):
     """Ray, Serve's HTTP proxy on ``host:port``, and the facewatch app; returns settings.
 
-    Blocks until the app is RUNNING (models loaded and warm)."""
+    Blocks until the app is RUNNING (models loaded and warm). ``after_ray`` runs once Ray
+    is up: ``ray.init`` replaces the SIGTERM handler with one that exits at once (no clean
+    shutdown), so ``facewatch serve`` puts its own back there."""
     from ray import serve as ray_serve
 
     settings = build_settings(serve_file.args)
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
     start_ray_local(ray_cpus(settings))
+    if after_ray is not None:
+        after_ray()
     ray_serve.start(
         http_options={"host": host or serve_file.host, "port": port or serve_file.port},
     )
