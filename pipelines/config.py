@@ -247,7 +247,24 @@ class LiveConfig(Strict):
     )
     cameras_file: Path | None = Field(None, description="YAML list of cameras loaded at start")
     max_cameras: int = Field(64, ge=1, le=4096)
+    max_push_pixels: int = Field(
+        8_000_000,
+        ge=64 * 64,
+        le=120_000_000,
+        description="a pushed frame with more pixels than this is refused (413) from its "
+        "header, before it is decoded: one camera's huge frames cannot tie up decoding",
+    )
+    push_queue: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="pushed frames a camera may have waiting to be decoded (one more is "
+        "decoding); a newer frame drops that camera's oldest waiting one, never another's",
+    )
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class ApiToken(Strict):
@@ -256,6 +273,17 @@ class ApiToken(Strict):
     sha256: str = Field(
         ..., pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the token, never the token"
     )
+    cameras: list[Annotated[str, Field(pattern=CAMERA_ID_PATTERN)]] = Field(
+        default_factory=list,
+        description="role camera only: the cameras this token may push frames to "
+        "(default: the one camera whose id is the token's name)",
+    )
+
+    @model_validator(mode="after")
+    def _cameras_only_for_camera_tokens(self) -> ApiToken:
+        if self.cameras and self.role != "camera":
+            raise ValueError("cameras: only a token of role 'camera' is bound to cameras")
+        return self
 
 
 class ApiConfig(Strict):

@@ -189,9 +189,18 @@ def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
         request: Request,
         camera_id: str = camera_id,
         wait: bool = Query(False, description="answer once the frame is analysed"),
-        _: Principal = Depends(need(P.FRAMES)),
+        who: Principal = Depends(need(P.FRAMES)),
     ) -> JSONResponse:
         received = time.time()
+        if not who.may_push(camera_id):  # a camera token pushes to its own camera only
+            failure = AuthFailure(
+                403,
+                "camera",
+                f"token '{who.name}' may not push frames for camera '{camera_id}'",
+                actor=who.name,
+            )
+            _refused(hub, request, failure)
+            raise HTTPException(403, failure.message)
         data = await _image_body(request)
         result = await hub.call("push_frame", camera_id, data, wait)
         result["api_ms"] = round((time.time() - received) * 1000, 1)

@@ -8,7 +8,8 @@ Why it looks like this:
   exit, so response time does not reveal how close a guess came.
 - A role is a set of permissions, checked per route. ``operator`` reviews and adjudicates,
   ``investigator`` searches, ``admin`` manages cameras, lists and config, and ``camera``
-  may only push frames (a device should not hold an admin token).
+  may only push frames, and only to its own camera(s): a token named like a camera, or
+  bound by ``cameras`` (a device should not hold an admin token).
 - Browsers cannot attach a bearer header to a page load, so the same token is accepted as
   the password of HTTP Basic auth; the review page then works from a plain browser.
 """
@@ -20,13 +21,14 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from pipelines.config import ApiConfig
+from pipelines.config import CAMERA_ID_PATTERN, ApiConfig
 
 ROLES = ("operator", "investigator", "admin", "camera")
 
@@ -68,13 +70,21 @@ class TokenConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who made a request: the token's name (audited as the actor) and its role."""
+    """Who made a request: the token's name (audited as the actor), its role and, for a
+    camera token, the cameras it may push frames to (none given: the camera of its name)."""
 
     name: str
     role: str
+    cameras: frozenset[str] = frozenset()
 
     def can(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def may_push(self, camera_id: str) -> bool:
+        """A camera token pushes to its own camera(s) only; an admin to any camera."""
+        if self.role != "camera":
+            return self.can(Permission.FRAMES)
+        return camera_id in (self.cameras or {self.name})
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,14 @@ def new_token() -> str:
     return "fw_" + secrets.token_urlsafe(32)
 
 
-def parse_env_tokens(raw: str) -> list[tuple[str, str, str]]:
-    """``name:role:token`` entries separated by commas or newlines -> (name, role, sha256)."""
+Entry = tuple[str, str, str, tuple[str, ...]]  # name, role, sha256, cameras (role camera)
+_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
+
+
+def parse_env_tokens(raw: str) -> list[Entry]:
+    """``name:role:token`` entries separated by commas or newlines -> (name, role, sha256,
+    cameras). A camera token is bound to the camera named like it, or to the cameras in
+    its role: ``door-dev:camera@door-1+door-2:TOKEN``."""
     out = []
     for n, item in enumerate(p.strip() for p in raw.replace("\n", ",").split(",")):
         if not item:
@@ -104,31 +120,40 @@ def parse_env_tokens(raw: str) -> list[tuple[str, str, str]]:
         if len(parts) != 3 or not all(parts):
             raise TokenConfigError(f"token entry {n + 1}: expected name:role:token")
         name, role, token = parts
+        role, at, bound = role.partition("@")
         if role not in ROLES:
             raise TokenConfigError(f"token entry {n + 1} ({name}): unknown role {role!r}")
+        cameras = tuple(bound.split("+")) if at else ()
+        if at and (role != "camera" or not all(_CAMERA_ID.match(c) for c in cameras)):
+            raise TokenConfigError(
+                f"token entry {n + 1} ({name}): only role camera takes @camera-id[+camera-id]"
+            )
         if len(token) < 16:
             raise TokenConfigError(f"token entry {n + 1} ({name}): token shorter than 16 chars")
-        out.append((name, role, hash_token(token)))
+        out.append((name, role, hash_token(token), cameras))
     return out
 
 
 class TokenTable:
     """The known token hashes and whom they belong to."""
 
-    def __init__(self, entries: list[tuple[str, str, str]]):
+    def __init__(self, entries: list[Entry] | list[tuple[str, str, str]]):
+        """``entries``: (name, role, sha256) or (name, role, sha256, cameras)."""
         seen: set[str] = set()
-        for name, role, digest in entries:
+        self._entries = []
+        for name, role, digest, *bound in entries:
             if role not in ROLES:
                 raise TokenConfigError(f"token {name}: unknown role {role!r}")
             if digest in seen:
                 raise TokenConfigError(f"token {name}: the same token is configured twice")
             seen.add(digest)
-        self._entries = [(bytes.fromhex(d), Principal(n, r)) for n, r, d in entries]
+            cameras = frozenset(bound[0]) if bound else frozenset()
+            self._entries.append((bytes.fromhex(digest), Principal(name, role, cameras)))
 
     @classmethod
     def from_config(cls, config: ApiConfig, environ: Mapping[str, str] | None = None):
         env = os.environ if environ is None else environ
-        entries = [(t.name, t.role, t.sha256) for t in config.tokens]
+        entries = [(t.name, t.role, t.sha256, tuple(t.cameras)) for t in config.tokens]
         entries += parse_env_tokens(env.get(config.tokens_env, ""))
         return cls(entries)
 

@@ -4,7 +4,9 @@ It owns what may only have one owner: the milvus-lite store (one process per dat
 the cameras with their trackers, the review book and the SSE subscribers. The API replicas
 forward to it; frames go from here to the shared FacePool, so live and archive work meet
 in one pool with live first. Blocking work (store, SQLite, audit, JPEG) runs on one "io"
-thread, in order; image decoding on a small thread pool; the event loop only coordinates.
+thread, in order; image decoding on a small thread pool, at most one frame per camera at a
+time (``CameraRunner``), so one flooding camera cannot queue work in front of the others;
+the event loop only coordinates.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from serve.auth import FailureThrottle
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
-from serve.ingest import MAX_FRAME_PIXELS
 from serve.live import AlertDraft, Face
 from serve.matches import match_filter, public_match
 from serve.reviews import ReviewBook, ReviewError, adjudicate
@@ -233,7 +234,7 @@ class LiveHub:
     async def _decode(self, data: bytes) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._cpu_pool, decode_image, data, "frame", MAX_FRAME_PIXELS
+            self._cpu_pool, decode_image, data, "frame", self.live.max_push_pixels
         )
 
     async def _load_gallery(

@@ -96,6 +96,7 @@ def test_cameras_in_a_running_deployment_match_its_frozen_snapshot(tmp_path):
 
 # -- cameras that cannot start, and cameras that stop under a waiting pusher -----------------
 ADMIN, CAMERA = "admin-token-0123456789ab", "camera-token-0123456789"
+DOOR = "door-camera-token-0123456789"
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
     "0000000c4944415478da63f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
@@ -128,6 +129,7 @@ class HubShell:
         self.registry = CameraRegistry(home / "catalog.sqlite")
         self.audit = AuditLog(home / "audit.log")
         self._auth_failures = FailureThrottle()
+        self.live = LiveConfig()
         self._cpu_pool = ThreadPoolExecutor(1)
         self.fleet = Fleet(
             LiveConfig(), self.registry, [], analyse, None,
@@ -158,7 +160,11 @@ class ShellClient:
 
 def api_client(shell: HubShell, client: ShellClient | None = None) -> httpx.AsyncClient:
     tokens = TokenTable(
-        [("ops", "admin", hash_token(ADMIN)), ("cam", "camera", hash_token(CAMERA))]
+        [
+            ("ops", "admin", hash_token(ADMIN)),
+            ("cam", "camera", hash_token(CAMERA), ("kiosk",)),  # bound to camera kiosk
+            ("door", "camera", hash_token(DOOR)),  # named like its camera: bound to it
+        ]
     )
     app = create_app(Settings(), tokens, client or ShellClient(shell))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fw")
@@ -388,3 +394,169 @@ def test_a_403_is_audited_under_the_token_name_never_its_value(tmp_path):
     assert records["role"]["details"]["status"] == 403
     assert records["unknown token"]["actor"] == "anonymous"
     assert CAMERA not in (tmp_path / "home" / "audit.log").read_text()
+
+
+# -- one camera cannot slow the others: bound tokens, pixel limit, per-camera decoding ----------
+def push_as(c: httpx.AsyncClient, token: str, camera: str, body: bytes = PNG_1x1):
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/png"}
+    return c.post(f"/v1/cameras/{camera}/frames", content=body, headers=headers)
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_token_pushes_to_its_own_camera_only(tmp_path):
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell, client) as c:
+            for cid in ("kiosk", "door", "lobby"):
+                r = await c.post("/v1/cameras", json={"id": cid, "url": "push"}, headers=as_admin())
+                assert r.status_code == 201, r.text
+            codes = {
+                "cam->kiosk": (await push_as(c, CAMERA, "kiosk")).status_code,
+                "cam->door": (await push_as(c, CAMERA, "door")).status_code,
+                "door->door": (await push_as(c, DOOR, "door")).status_code,
+                "door->kiosk": (await push_as(c, DOOR, "kiosk")).status_code,
+                "admin->lobby": (await push_as(c, ADMIN, "lobby")).status_code,
+            }
+            refused = await push_as(c, CAMERA, "lobby")
+        await asyncio.gather(*client.notified)
+        await shell.fleet.stop_all()
+        return codes, refused
+
+    codes, refused = asyncio.run(scenario())
+    assert codes == {
+        "cam->kiosk": 202,
+        "cam->door": 403,
+        "door->door": 202,
+        "door->kiosk": 403,
+        "admin->lobby": 202,
+    }
+    assert "may not push frames for camera 'lobby'" in refused.json()["error"]
+    records = [r for r in audited_refusals(shell) if r["details"]["reason"] == "camera"]
+    assert {r["actor"] for r in records} == {"cam", "door"}  # the token's name, audited
+    assert all(r["details"]["status"] == 403 for r in records)
+    assert CAMERA not in (tmp_path / "home" / "audit.log").read_text()
+
+
+def png_of(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class CountingShell(HubShell):
+    """The fake hub, counting the frames that reach the hub's real decoder."""
+
+    decoded = 0
+
+    async def _decode(self, data: bytes) -> np.ndarray:
+        self.decoded += 1
+        return await _HUB._decode(self, data)
+
+
+@pytest.mark.timeout(30)
+def test_a_frame_over_the_pixel_limit_is_refused_413_before_it_is_decoded(tmp_path):
+    shell = CountingShell(tmp_path, noop_analyse)
+    big = png_of(3000, 3000)  # 9 MP, a few KB: over the 8 MP default, under the body limit
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell) as c:
+            r = await c.post("/v1/cameras", json={"id": "kiosk", "url": "push"}, headers=as_admin())
+            assert r.status_code == 201, r.text
+            refused = await push_as(c, CAMERA, "kiosk", big)
+            decoded_after_refusal = shell.decoded
+            small = await push_as(c, CAMERA, "kiosk", png_of(64, 48))
+        await shell.fleet.stop_all()
+        return refused, decoded_after_refusal, small
+
+    refused, decoded_after_refusal, small = asyncio.run(scenario())
+    assert refused.status_code == 413
+    assert "3000x3000" in refused.json()["error"] and "max_push_pixels" in refused.json()["error"]
+    assert decoded_after_refusal == 0  # refused from its header: never decoded
+    assert small.status_code == 202
+    assert LiveConfig().max_push_pixels == 8_000_000
+
+
+def empty_batch() -> object:
+    from pipelines.schemas import FaceBatch, FaceDetections, Quality
+
+    z = np.zeros(0, np.float32)
+    quality = Quality(np.zeros(0, bool), np.zeros(0, object), z, z, z, z, z)
+    return FaceBatch(FaceDetections.empty(), quality, np.zeros((0, 4), np.float32), INFO, 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_on_one_camera_neither_blocks_nor_drops_another_cameras_frames():
+    """Camera A floods: its first decode is held (``held_decode``, a fake decoder that
+    blocks a decode thread until released, as a huge frame would); 20 more frames follow.
+    Camera B pushes meanwhile, decoded for real on the same two decode threads. A keeps one
+    decode in flight and one frame waiting, dropping its own oldest; every B frame is
+    analysed. Pacers run at 1 MHz so that no frame is skipped for its fps."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.images import decode_image
+    from serve.sources import Pacer
+
+    pool = ThreadPoolExecutor(2)  # the hub's decode threads, shared by every camera
+    release, entered, in_flight = threading.Event(), threading.Event(), [0, 0]
+
+    def held(data: bytes) -> np.ndarray:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        entered.set()
+        release.wait(30)
+        in_flight[0] -= 1
+        return np.zeros((48, 64, 3), np.uint8)
+
+    async def analyse(frame):
+        return empty_batch()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        async def held_decode(data: bytes) -> np.ndarray:
+            return await loop.run_in_executor(pool, held, data)
+
+        async def real_decode(data: bytes) -> np.ndarray:
+            return await loop.run_in_executor(pool, decode_image, data, "frame", 8_000_000)
+
+        a, b = (
+            CameraRunner(CameraSpec(id=c, url="push"), LiveConfig(), analyse, None)
+            for c in ("cam-a", "cam-b")
+        )
+        for runner in (a, b):
+            runner.pacer = Pacer(1e6)
+            runner.start()
+        flood = [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True))]
+        await loop.run_in_executor(None, entered.wait, 10)  # A's first frame is decoding
+        flood += [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True)) for _ in range(20)]
+        while len(a._raw) != 1 or a.decode_dropped != 19:  # all 20 queued (no time involved)
+            await asyncio.sleep(0)
+        b_frames = png_of(64, 48)
+        b_out = [await asyncio.wait_for(b.push(b_frames, real_decode, True), 10) for _ in range(5)]
+        release.set()
+        a_out = await asyncio.wait_for(asyncio.gather(*flood), 10)
+        b_status = b.status()
+        for runner in (a, b):
+            await runner.stop()
+        return a_out, b_out, b_status
+
+    try:
+        a_out, b_out, b_status = asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert [o["status"] for o in b_out] == ["analysed"] * 5
+    assert b_status["drops"] == 0
+    statuses = [o["status"] for o in a_out]
+    assert statuses.count("dropped") == 19 and statuses.count("analysed") == 2
+    assert all("from this camera" in o["reason"] for o in a_out if o["status"] == "dropped")
+    assert in_flight[1] == 1  # never more than one of A's frames decoding at once

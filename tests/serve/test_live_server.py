@@ -70,7 +70,9 @@ def server(tmp_path_factory, data, receiver):
         "api": {
             "max_body_bytes": 2 * 1024 * 1024,
             "tokens": [
-                {"name": n, "role": r, "sha256": hash_token(t)} for n, (r, t) in TOKENS.items()
+                {"name": n, "role": r, "sha256": hash_token(t)}
+                | ({"cameras": list(CAMS)} if r == "camera" else {})
+                for n, (r, t) in TOKENS.items()
             ],
         },
     }
@@ -412,8 +414,10 @@ BAD_INPUTS = [
          json={"id": "cam-lin", "url": "push"}),
     case("json-too-big", "POST", "/v1/cameras", ADMIN, 413, "too large",
          content=b"{" + b" " * 70_000 + b"}", ctype=JSON_T),
-    case("unknown-camera-frame", "POST", "/v1/cameras/nocam/frames", CAM, 404, "no camera",
+    case("unknown-camera-frame", "POST", "/v1/cameras/nocam/frames", ADMIN, 404, "no camera",
          content=PNG_1x1, ctype="image/png"),
+    case("other-camera-frame", "POST", "/v1/cameras/nocam/frames", CAM, 403,
+         "may not push frames for camera", content=PNG_1x1, ctype="image/png"),
     case("unknown-camera-delete", "DELETE", "/v1/cameras/nocam", ADMIN, 404, "no camera"),
     case("frame-not-image", "POST", FRAMES, CAM, 415, "not a JPEG", content=b"hello", ctype=JPEG),
     case("frame-wrong-type", "POST", FRAMES, CAM, 415, "image/jpeg or image/png",

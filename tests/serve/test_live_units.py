@@ -275,6 +275,35 @@ def test_bad_env_tokens_are_refused_without_echoing_them(raw, problem):
     assert "0123456789abcdef" not in str(err.value)
 
 
+def test_camera_tokens_are_bound_to_their_cameras():
+    cfg = ApiConfig(
+        tokens=[
+            {"name": "gate-1", "role": "camera", "sha256": hash_token("g" * 20)},
+            {"name": "dev", "role": "camera", "sha256": hash_token("d" * 20),
+             "cameras": ["door-1", "door-2"]},
+            {"name": "ops", "role": "admin", "sha256": hash_token("a" * 20)},
+        ]
+    )  # fmt: skip
+    env = {"FACEWATCH_API_TOKENS": f"kiosk-dev:camera@kiosk-1:{'k' * 20},lobby:camera:{'l' * 20}"}
+    t = TokenTable.from_config(cfg, env)
+    may = {
+        tok: sorted(c for c in ("gate-1", "door-1", "door-2", "kiosk-1", "lobby")
+                    if t.lookup(tok * 20).may_push(c))
+        for tok in "gdakl"
+    }  # fmt: skip
+    assert may == {
+        "g": ["gate-1"],  # named like its camera
+        "d": ["door-1", "door-2"],
+        "a": ["door-1", "door-2", "gate-1", "kiosk-1", "lobby"],  # admin: any camera
+        "k": ["kiosk-1"],
+        "l": ["lobby"],
+    }
+    with pytest.raises(ValueError, match="only a token of role 'camera'"):
+        ApiConfig(tokens=[{"name": "x", "role": "admin", "sha256": "0" * 64, "cameras": ["c"]}])
+    with pytest.raises(TokenConfigError, match="only role camera takes"):
+        parse_env_tokens(f"x:admin@c1:{'x' * 20}")
+
+
 def test_tokens_from_config_and_environment_are_held_hashed():
     cfg = ApiConfig(tokens=[{"name": "a", "role": "admin", "sha256": hash_token("x" * 20)}])
     t = TokenTable.from_config(cfg, {"FACEWATCH_API_TOKENS": "b:operator:" + "y" * 20})
