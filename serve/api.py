@@ -10,6 +10,7 @@ so the same code serves in Ray and in plain tests. Roles per route are listed in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
@@ -18,11 +19,12 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
+from starlette.datastructures import Headers
 
 from pipelines.config import Settings, redacted
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
-from serve.http import Guard, HubError, install_error_handlers
+from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.review import review_page
 from serve.webhooks import public_hook_url
 
@@ -65,20 +67,64 @@ class Adjudication(BaseModel):
     note: str = Field("", max_length=2000)
 
 
+def _route_pattern(path: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+_ROUTE_TABLE = [(m, _route_pattern(p), perm) for m, p, perm in ROUTES]
+PUBLIC = "public"
+
+
+def route_permission(method: str, path: str) -> Permission | str | None:
+    """What a request needs, from ROUTES: a Permission, ``PUBLIC``, or None for a path
+    no route serves (any valid token may learn that it is 404 or 405)."""
+    method = "GET" if method == "HEAD" else method
+    for m, pattern, perm in _ROUTE_TABLE:
+        if m == method and pattern.match(path):
+            return PUBLIC if perm is None else perm
+    return None
+
+
+def auth_scheme(path: str) -> dict[str, str]:
+    browser = path == "/review"
+    return {
+        "WWW-Authenticate": 'Basic realm="facewatch"' if browser else 'Bearer realm="facewatch"'
+    }
+
+
 def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
     app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
-    app.add_middleware(Guard, frames_max=settings.api.max_body_bytes)
+
+    def gate(scope) -> tuple[int, dict, dict] | None:
+        """Token and role before anything reads the body: every refusal 401/403, audited."""
+        method, path = scope.get("method", ""), scope.get("path", "")
+        root = scope.get("root_path", "")
+        path = path[len(root) :] if root and path.startswith(root) else path
+        need_ = route_permission(method, path)
+        if need_ == PUBLIC:
+            return None
+        header = Headers(scope=scope).get("authorization")
+        if need_ is None:
+            result = tokens.authenticate(header)
+        else:
+            result = tokens.authorize(header, need_)
+        if isinstance(result, Principal):
+            return None
+        client = scope.get("client")
+        _refused(hub, method, path, client[0] if client else "", result)
+        headers = auth_scheme(path) if result.status == 401 else {}
+        return result.status, error_body(result.message), headers
+
+    app.add_middleware(Guard, frames_max=settings.api.max_body_bytes, gate=gate)
 
     def need(permission: Permission):
         async def check(request: Request) -> Principal:
             result = tokens.authorize(request.headers.get("authorization"), permission)
             if isinstance(result, Principal):
                 return result
-            _refused(hub, request, result)
-            browser = request.url.path == "/review"
-            scheme = 'Basic realm="facewatch"' if browser else 'Bearer realm="facewatch"'
-            headers = {"WWW-Authenticate": scheme} if result.status == 401 else None
+            _refused(hub, request.method, request.url.path, _client(request), result)
+            headers = auth_scheme(request.url.path) if result.status == 401 else None
             raise HTTPException(result.status, result.message, headers=headers)
 
         return check
@@ -89,13 +135,16 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
     return app
 
 
-def _refused(hub: HubClient, request: Request, failure: AuthFailure) -> None:
-    client = request.client.host if request.client else ""
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _refused(hub: HubClient, method: str, path: str, client: str, failure: AuthFailure) -> None:
     hub.notify(
         "auth_failure",
         {
-            "method": request.method,
-            "path": request.url.path,
+            "method": method,
+            "path": path[:200],
             "status": failure.status,
             "reason": failure.reason,
             "client": client,
@@ -199,7 +248,7 @@ def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
                 f"token '{who.name}' may not push frames for camera '{camera_id}'",
                 actor=who.name,
             )
-            _refused(hub, request, failure)
+            _refused(hub, request.method, request.url.path, _client(request), failure)
             raise HTTPException(403, failure.message)
         data = await _image_body(request)
         result = await hub.call("push_frame", camera_id, data, wait)

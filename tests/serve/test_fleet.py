@@ -560,3 +560,44 @@ def test_a_flood_on_one_camera_neither_blocks_nor_drops_another_cameras_frames()
     assert statuses.count("dropped") == 19 and statuses.count("analysed") == 2
     assert all("from this camera" in o["reason"] for o in a_out if o["status"] == "dropped")
     assert in_flight[1] == 1  # never more than one of A's frames decoding at once
+
+
+@pytest.mark.timeout(30)
+def test_requests_are_authenticated_before_their_body_is_read(tmp_path):
+    """Malformed JSON, an oversized body or an unknown path without a token: 401 (audited),
+    not 400, 413 or 404; with a token lacking the role: 403, not 400."""
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+    junk = {"content": b"{id: ", "headers": {"Content-Type": "application/json"}}
+
+    async def scenario():
+        async with api_client(shell, client) as c:
+            cams = "/v1/cameras"
+            got = {
+                "no token, bad JSON": await c.post(cams, **junk),
+                "no token, big body": await c.post(cams, content=b"{" + b" " * 100_000 + b"}"),
+                "no token, no route": await c.get("/v1/nothing-here"),
+                "camera token, bad JSON": await c.post(
+                    cams, content=b"{id: ", headers={"Authorization": f"Bearer {CAMERA}"}
+                ),
+                "admin, bad JSON": await c.post(
+                    cams, content=b"{id: ", headers={**as_admin(), **junk["headers"]}
+                ),
+                "admin, no route": await c.get("/v1/nothing-here", headers=as_admin()),
+            }
+        await asyncio.gather(*client.notified)
+        return {k: (r.status_code, r.headers.get("www-authenticate")) for k, r in got.items()}
+
+    assert asyncio.run(scenario()) == {
+        "no token, bad JSON": (401, 'Bearer realm="facewatch"'),
+        "no token, big body": (401, 'Bearer realm="facewatch"'),
+        "no token, no route": (401, 'Bearer realm="facewatch"'),
+        "camera token, bad JSON": (403, None),
+        "admin, bad JSON": (400, None),
+        "admin, no route": (404, None),
+    }
+    records = audited_refusals(shell)  # one record per client, reason and actor a minute
+    first = {(r["actor"], r["details"]["reason"]): r["details"] for r in records}
+    assert first[("anonymous", "missing")]["path"] == "/v1/cameras"
+    assert first[("anonymous", "missing")]["method"] == "POST"
+    assert first[("cam", "role")]["status"] == 403
