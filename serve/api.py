@@ -22,6 +22,7 @@ from ray import serve as ray_serve
 from starlette.datastructures import Headers
 
 from pipelines.config import Settings, redacted
+from pipelines.images import ImageError, ImageTooLarge, check_image_header
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, error_body, install_error_handlers
@@ -130,7 +131,7 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
         return check
 
     _alert_routes(app, hub, need)
-    _camera_routes(app, hub, need)
+    _camera_routes(app, hub, need, settings.live.max_push_pixels)
     _admin_routes(app, settings, hub, need)
     return app
 
@@ -212,7 +213,7 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         return await hub.call("stats")
 
 
-def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
+def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:
     camera_id = Path(..., pattern=CAMERA_ID)
 
     @app.get("/v1/cameras")
@@ -250,13 +251,15 @@ def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
             )
             _refused(hub, request.method, request.url.path, _client(request), failure)
             raise HTTPException(403, failure.message)
-        data = await _image_body(request)
+        data = await _image_body(request, max_pixels)
         result = await hub.call("push_frame", camera_id, data, wait)
         result["api_ms"] = round((time.time() - received) * 1000, 1)
         return JSONResponse(result, status_code=200 if wait else 202)
 
 
-async def _image_body(request: Request) -> bytes:
+async def _image_body(request: Request, max_pixels: int) -> bytes:
+    """The frame, its header checked here (refusals never travel to the hub): 413 over
+    ``live.max_push_pixels``, 422 not an image. The hub checks again before decoding."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise HTTPException(415, "send the frame as image/jpeg or image/png")
@@ -265,6 +268,12 @@ async def _image_body(request: Request) -> bytes:
         raise HTTPException(400, "empty body: send one JPEG or PNG frame")
     if not data.startswith(IMAGE_TYPES[ctype]):
         raise HTTPException(415, f"the body is not a {ctype.split('/')[1].upper()} image")
+    try:
+        check_image_header(data, "frame", max_pixels)
+    except ImageTooLarge as exc:
+        raise HTTPException(413, f"{exc} (live.max_push_pixels)") from None
+    except ImageError as exc:
+        raise HTTPException(422, str(exc)) from None
     return data
 
 

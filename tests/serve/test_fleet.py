@@ -483,6 +483,23 @@ def test_a_frame_over_the_pixel_limit_is_refused_413_before_it_is_decoded(tmp_pa
     assert small.status_code == 202
     assert LiveConfig().max_push_pixels == 8_000_000
 
+    async def never_decode(data: bytes) -> np.ndarray:
+        raise AssertionError("an over-limit frame must not be decoded")
+
+    async def in_the_hub():  # the hub checks again (a frame that did not come by the API)
+        policy = LiveConfig(max_push_pixels=2_000_000)
+        runner = CameraRunner(CameraSpec(id="kiosk", url="push"), policy, noop_analyse, None)
+        runner.start()
+        try:
+            await runner.push(png_of(2000, 1001), never_decode, wait=True)
+        except CameraError as exc:
+            return exc.status, str(exc)
+        finally:
+            await runner.stop()
+
+    status, message = asyncio.run(in_the_hub())
+    assert status == 413 and "2000x1001" in message and "max_push_pixels" in message
+
 
 def empty_batch() -> object:
     from pipelines.schemas import FaceBatch, FaceDetections, Quality
@@ -601,3 +618,4 @@ def test_requests_are_authenticated_before_their_body_is_read(tmp_path):
     assert first[("anonymous", "missing")]["path"] == "/v1/cameras"
     assert first[("anonymous", "missing")]["method"] == "POST"
     assert first[("cam", "role")]["status"] == 403
+
