@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
+from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,20 @@ def ray_cpus(settings) -> int:
     return max(os.cpu_count() or 1, int(pool.num_cpus * pool.num_replicas + 0.999)) + 1
 
 
+def hide_serve_routes(environ: dict[str, str] | None = None) -> None:
+    """Serve's proxy closes its own ``/-/`` routes (``serve.proxy``); the proxy is a Ray
+    worker and reads the variable when it starts, so it is set before Ray starts. A
+    callback the user chose is kept, with a warning."""
+    env = os.environ if environ is None else environ
+    current = env.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    if current != PROXY_CALLBACK:
+        logger.warning(
+            "%s=%s: Serve's own /-/ routes stay open unless that callback closes them",
+            PROXY_CALLBACK_ENV,
+            current,
+        )
+
+
 def start_local(
     serve_file: ServeFile,
     host: str | None = None,
@@ -182,6 +197,7 @@ def start_local(
     settings = build_settings(serve_file.args)
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
+    hide_serve_routes()
     start_ray_local(ray_cpus(settings))
     if after_ray is not None:
         after_ray()

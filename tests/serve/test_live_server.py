@@ -371,6 +371,18 @@ def test_auth_failures_are_audited_without_the_token(server):
     assert "0123456789-zz" not in (home / "audit.log").read_text()
 
 
+@pytest.mark.parametrize("path", ["/-/routes", "/-/healthz", "/-/anything"])
+def test_serve_own_routes_are_closed(server, path):
+    """Serve's proxy answers /-/routes and /-/healthz itself, before our token check; the
+    proxy middleware (serve.proxy) closes them: 404, with or without a token."""
+    base, _ = server
+    for headers in ({}, auth(ADMIN)):
+        r = httpx.get(base + path, headers=headers)
+        assert r.status_code == 404, r.text
+        assert r.json() == {"error": "not found"} and "facewatch" not in r.text
+    assert httpx.get(f"{base}/healthz").status_code == 200  # ours stays public
+
+
 def test_config_hides_token_hashes(server):
     base, _ = server
     r = httpx.get(f"{base}/v1/config", headers=auth(ADMIN))

@@ -465,6 +465,37 @@ def test_serve_yaml_names_the_typed_builder_and_loopback():
     assert "FacePool" in sf.overrides
 
 
+def test_serve_own_routes_are_closed_by_the_proxy_middleware():
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from serve.local import hide_serve_routes
+    from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV, proxy_middlewares
+
+    async def anything(request):
+        return PlainTextResponse("app")
+
+    inner = Starlette(routes=[Route("/{p:path}", anything)])
+    (middleware,) = proxy_middlewares()
+    app = middleware.cls(inner, *middleware.args, **middleware.kwargs)
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as c:
+            return await c.get(path)
+
+    assert [asyncio.run(get(p)).status_code for p in ("/-/routes", "/-/healthz")] == [404, 404]
+    assert asyncio.run(get("/v1/alerts")).text == "app"
+    env: dict[str, str] = {}
+    hide_serve_routes(env)
+    assert env == {PROXY_CALLBACK_ENV: PROXY_CALLBACK}
+    env = {PROXY_CALLBACK_ENV: "mine:callback"}
+    hide_serve_routes(env)  # the user's choice is kept (with a warning)
+    assert env == {PROXY_CALLBACK_ENV: "mine:callback"}
+
+
 def test_importing_the_app_builder_loads_nothing():
     import subprocess
     import sys
