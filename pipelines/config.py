@@ -254,6 +254,11 @@ class LiveConfig(Strict):
         description="a pushed frame with more pixels than this is refused (413) from its "
         "header, before it is decoded: one camera's huge frames cannot tie up decoding",
     )
+    allowed_camera_networks: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        description="CIDRs stream cameras may connect to (default: any); every address a "
+        "camera's host resolves to must lie in one, checked before each connection",
+    )
     push_queue: int = Field(
         1,
         ge=1,
@@ -262,6 +267,21 @@ class LiveConfig(Strict):
         "decoding); a newer frame drops that camera's oldest waiting one, never another's",
     )
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+    @field_validator("allowed_camera_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for cidr in v:
+            try:
+                out.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"not a network in CIDR form (e.g. 10.0.0.0/8): {cidr!r}"
+                ) from None
+        return out
 
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

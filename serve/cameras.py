@@ -23,9 +23,11 @@ file is the operator's own configuration: its files may be anywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -142,6 +144,50 @@ def check_secret_refs(url: str) -> None:
     ):
         raise ValueError(SECRET_RULE)
     check_no_literal_password(url)
+
+
+ANY_NETWORK = ("0.0.0.0/0", "::/0")
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+
+
+def _in_networks(
+    address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # no IPv6 zone id
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return any(ip in n or (mapped is not None and mapped in n) for n in networks)
+
+
+def check_camera_host(url: str, allowed: Sequence[str], resolve: bool = True) -> list[str]:
+    """The addresses a stream URL's host resolves to, or CameraError (422) if any lies
+    outside ``allowed`` (``live.allowed_camera_networks``), before anything is sent to it.
+    ``resolve=False``: check only a host written as an IP address (no DNS lookup), as when
+    a camera is added. Any network allowed: nothing is looked up. PyAV resolves the name
+    again when it connects, so a DNS answer that changes in between is not covered: list
+    cameras by IP address where that matters."""
+    if set(allowed) >= set(ANY_NETWORK) or urlsplit(url).scheme.lower() not in STREAM_SCHEMES:
+        return []
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    networks = [ipaddress.ip_network(n, strict=False) for n in allowed]
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        if not resolve:
+            return []
+        try:
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise CameraError(f"cannot resolve camera host {host}: {exc}") from None
+        addresses = sorted({info[4][0] for info in infos})
+    outside = [a for a in addresses if not _in_networks(a, networks)]
+    if outside:
+        raise CameraError(
+            f"camera host {host} ({', '.join(outside)}) is outside live.allowed_camera_networks"
+            f" ({', '.join(allowed) or 'none'}): not connected"
+        )
+    return addresses
 
 
 def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:

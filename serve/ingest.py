@@ -117,6 +117,7 @@ class CameraRunner:
             deliver=deliver,
             backoff=Backoff(self.policy.reconnect_initial_s, self.policy.reconnect_max_s),
             public_url=redact_url(self.spec.url),
+            allowed_networks=self.policy.allowed_camera_networks,
         )
 
     async def stop(self) -> None:

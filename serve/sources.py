@@ -19,12 +19,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from serve.cameras import redact_url, scrub_secrets
+from serve.cameras import ANY_NETWORK, check_camera_host, redact_url, scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,12 @@ class StreamReader(threading.Thread):
         backoff: Backoff,
         io_timeout_s: float = 5.0,
         public_url: str | None = None,
+        allowed_networks: Sequence[str] = ANY_NETWORK,
     ):
         """``url`` is the connect URL, secrets expanded; ``public_url`` stands in for it in
-        error texts (default: ``url`` with its password redacted)."""
+        error texts (default: ``url`` with its password redacted). A stream's host must
+        resolve into ``allowed_networks`` before each connection (``check_camera_host``)."""
+        self.allowed_networks = list(allowed_networks)
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         self.camera_id, self.url, self.is_file, self.loop_file = camera_id, url, is_file, loop_file
         self.public_url = redact_url(url) if public_url is None else public_url
@@ -180,6 +183,8 @@ class StreamReader(threading.Thread):
         """Read until the source ends: True at the end of a file, False when a stream ends."""
         import av
 
+        if not self.is_file:  # resolved and checked before anything is sent to the host
+            check_camera_host(self.url, self.allowed_networks)
         opts = {"rtsp_transport": "tcp"} if self.url.startswith("rtsp") else {}
         with av.open(self.url, options=opts, timeout=(self.io_timeout_s, self.io_timeout_s)) as c:
             stream = c.streams.video[0]

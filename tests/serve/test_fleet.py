@@ -619,3 +619,16 @@ def test_requests_are_authenticated_before_their_body_is_read(tmp_path):
     assert first[("anonymous", "missing")]["method"] == "POST"
     assert first[("cam", "role")]["status"] == 403
 
+
+def test_a_camera_at_an_address_outside_the_allowed_networks_is_not_added(tmp_path):
+    """Checked when the camera is added, for a host written as an address (no DNS lookup
+    then; names are resolved and checked before each connection, see test_live_units)."""
+    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    state = FakeCatalogState()
+    policy = LiveConfig(allowed_camera_networks=["10.0.0.0/8"])
+    fleet = Fleet(policy, registry, [], noop_analyse, None, state.load_gallery, state.versions)
+    with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
+        fleet.admit({"id": "gate", "url": "rtsp://v:${CAM_GATE_PW}@192.0.2.7/s"})
+    assert err.value.status == 422
+    assert fleet.admit({"id": "door", "url": "push"}).id == "door"
+    assert registry.all() == []

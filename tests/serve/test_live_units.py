@@ -573,6 +573,73 @@ def test_error_texts_are_scrubbed_before_they_are_cut():
     assert scrub_secrets("open rtsp://u:p/ss@h/s failed") == "open rtsp://u:***@h/s failed"
 
 
+def test_camera_hosts_are_checked_against_the_allowed_networks():
+    from serve.cameras import check_camera_host
+
+    lan = ["10.0.0.0/8", "fd00::/8"]
+    assert check_camera_host("rtsp://v:${CAM1_PW}@10.1.2.3/s", lan) == ["10.1.2.3"]
+    assert check_camera_host("rtsp://[fd00::5]:8554/s", lan) == ["fd00::5"]
+    for url in ("rtsp://v:${CAM1_PW}@192.0.2.7/s", "http://[2001:db8::1]/x.ts"):
+        with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
+            check_camera_host(url, lan)
+        assert err.value.status == 422
+    # a name is resolved first (localhost: loopback, outside the LAN), and only then refused
+    with pytest.raises(CameraError, match=r"localhost \(.*127\.0\.0\.1"):
+        check_camera_host("http://localhost:8080/x.ts", lan)
+    assert check_camera_host("http://localhost/x", lan, resolve=False) == []  # no lookup
+    assert check_camera_host("http://localhost/x", ["0.0.0.0/0", "::/0"]) == []  # any: none
+    with pytest.raises(ValueError, match="CIDR"):
+        LiveConfig(allowed_camera_networks=["10.0.0.0/33"])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_stream_outside_the_allowed_networks_is_never_connected(host):
+    """A real CameraRunner and StreamReader, a stream on a loopback port that records any
+    connection, and networks that leave loopback out: the reader refuses after resolving
+    the host, and nothing connects. The control: with loopback allowed, it connects."""
+    import socket
+
+    from serve.cameras import CameraSpec
+    from serve.ingest import CameraRunner
+
+    def attempt(networks: list[str]) -> tuple[bool, str]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))  # localhost's ::1, if tried first, is refused
+        listener.listen(4)
+        listener.settimeout(3)
+        port = listener.getsockname()[1]
+        spec = CameraSpec(id="c1", url=f"http://{host}:{port}/x.ts")
+        policy = LiveConfig(
+            reconnect_initial_s=0.05, reconnect_max_s=0.1, allowed_camera_networks=networks
+        )
+
+        async def scenario():
+            runner = CameraRunner(spec, policy, analyse=None, sink=None)
+            runner.start()
+            loop = asyncio.get_running_loop()
+            try:
+                conn, _ = await loop.run_in_executor(None, listener.accept)
+                conn.close()
+                connected = True
+            except TimeoutError:
+                connected = False
+            status = runner.status()
+            await runner.stop()
+            return connected, status["last_error"]
+
+        try:
+            return asyncio.run(scenario())
+        finally:
+            listener.close()
+
+    connected, error = attempt(["10.0.0.0/8"])
+    assert not connected
+    assert "outside live.allowed_camera_networks" in error and "not connected" in error
+    connected, _ = attempt(["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
+    assert connected  # the control: the same stream, allowed
+
+
 @pytest.mark.timeout(30)
 def test_a_stream_error_shows_the_redacted_url_not_the_expanded_password(monkeypatch, caplog):
     from serve.cameras import CameraSpec
