@@ -259,6 +259,14 @@ class LiveConfig(Strict):
         description="CIDRs stream cameras may connect to (default: any); every address a "
         "camera's host resolves to must lie in one, checked before each connection",
     )
+    push_frame_pixels: int = Field(
+        1_000_000,
+        ge=64 * 64,
+        le=120_000_000,
+        description="a pushed frame with more pixels than this counts as several frames "
+        "against its camera's fps (an 8 MP frame: 8 at the default), so big frames slow "
+        "their own camera's analysis, not the shared pool's other cameras",
+    )
     push_queue: int = Field(
         1,
         ge=1,

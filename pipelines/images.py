@@ -137,11 +137,11 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
 def check_image_header(
     data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> None:
-    """ImageError unless ``data`` starts like an image of an accepted size: the cheap check
-    for input that is not decoded (a pushed frame skipped by the camera's fps)."""
+) -> tuple[int, int]:
+    """(width, height), or ImageError unless ``data`` starts like an image of an accepted
+    size: the cheap check for input that is not decoded yet (or at all)."""
     with _image_errors(name):
-        _open_checked(data, name, max_pixels)
+        return _open_checked(data, name, max_pixels).size
 
 
 def decode_image(

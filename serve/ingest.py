@@ -184,8 +184,8 @@ class CameraRunner:
         t, received_at = time.monotonic(), time.time()
         seq = self._next_seq()
         self.source.state, self.source.connected = "streaming", True
-        self._check_header(data)  # skipped frames too: junk is a 422 either way
-        if not self.pacer.due(t):
+        width, height = self._check_header(data)  # skipped frames too: junk is a 422
+        if not self.pacer.due(t, cost=width * height / self.policy.push_frame_pixels):
             self.skipped += 1
             return {"status": "skipped", "seq": seq, "reason": f"camera analyses {self.fps} fps"}
         done = asyncio.get_running_loop().create_future() if wait else None
@@ -196,11 +196,12 @@ class CameraRunner:
         done.add_done_callback(self._waiting.discard)
         return await done
 
-    def _check_header(self, data: bytes) -> None:
-        """The header only, nothing decoded: a frame over the pixel limit costs a header
-        read, not a decode (413); junk behind an image signature is an ImageError (422)."""
+    def _check_header(self, data: bytes) -> tuple[int, int]:
+        """(width, height) from the header only, nothing decoded: a frame over the pixel
+        limit costs a header read, not a decode (413); junk behind an image signature is
+        an ImageError (422)."""
         try:
-            check_image_header(data, "frame", self.max_pixels)
+            return check_image_header(data, "frame", self.max_pixels)
         except ImageTooLarge as exc:
             raise CameraError(f"{exc} (live.max_push_pixels)", status=413) from None
 

@@ -30,18 +30,21 @@ logger = logging.getLogger(__name__)
 
 
 class Pacer:
-    """Accept frames at about ``fps``: a frame is due a quarter interval early at most."""
+    """Accept frames at about ``fps``: a frame is due a quarter interval early at most.
+    A frame that costs ``cost`` frames (a pushed frame of many pixels) pushes the next one
+    back by ``cost`` intervals: a camera's big frames cost its own rate, not others'."""
 
     def __init__(self, fps: float):
         self.interval = 1.0 / fps
         self.tolerance = 0.25 * self.interval
         self._next: float | None = None
 
-    def due(self, t: float) -> bool:
+    def due(self, t: float, cost: float = 1.0) -> bool:
         if self._next is not None and t < self._next - self.tolerance:
             return False
+        interval = self.interval * max(1.0, cost)
         base = self._next if self._next is not None else t
-        self._next = max(base + self.interval, t + self.interval - self.tolerance)
+        self._next = max(base + interval, t + interval - self.tolerance)
         return True
 
 
