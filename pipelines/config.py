@@ -260,12 +260,13 @@ class LiveConfig(Strict):
         "camera's host resolves to must lie in one, checked before each connection",
     )
     push_frame_pixels: int = Field(
-        1_000_000,
+        640 * 480,
         ge=64 * 64,
         le=120_000_000,
         description="a pushed frame with more pixels than this counts as several frames "
-        "against its camera's fps (an 8 MP frame: 8 at the default), so big frames slow "
-        "their own camera's analysis, not the shared pool's other cameras",
+        "against its camera's fps (at the default, VGA, a 720p frame counts as 3 and an "
+        "8 MP one as 26), so big frames slow their own camera's analysis, not the shared "
+        "pool's other cameras",
     )
     push_queue: int = Field(
         1,

@@ -168,11 +168,12 @@ def test_pacer_keeps_the_configured_rate():
 
 
 def test_big_frames_cost_their_own_camera_its_rate():
-    """A camera pushing 8 MP frames (8 frames' cost each at the default 1 MP) at 30 fps is
+    """A camera pushing 8 MP frames (8 frames' cost each at 1 MP per frame) at 30 fps is
     analysed at 5/8 fps, while a camera of small frames keeps its 5 fps."""
     big, small = Pacer(5.0), Pacer(5.0)
     times = np.arange(0, 16, 1 / 30)
-    cost = 8_000_000 / LiveConfig().push_frame_pixels
+    cost = 8_000_000 / LiveConfig(push_frame_pixels=1_000_000).push_frame_pixels
+    assert LiveConfig().push_frame_pixels == 640 * 480  # the default: VGA
     assert 9 <= sum(big.due(t, cost=cost) for t in times) <= 11  # 16 s x 5/8 fps = 10
     assert 78 <= sum(small.due(t, cost=0.2) for t in times) <= 82  # under 1: one frame
 
