@@ -93,9 +93,8 @@ def auth_scheme(path: str) -> dict[str, str]:
     }
 
 
-def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
-    app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app)
+def make_gate(tokens: TokenTable, hub: HubClient):
+    """The Guard's gate: token and role from the headers, before any body is read."""
 
     def gate(scope) -> tuple[int, dict, dict] | None:
         """Token and role before anything reads the body: every refusal 401/403, audited."""
@@ -117,6 +116,14 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
         headers = auth_scheme(path) if result.status == 401 else {}
         return result.status, error_body(result.message), headers
 
+    return gate
+
+
+def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
+    app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    gate = make_gate(tokens, hub)
     app.add_middleware(Guard, frames_max=settings.api.max_body_bytes, gate=gate)
 
     def need(permission: Permission):
