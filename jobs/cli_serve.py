@@ -48,7 +48,7 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="HTTP bind address (default 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", min=1, max=65535, help="HTTP port (8000)"),
 ) -> None:
-    """Start the live server (Ray Serve on a local Ray); runs until Ctrl-C.
+    """Start the live server (Ray Serve on a local Ray); runs until Ctrl-C or SIGTERM.
 
     The global --config (before 'serve') is the facewatch settings file; this --config is
     the Serve config (deployments, HTTP address)."""
@@ -63,10 +63,16 @@ def serve(
         fail(str(exc))
     sf.args = _with_cli_settings(sf.args, c)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def on_stop_signals() -> None:
+        """SIGTERM (systemd, Kubernetes) stops as cleanly as Ctrl-C. Installed again once
+        Ray is up: ray.init replaces the SIGTERM handler with an immediate exit."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+    on_stop_signals()
     try:
-        settings = start_local(sf, host, port)
+        settings = start_local(sf, host, port, after_ray=on_stop_signals)
     except Exception as exc:  # noqa: BLE001 - say why, clean up, exit non-zero
         console.print(f"[bold red]error:[/] the server did not start: {exc}")
         stop_local()

@@ -9,11 +9,22 @@ A typo in YAML or in a variable name is an error, never a silent default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "FACEWATCH__"
 CONFIG_ENV = "FACEWATCH_CONFIG"
@@ -283,9 +294,55 @@ class LiveConfig(Strict):
     )
     cameras_file: Path | None = Field(None, description="YAML list of cameras loaded at start")
     max_cameras: int = Field(64, ge=1, le=4096, description="most cameras a server runs")
+    max_push_pixels: int = Field(
+        8_000_000,
+        ge=64 * 64,
+        le=120_000_000,
+        description="a pushed frame with more pixels than this is refused (413) from its "
+        "header, before it is decoded: one camera's huge frames cannot tie up decoding",
+    )
+    allowed_camera_networks: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        description="CIDRs stream cameras may connect to (default: any); every address a "
+        "camera's host resolves to must lie in one, checked before each connection",
+    )
+    push_frame_pixels: int = Field(
+        640 * 480,
+        ge=64 * 64,
+        le=120_000_000,
+        description="a pushed frame with more pixels than this counts as several frames "
+        "against its camera's fps (at the default, VGA, a 720p frame counts as 3 and an "
+        "8 MP one as 26), so big frames slow their own camera's analysis, not the shared "
+        "pool's other cameras",
+    )
+    push_queue: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="pushed frames a camera may have waiting to be decoded (one more is "
+        "decoding); a newer frame drops that camera's oldest waiting one, never another's",
+    )
     webhooks: list[WebhookConfig] = Field(
         default_factory=list, description="receivers each alert is POSTed to"
     )
+
+    @field_validator("allowed_camera_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for cidr in v:
+            try:
+                out.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"not a network in CIDR form (e.g. 10.0.0.0/8): {cidr!r}"
+                ) from None
+        return out
+
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class ApiToken(Strict):
@@ -298,6 +355,17 @@ class ApiToken(Strict):
     sha256: str = Field(
         ..., pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the token, never the token"
     )
+    cameras: list[Annotated[str, Field(pattern=CAMERA_ID_PATTERN)]] = Field(
+        default_factory=list,
+        description="role camera only: the cameras this token may push frames to "
+        "(default: the one camera whose id is the token's name)",
+    )
+
+    @model_validator(mode="after")
+    def _cameras_only_for_camera_tokens(self) -> ApiToken:
+        if self.cameras and self.role != "camera":
+            raise ValueError("cameras: only a token of role 'camera' is bound to cameras")
+        return self
 
 
 class ApiConfig(Strict):
@@ -445,3 +513,55 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+# -- showing a configuration without its secrets ----------------------------------------------
+REDACTED = "***"
+# a field whose name ends in one of these holds a secret (``token``, ``api_key``,
+# ``webhook_secret``, ``password``, ``sha256`` of a token, ...); ``tokens_env`` names a
+# variable, not a secret, so only whole name parts count
+SECRET_FIELD = re.compile(
+    r"(^|_)(token|tokens|password|passwd|pw|secret|secrets|key|api_key|credential|"
+    r"credentials|sha256|auth|authorization|cookie|private_key)$",
+    re.IGNORECASE,
+)
+
+
+def redacted(model: BaseModel) -> dict[str, Any]:
+    """``model`` as JSON-ready data with every secret replaced by ``***``: fields whose name
+    says secret (``SECRET_FIELD``), ``SecretStr``/``SecretBytes`` values, and the userinfo of
+    any URL-like string (``scheme://user:pw@host``). Generic, so a secret field added later
+    is hidden without a change here (its name or type must say what it is)."""
+    return _redact(model, "")
+
+
+def _redact(value: Any, name: str) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if name and SECRET_FIELD.search(name) and value not in (None, "", [], {}):
+        return REDACTED if not isinstance(value, list) else [REDACTED for _ in value]
+    if isinstance(value, BaseModel):
+        return {k: _redact(getattr(value, k), k) for k in type(value).model_fields}
+    if isinstance(value, dict):
+        return {str(k): _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v, "") for v in value]
+    if isinstance(value, str):
+        return redact_userinfo(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def redact_userinfo(text: str) -> str:
+    """A URL without its user and password (``scheme://***@host/...``); other text as is."""
+    if "://" not in text or "@" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+    except ValueError:
+        return REDACTED
+    if not at:
+        return text
+    return urlunsplit((parts.scheme, f"{REDACTED}@{hostport}", *parts[2:]))

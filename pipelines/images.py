@@ -22,6 +22,10 @@ class ImageError(ValueError):
     """The input is not a usable image. The message names the input and the reason."""
 
 
+class ImageTooLarge(ImageError):
+    """The image's header declares more pixels than allowed (found before decoding)."""
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -125,7 +129,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(f"{name}: {w}x{h} = {w * h:,} px > limit {max_pixels:,}")
+        raise ImageTooLarge(f"{name}: {w}x{h} = {w * h:,} px > limit {max_pixels:,}")
     if w == 0 or h == 0:
         raise ImageError(f"{name}: image is empty")
     return img
@@ -133,11 +137,11 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
 def check_image_header(
     data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> None:
-    """ImageError unless ``data`` starts like an image of an accepted size: the cheap check
-    for input that is not decoded (a pushed frame skipped by the camera's fps)."""
+) -> tuple[int, int]:
+    """(width, height), or ImageError unless ``data`` starts like an image of an accepted
+    size: the cheap check for input that is not decoded yet (or at all)."""
     with _image_errors(name):
-        _open_checked(data, name, max_pixels)
+        return _open_checked(data, name, max_pixels).size
 
 
 def decode_image(

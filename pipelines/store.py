@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Settings
+from pipelines.config import Settings, redact_userinfo
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class VectorStore:
             _OPENED_HERE.add(db.resolve())
             uri, where = str(db), f"milvus-lite at {db}"
         else:
-            where = f"Milvus server at {uri}"
+            where = f"Milvus server at {redact_userinfo(uri)}"  # messages never show a password
         try:
             client = MilvusClient(uri=uri, token=token or "", db_name=settings.store.db_name)
         except MilvusException as exc:

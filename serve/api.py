@@ -10,6 +10,7 @@ so the same code serves in Ray and in plain tests. Roles per route are listed in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
@@ -18,11 +19,13 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
+from starlette.datastructures import Headers
 
-from pipelines.config import Settings
+from pipelines.config import Settings, redacted
+from pipelines.images import ImageError, ImageTooLarge, check_image_header
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
-from serve.http import Guard, HubError, install_error_handlers
+from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
 from serve.review import review_page
 from serve.webhooks import public_hook_url
@@ -66,40 +69,95 @@ class Adjudication(BaseModel):
     note: str = Field("", max_length=2000)
 
 
+def _route_pattern(path: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+_ROUTE_TABLE = [(m, _route_pattern(p), perm) for m, p, perm in ROUTES]
+PUBLIC = "public"
+
+
+def route_permission(method: str, path: str) -> Permission | str | None:
+    """What a request needs, from ROUTES: a Permission, ``PUBLIC``, or None for a path
+    no route serves (any valid token may learn that it is 404 or 405)."""
+    method = "GET" if method == "HEAD" else method
+    for m, pattern, perm in _ROUTE_TABLE:
+        if m == method and pattern.match(path):
+            return PUBLIC if perm is None else perm
+    return None
+
+
+def auth_scheme(path: str) -> dict[str, str]:
+    browser = path == "/review"
+    return {
+        "WWW-Authenticate": 'Basic realm="facewatch"' if browser else 'Bearer realm="facewatch"'
+    }
+
+
+def make_gate(tokens: TokenTable, hub: HubClient):
+    """The Guard's gate: token and role from the headers, before any body is read."""
+
+    def gate(scope) -> tuple[int, dict, dict] | None:
+        """Token and role before anything reads the body: every refusal 401/403, audited."""
+        method, path = scope.get("method", ""), scope.get("path", "")
+        root = scope.get("root_path", "")
+        path = path[len(root) :] if root and path.startswith(root) else path
+        need_ = route_permission(method, path)
+        if need_ == PUBLIC:
+            return None
+        header = Headers(scope=scope).get("authorization")
+        if need_ is None:
+            result = tokens.authenticate(header)
+        else:
+            result = tokens.authorize(header, need_)
+        if isinstance(result, Principal):
+            return None
+        client = scope.get("client")
+        _refused(hub, method, path, client[0] if client else "", result)
+        headers = auth_scheme(path) if result.status == 401 else {}
+        return result.status, error_body(result.message), headers
+
+    return gate
+
+
 def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
     app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
-    app.add_middleware(Guard, frames_max=settings.api.max_body_bytes)
+
+    gate = make_gate(tokens, hub)
+    app.add_middleware(Guard, frames_max=settings.api.max_body_bytes, gate=gate)
 
     def need(permission: Permission):
         async def check(request: Request) -> Principal:
             result = tokens.authorize(request.headers.get("authorization"), permission)
             if isinstance(result, Principal):
                 return result
-            _refused(hub, request, result)
-            browser = request.url.path == "/review"
-            scheme = 'Basic realm="facewatch"' if browser else 'Bearer realm="facewatch"'
-            headers = {"WWW-Authenticate": scheme} if result.status == 401 else None
+            _refused(hub, request.method, request.url.path, _client(request), result)
+            headers = auth_scheme(request.url.path) if result.status == 401 else None
             raise HTTPException(result.status, result.message, headers=headers)
 
         return check
 
     _alert_routes(app, hub, need)
-    _camera_routes(app, hub, need)
+    _camera_routes(app, hub, need, settings.live.max_push_pixels)
     _admin_routes(app, settings, hub, need)
     return app
 
 
-def _refused(hub: HubClient, request: Request, failure: AuthFailure) -> None:
-    client = request.client.host if request.client else ""
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _refused(hub: HubClient, method: str, path: str, client: str, failure: AuthFailure) -> None:
     hub.notify(
         "auth_failure",
         {
-            "method": request.method,
-            "path": request.url.path,
+            "method": method,
+            "path": path[:200],
             "status": failure.status,
             "reason": failure.reason,
             "client": client,
+            "actor": failure.actor,
         },
     )
 
@@ -163,7 +221,7 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         return await hub.call("stats")
 
 
-def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
+def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:
     camera_id = Path(..., pattern=CAMERA_ID)
 
     @app.get("/v1/cameras")
@@ -189,16 +247,27 @@ def _camera_routes(app: FastAPI, hub: HubClient, need) -> None:
         request: Request,
         camera_id: str = camera_id,
         wait: bool = Query(False, description="answer once the frame is analysed"),
-        _: Principal = Depends(need(P.FRAMES)),
+        who: Principal = Depends(need(P.FRAMES)),
     ) -> JSONResponse:
         received = time.time()
-        data = await _image_body(request)
+        if not who.may_push(camera_id):  # a camera token pushes to its own camera only
+            failure = AuthFailure(
+                403,
+                "camera",
+                f"token '{who.name}' may not push frames for camera '{camera_id}'",
+                actor=who.name,
+            )
+            _refused(hub, request.method, request.url.path, _client(request), failure)
+            raise HTTPException(403, failure.message)
+        data = await _image_body(request, max_pixels)
         result = await hub.call("push_frame", camera_id, data, wait)
         result["api_ms"] = round((time.time() - received) * 1000, 1)
         return JSONResponse(result, status_code=200 if wait else 202)
 
 
-async def _image_body(request: Request) -> bytes:
+async def _image_body(request: Request, max_pixels: int) -> bytes:
+    """The frame, its header checked here (refusals never travel to the hub): 413 over
+    ``live.max_push_pixels``, 422 not an image. The hub checks again before decoding."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise HTTPException(415, "send the frame as image/jpeg or image/png")
@@ -207,6 +276,12 @@ async def _image_body(request: Request) -> bytes:
         raise HTTPException(400, "empty body: send one JPEG or PNG frame")
     if not data.startswith(IMAGE_TYPES[ctype]):
         raise HTTPException(415, f"the body is not a {ctype.split('/')[1].upper()} image")
+    try:
+        check_image_header(data, "frame", max_pixels)
+    except ImageTooLarge as exc:
+        raise HTTPException(413, f"{exc} (live.max_push_pixels)") from None
+    except ImageError as exc:
+        raise HTTPException(422, str(exc)) from None
     return data
 
 
@@ -236,9 +311,11 @@ def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> Non
 
 
 def public_config(settings: Settings) -> dict:
-    """The effective configuration, without token hashes or webhook URL secrets (a webhook
-    shows as ``scheme://host[:port]/…``: paths and queries often carry tokens)."""
-    data = settings.model_dump(mode="json")
+    """The effective configuration without secrets: every secret-bearing field redacted
+    (``pipelines.config.redacted``: by name, by SecretStr, URL userinfo), API tokens as
+    name and role only, and each webhook as ``scheme://host[:port]/…`` (paths and queries
+    often carry tokens)."""
+    data = redacted(settings)
     data["api"]["tokens"] = [{"name": t.name, "role": t.role} for t in settings.api.tokens]
     for hook in data["live"]["webhooks"]:
         hook["url"] = public_hook_url(hook["url"])

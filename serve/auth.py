@@ -8,7 +8,8 @@ Why it looks like this:
   exit, so response time does not reveal how close a guess came.
 - A role is a set of permissions, checked per route. ``operator`` reviews and adjudicates,
   ``investigator`` searches, ``admin`` manages cameras, lists and config, and ``camera``
-  may only push frames (a device should not hold an admin token).
+  may only push frames, and only to its own camera(s): a token named like a camera, or
+  bound by ``cameras`` (a device should not hold an admin token).
 - Browsers cannot attach a bearer header to a page load, so the same token is accepted as
   the password of HTTP Basic auth; the review page then works from a plain browser.
 """
@@ -20,13 +21,14 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from pipelines.config import ApiConfig
+from pipelines.config import CAMERA_ID_PATTERN, ApiConfig
 
 ROLES = ("operator", "investigator", "admin", "camera")
 
@@ -68,20 +70,29 @@ class TokenConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who made a request: the token's name (audited as the actor) and its role."""
+    """Who made a request: the token's name (audited as the actor), its role and, for a
+    camera token, the cameras it may push frames to (none given: the camera of its name)."""
 
     name: str
     role: str
+    cameras: frozenset[str] = frozenset()
 
     def can(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def may_push(self, camera_id: str) -> bool:
+        """A camera token pushes to its own camera(s) only; an admin to any camera."""
+        if self.role != "camera":
+            return self.can(Permission.FRAMES)
+        return camera_id in (self.cameras or {self.name})
 
 
 @dataclass(frozen=True)
 class AuthFailure:
     status: int  # 401: who are you; 403: not allowed
-    reason: str  # "missing", "malformed", "unknown token", "role"
+    reason: str  # "missing", "malformed", "unknown token", "role", "camera"
     message: str
+    actor: str = "anonymous"  # a 403 names the token (its name, never its value)
 
 
 def hash_token(token: str) -> str:
@@ -93,8 +104,14 @@ def new_token() -> str:
     return "fw_" + secrets.token_urlsafe(32)
 
 
-def parse_env_tokens(raw: str) -> list[tuple[str, str, str]]:
-    """``name:role:token`` entries separated by commas or newlines -> (name, role, sha256)."""
+Entry = tuple[str, str, str, tuple[str, ...]]  # name, role, sha256, cameras (role camera)
+_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
+
+
+def parse_env_tokens(raw: str) -> list[Entry]:
+    """``name:role:token`` entries separated by commas or newlines -> (name, role, sha256,
+    cameras). A camera token is bound to the camera named like it, or to the cameras in
+    its role: ``door-dev:camera@door-1+door-2:TOKEN``."""
     out = []
     for n, item in enumerate(p.strip() for p in raw.replace("\n", ",").split(",")):
         if not item:
@@ -103,31 +120,40 @@ def parse_env_tokens(raw: str) -> list[tuple[str, str, str]]:
         if len(parts) != 3 or not all(parts):
             raise TokenConfigError(f"token entry {n + 1}: expected name:role:token")
         name, role, token = parts
+        role, at, bound = role.partition("@")
         if role not in ROLES:
             raise TokenConfigError(f"token entry {n + 1} ({name}): unknown role {role!r}")
+        cameras = tuple(bound.split("+")) if at else ()
+        if at and (role != "camera" or not all(_CAMERA_ID.match(c) for c in cameras)):
+            raise TokenConfigError(
+                f"token entry {n + 1} ({name}): only role camera takes @camera-id[+camera-id]"
+            )
         if len(token) < 16:
             raise TokenConfigError(f"token entry {n + 1} ({name}): token shorter than 16 chars")
-        out.append((name, role, hash_token(token)))
+        out.append((name, role, hash_token(token), cameras))
     return out
 
 
 class TokenTable:
     """The known token hashes and whom they belong to."""
 
-    def __init__(self, entries: list[tuple[str, str, str]]):
+    def __init__(self, entries: list[Entry] | list[tuple[str, str, str]]):
+        """``entries``: (name, role, sha256) or (name, role, sha256, cameras)."""
         seen: set[str] = set()
-        for name, role, digest in entries:
+        self._entries = []
+        for name, role, digest, *bound in entries:
             if role not in ROLES:
                 raise TokenConfigError(f"token {name}: unknown role {role!r}")
             if digest in seen:
                 raise TokenConfigError(f"token {name}: the same token is configured twice")
             seen.add(digest)
-        self._entries = [(bytes.fromhex(d), Principal(n, r)) for n, r, d in entries]
+            cameras = frozenset(bound[0]) if bound else frozenset()
+            self._entries.append((bytes.fromhex(digest), Principal(name, role, cameras)))
 
     @classmethod
     def from_config(cls, config: ApiConfig, environ: Mapping[str, str] | None = None):
         env = os.environ if environ is None else environ
-        entries = [(t.name, t.role, t.sha256) for t in config.tokens]
+        entries = [(t.name, t.role, t.sha256, tuple(t.cameras)) for t in config.tokens]
         entries += parse_env_tokens(env.get(config.tokens_env, ""))
         return cls(entries)
 
@@ -156,7 +182,10 @@ class TokenTable:
         who = self.authenticate(authorization)
         if isinstance(who, Principal) and not who.can(permission):
             return AuthFailure(
-                403, "role", f"role '{who.role}' may not do this (needs {permission.value})"
+                403,
+                "role",
+                f"role '{who.role}' may not do this (needs {permission.value})",
+                actor=who.name,
             )
         return who
 
@@ -182,20 +211,23 @@ def extract_token(authorization: str | None) -> str | AuthFailure:
 
 class FailureThrottle:
     """How often refused requests are written to the audit log: the first from a client for
-    a reason at once, then at most one record per ``window_s`` with the number left out in
-    between. A token-less flood then costs a counter, not a synced disk write per request
-    on the thread that also stores alerts. At most ``max_keys`` clients are remembered."""
+    a reason (and actor: the token of a 403) at once, then at most one record per
+    ``window_s`` with the number left out in between. A token-less flood then costs a
+    counter, not a synced disk write per request on the thread that also stores alerts.
+    At most ``max_keys`` clients are remembered."""
 
     def __init__(self, window_s: float = 60.0, max_keys: int = 10_000, clock=None):
         self.window_s, self.max_keys = window_s, max_keys
         self.clock = clock or time.monotonic
-        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last written, left out]
+        # (client, reason, actor) -> [last written, left out]
+        self._seen: dict[tuple[str, str, str], list[float]] = {}
         self._evicted = 0  # failures left out for clients forgotten since (see ``due``)
 
-    def admit(self, client: str, reason: str) -> int | None:
+    def admit(self, client: str, reason: str, actor: str = "anonymous") -> int | None:
         """None: leave this one out (counted). Otherwise write it, noting the returned
-        number of failures left out since the last record for this client and reason."""
-        key, now = (client, reason), self.clock()
+        number of failures left out since the last record for this client, reason and
+        actor."""
+        key, now = (client, reason, actor), self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window_s:
             seen[1] += 1
@@ -207,15 +239,16 @@ class FailureThrottle:
         self._seen[key] = [now, 0]
         return left_out
 
-    def due(self) -> list[tuple[str, str, int]]:
-        """(client, reason, left out) for each key whose window has passed with failures
-        left out: written by the hub's upkeep, so a flood that stops is still counted."""
+    def due(self) -> list[tuple[str, str, int, str]]:
+        """(client, reason, left out, actor) for each key whose window has passed with
+        failures left out: written by the hub's upkeep, so a flood that stops is counted."""
         now, out = self.clock(), []
-        for (client, reason), seen in list(self._seen.items()):
+        for key, seen in list(self._seen.items()):
             if seen[1] and now - seen[0] >= self.window_s:
-                out.append((client, reason, int(seen[1])))
-                self._seen[(client, reason)] = [now, 0]
+                client, reason, actor = key
+                out.append((client, reason, int(seen[1]), actor))
+                self._seen[key] = [now, 0]
         if self._evicted:
-            out.append(("(clients forgotten)", "", self._evicted))
+            out.append(("(clients forgotten)", "", self._evicted, "anonymous"))
             self._evicted = 0
         return out

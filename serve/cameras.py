@@ -10,7 +10,8 @@ Cameras added through the API or the CLI live in a small SQLite table beside the
 so ``facewatch camera add`` works whether or not the server runs, and a running server
 picks changes up on its next poll. Cameras in the YAML file are read-only at run time.
 Stream credentials do not belong in either place: write ``${CAM1_PASSWORD}`` in the URL and
-it is expanded from the environment only when connecting. Only variables whose names
+it is expanded from the environment only when connecting. A password written out in a
+URL is refused (API, CLI and cameras file alike), so none is ever stored. Only variables whose names
 start with ``CAM``, and only in the ``user:password`` part of a stream URL, so a URL
 cannot send any other server setting (API tokens, ...) to any host.
 
@@ -22,9 +23,11 @@ file is the operator's own configuration: its files may be anywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -107,10 +110,31 @@ def check_source_url(url: str, file_roots: Sequence[Path] | None = None) -> str:
     return str(path)
 
 
+LITERAL_PASSWORD_RULE = (
+    "a literal password in the camera URL is refused: it would be stored in plaintext. "
+    "Write a ${CAM...} reference instead (e.g. rtsp://viewer:${CAM1_PASSWORD}@host/s) and "
+    "set that variable in the server's environment"
+)
+
+
+def check_no_literal_password(url: str) -> None:
+    """ValueError if a stream URL's password is written out: only ``${CAM...}`` references
+    may stand there (a user name may be literal). The registry, the cameras file and every
+    log line then hold a reference, never the password. The message never echoes it."""
+    if urlsplit(url).scheme.lower() not in STREAM_SCHEMES:
+        return
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    _, colon, password = userinfo.partition(":")
+    if at and colon and _CAM_REF.sub("", password):
+        raise ValueError(LITERAL_PASSWORD_RULE)
+
+
 def check_secret_refs(url: str) -> None:
     """ValueError unless every ``${...}`` in ``url`` is a ``${CAM...}`` in the userinfo of
-    a stream URL: elsewhere (host, path, query) it could send a secret to any host."""
+    a stream URL (elsewhere (host, path, query) it could send a secret to any host), and
+    the password, if any, is only such references (``check_no_literal_password``)."""
     if "${" not in url:
+        check_no_literal_password(url)
         return
     scheme, _, after = url.partition("://")
     userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
@@ -122,6 +146,51 @@ def check_secret_refs(url: str) -> None:
         or "${" in _CAM_REF.sub("", userinfo)
     ):
         raise ValueError(SECRET_RULE)
+    check_no_literal_password(url)
+
+
+ANY_NETWORK = ("0.0.0.0/0", "::/0")
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+
+
+def _in_networks(
+    address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # no IPv6 zone id
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return any(ip in n or (mapped is not None and mapped in n) for n in networks)
+
+
+def check_camera_host(url: str, allowed: Sequence[str], resolve: bool = True) -> list[str]:
+    """The addresses a stream URL's host resolves to, or CameraError (422) if any lies
+    outside ``allowed`` (``live.allowed_camera_networks``), before anything is sent to it.
+    ``resolve=False``: check only a host written as an IP address (no DNS lookup), as when
+    a camera is added. Any network allowed: nothing is looked up. PyAV resolves the name
+    again when it connects, so a DNS answer that changes in between is not covered: list
+    cameras by IP address where that matters."""
+    if set(allowed) >= set(ANY_NETWORK) or urlsplit(url).scheme.lower() not in STREAM_SCHEMES:
+        return []
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    networks = [ipaddress.ip_network(n, strict=False) for n in allowed]
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        if not resolve:
+            return []
+        try:
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise CameraError(f"cannot resolve camera host {host}: {exc}") from None
+        addresses = sorted({info[4][0] for info in infos})
+    outside = [a for a in addresses if not _in_networks(a, networks)]
+    if outside:
+        raise CameraError(
+            f"camera host {host} ({', '.join(outside)}) is outside live.allowed_camera_networks"
+            f" ({', '.join(allowed) or 'none'}): not connected"
+        )
+    return addresses
 
 
 def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:

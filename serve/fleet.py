@@ -30,6 +30,7 @@ from serve.cameras import (
     CameraError,
     CameraRegistry,
     CameraSpec,
+    check_camera_host,
     confine,
     expand_secrets,
     parse_spec,
@@ -140,6 +141,7 @@ class Fleet:
         a valid spec, its file in the allowed folders, its secrets set, room for it."""
         spec = parse_spec(data, file_roots=self.file_roots)
         self.check_new(spec)
+        check_camera_host(spec.url, self.policy.allowed_camera_networks, resolve=False)
         try:
             self._check_startable(spec, "api")
         except ValueError as exc:  # CameraError is one

@@ -1,8 +1,10 @@
 """HTTP plumbing for the API: body limits, uniform errors, security headers, same origin.
 
-Every error leaves as ``{"error": "<what is wrong, for a person>", "detail": [...]}`` with
-a 4xx status, including FastAPI's own validation errors (malformed JSON becomes 400, not
-422, because the body is not JSON at all). The body limit is enforced on the declared
+Requests are authenticated (token and role) from their headers before any body is read,
+so malformed JSON without a token is a 401 (audited), not a 400. Every error leaves as
+``{"error": "<what is wrong, for a person>", "detail": [...]}`` with a 4xx status,
+including FastAPI's own validation errors (malformed JSON becomes 400, not 422, because
+the body is not JSON at all). The body limit is enforced on the declared
 ``Content-Length`` and again on the bytes actually received, so a client that lies about
 the length or streams chunks cannot make the server buffer more than the limit.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
@@ -49,18 +52,35 @@ def error_body(message: str, detail: list[str] | None = None) -> dict:
     return {"error": message, **({"detail": detail} if detail else {})}
 
 
-class Guard:
-    """Pure ASGI middleware, outermost: body limits (frames get the larger one), a
-    same-origin check for state-changing browser requests, and security headers."""
+# (status, body, extra headers) for a refused request, or None to let it through
+Refusal = tuple[int, dict, dict[str, str]]
+Gate = Callable[[Scope], Refusal | None]
 
-    def __init__(self, app: ASGIApp, frames_max: int, json_max: int = JSON_BODY_LIMIT):
+
+class Guard:
+    """Pure ASGI middleware, outermost: first the ``gate`` (authentication and role, from
+    the headers alone, so no body is read or parsed for a request without a valid token),
+    then body limits (frames get the larger one), a same-origin check for state-changing
+    browser requests, and security headers on every answer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        frames_max: int,
+        json_max: int = JSON_BODY_LIMIT,
+        gate: Gate | None = None,
+    ):
         self.app, self.frames_max, self.json_max = app, frames_max, json_max
+        self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refuse(scope)
+        refusal = self.gate(scope) if self.gate is not None else None
+        if refusal is None:
+            found = self._refuse(scope)
+            refusal = (*found, {}) if found is not None else None
         if refusal is not None:
             await _send_json(send, *refusal)
             return
@@ -112,8 +132,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_json(send: Send, status: int, body: dict) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict, headers: dict[str, str] | None = None
+) -> None:
     data = json.dumps(body).encode()
+    extra = {**SECURITY_HEADERS, **(headers or {})}
     await send(
         {
             "type": "http.response.start",
@@ -121,6 +144,7 @@ async def _send_json(send: Send, status: int, body: dict) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
+                *((k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()),
             ],
         }
     )

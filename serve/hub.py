@@ -4,7 +4,9 @@ It owns what may only have one owner: the milvus-lite store (one process per dat
 the cameras with their trackers, the review book and the SSE subscribers. The API replicas
 forward to it; frames go from here to the shared FacePool, so live and archive work meet
 in one pool with live first. Blocking work (store, SQLite, audit, JPEG) runs on one "io"
-thread, in order; image decoding on a small thread pool; the event loop only coordinates.
+thread, in order; image decoding on a small thread pool, at most one frame per camera at a
+time (``CameraRunner``), so one flooding camera cannot queue work in front of the others;
+the event loop only coordinates.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from serve.auth import FailureThrottle
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
-from serve.ingest import MAX_FRAME_PIXELS
 from serve.live import AlertDraft, Face
 from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
@@ -169,10 +170,10 @@ class LiveHub:
 
     async def _audit_refusals(self) -> None:
         """The refused requests left out of the audit log in the last window, counted."""
-        for client, reason, left_out in self._auth_failures.due():
+        for client, reason, left_out, actor in self._auth_failures.due():
             await self._io(
                 self.audit.append,
-                "anonymous",
+                actor,
                 "auth.failure",
                 client=client,
                 reason=reason,
@@ -240,7 +241,7 @@ class LiveHub:
     async def _decode(self, data: bytes) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._cpu_pool, decode_image, data, "frame", MAX_FRAME_PIXELS
+            self._cpu_pool, decode_image, data, "frame", self.live.max_push_pixels
         )
 
     async def _load_gallery(
@@ -410,11 +411,16 @@ class LiveHub:
         return {"matches": [public_match(r) for r in rows]}
 
     async def auth_failure(self, details: dict) -> None:
-        left_out = self._auth_failures.admit(details.get("client", ""), details.get("reason", ""))
+        """A refused request: 401s as ``anonymous``, 403s as the token's name (its id,
+        never its value), throttled per client, reason and actor."""
+        details = dict(details)
+        actor = str(details.pop("actor", "") or "anonymous")
+        client, reason = details.get("client", ""), details.get("reason", "")
+        left_out = self._auth_failures.admit(client, reason, actor)
         if left_out is None:  # a repeat within the window: counted in the next record
             return
         await self._io(
-            self.audit.append, "anonymous", "auth.failure", **details, repeats_left_out=left_out
+            self.audit.append, actor, "auth.failure", **details, repeats_left_out=left_out
         )
 
 

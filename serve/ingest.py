@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipelines.config import LiveConfig
-from pipelines.images import check_image_header
+from pipelines.images import ImageTooLarge, check_image_header
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
 from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url, scrub_secrets
@@ -43,7 +43,6 @@ class AlertSink(Protocol):
 
 Analyse = Callable[[np.ndarray], Awaitable[FaceBatch]]
 Decode = Callable[[bytes], Awaitable[np.ndarray]]
-MAX_FRAME_PIXELS = 40_000_000  # a pushed frame larger than this is refused (422)
 
 
 class CameraRunner:
@@ -64,6 +63,10 @@ class CameraRunner:
         self.pacer = Pacer(self.fps)  # push cameras; readers pace themselves
         self.source = SourceState(state="waiting" if spec.kind == "push" else "starting")
         self.reader: StreamReader | None = None
+        self.max_pixels, self.push_queue = policy.max_push_pixels, policy.push_queue
+        self._raw: deque[tuple[PendingFrame, Decode]] = deque()  # pushed, not yet decoded
+        self._raw_ready = asyncio.Event()
+        self.decode_dropped = 0  # pushed frames replaced by a newer one before decoding
         self._inflight = asyncio.Semaphore(depth)
         self._order: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
@@ -88,6 +91,8 @@ class CameraRunner:
             self.source = self.reader.state
         self._spawn(self._produce())
         self._spawn(self._consume())
+        if self.spec.kind == "push":
+            self._spawn(self._decode_pushed())
         if self.reader is not None:
             self.reader.start()
 
@@ -112,6 +117,7 @@ class CameraRunner:
             deliver=deliver,
             backoff=Backoff(self.policy.reconnect_initial_s, self.policy.reconnect_max_s),
             public_url=redact_url(self.spec.url),
+            allowed_networks=self.policy.allowed_camera_networks,
         )
 
     async def stop(self) -> None:
@@ -125,6 +131,7 @@ class CameraRunner:
             if not done.done():
                 done.set_exception(self._refusal())
         self.slot.clear("camera removed")
+        self._raw.clear()  # their pushers, if they wait, were refused above
         while not self._order.empty():
             frame, task = self._order.get_nowait()
             task.cancel()
@@ -162,9 +169,10 @@ class CameraRunner:
         )
 
     async def push(self, data: bytes, decode: Decode, wait: bool) -> dict:
-        """A pushed frame: skipped (sampling), or decoded and queued; with ``wait``, the
-        outcome once it is analysed or dropped. A stopped camera refuses it (503), also
-        when it stops while the frame is decoded or analysed."""
+        """A pushed frame: refused from its header (413 over ``live.max_push_pixels``, 422
+        not an image), skipped (sampling), or queued for this camera's decoder; with
+        ``wait``, the outcome once it is analysed or dropped. A stopped camera refuses it
+        (503), also when it stops while the frame is decoded or analysed."""
         if self._closed is not None:
             raise self._refusal()
         if self.spec.kind != "push":
@@ -176,22 +184,59 @@ class CameraRunner:
         t, received_at = time.monotonic(), time.time()
         seq = self._next_seq()
         self.source.state, self.source.connected = "streaming", True
-        if not self.pacer.due(t):
-            # not decoded, but still checked: junk behind a JPEG signature is a 422 whether
-            # or not this frame would have been analysed
-            check_image_header(data, "frame", MAX_FRAME_PIXELS)
+        width, height = self._check_header(data)  # skipped frames too: junk is a 422
+        if not self.pacer.due(t, cost=width * height / self.policy.push_frame_pixels):
             self.skipped += 1
             return {"status": "skipped", "seq": seq, "reason": f"camera analyses {self.fps} fps"}
-        image = await decode(data)
-        if self._closed is not None:  # stopped while decoding: its slot is read no more
-            raise self._refusal()
         done = asyncio.get_running_loop().create_future() if wait else None
-        self.slot.put(PendingFrame(seq, t, received_at, image=image, done=done))
+        self._enqueue(PendingFrame(seq, t, received_at, data=data, done=done), decode)
         if done is None:
             return {"status": "queued", "seq": seq}
         self._waiting.add(done)
         done.add_done_callback(self._waiting.discard)
         return await done
+
+    def _check_header(self, data: bytes) -> tuple[int, int]:
+        """(width, height) from the header only, nothing decoded: a frame over the pixel
+        limit costs a header read, not a decode (413); junk behind an image signature is
+        an ImageError (422)."""
+        try:
+            return check_image_header(data, "frame", self.max_pixels)
+        except ImageTooLarge as exc:
+            raise CameraError(f"{exc} (live.max_push_pixels)", status=413) from None
+
+    def _enqueue(self, frame: PendingFrame, decode: Decode) -> None:
+        """Wait for this camera's decoder. Its queue is small and its own: when full, this
+        camera's oldest waiting frame is dropped, never another camera's."""
+        while len(self._raw) >= self.push_queue:
+            old, _ = self._raw.popleft()
+            self.decode_dropped += 1
+            reason = "a newer frame from this camera arrived before it was decoded"
+            old.resolve({"status": "dropped", "seq": old.seq, "reason": reason})
+        self._raw.append((frame, decode))
+        self._raw_ready.set()
+
+    async def _decode_pushed(self) -> None:
+        """This camera's decoder: one frame at a time, so a camera that floods the server
+        holds at most one decode of the hub's shared decode threads; every other camera's
+        frame waits behind at most one of its frames."""
+        while True:
+            while not self._raw:
+                self._raw_ready.clear()
+                await self._raw_ready.wait()
+            frame, decode = self._raw.popleft()
+            data, frame.data = frame.data, None
+            try:
+                frame.image = await decode(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a frame that cannot be decoded costs itself
+                self.errors += 1
+                self.source.error(scrub_secrets(f"pushed frame not decoded: {exc}")[:300])
+                if frame.done is not None and not frame.done.done():
+                    frame.done.set_exception(exc)
+                continue
+            self.slot.put(frame)
 
     # -- analysis ---------------------------------------------------------------------------
     async def _produce(self) -> None:
@@ -254,8 +299,8 @@ class CameraRunner:
             "frames_received": src.frames_received,
             "frames_analysed": analysed,
             "frames_skipped": self.skipped,
-            "drops": drops,
-            "drop_rate": round(drops / max(1, drops + analysed), 4),
+            "drops": drops + self.decode_dropped,
+            "drop_rate": round((drops + self.decode_dropped) / max(1, drops + analysed), 4),
             "reconnects": src.reconnects,
             "errors": self.errors,
             "last_error": src.last_error,

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import yaml
 
 from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
+from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +188,41 @@ def ray_cpus(settings) -> int:
     return max(os.cpu_count() or 1, int(pool.num_cpus * pool.num_replicas + 0.999)) + 1
 
 
-def start_local(serve_file: ServeFile, host: str | None = None, port: int | None = None):
+def hide_serve_routes(environ: dict[str, str] | None = None) -> None:
+    """Serve's proxy closes its own ``/-/`` routes (``serve.proxy``); the proxy is a Ray
+    worker and reads the variable when it starts, so it is set before Ray starts. A
+    callback the user chose is kept, with a warning."""
+    env = os.environ if environ is None else environ
+    current = env.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    if current != PROXY_CALLBACK:
+        logger.warning(
+            "%s=%s: Serve's own /-/ routes stay open unless that callback closes them",
+            PROXY_CALLBACK_ENV,
+            current,
+        )
+
+
+def start_local(
+    serve_file: ServeFile,
+    host: str | None = None,
+    port: int | None = None,
+    after_ray: Callable[[], None] | None = None,
+):
     """Ray, Serve's HTTP proxy on ``host:port``, and the facewatch app; returns settings.
 
-    Blocks until the app is RUNNING (models loaded and warm)."""
+    Blocks until the app is RUNNING (models loaded and warm). ``after_ray`` runs once Ray
+    is up: ``ray.init`` replaces the SIGTERM handler with one that exits at once (no clean
+    shutdown), so ``facewatch serve`` puts its own back there."""
     from ray import serve as ray_serve
 
     settings = build_settings(serve_file.args)
     check_private_home(settings.resolved_home(), settings.allow_shared_home)
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
+    hide_serve_routes()
     start_ray_local(ray_cpus(settings))
+    if after_ray is not None:
+        after_ray()
     ray_serve.start(
         http_options={"host": host or serve_file.host, "port": port or serve_file.port},
     )

@@ -19,29 +19,32 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from serve.cameras import redact_url, scrub_secrets
+from serve.cameras import ANY_NETWORK, check_camera_host, redact_url, scrub_secrets
 
 logger = logging.getLogger(__name__)
 
 
 class Pacer:
-    """Accept frames at about ``fps``: a frame is due a quarter interval early at most."""
+    """Accept frames at about ``fps``: a frame is due a quarter interval early at most.
+    A frame that costs ``cost`` frames (a pushed frame of many pixels) pushes the next one
+    back by ``cost`` intervals: a camera's big frames cost its own rate, not others'."""
 
     def __init__(self, fps: float):
         self.interval = 1.0 / fps
         self.tolerance = 0.25 * self.interval
         self._next: float | None = None
 
-    def due(self, t: float) -> bool:
+    def due(self, t: float, cost: float = 1.0) -> bool:
         if self._next is not None and t < self._next - self.tolerance:
             return False
+        interval = self.interval * max(1.0, cost)
         base = self._next if self._next is not None else t
-        self._next = max(base + self.interval, t + self.interval - self.tolerance)
+        self._next = max(base + interval, t + interval - self.tolerance)
         return True
 
 
@@ -132,9 +135,12 @@ class StreamReader(threading.Thread):
         backoff: Backoff,
         io_timeout_s: float = 5.0,
         public_url: str | None = None,
+        allowed_networks: Sequence[str] = ANY_NETWORK,
     ):
         """``url`` is the connect URL, secrets expanded; ``public_url`` stands in for it in
-        error texts (default: ``url`` with its password redacted)."""
+        error texts (default: ``url`` with its password redacted). A stream's host must
+        resolve into ``allowed_networks`` before each connection (``check_camera_host``)."""
+        self.allowed_networks = list(allowed_networks)
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         self.camera_id, self.url, self.is_file, self.loop_file = camera_id, url, is_file, loop_file
         self.public_url = redact_url(url) if public_url is None else public_url
@@ -180,6 +186,8 @@ class StreamReader(threading.Thread):
         """Read until the source ends: True at the end of a file, False when a stream ends."""
         import av
 
+        if not self.is_file:  # resolved and checked before anything is sent to the host
+            check_camera_host(self.url, self.allowed_networks)
         opts = {"rtsp_transport": "tcp"} if self.url.startswith("rtsp") else {}
         with av.open(self.url, options=opts, timeout=(self.io_timeout_s, self.io_timeout_s)) as c:
             stream = c.streams.video[0]

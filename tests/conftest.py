@@ -13,6 +13,9 @@ SHARED = ROOT.parent / "shared" / "data"
 
 # Ray and every server the tests start stay on loopback.
 os.environ.setdefault("RAY_NODE_IP_ADDRESS", "127.0.0.1")
+# Serve's proxy closes its own /-/ routes (serve.proxy); set before any test starts Ray, as
+# serve.local.start_local does for `facewatch serve`.
+os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "serve.proxy:proxy_middlewares")
 
 
 @pytest.fixture(scope="session")

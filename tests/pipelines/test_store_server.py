@@ -146,3 +146,21 @@ def test_the_cli_enrols_into_and_removes_from_the_server(server, engine, data, t
         assert vs.count(WATCHLIST, f'person_id == "{person_id}"') == 0
     finally:
         vs.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_store_that_cannot_be_reached_is_named_without_its_password():
+    """The error names the server by its URI without the user:password (a closed port on
+    loopback: nothing answers)."""
+    import socket
+
+    from pipelines.store import StoreError
+
+    with socket.socket() as s:  # a free loopback port, closed again: nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(store={"uri": f"http://user:StorePw-1@127.0.0.1:{port}"})
+    with pytest.raises(StoreError) as err:
+        VectorStore.open(settings)
+    assert f"Milvus server at http://***@127.0.0.1:{port}" in str(err.value)
+    assert "StorePw-1" not in str(err.value)

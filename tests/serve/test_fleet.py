@@ -21,7 +21,7 @@ from pipelines.config import LiveConfig, Settings
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from serve.api import create_app
-from serve.auth import TokenTable, hash_token
+from serve.auth import FailureThrottle, TokenTable, hash_token
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.hub import LiveHub
@@ -96,6 +96,7 @@ def test_cameras_in_a_running_deployment_match_its_frozen_snapshot(tmp_path):
 
 # -- cameras that cannot start, and cameras that stop under a waiting pusher -----------------
 ADMIN, CAMERA = "admin-token-0123456789ab", "camera-token-0123456789"
+DOOR = "door-camera-token-0123456789"
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
     "0000000c4944415478da63f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
@@ -120,12 +121,15 @@ class HubShell:
 
     add_camera, remove_camera = _HUB.add_camera, _HUB.remove_camera
     push_frame, cameras, _decode = _HUB.push_frame, _HUB.cameras, _HUB._decode
+    auth_failure = _HUB.auth_failure
 
     def __init__(self, tmp_path, analyse):
         home = tmp_path / "home"
         self.state = FakeCatalogState()
         self.registry = CameraRegistry(home / "catalog.sqlite")
         self.audit = AuditLog(home / "audit.log")
+        self._auth_failures = FailureThrottle()
+        self.live = LiveConfig()
         self._cpu_pool = ThreadPoolExecutor(1)
         self.fleet = Fleet(
             LiveConfig(), self.registry, [], analyse, None,
@@ -145,19 +149,24 @@ class ShellClient:
 
     def __init__(self, shell: HubShell):
         self.shell = shell
+        self.notified: list[asyncio.Task] = []  # fire-and-forget, as over Ray
 
     async def call(self, method, *args):
         return await getattr(self.shell, method)(*args)
 
     def notify(self, method, *args) -> None:
-        pass
+        self.notified.append(asyncio.ensure_future(getattr(self.shell, method)(*args)))
 
 
-def api_client(shell: HubShell) -> httpx.AsyncClient:
+def api_client(shell: HubShell, client: ShellClient | None = None) -> httpx.AsyncClient:
     tokens = TokenTable(
-        [("ops", "admin", hash_token(ADMIN)), ("cam", "camera", hash_token(CAMERA))]
+        [
+            ("ops", "admin", hash_token(ADMIN)),
+            ("cam", "camera", hash_token(CAMERA), ("kiosk",)),  # bound to camera kiosk
+            ("door", "camera", hash_token(DOOR)),  # named like its camera: bound to it
+        ]
     )
-    app = create_app(Settings(), tokens, ShellClient(shell))
+    app = create_app(Settings(), tokens, client or ShellClient(shell))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fw")
 
 
@@ -218,17 +227,20 @@ def test_a_camera_that_cannot_start_or_reads_outside_the_video_folders_is_not_ad
             leak = await add(json={"id": "cb", "url": "http://evil.example/?t=${CAM_X}"})
             real = await add(json={"id": "f1", "url": "/etc/passwd"})
             fake = await add(json={"id": "f2", "url": "/nope/x.mp4"})
+            literal = await add(json={"id": "lit", "url": "rtsp://v:RealPw123@h/s"})
             good = await add(json={"id": "door", "url": "push"})
             listed = (await c.get("/v1/cameras", headers=as_admin())).json()["cameras"]
         await shell.fleet.stop_all()
-        return unset, leak, real, fake, good, listed
+        return unset, leak, real, fake, literal, good, listed
 
-    unset, leak, real, fake, good, listed = asyncio.run(scenario())
+    unset, leak, real, fake, literal, good, listed = asyncio.run(scenario())
     assert unset.status_code == 422 and "CAM_GATE_PASSWORD" in unset.json()["error"]
     assert leak.status_code == 422 and "must start with CAM" in leak.json()["error"]
     assert real.status_code == fake.status_code == 422
     assert real.json()["error"] == fake.json()["error"]  # no existence oracle
     assert "no such video file in the folders" in real.json()["error"]
+    assert literal.status_code == 422 and "literal password" in literal.json()["error"]
+    assert "RealPw123" not in literal.text
     assert good.status_code == 201
     assert [c["id"] for c in listed] == ["door"]
     assert [s.id for s in shell.registry.all()] == ["door"]  # nothing refused was stored
@@ -357,3 +369,266 @@ def test_a_camera_that_could_not_start_is_tried_again(tmp_path, monkeypatch):
         return first, kept, again
 
     assert asyncio.run(scenario()) == ("error", "error", "waiting")
+
+
+def audited_refusals(shell: HubShell) -> list[dict]:
+    return [r for r in shell.audit.records() if r["action"] == "auth.failure"]
+
+
+@pytest.mark.timeout(30)
+def test_a_403_is_audited_under_the_token_name_never_its_value(tmp_path):
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+
+    async def scenario():
+        async with api_client(shell, client) as c:
+            as_cam = {"Authorization": f"Bearer {CAMERA}"}
+            forbidden = await c.get("/v1/cameras", headers=as_cam)
+            unknown = await c.get("/v1/cameras", headers={"Authorization": "Bearer " + "x" * 20})
+        await asyncio.gather(*client.notified)
+        return forbidden.status_code, unknown.status_code
+
+    assert asyncio.run(scenario()) == (403, 401)
+    records = {r["details"]["reason"]: r for r in audited_refusals(shell)}
+    assert records["role"]["actor"] == "cam"  # the token's name
+    assert records["role"]["details"]["status"] == 403
+    assert records["unknown token"]["actor"] == "anonymous"
+    assert CAMERA not in (tmp_path / "home" / "audit.log").read_text()
+
+
+# -- one camera cannot slow the others: bound tokens, pixel limit, per-camera decoding ----------
+def push_as(c: httpx.AsyncClient, token: str, camera: str, body: bytes = PNG_1x1):
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/png"}
+    return c.post(f"/v1/cameras/{camera}/frames", content=body, headers=headers)
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_token_pushes_to_its_own_camera_only(tmp_path):
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell, client) as c:
+            for cid in ("kiosk", "door", "lobby"):
+                r = await c.post("/v1/cameras", json={"id": cid, "url": "push"}, headers=as_admin())
+                assert r.status_code == 201, r.text
+            codes = {
+                "cam->kiosk": (await push_as(c, CAMERA, "kiosk")).status_code,
+                "cam->door": (await push_as(c, CAMERA, "door")).status_code,
+                "door->door": (await push_as(c, DOOR, "door")).status_code,
+                "door->kiosk": (await push_as(c, DOOR, "kiosk")).status_code,
+                "admin->lobby": (await push_as(c, ADMIN, "lobby")).status_code,
+            }
+            refused = await push_as(c, CAMERA, "lobby")
+        await asyncio.gather(*client.notified)
+        await shell.fleet.stop_all()
+        return codes, refused
+
+    codes, refused = asyncio.run(scenario())
+    assert codes == {
+        "cam->kiosk": 202,
+        "cam->door": 403,
+        "door->door": 202,
+        "door->kiosk": 403,
+        "admin->lobby": 202,
+    }
+    assert "may not push frames for camera 'lobby'" in refused.json()["error"]
+    records = [r for r in audited_refusals(shell) if r["details"]["reason"] == "camera"]
+    assert {r["actor"] for r in records} == {"cam", "door"}  # the token's name, audited
+    assert all(r["details"]["status"] == 403 for r in records)
+    assert CAMERA not in (tmp_path / "home" / "audit.log").read_text()
+
+
+def png_of(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class CountingShell(HubShell):
+    """The fake hub, counting the frames that reach the hub's real decoder."""
+
+    decoded = 0
+
+    async def _decode(self, data: bytes) -> np.ndarray:
+        self.decoded += 1
+        return await _HUB._decode(self, data)
+
+
+@pytest.mark.timeout(30)
+def test_a_frame_over_the_pixel_limit_is_refused_413_before_it_is_decoded(tmp_path):
+    shell = CountingShell(tmp_path, noop_analyse)
+    big = png_of(3000, 3000)  # 9 MP, a few KB: over the 8 MP default, under the body limit
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell) as c:
+            r = await c.post("/v1/cameras", json={"id": "kiosk", "url": "push"}, headers=as_admin())
+            assert r.status_code == 201, r.text
+            refused = await push_as(c, CAMERA, "kiosk", big)
+            decoded_after_refusal = shell.decoded
+            small = await push_as(c, CAMERA, "kiosk", png_of(64, 48))
+        await shell.fleet.stop_all()
+        return refused, decoded_after_refusal, small
+
+    refused, decoded_after_refusal, small = asyncio.run(scenario())
+    assert refused.status_code == 413
+    assert "3000x3000" in refused.json()["error"] and "max_push_pixels" in refused.json()["error"]
+    assert decoded_after_refusal == 0  # refused from its header: never decoded
+    assert small.status_code == 202
+    assert LiveConfig().max_push_pixels == 8_000_000
+
+    async def never_decode(data: bytes) -> np.ndarray:
+        raise AssertionError("an over-limit frame must not be decoded")
+
+    async def in_the_hub():  # the hub checks again (a frame that did not come by the API)
+        policy = LiveConfig(max_push_pixels=2_000_000)
+        runner = CameraRunner(CameraSpec(id="kiosk", url="push"), policy, noop_analyse, None)
+        runner.start()
+        try:
+            await runner.push(png_of(2000, 1001), never_decode, wait=True)
+        except CameraError as exc:
+            return exc.status, str(exc)
+        finally:
+            await runner.stop()
+
+    status, message = asyncio.run(in_the_hub())
+    assert status == 413 and "2000x1001" in message and "max_push_pixels" in message
+
+
+def empty_batch() -> object:
+    from pipelines.schemas import FaceBatch, FaceDetections, Quality
+
+    z = np.zeros(0, np.float32)
+    quality = Quality(np.zeros(0, bool), np.zeros(0, object), z, z, z, z, z)
+    return FaceBatch(FaceDetections.empty(), quality, np.zeros((0, 4), np.float32), INFO, 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_on_one_camera_neither_blocks_nor_drops_another_cameras_frames():
+    """Camera A floods: its first decode is held (``held_decode``, a fake decoder that
+    blocks a decode thread until released, as a huge frame would); 20 more frames follow.
+    Camera B pushes meanwhile, decoded for real on the same two decode threads. A keeps one
+    decode in flight and one frame waiting, dropping its own oldest; every B frame is
+    analysed. Pacers run at 1 MHz so that no frame is skipped for its fps."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.images import decode_image
+    from serve.sources import Pacer
+
+    pool = ThreadPoolExecutor(2)  # the hub's decode threads, shared by every camera
+    release, entered, in_flight = threading.Event(), threading.Event(), [0, 0]
+
+    def held(data: bytes) -> np.ndarray:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        entered.set()
+        release.wait(30)
+        in_flight[0] -= 1
+        return np.zeros((48, 64, 3), np.uint8)
+
+    async def analyse(frame):
+        return empty_batch()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        async def held_decode(data: bytes) -> np.ndarray:
+            return await loop.run_in_executor(pool, held, data)
+
+        async def real_decode(data: bytes) -> np.ndarray:
+            return await loop.run_in_executor(pool, decode_image, data, "frame", 8_000_000)
+
+        a, b = (
+            CameraRunner(CameraSpec(id=c, url="push"), LiveConfig(), analyse, None)
+            for c in ("cam-a", "cam-b")
+        )
+        for runner in (a, b):
+            runner.pacer = Pacer(1e6)
+            runner.start()
+        flood = [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True))]
+        await loop.run_in_executor(None, entered.wait, 10)  # A's first frame is decoding
+        flood += [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True)) for _ in range(20)]
+        while len(a._raw) != 1 or a.decode_dropped != 19:  # all 20 queued (no time involved)
+            await asyncio.sleep(0)
+        b_frames = png_of(64, 48)
+        b_out = [await asyncio.wait_for(b.push(b_frames, real_decode, True), 10) for _ in range(5)]
+        release.set()
+        a_out = await asyncio.wait_for(asyncio.gather(*flood), 10)
+        b_status = b.status()
+        for runner in (a, b):
+            await runner.stop()
+        return a_out, b_out, b_status
+
+    try:
+        a_out, b_out, b_status = asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert [o["status"] for o in b_out] == ["analysed"] * 5
+    assert b_status["drops"] == 0
+    statuses = [o["status"] for o in a_out]
+    assert statuses.count("dropped") == 19 and statuses.count("analysed") == 2
+    assert all("from this camera" in o["reason"] for o in a_out if o["status"] == "dropped")
+    assert in_flight[1] == 1  # never more than one of A's frames decoding at once
+
+
+@pytest.mark.timeout(30)
+def test_requests_are_authenticated_before_their_body_is_read(tmp_path):
+    """Malformed JSON, an oversized body or an unknown path without a token: 401 (audited),
+    not 400, 413 or 404; with a token lacking the role: 403, not 400."""
+    shell = HubShell(tmp_path, noop_analyse)
+    client = ShellClient(shell)
+    junk = {"content": b"{id: ", "headers": {"Content-Type": "application/json"}}
+
+    async def scenario():
+        async with api_client(shell, client) as c:
+            cams = "/v1/cameras"
+            got = {
+                "no token, bad JSON": await c.post(cams, **junk),
+                "no token, big body": await c.post(cams, content=b"{" + b" " * 100_000 + b"}"),
+                "no token, no route": await c.get("/v1/nothing-here"),
+                "camera token, bad JSON": await c.post(
+                    cams, content=b"{id: ", headers={"Authorization": f"Bearer {CAMERA}"}
+                ),
+                "admin, bad JSON": await c.post(
+                    cams, content=b"{id: ", headers={**as_admin(), **junk["headers"]}
+                ),
+                "admin, no route": await c.get("/v1/nothing-here", headers=as_admin()),
+            }
+        await asyncio.gather(*client.notified)
+        return {k: (r.status_code, r.headers.get("www-authenticate")) for k, r in got.items()}
+
+    assert asyncio.run(scenario()) == {
+        "no token, bad JSON": (401, 'Bearer realm="facewatch"'),
+        "no token, big body": (401, 'Bearer realm="facewatch"'),
+        "no token, no route": (401, 'Bearer realm="facewatch"'),
+        "camera token, bad JSON": (403, None),
+        "admin, bad JSON": (400, None),
+        "admin, no route": (404, None),
+    }
+    records = audited_refusals(shell)  # one record per client, reason and actor a minute
+    first = {(r["actor"], r["details"]["reason"]): r["details"] for r in records}
+    assert first[("anonymous", "missing")]["path"] == "/v1/cameras"
+    assert first[("anonymous", "missing")]["method"] == "POST"
+    assert first[("cam", "role")]["status"] == 403
+
+
+def test_a_camera_at_an_address_outside_the_allowed_networks_is_not_added(tmp_path):
+    """Checked when the camera is added, for a host written as an address (no DNS lookup
+    then; names are resolved and checked before each connection, see test_live_units)."""
+    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    state = FakeCatalogState()
+    policy = LiveConfig(allowed_camera_networks=["10.0.0.0/8"])
+    fleet = Fleet(policy, registry, [], noop_analyse, None, state.load_gallery, state.versions)
+    with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
+        fleet.admit({"id": "gate", "url": "rtsp://v:${CAM_GATE_PW}@192.0.2.7/s"})
+    assert err.value.status == 422
+    assert fleet.admit({"id": "door", "url": "push"}).id == "door"
+    assert registry.all() == []

@@ -70,7 +70,9 @@ def server(tmp_path_factory, data, receiver):
         "api": {
             "max_body_bytes": 2 * 1024 * 1024,
             "tokens": [
-                {"name": n, "role": r, "sha256": hash_token(t)} for n, (r, t) in TOKENS.items()
+                {"name": n, "role": r, "sha256": hash_token(t)}
+                | ({"cameras": list(CAMS)} if r == "camera" else {})
+                for n, (r, t) in TOKENS.items()
             ],
         },
     }
@@ -409,6 +411,18 @@ def test_auth_failures_are_audited_without_the_token(server):
     assert "0123456789-zz" not in (home / "audit.log").read_text()
 
 
+@pytest.mark.parametrize("path", ["/-/routes", "/-/healthz", "/-/anything"])
+def test_serve_own_routes_are_closed(server, path):
+    """Serve's proxy answers /-/routes and /-/healthz itself, before our token check; the
+    proxy middleware (serve.proxy) closes them: 404, with or without a token."""
+    base, _ = server
+    for headers in ({}, auth(ADMIN)):
+        r = httpx.get(base + path, headers=headers)
+        assert r.status_code == 404, r.text
+        assert r.json() == {"error": "not found"} and "facewatch" not in r.text
+    assert httpx.get(f"{base}/healthz").status_code == 200  # ours stays public
+
+
 def test_config_hides_token_hashes(server):
     base, _ = server
     r = httpx.get(f"{base}/v1/config", headers=auth(ADMIN))
@@ -452,8 +466,10 @@ BAD_INPUTS = [
          json={"id": "cam-lin", "url": "push"}),
     case("json-too-big", "POST", "/v1/cameras", ADMIN, 413, "too large",
          content=b"{" + b" " * 70_000 + b"}", ctype=JSON_T),
-    case("unknown-camera-frame", "POST", "/v1/cameras/nocam/frames", CAM, 404, "no camera",
+    case("unknown-camera-frame", "POST", "/v1/cameras/nocam/frames", ADMIN, 404, "no camera",
          content=PNG_1x1, ctype="image/png"),
+    case("other-camera-frame", "POST", "/v1/cameras/nocam/frames", CAM, 403,
+         "may not push frames for camera", content=PNG_1x1, ctype="image/png"),
     case("unknown-camera-delete", "DELETE", "/v1/cameras/nocam", ADMIN, 404, "no camera"),
     case("frame-not-image", "POST", FRAMES, CAM, 415, "not a JPEG", content=b"hello", ctype=JPEG),
     case("frame-wrong-type", "POST", FRAMES, CAM, 415, "image/jpeg or image/png",

@@ -167,6 +167,17 @@ def test_pacer_keeps_the_configured_rate():
     assert 48 <= sum(p.due(t) for t in times) <= 52
 
 
+def test_big_frames_cost_their_own_camera_its_rate():
+    """A camera pushing 8 MP frames (8 frames' cost each at 1 MP per frame) at 30 fps is
+    analysed at 5/8 fps, while a camera of small frames keeps its 5 fps."""
+    big, small = Pacer(5.0), Pacer(5.0)
+    times = np.arange(0, 16, 1 / 30)
+    cost = 8_000_000 / LiveConfig(push_frame_pixels=1_000_000).push_frame_pixels
+    assert LiveConfig().push_frame_pixels == 640 * 480  # the default: VGA
+    assert 9 <= sum(big.due(t, cost=cost) for t in times) <= 11  # 16 s x 5/8 fps = 10
+    assert 78 <= sum(small.due(t, cost=0.2) for t in times) <= 82  # under 1: one frame
+
+
 def test_frame_slot_keeps_the_newest_and_counts_drops():
     async def scenario():
         slot = FrameSlot()
@@ -275,6 +286,35 @@ def test_bad_env_tokens_are_refused_without_echoing_them(raw, problem):
     assert "0123456789abcdef" not in str(err.value)
 
 
+def test_camera_tokens_are_bound_to_their_cameras():
+    cfg = ApiConfig(
+        tokens=[
+            {"name": "gate-1", "role": "camera", "sha256": hash_token("g" * 20)},
+            {"name": "dev", "role": "camera", "sha256": hash_token("d" * 20),
+             "cameras": ["door-1", "door-2"]},
+            {"name": "ops", "role": "admin", "sha256": hash_token("a" * 20)},
+        ]
+    )  # fmt: skip
+    env = {"FACEWATCH_API_TOKENS": f"kiosk-dev:camera@kiosk-1:{'k' * 20},lobby:camera:{'l' * 20}"}
+    t = TokenTable.from_config(cfg, env)
+    may = {
+        tok: sorted(c for c in ("gate-1", "door-1", "door-2", "kiosk-1", "lobby")
+                    if t.lookup(tok * 20).may_push(c))
+        for tok in "gdakl"
+    }  # fmt: skip
+    assert may == {
+        "g": ["gate-1"],  # named like its camera
+        "d": ["door-1", "door-2"],
+        "a": ["door-1", "door-2", "gate-1", "kiosk-1", "lobby"],  # admin: any camera
+        "k": ["kiosk-1"],
+        "l": ["lobby"],
+    }
+    with pytest.raises(ValueError, match="only a token of role 'camera'"):
+        ApiConfig(tokens=[{"name": "x", "role": "admin", "sha256": "0" * 64, "cameras": ["c"]}])
+    with pytest.raises(TokenConfigError, match="only role camera takes"):
+        parse_env_tokens(f"x:admin@c1:{'x' * 20}")
+
+
 def test_tokens_from_config_and_environment_are_held_hashed():
     cfg = ApiConfig(tokens=[{"name": "a", "role": "admin", "sha256": hash_token("x" * 20)}])
     t = TokenTable.from_config(cfg, {"FACEWATCH_API_TOKENS": "b:operator:" + "y" * 20})
@@ -317,7 +357,7 @@ SECRETS_ENV = {"CAM1_PASSWORD": "RealPw123", "FACEWATCH_API_TOKENS": "a:admin:" 
         "http://evil.example/cb?t=${FACEWATCH_API_TOKENS}",
         "rtsp://viewer:${FACEWATCH_API_TOKENS}@10.0.0.1/s",  # not a CAM variable
         "rtsp://viewer:${cam1_password}@10.0.0.1/s",
-        "rtsp://viewer:pw@${CAM1_PASSWORD}/s",  # host
+        "rtsp://viewer:${CAM1_PASSWORD}@${CAM1_PASSWORD}/s",  # host
         "rtsp://viewer:${CAM1_PASSWORD}@10.0.0.1/${CAM1_PASSWORD}",  # path
         "https://10.0.0.1/live.m3u8#${CAM1_PASSWORD}",
         "/srv/videos/${CAM1_PASSWORD}.mp4",
@@ -329,6 +369,48 @@ def test_environment_references_only_in_the_userinfo_and_only_cam_variables(url)
     assert err.value.status == 422
     with pytest.raises(CameraError, match="must start with CAM"):  # and never at connect time
         expand_secrets(url, SECRETS_ENV)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtsp://viewer:RealPw123@10.0.0.1/s",
+        "rtsps://viewer:RealPw123${CAM1_PASSWORD}@10.0.0.1/s",  # a reference plus a literal
+        "http://viewer:RealPw123@127.0.0.1:8080/x.ts",
+        "https://:RealPw123@cams.example/live.m3u8",
+    ],
+)
+def test_literal_stream_passwords_are_refused_everywhere(tmp_path, url):
+    """Through the spec (API and CLI), the cameras file, and at connect time (a camera
+    stored before the rule): refused, and the message never shows the password."""
+    with pytest.raises(CameraError, match="literal password") as err:
+        parse_spec({"id": "c1", "url": url})
+    assert err.value.status == 422 and "RealPw123" not in str(err.value)
+    cams = tmp_path / "cams.yaml"
+    cams.write_text(f"cameras:\n  - id: c1\n    url: '{url}'\n")
+    with pytest.raises(CameraError, match="literal password") as err:
+        load_cameras_file(cams)
+    assert "RealPw123" not in str(err.value)
+    with pytest.raises(CameraError, match="literal password"):
+        expand_secrets(url, SECRETS_ENV)
+    # a user name alone, or no userinfo, is fine
+    assert parse_spec({"id": "c2", "url": "rtsp://viewer@10.0.0.1/s"}).url.startswith("rtsp")
+
+
+def test_a_literal_password_from_the_cli_is_refused_and_nothing_is_stored(tmp_path):
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), "camera", "add", "c1"]
+    out = subprocess.run(
+        [*cmd, "rtsp://viewer:RealPw123@10.0.0.1/s"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "literal password" in out.stderr, out.stderr
+    assert "RealPw123" not in out.stdout + out.stderr
+    db = home / "catalog.sqlite"
+    assert not db.exists() or b"RealPw123" not in db.read_bytes()
 
 
 def test_cam_variables_in_the_userinfo_are_expanded_when_connecting():
@@ -398,6 +480,37 @@ def test_serve_yaml_names_the_typed_builder_and_loopback():
     assert (sf.host, sf.port, sf.app_name) == ("127.0.0.1", 8000, "facewatch")
     assert sf.overrides["LiveHub"]["num_replicas"] == 1
     assert "FacePool" in sf.overrides
+
+
+def test_serve_own_routes_are_closed_by_the_proxy_middleware():
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from serve.local import hide_serve_routes
+    from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV, proxy_middlewares
+
+    async def anything(request):
+        return PlainTextResponse("app")
+
+    inner = Starlette(routes=[Route("/{p:path}", anything)])
+    (middleware,) = proxy_middlewares()
+    app = middleware.cls(inner, *middleware.args, **middleware.kwargs)
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as c:
+            return await c.get(path)
+
+    assert [asyncio.run(get(p)).status_code for p in ("/-/routes", "/-/healthz")] == [404, 404]
+    assert asyncio.run(get("/v1/alerts")).text == "app"
+    env: dict[str, str] = {}
+    hide_serve_routes(env)
+    assert env == {PROXY_CALLBACK_ENV: PROXY_CALLBACK}
+    env = {PROXY_CALLBACK_ENV: "mine:callback"}
+    hide_serve_routes(env)  # the user's choice is kept (with a warning)
+    assert env == {PROXY_CALLBACK_ENV: "mine:callback"}
 
 
 @pytest.mark.integration  # a subprocess importing Ray Serve
@@ -478,6 +591,73 @@ def test_error_texts_are_scrubbed_before_they_are_cut():
     assert scrub_secrets("open rtsp://u:p/ss@h/s failed") == "open rtsp://u:***@h/s failed"
 
 
+def test_camera_hosts_are_checked_against_the_allowed_networks():
+    from serve.cameras import check_camera_host
+
+    lan = ["10.0.0.0/8", "fd00::/8"]
+    assert check_camera_host("rtsp://v:${CAM1_PW}@10.1.2.3/s", lan) == ["10.1.2.3"]
+    assert check_camera_host("rtsp://[fd00::5]:8554/s", lan) == ["fd00::5"]
+    for url in ("rtsp://v:${CAM1_PW}@192.0.2.7/s", "http://[2001:db8::1]/x.ts"):
+        with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
+            check_camera_host(url, lan)
+        assert err.value.status == 422
+    # a name is resolved first (localhost: loopback, outside the LAN), and only then refused
+    with pytest.raises(CameraError, match=r"localhost \(.*127\.0\.0\.1"):
+        check_camera_host("http://localhost:8080/x.ts", lan)
+    assert check_camera_host("http://localhost/x", lan, resolve=False) == []  # no lookup
+    assert check_camera_host("http://localhost/x", ["0.0.0.0/0", "::/0"]) == []  # any: none
+    with pytest.raises(ValueError, match="CIDR"):
+        LiveConfig(allowed_camera_networks=["10.0.0.0/33"])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_stream_outside_the_allowed_networks_is_never_connected(host):
+    """A real CameraRunner and StreamReader, a stream on a loopback port that records any
+    connection, and networks that leave loopback out: the reader refuses after resolving
+    the host, and nothing connects. The control: with loopback allowed, it connects."""
+    import socket
+
+    from serve.cameras import CameraSpec
+    from serve.ingest import CameraRunner
+
+    def attempt(networks: list[str]) -> tuple[bool, str]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))  # localhost's ::1, if tried first, is refused
+        listener.listen(4)
+        listener.settimeout(3)
+        port = listener.getsockname()[1]
+        spec = CameraSpec(id="c1", url=f"http://{host}:{port}/x.ts")
+        policy = LiveConfig(
+            reconnect_initial_s=0.05, reconnect_max_s=0.1, allowed_camera_networks=networks
+        )
+
+        async def scenario():
+            runner = CameraRunner(spec, policy, analyse=None, sink=None)
+            runner.start()
+            loop = asyncio.get_running_loop()
+            try:
+                conn, _ = await loop.run_in_executor(None, listener.accept)
+                conn.close()
+                connected = True
+            except TimeoutError:
+                connected = False
+            status = runner.status()
+            await runner.stop()
+            return connected, status["last_error"]
+
+        try:
+            return asyncio.run(scenario())
+        finally:
+            listener.close()
+
+    connected, error = attempt(["10.0.0.0/8"])
+    assert not connected
+    assert "outside live.allowed_camera_networks" in error and "not connected" in error
+    connected, _ = attempt(["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
+    assert connected  # the control: the same stream, allowed
+
+
 @pytest.mark.timeout(30)
 def test_a_stream_error_shows_the_redacted_url_not_the_expanded_password(monkeypatch, caplog):
     from serve.cameras import CameraSpec
@@ -515,6 +695,95 @@ def test_webhook_urls_are_shown_as_scheme_host_and_port_only():
     assert shown[0]["url"] == "https://hooks.example.com:8443/…"
     assert public_hook_url("http://[::1]/hook?t=x") == "http://[::1]/…"
     assert public_hook_url("http://h:99999/x") == "(invalid URL)"
+
+
+class NoHub:
+    """Fake HubClient for routes that never reach the hub (``/v1/config``): any call fails
+    the test; refusals (``notify``) are recorded."""
+
+    def __init__(self):
+        self.notified: list[tuple] = []
+
+    async def call(self, method, *args):
+        raise AssertionError(f"unexpected hub call {method}")
+
+    def stream(self, method, *args):
+        raise AssertionError(f"unexpected hub stream {method}")
+
+    def notify(self, method, *args) -> None:
+        self.notified.append((method, *args))
+
+
+CONFIG_SECRETS = {
+    "store_token": "root:MilvusTok-2b",
+    "store_password": "MilvusPw-1a",
+    "hook_password": "HookPw-3c",
+    "hook_path": "SECRETPATH4d",
+    "hook_query": "SECRETQ5e",
+    "admin_token": "admin-token-0123456789ab",
+}
+
+
+@pytest.mark.timeout(30)
+def test_config_shows_no_configured_secret_anywhere():
+    """Every secret a configuration can hold is set, then ``GET /v1/config`` is read
+    through the real API app: none of them, nor a token hash, appears in the body."""
+    import httpx
+
+    from pipelines.config import Settings
+    from serve.api import create_app
+
+    s = CONFIG_SECRETS
+    settings = Settings(
+        store={"uri": f"http://milvus:{s['store_password']}@milvus.internal:19530",
+               "token": s["store_token"]},
+        live={"webhooks": [{"url": f"https://bot:{s['hook_password']}@hooks.example/"
+                                  f"{s['hook_path']}?token={s['hook_query']}"}]},
+        api={"tokens": [{"name": "adm", "role": "admin", "sha256": hash_token(s["admin_token"])}]},
+    )  # fmt: skip
+
+    async def read_config() -> httpx.Response:
+        tokens = TokenTable.from_config(settings.api, {})
+        app = create_app(settings, tokens, NoHub())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            return await c.get(
+                "/v1/config", headers={"Authorization": f"Bearer {s['admin_token']}"}
+            )
+
+    r = asyncio.run(read_config())
+    assert r.status_code == 200, r.text
+    leaked = [k for k, v in s.items() if v in r.text] + [
+        "sha256" for _ in [0] if hash_token(s["admin_token"]) in r.text
+    ]
+    assert leaked == []
+    body = r.json()
+    assert body["store"]["token"] == "***"
+    assert body["store"]["uri"] == "http://***@milvus.internal:19530"
+    assert body["api"]["tokens"] == [{"name": "adm", "role": "admin"}]
+    assert body["api"]["tokens_env"] == "FACEWATCH_API_TOKENS"  # a variable name, kept
+
+
+def test_secret_fields_are_redacted_by_name_and_by_type():
+    from pydantic import BaseModel, SecretStr
+
+    from pipelines.config import redacted
+
+    class Later(BaseModel):  # a section a later change might add
+        webhook_secret: str = "hmac-Secret-6f"
+        api_key: str | None = "key-7g"
+        signing: SecretStr = SecretStr("signing-8h")
+        proxy: str = "socks5://u:ProxyPw-9i@proxy:1080"
+        name: str = "kept"
+
+    shown = redacted(Later())
+    assert shown == {
+        "webhook_secret": "***",
+        "api_key": "***",
+        "signing": "***",
+        "proxy": "socks5://***@proxy:1080",
+        "name": "kept",
+    }
 
 
 @pytest.mark.timeout(30)
@@ -640,5 +909,8 @@ def test_refused_requests_are_audited_once_per_client_and_reason_per_window():
     assert [throttle.admit("10.0.0.7", "missing token") for _ in range(3)] == [None] * 3
     assert throttle.due() == []  # the window is still open
     now[0] = 125.0
-    assert throttle.due() == [("10.0.0.7", "missing token", 3)]
+    assert throttle.due() == [("10.0.0.7", "missing token", 3, "anonymous")]
     assert throttle.due() == []
+    # a 403 is throttled per token: another token from the same client gets its own record
+    assert throttle.admit("10.0.0.7", "role", "officer-1") == 0
+    assert throttle.admit("10.0.0.7", "role", "officer-2") == 0
