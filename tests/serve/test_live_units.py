@@ -164,7 +164,11 @@ def test_drill_mode_hands_over_the_best_face_of_unmatched_tracks():
 def test_pacer_keeps_the_configured_rate():
     p = Pacer(5.0)
     times = np.arange(0, 10, 1 / 30)  # a 30 fps source for 10 s
-    assert 48 <= sum(p.due(t) for t in times) <= 52
+    # the first frame, then every 6th (frames 5, 11, ...): each is taken at most a quarter
+    # interval early, so 50 in 10 s after t = 0, and never two in one interval
+    due = np.array([t for t in times if p.due(t)])
+    assert len(due) == 51 and due[1] == pytest.approx(5 / 30)
+    assert np.allclose(np.diff(due[1:]), 0.2)
 
 
 def test_frame_slot_keeps_the_newest_and_counts_drops():
