@@ -75,6 +75,8 @@ def test_downscaled_detection_maps_back_to_original_pixels(detector, found):
     order_a, order_b = np.argsort(full.boxes[:, 0]), np.argsort(dets.boxes[:, 0])
     width = full.widths[order_a]
     err = np.abs(full.boxes[order_a] - dets.boxes[order_b]).max(axis=1)
+    # measured: 7.3% and 1.4% of the face width (faces about 150 px, frame shrunk to 560 px
+    # wide, so about 2 px there); boxes left in the shrunk frame's pixels are off by half
     assert (err < 0.12 * width).all()
 
 
