@@ -1,7 +1,9 @@
-"""Shared fixtures: real data from ../shared, one face engine and one local Ray per session."""
+"""Shared fixtures: real data from ../shared, one face engine and one local Ray per session,
+and the vector store on both backends (milvus-lite, and one real Milvus server per session)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -56,6 +58,8 @@ HEAVY_FIXTURES = frozenset(
         "pool",  # Ray + the FacePool (tests/jobs/test_index.py)
         "server",  # the live server, or a Milvus server in a network namespace
         "pool_without_serve",  # FacePool replicas outside Serve (tests/serve/test_priority.py)
+        "milvus_server",  # a real Milvus 2.3 server in a network namespace
+        "store_settings",  # a store on each backend (one of them a Milvus server)
     }
 )
 
@@ -81,3 +85,46 @@ def _unit_tests_start_no_ray(request):
     yield
     if unit and not before and _ray_running():
         pytest.fail(f"{request.node.nodeid} started Ray: mark it @pytest.mark.integration")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """One real Milvus 2.3 server for the session, started on first use (about 20 s), in a
+    private network namespace that only loopback reaches (tests/milvus_loopback.py)."""
+    from milvus_loopback import MilvusLoopbackServer, MilvusServerUnavailable
+
+    try:
+        with MilvusLoopbackServer(tmp_path_factory.mktemp("milvus-server")) as srv:
+            yield srv
+    except MilvusServerUnavailable as exc:
+        pytest.fail(f"these tests need a Milvus server on loopback: {exc}")
+
+
+_DATABASES = itertools.count()
+
+
+@pytest.fixture(params=["lite", "server"])
+def store_settings(request, tmp_path):
+    """Settings for a fresh, empty store on each backend: a milvus-lite database in the
+    test's home, or a new database on the session's Milvus server (dropped afterwards), so
+    a store contract test runs twice and its counts mean the same on both."""
+    from pymilvus import MilvusClient
+
+    from pipelines.config import Settings
+
+    if request.param == "lite":
+        yield Settings(home=tmp_path / "home")
+        return
+    uri = request.getfixturevalue("milvus_server").uri
+    name = f"t{os.getpid()}_{next(_DATABASES)}"
+    admin = MilvusClient(uri=uri)
+    admin.create_database(name)
+    try:
+        yield Settings(home=tmp_path / "home", store={"uri": uri, "db_name": name})
+    finally:
+        inside = MilvusClient(uri=uri, db_name=name)  # 2.3 has no DescribeDatabase to switch
+        for collection in inside.list_collections():
+            inside.drop_collection(collection)
+        inside.close()
+        admin.drop_database(name)
+        admin.close()

@@ -147,4 +147,6 @@ def test_flip_averaging_gives_a_close_but_different_embedding(data):
     frame = load_image(data / "known" / "obama.jpg")
     a = FaceEngine(device="cpu").process([frame]).embeddings[0]
     b = FaceEngine(other, device="cpu").process([frame]).embeddings[0]
+    # measured cosine 0.9986 on this photo; README, Accuracy: flip moves scores up enough
+    # to need its own threshold, but not to another person (same-person LFW bar 0.909)
     assert 0.97 < float(a @ b) < 0.99999

@@ -64,7 +64,9 @@ def test_rgba_transparent_areas_become_white(obama, detector, tmp_path):
 def test_cmyk_jpeg(obama, detector, tmp_path):
     rgb = load_image(save(obama.convert("CMYK"), tmp_path / "cmyk.jpg", quality=95))
     assert rgb.shape == (*obama.size[::-1], 3)
-    assert np.abs(rgb.astype(int) - np.asarray(obama, int)).mean() < 6
+    # measured 0.817 grey levels (quality 95); reading the inverted Adobe CMYK channels as
+    # they are, or dropping K, is off by tens
+    assert np.abs(rgb.astype(int) - np.asarray(obama, int)).mean() == pytest.approx(0.82, abs=0.1)
     assert n_faces(detector, rgb) == 1
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from measured import measured
 
 from pipelines.evaluation import lfw
 from pipelines.schemas import FaceDetections
@@ -208,8 +209,10 @@ def test_centre_landmarks_are_the_mean_detected_landmarks(engine, data):
 def test_lfw_end_to_end_on_a_real_subset(engine, data):
     """2 folds x 60 pairs through detection, alignment, embedding and the protocol.
 
-    The lower bound is honest for 120 pairs: the full run measures about 99% (see
-    benchmarks/results/lfw.json), and one fold of 60 pairs moves 1.7 points per error.
+    Measured on these 120 pairs: 99.17% (folds 100% and 98.33%), no image without a face,
+    all 120 pairs clean. The bound is the full run's mean (98.4% on 3,000 pairs,
+    benchmarks/results/bench_lfw.json "variants"[0] "mean_accuracy", read below) less two
+    errors per 60-pair fold (3.3 points); one error moves a fold 1.7 points.
     """
     pairs = lfw.select_pairs(lfw.parse_pairs(data / "lfw" / "pairs-dev.txt"), [1, 2], 60)
     seen: list[str] = []
@@ -217,8 +220,14 @@ def test_lfw_end_to_end_on_a_real_subset(engine, data):
     assert report.n_pairs == 120 and len(report.folds) == 2
     assert report.n_images == len(lfw.unique_images(pairs))
     assert {"detect", "embed"} <= set(seen)
-    assert report.mean_accuracy >= 0.95, report.folds
-    assert all(f.accuracy >= 0.9 for f in report.folds)
-    assert -1 < report.threshold < 1 and report.no_face <= 2
-    assert sum(g["pairs"] for k, g in report.pairs_by_gate.items() if k == "clean") > 90
+    full = measured("bench_lfw.json", "variants", 0, "mean_accuracy")
+    assert full == pytest.approx(0.984, abs=1e-3)  # the default variant: mtcnn-fit, no flip
+    assert report.mean_accuracy >= full - 2 / 60, report.folds
+    assert all(f.accuracy >= full - 5 / 60 for f in report.folds)  # 5 errors more in a fold
+    # the threshold chosen on the training folds: 0.909 here, 0.909 in the full run
+    assert report.threshold == pytest.approx(
+        measured("bench_lfw.json", "variants", 0, "threshold"), abs=0.02
+    )
+    assert report.no_face == 0
+    assert sum(g["pairs"] for k, g in report.pairs_by_gate.items() if k == "clean") == 120
     assert report.embedder == engine.info.key

@@ -4,7 +4,10 @@ deployment that holds the camera. No Ray, no models: the gallery loader is a rec
 
 Cameras that cannot start, and pushers waiting on a camera that stops, go through the real
 API app and the hub's own camera methods on a ``HubShell`` (a named fake of the rest of the
-hub: the real LiveHub needs milvus-lite and a model pool)."""
+hub: the real LiveHub needs milvus-lite and a model pool), so each race is set up exactly
+and runs in milliseconds. The same races run on the real LiveHub, with milvus-lite and the
+real FacePool, in tests/serve/test_live_server.py (``test_pushers_waiting_on_a_camera_
+removed_under_them_get_503``, ``test_a_camera_that_cannot_start_is_not_added_...``)."""
 
 from __future__ import annotations
 
@@ -315,15 +318,18 @@ def test_a_skipped_frame_is_still_checked():
     spec = CameraSpec(id="kiosk", url="push", fps=0.01)  # one frame in 100 s: the rest skip
 
     async def scenario():
-        async def decode(data: bytes) -> np.ndarray:
+        async def fake_decode(data: bytes) -> np.ndarray:
+            """Fake decoder: a black frame for any bytes. The test is about the header check
+            on the skip path, which must not depend on decoding (the real decoder would
+            refuse the junk itself and hide a missing check)."""
             return np.zeros((4, 4, 3), np.uint8)
 
         runner = CameraRunner(spec, LiveConfig(), noop_analyse, None)
         runner.start()
-        first = await runner.push(PNG_1x1, decode, wait=False)
-        skipped = await runner.push(PNG_1x1, decode, wait=False)
+        first = await runner.push(PNG_1x1, fake_decode, wait=False)
+        skipped = await runner.push(PNG_1x1, fake_decode, wait=False)
         try:
-            await runner.push(b"\xff\xd8\xff" + b"junk" * 100, decode, wait=False)
+            await runner.push(b"\xff\xd8\xff" + b"junk" * 100, fake_decode, wait=False)
         except ImageError as exc:
             junk = str(exc)
         else:

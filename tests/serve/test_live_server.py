@@ -10,6 +10,7 @@ matches "other"; both receive the same frames of short_hamilton_clip.mp4.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import subprocess
@@ -166,7 +167,12 @@ def test_live_alert_exactly_once_over_sse_and_stored(server, pushed):
         "cam-lin",
         "watch",
     )
-    assert alert["score"] >= alert["threshold"] and alert["status"] == "pending"
+    # Lin-Manuel's faces in this clip score 0.914-0.973 against his photo (README, Accuracy:
+    # "The shipped default threshold"); the track's score (mean of its best top_n) was
+    # measured at 0.9503, its best face 0.9492, at the shipped 0.95: it only just alerts
+    assert alert["threshold"] == 0.95 and alert["status"] == "pending"
+    assert 0.95 <= alert["score"] <= 0.973 and 0.914 <= alert["face_score"] <= 0.973, alert
+    assert alert["margin"] == pytest.approx(alert["score"] - 0.95, abs=1e-3)
     assert not alert["photo"].startswith("/")  # no server paths leave
     r = httpx.get(f"{base}/v1/matches?source=live&case=T-1&reason=test", headers=auth(INV))
     stored = r.json()["matches"]
@@ -540,3 +546,79 @@ def test_camera_cli_through_the_api_and_through_the_registry(server):
     helpers.wait_until(lambda: "door-3" in running(), 30, "the server to start door-3")
     assert cli("camera", "rm", "door-3", home=home).returncode == 0
     helpers.wait_until(lambda: "door-3" not in running(), 30, "the server to stop door-3")
+
+
+# -- the fleet's races on the real hub (tests/serve/test_fleet.py has the fast fakes) --------
+def _push_until_refused(base: str, camera: str, frames: list[bytes], answered) -> list:
+    """Push frames (each waits for its analysis) until the camera refuses one; return every
+    (status, body) seen. ``answered`` counts the analysed frames, so the test knows when
+    frames are at the real pool."""
+    seen = []
+    with httpx.Client(base_url=base, headers=auth(CAM), timeout=60) as c:
+        for jpeg in frames * 4:
+            r = c.post(
+                f"/v1/cameras/{camera}/frames?wait=true",
+                content=jpeg,
+                headers={"Content-Type": "image/jpeg"},
+            )
+            seen.append((r.status_code, r.json()))
+            if r.status_code != 200:
+                return seen
+            answered.release()
+    return seen
+
+
+@pytest.mark.timeout(180)
+def test_pushers_waiting_on_a_camera_removed_under_them_get_503(server, pushed):
+    """As test_fleet's ``test_a_pusher_waiting_on_a_removed_camera_gets_503``, on the real
+    LiveHub (milvus-lite, the real FacePool, the hub's own JPEG decoder): four pushers keep
+    frames at the pool, the camera is removed, and every pusher ends, none with a 5xx other
+    than the camera's 503 ("was stopped") or hanging. List "other" (Alex Lacamoire, not in
+    the clip), so no alert is added to what the module's other tests count."""
+    import threading
+
+    base, _ = server
+    r = httpx.post(
+        f"{base}/v1/cameras",
+        json={"id": "cam-race", "url": "push", "fps": 30, "list": "other"},
+        headers=auth(ADMIN),
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    answered = threading.Semaphore(0)
+    frames = pushed["frames"]
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        push = functools.partial(_push_until_refused, base, "cam-race", frames, answered)
+        pushers = [ex.submit(push) for _ in range(4)]
+        for _ in range(8):  # the real pool has analysed frames: the pushers are in flight
+            assert answered.acquire(timeout=60), "no frame was analysed"
+        removed = httpx.delete(f"{base}/v1/cameras/cam-race", headers=auth(ADMIN), timeout=60)
+        ends = [p.result(timeout=60)[-1] for p in pushers]
+    assert removed.status_code == 200, removed.text
+    codes = sorted(status for status, _ in ends)
+    assert 503 in codes and set(codes) <= {404, 503}, ends
+    stopped = [body["error"] for status, body in ends if status == 503]
+    assert all("cam-race" in e and "was stopped" in e for e in stopped), stopped
+    cams = httpx.get(f"{base}/v1/cameras", headers=auth(ADMIN)).json()["cameras"]
+    assert "cam-race" not in {c["id"] for c in cams}
+
+
+def test_a_camera_that_cannot_start_is_not_added_and_the_others_run(server, pushed):
+    """As test_fleet's fake-hub test, on the real LiveHub: an unset ${CAM_...} variable is
+    refused with the variable's name, nothing is stored, and the running cameras go on."""
+    base, _ = server
+    url = "rtsp://viewer:${CAM_RACE_PASSWORD}@192.0.2.1/s"  # never set; TEST-NET, never reached
+    r = httpx.post(
+        f"{base}/v1/cameras", json={"id": "cam-bad", "url": url}, headers=auth(ADMIN), timeout=60
+    )
+    assert r.status_code == 422 and "CAM_RACE_PASSWORD" in r.json()["error"], r.text
+    listed = httpx.get(f"{base}/v1/cameras", headers=auth(ADMIN)).json()["cameras"]
+    states = {c["id"]: c["state"] for c in listed}
+    assert "cam-bad" not in states and states["cam-alex"] != "error", states
+    r = httpx.post(
+        f"{base}/v1/cameras/cam-alex/frames?wait=true",
+        content=pushed["frames"][0],
+        headers={**auth(CAM), "Content-Type": "image/jpeg"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["status"] in ("analysed", "skipped"), r.text

@@ -164,7 +164,11 @@ def test_drill_mode_hands_over_the_best_face_of_unmatched_tracks():
 def test_pacer_keeps_the_configured_rate():
     p = Pacer(5.0)
     times = np.arange(0, 10, 1 / 30)  # a 30 fps source for 10 s
-    assert 48 <= sum(p.due(t) for t in times) <= 52
+    # the first frame, then every 6th (frames 5, 11, ...): each is taken at most a quarter
+    # interval early, so 50 in 10 s after t = 0, and never two in one interval
+    due = np.array([t for t in times if p.due(t)])
+    assert len(due) == 51 and due[1] == pytest.approx(5 / 30)
+    assert np.allclose(np.diff(due[1:]), 0.2)
 
 
 def test_big_frames_cost_their_own_camera_its_rate():
@@ -552,15 +556,31 @@ def test_ray_token_auth_respects_an_explicit_choice(tmp_path, env, expect):
     assert env == expect and not (tmp_path / "ray").exists()
 
 
-def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
-    from ray import serve as ray_serve
+def bound_chain(app) -> list:
+    """Api -> LiveHub -> FacePool as bound: each deployment's name, replicas, actor options
+    and init args. Ray Serve has no public reader of a built app; ``_bound_deployment`` is
+    the attribute its own build step reads."""
+    chain = []
+    while app is not None:
+        d = app._bound_deployment
+        chain.append(d)
+        app = next((a for a in d.init_args if hasattr(a, "_bound_deployment")), None)
+    return chain
 
+
+def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
     from serve.app import build_app
 
     args = read_serve_file(ROOT / "conf" / "serve.yaml").args
     args = args.model_copy(update={"settings": {"home": str(tmp_path)}})
-    app = build_app(args)
-    assert isinstance(app, ray_serve.Application)
+    api, hub, pool = bound_chain(build_app(args))
+    assert [d.name for d in (api, hub, pool)] == ["Api", "LiveHub", "FacePool"]
+    assert (api.num_replicas, hub.num_replicas, pool.num_replicas) == (1, 1, 2)
+    assert api.ray_actor_options == hub.ray_actor_options == {"num_cpus": 0.1}
+    assert pool.ray_actor_options == {"num_cpus": 1.0, "num_gpus": 0.0}  # pool.* defaults
+    # every deployment gets the same settings, with the home made absolute
+    assert api.init_args[0]["home"] == hub.init_args[0]["home"] == str(tmp_path)
+    assert pool.init_args[0] == hub.init_args[0] and hub.init_args[2] == []  # no cameras file
     assert not (tmp_path / "milvus.db").exists()  # building opened no store
 
 
@@ -824,7 +844,10 @@ def test_the_builder_takes_serve_deploy_args_as_a_dict_and_checks_them(tmp_path)
 
     from serve.app import build_app
 
-    assert build_app({"settings": {"home": str(tmp_path)}, "config": None}) is not None
+    app = build_app({"settings": {"home": str(tmp_path), "pool": {"num_replicas": 3}}})
+    api, hub, pool = bound_chain(app)
+    assert pool.num_replicas == 3 and hub.init_args[0]["pool"]["num_replicas"] == 3
+    assert api.init_args[0]["home"] == str(tmp_path)
     with pytest.raises(pydantic.ValidationError, match="cameras_fil"):
         build_app({"cameras_fil": "typo.yaml"})
 
