@@ -130,24 +130,22 @@ def ls(
         sys.stdout.write("\n")
         return
     for lst in summary:
-        console.print(_list_line(lst))
+        console.print(_list_line(lst), soft_wrap=True)  # one line each: greppable
     table = Table(
-        "person id",
-        "name",
-        "list",
-        "category",
-        "images",
-        "added by",
-        "added",
-        "expires",
-        "status",
-        "notes",
+        "person id", "name", "list", "category", "images", "added by", "added", "expires", "status"
     )
+    notes = []
     for p in people:  # names as stored: escaped, never markup or terminal control
         cells = (p["person_id"], p["name"], p["list_name"], p["category"], p["images"])
         cells += (p["added_by"], p["created_at"][:10], p["expires_on"] or "-", p["status"])
-        table.add_row(*(Text(shown(c)) for c in (*cells, _person_notes(p))))
+        table.add_row(*(Text(shown(c)) for c in cells))
+        if _person_notes(p):
+            notes.append(Text(f"{shown(p['person_id'])} {shown(p['name'])}: {_person_notes(p)}"))
     console.print(table)
+    if notes:  # who will be found less often than they could be, and what helps
+        console.print("notes:")
+        for line in notes:
+            console.print(line)
 
 
 def _list_line(lst: dict) -> str:
@@ -249,18 +247,19 @@ def calibrate(
         max=0.5,
         help="alert tier: false alarms per non-mated face",
     ),
-    target_candidate_rate: float = typer.Option(
-        0.01,
+    target_candidate_rate: float | None = typer.Option(
+        None,
         "--target-candidate-rate",
         min=1e-6,
         max=0.5,
-        help="review tier: false candidates per non-mated face (retrospective work only)",
+        help="review tier: false candidates per non-mated face (retrospective work only); "
+        "default 10 x --target-fpir (0.01 at the default FPIR), at most 0.5",
     ),
     per_person: bool = typer.Option(
         False,
         "--per-person",
         help="a threshold per person from a background cohort (half the distractors): "
-        "tames people many strangers resemble; see README, Accuracy",
+        "tames people many strangers resemble; see docs: Accuracy",
     ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
     as_json: bool = typer.Option(False, "--json", help="print the calibration record as JSON"),
@@ -272,6 +271,8 @@ def calibrate(
     from pipelines.evaluation.faces import identity_images
     from pipelines.evaluation.watchlist import EvaluationInputError
 
+    if target_candidate_rate is None:
+        target_candidate_rate = min(0.5, 10 * target_fpir)
     home, lists, engine = open_lists(ctx)
     try:
         home.audit.check()  # before minutes of measuring a threshold that cannot be set

@@ -72,7 +72,9 @@ def server(tmp_path_factory, data, receiver):
             "max_body_bytes": 2 * 1024 * 1024,
             "tokens": [
                 {"name": n, "role": r, "sha256": hash_token(t)}
-                | ({"cameras": list(CAMS)} if r == "camera" else {})
+                | (
+                    {"cameras": [*CAMS, "cam-race"]} if r == "camera" else {}
+                )  # cam-race: the race test
                 for n, (r, t) in TOKENS.items()
             ],
         },
