@@ -297,10 +297,19 @@ def index_million(bench: dict[str, Any]) -> str:
 
 # --- bench_recall.json: recall levers, the review tier, track rules, tracking --------------
 
-PHOTO_EMBEDDING = {"once": "once", "mirror": "with its mirror", "tta": "TTA (3 scales x mirror)"}
-PERSON_RULE = {
+PHOTO_EMBEDDING = {"once": "once", "mirror": "+ mirror", "tta": "TTA"}
+PERSON_RULE = {"best": "best", "template": "template", "mean": "mean"}
+PHOTO_LEGEND = (
+    "Columns: photos per person; how enrolment photos are embedded (once, with their "
+    "mirror image, or TTA: 3 scales x mirror); probes embedded once or with their mirror; "
+    "a person's score (their best photo, their template = the normalised mean of their "
+    "photos, or the mean of both); per-person cohort offsets; TPIR at each FPIR; the "
+    "threshold for FPIR 1e-3; FPIR and TPIR at the shipped alert threshold. A row in bold is "
+    "what ships."
+)
+LONG_RULE = {
     "best": "best photo",
-    "template": "template (mean of photos)",
+    "template": "template",
     "mean": "mean of best photo and template",
 }
 
@@ -332,30 +341,26 @@ def _is_shipped_photo_row(r: dict[str, Any], d: dict[str, Any]) -> bool:
 
 def recall_photos(rec: dict[str, Any], d: dict[str, Any]) -> str:
     rows_in = rec["photos"]["rows"]
-    header = ["photos per person", "enrolment photos embedded", "probes", "person scored by"]
-    header += ["cohort offsets", "mated", "TPIR@FPIR 1e-2", "1e-3", "2e-4"]
-    header += ["threshold for 1e-3", f"FPIR / TPIR at {d['alert']:g}"]
+    header = ["photos", "embedding", "probes", "score", "cohort"]
+    header += ["TPIR 1e-2", "1e-3", "2e-4", "thr. 1e-3", f"FPIR / TPIR at {d['alert']:g}"]
     rows = []
     for r in rows_in:
         tpir = [pct(r["tpir_at_fpir"].get(t)) for t in TARGETS]
         thr = r["threshold_at_fpir"].get("0.001")
         thr_text = (
-            "n/a" if thr is None else (f"shift {thr:+.4f}" if r["cohort_offsets"] else f"{thr:.4f}")
+            "n/a" if thr is None else (f"z {thr:+.4f}" if r["cohort_offsets"] else f"{thr:.4f}")
         )
         at = r.get(f"at_{d['alert']:g}")
         at_text = f"{pct(at['fpir'], 3)} / {pct(at['tpir'])}" if at else "n/a"
-        probes = "with mirror" if r["probes"] == "mirror" else "once"
-        first = (
-            f"**{r['per_person']} (shipped)**"
-            if _is_shipped_photo_row(r, d)
-            else str(r["per_person"])
-        )
-        rows.append(
-            [first, PHOTO_EMBEDDING.get(r["photos"], r["photos"]), probes]
-            + [PERSON_RULE.get(r["rule"], r["rule"]), "yes" if r["cohort_offsets"] else "no"]
-            + [f"{r['n_mated']:,}", *tpir, thr_text, at_text]
-        )
-    return table(header, rows) + "\n" + _photo_summary(rows_in, d)
+        probes = "+ mirror" if r["probes"] == "mirror" else "once"
+        cells = [str(r["per_person"]), PHOTO_EMBEDDING.get(r["photos"], r["photos"]), probes]
+        cells += [PERSON_RULE.get(r["rule"], r["rule"]), "yes" if r["cohort_offsets"] else "no"]
+        cells += [*tpir, thr_text, at_text]
+        rows.append([f"**{c}**" for c in cells] if _is_shipped_photo_row(r, d) else cells)
+    mated = sorted({(r["per_person"], r["n_mated"]) for r in rows_in})
+    counts = ", ".join(f"{n:,} with {k} photo(s)" for k, n in mated)
+    legend = f"{PHOTO_LEGEND} Mated searches: {counts}.\n\n"
+    return legend + table(header, rows) + "\n" + _photo_summary(rows_in, d)
 
 
 def _photo_summary(rows: list[dict[str, Any]], d: dict[str, Any]) -> str:
@@ -363,9 +368,9 @@ def _photo_summary(rows: list[dict[str, Any]], d: dict[str, Any]) -> str:
         return r["tpir_at_fpir"].get("0.001") or 0.0
 
     def label(r: dict[str, Any]) -> str:
-        parts = [f"photos {PHOTO_EMBEDDING.get(r['photos'], r['photos'])}"]
+        parts = [f"photos embedded {PHOTO_EMBEDDING.get(r['photos'], r['photos'])}"]
         parts.append("probes with mirror" if r["probes"] == "mirror" else "probes once")
-        parts.append(PERSON_RULE.get(r["rule"], r["rule"]))
+        parts.append(LONG_RULE.get(r["rule"], r["rule"]))
         if r["cohort_offsets"]:
             parts.append("cohort offsets")
         return ", ".join(parts)
