@@ -295,6 +295,212 @@ def index_million(bench: dict[str, Any]) -> str:
     return f"{bench['data']}.\n\n" + table(header, rows)
 
 
+# --- bench_recall.json: recall levers, the review tier, track rules, tracking --------------
+
+PHOTO_EMBEDDING = {"once": "once", "mirror": "+ mirror", "tta": "TTA"}
+PERSON_RULE = {"best": "best", "template": "template", "mean": "mean"}
+PHOTO_LEGEND = (
+    "Columns: photos per person; how enrolment photos are embedded (once, with their "
+    "mirror image, or TTA: 3 scales x mirror); probes embedded once or with their mirror; "
+    "a person's score (their best photo, their template = the normalised mean of their "
+    "photos, or the mean of both); per-person cohort offsets; TPIR at each FPIR; the "
+    "threshold for FPIR 1e-3; FPIR and TPIR at the shipped alert threshold. A row in bold is "
+    "what ships."
+)
+LONG_RULE = {
+    "best": "best photo",
+    "template": "template",
+    "mean": "mean of best photo and template",
+}
+
+
+def shipped_defaults() -> dict[str, Any]:
+    """The settings a user gets, read from the code, so the tables pick the shipped rows."""
+    from pipelines.config import Settings
+    from pipelines.embedders.backends import DlibResnetEmbedder
+
+    s = Settings()
+    return {
+        "min_blur": s.quality.min_blur,
+        "top_n": s.search.top_n,
+        "alert": DlibResnetEmbedder.default_threshold,
+        "review": DlibResnetEmbedder.default_review_threshold,
+        "photo_tta": s.embedder.photo_tta,
+        "flip_average": s.embedder.flip_average,
+        "measured_tpir": DlibResnetEmbedder.measured_tpir,
+    }
+
+
+def _is_shipped_photo_row(r: dict[str, Any], d: dict[str, Any]) -> bool:
+    embedding = "tta" if d["photo_tta"] else "once"
+    probes = "mirror" if d["flip_average"] else "once"
+    rule_ok = r["rule"] == "mean" or r["per_person"] == 1  # one photo: all rules agree
+    plain = not r["cohort_offsets"]
+    return r["photos"] == embedding and r["probes"] == probes and rule_ok and plain
+
+
+def recall_photos(rec: dict[str, Any], d: dict[str, Any]) -> str:
+    rows_in = rec["photos"]["rows"]
+    header = ["photos", "embedding", "probes", "score", "cohort"]
+    header += ["TPIR 1e-2", "1e-3", "2e-4", "thr. 1e-3", f"FPIR / TPIR at {d['alert']:g}"]
+    rows = []
+    for r in rows_in:
+        tpir = [pct(r["tpir_at_fpir"].get(t)) for t in TARGETS]
+        thr = r["threshold_at_fpir"].get("0.001")
+        thr_text = (
+            "n/a" if thr is None else (f"z {thr:+.4f}" if r["cohort_offsets"] else f"{thr:.4f}")
+        )
+        at = r.get(f"at_{d['alert']:g}")
+        at_text = f"{pct(at['fpir'], 3)} / {pct(at['tpir'])}" if at else "n/a"
+        probes = "+ mirror" if r["probes"] == "mirror" else "once"
+        cells = [str(r["per_person"]), PHOTO_EMBEDDING.get(r["photos"], r["photos"]), probes]
+        cells += [PERSON_RULE.get(r["rule"], r["rule"]), "yes" if r["cohort_offsets"] else "no"]
+        cells += [*tpir, thr_text, at_text]
+        rows.append([f"**{c}**" for c in cells] if _is_shipped_photo_row(r, d) else cells)
+    mated = sorted({(r["per_person"], r["n_mated"]) for r in rows_in})
+    counts = ", ".join(f"{n:,} with {k} photo(s)" for k, n in mated)
+    legend = f"{PHOTO_LEGEND} Mated searches: {counts}.\n\n"
+    return legend + table(header, rows) + "\n" + _photo_summary(rows_in, d)
+
+
+def _photo_summary(rows: list[dict[str, Any]], d: dict[str, Any]) -> str:
+    def tpir(r: dict[str, Any]) -> float:
+        return r["tpir_at_fpir"].get("0.001") or 0.0
+
+    def label(r: dict[str, Any]) -> str:
+        parts = [f"photos embedded {PHOTO_EMBEDDING.get(r['photos'], r['photos'])}"]
+        parts.append("probes with mirror" if r["probes"] == "mirror" else "probes once")
+        parts.append(LONG_RULE.get(r["rule"], r["rule"]))
+        if r["cohort_offsets"]:
+            parts.append("cohort offsets")
+        return ", ".join(parts)
+
+    lines = []
+    for k in sorted({r["per_person"] for r in rows}):
+        mine = [r for r in rows if r["per_person"] == k]
+        shipped = [r for r in mine if _is_shipped_photo_row(r, d)]
+        best = max(mine, key=tpir)
+        text = f"- {k} photo(s) per person: TPIR at FPIR 1e-3 "
+        text += (
+            f"{pct(tpir(shipped[0]))} as shipped" if shipped else "(no row at the shipped settings)"
+        )
+        text += f"; the best measured, {pct(tpir(best))}, with {label(best)}."
+        lines.append(text)
+    quoted = ", ".join(f"{k} photo(s) {pct(v)}" for k, v in sorted(d["measured_tpir"].items()))
+    lines.append(f"- `watchlist add` quotes (from the code): {quoted}.")
+    return "\n".join(lines) + "\n"
+
+
+def _curve(rec: dict[str, Any], **want: Any) -> list[dict[str, Any]]:
+    return [c for c in rec["video"]["curves"] if all(c[k] == v for k, v in want.items())]
+
+
+def _found(c: dict[str, Any], key: str) -> str:
+    return f"{c[key]} ({pct(c[key] / c['wanted'] if c['wanted'] else None, 0)})"
+
+
+def _per_100(c: dict[str, Any]) -> str:
+    return "n/a" if not c["non_listed"] else f"{100 * c['false_candidates'] / c['non_listed']:.1f}"
+
+
+def recall_review_curve(rec: dict[str, Any], d: dict[str, Any]) -> str:
+    rows_in = _curve(rec, min_blur=d["min_blur"], rule="topn", top_n=d["top_n"], alert=d["alert"])
+    setting = (
+        f"alert threshold {d['alert']:g}, `search.top_n` {d['top_n']}, "
+        f"`quality.min_blur` {d['min_blur']:g}"
+    )
+    if not rows_in:
+        return f"bench_recall.json has no curve at the shipped settings ({setting}).\n"
+    c0 = rows_in[0]
+    header = ["review threshold", "found as sightings", "found as sightings or candidates"]
+    header += ["false sightings", "false candidates", "false candidates per 100 non-listed"]
+    rows = []
+    for c in sorted(rows_in, key=lambda c: -c["review"]):
+        name = f"{c['review']:g}"
+        if c["review"] == d["review"]:
+            name = f"**{name} (shipped)**"
+        elif c["review"] == d["alert"]:
+            name += " (no review tier)"
+        rows.append(
+            [name, _found(c, "found_sightings"), _found(c, "found_with_candidates")]
+            + [c["false_sightings"], c["false_candidates"], _per_100(c)]
+        )
+    intro = (
+        f"At the shipped settings ({setting}); {c0['wanted']} appearances of wanted people and "
+        f"{c0['non_listed']} of people on no list, in {len(rec['video']['videos'])} "
+        "ground-truth videos.\n\n"
+    )
+    return intro + table(header, rows)
+
+
+def _rule_name(c: dict[str, Any]) -> str:
+    if c["rule"] == "topn" and c["top_n"] == 1:
+        return "the best frame's margin (`top_n` 1)"
+    if c["rule"] == "topn":
+        return f"mean of the best {c['top_n']} margins (`top_n` {c['top_n']})"
+    if c["rule"] == "set":
+        return "quality-weighted mean embedding of the track (not an option)"
+    if c["rule"] == "mix":
+        return f"mean of the `top_n` {c['top_n']} and mean-embedding margins (not an option)"
+    return c["rule"]
+
+
+def recall_track_rules(rec: dict[str, Any], d: dict[str, Any]) -> str:
+    at = _curve(rec, alert=d["alert"], review=d["review"])
+    rows_in = [c for c in at if c["min_blur"] == d["min_blur"]]
+    order = {"topn": 0, "set": 1, "mix": 2}
+    rows_in.sort(key=lambda c: (order.get(c["rule"], 3), c["top_n"]))
+    other_blur = [
+        c
+        for c in at
+        if c["min_blur"] != d["min_blur"] and (c["rule"], c["top_n"]) == ("topn", d["top_n"])
+    ]
+    header = ["track rule", "blur limit", "found as sightings", "found with candidates"]
+    header += ["false sightings", "false candidates"]
+    rows = []
+    for c in rows_in + other_blur:
+        name = _rule_name(c)
+        if c in rows_in and c["rule"] == "topn" and c["top_n"] == d["top_n"]:
+            name = f"**{name}, shipped**"
+        rows.append(
+            [name, f"{c['min_blur']:g}", _found(c, "found_sightings")]
+            + [_found(c, "found_with_candidates"), c["false_sightings"], c["false_candidates"]]
+        )
+    if not rows:
+        return "bench_recall.json has no track-rule rows at the shipped thresholds.\n"
+    intro = f"Alert threshold {d['alert']:g}, review threshold {d['review']:g}:\n\n"
+    return intro + table(header, rows)
+
+
+TRACKING_GROUPS = {
+    "same_face_0.5s": "the same face, one sampled frame (0.5 s) later",
+    "different_people_within_2s": "different people, within 2 s of each other",
+    "different_people_any_time": "different people, any time in the same video",
+}
+
+
+def recall_tracking(rec: dict[str, Any]) -> str:
+    from pipelines.track import TRACK_SIMILARITIES
+
+    rows = []
+    for key, g in rec["video"]["tracking"].items():
+        qs = ", ".join(f"{100 * float(q):g}%: {v:.3f}" for q, v in g["quantiles"].items())
+        rows.append(
+            [
+                TRACKING_GROUPS.get(key, key),
+                f"{g['n']:,}",
+                qs,
+                f"{g['max']:.3f}" if "max" in g else "-",
+            ]
+        )
+    link, veto = TRACK_SIMILARITIES["dlib-resnet"]
+    return (
+        table(["pairs of faces (dlib-resnet cosine)", "pairs", "quantiles", "max"], rows)
+        + f"\nThe tracker's settings for dlib-resnet (`pipelines/track.py`): resume a track at "
+        f"similarity >= {link:g}; an overlapping face below {veto:g} is someone else.\n"
+    )
+
+
 def load(results: Path, name: str) -> dict[str, Any]:
     return json.loads((results / name).read_text(encoding="utf-8"))
 
@@ -307,7 +513,12 @@ def tables(results: Path) -> dict[str, str]:
         for n in ("bench_archive.json", "bench_archive_seed2.json", "bench_archive_seed3.json")
     ]
     index = load(results, "bench_index.json")
+    recall, defaults = load(results, "bench_recall.json"), shipped_defaults()
     return {
+        "recall-photos.md": recall_photos(recall, defaults),
+        "recall-review-curve.md": recall_review_curve(recall, defaults),
+        "recall-track-rules.md": recall_track_rules(recall, defaults),
+        "recall-tracking.md": recall_tracking(recall),
         "accuracy-systems.md": accuracy_systems(acc),
         "accuracy-levers.md": accuracy_levers(acc, "facewatch"),
         "accuracy-peer-levers.md": accuracy_levers(acc, "peer"),

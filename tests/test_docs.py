@@ -37,6 +37,16 @@ def test_every_generated_page_is_committed_and_current(tmp_path):
     assert not stale, f"stale or missing generated docs pages {stale}: {REGENERATE}"
 
 
+@pytest.mark.timeout(60)
+def test_every_generated_table_is_included_by_a_page():
+    """mkdocs excludes docs/generated/ and --strict does not see an unused table; a table
+    the generator writes but no page includes would silently never be shown."""
+    pages = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "docs").glob("*.md"))
+    included = set(re.findall(r'--8<-- "(generated/[^"]+)"', pages))
+    tables = {rel for rel in gen.pages() if rel.startswith("generated/")}
+    assert tables - included == set(), f"generated tables no page includes: {tables - included}"
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.integration  # two generator subprocesses
 def test_the_generator_runs_as_a_module_and_is_deterministic(tmp_path):
