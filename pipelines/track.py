@@ -4,13 +4,14 @@ Two ways to join a track, one face per track per frame (greedy on the combined a
 - **continuing**: the track was seen in the sampled frame just before (within ``near_s``),
   the face overlaps its box (IoU) and does not clearly differ from its last face
   (similarity >= ``sim_veto``). A face moving and turning between two frames half a second
-  apart changes a lot (a singer's face: 0.91 at 2 fps), so this bar is moderate;
+  apart changes a lot (a singer's face: 0.91 at 2 fps), so this bar is moderate: it stops a
+  clearly different face, while the overlap in the very next frame does most of the work;
 - **resuming**: after a gap (nobody there in between), or without overlap, only a face
   that clearly resembles the track, its last face and its mean alike (>= ``sim_link``).
   Different people who pass the same spot a second apart must not share a track: the
-  track's vote would give one of them both visits. The link sits above the similarity of
-  almost every pair of different people measured; a person split into two tracks costs
-  little, because sightings join nearby tracks of the same person.
+  track's vote would give one of them both visits. The link sits above every pair of
+  different people measured; a person split into two tracks costs little, because
+  sightings join nearby tracks of the same person.
 Tracks unseen for ``max_gap_s`` close. Faces that failed a quality gate carry no embedding
 and continue a track on overlap alone, never resume one.
 """
@@ -45,10 +46,13 @@ class TrackerConfig:
         return cls(sim_link=link, sim_veto=veto, **kw)
 
 
-# (link, veto) per embedder, measured on the ground-truth videos' faces
-# (benchmarks/bench_tracking.py -> benchmarks/results/bench_tracking.json): the veto sits
-# above the similarity of almost every pair of different people, and the link above all of
-# them, while the same face 0.5 s later scores higher than both.
+# (link, veto) per embedder, measured on the faces of four ground-truth videos at 2 fps
+# (benchmarks/bench_recall.py -> bench_recall.json, video.tracking). dlib-resnet: two
+# different people score up to 0.92 within 2 s of each other and up to 0.94 at any time, so
+# a track resumes only at 0.95. The same face 0.5 s later scores 0.997 at the median but
+# 0.88 at its 5th percentile (a singer turning: 0.91), so continuing on overlap vetoes only
+# below 0.85; half of all pairs of different people score above 0.84, which is why
+# continuing also needs the box overlap and the frame just before.
 TRACK_SIMILARITIES: dict[str, tuple[float, float]] = {
     "dlib-resnet": (0.95, 0.85),
 }

@@ -29,7 +29,7 @@ FACENET_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.
 class DlibResnetEmbedder(Embedder):
     name = "dlib-resnet"
     chip_size = 150
-    # Cosine similarity, measured (benchmarks/bench_accuracy.py, README "Accuracy"): 0.95 keeps
+    # Cosine similarity, measured (benchmarks/bench_accuracy.py, docs/accuracy.md): 0.95 keeps
     # FPIR at 0.065% on a 100-person list (chosen on one LFW half: 0.10% and 0.06% held out);
     # 0.93, about dlib's L2 0.6, let 1.7% of passers-by alert. Calibrate each list on your data.
     default_threshold = 0.95

@@ -24,7 +24,7 @@ class Embedder(ABC):
     chip_size: int
     template: np.ndarray  # (5, 2) MTCNN landmark positions in chip pixels
     template_weights: np.ndarray | None = None  # (5,) how much each landmark counts in the fit
-    default_threshold: float  # cosine similarity; see README "Accuracy" for how it was set
+    default_threshold: float  # cosine similarity; see docs/accuracy.md for how it was set
     # the review tier's default (retrospective candidates); None: not measured for this one
     default_review_threshold: float | None = None
     # measured TPIR at the alert tier by enrolment photos per person ({1: .., 3: ..})
