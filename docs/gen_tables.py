@@ -153,8 +153,18 @@ def lfw(data: dict[str, Any]) -> str:
     header = ["alignment template", "flip averaging", "other", "mean accuracy", "std"]
     note = (
         f"{data['n_pairs']:,} pairs, {data['n_images']:,} images, {data['no_face']} images "
-        f"with no face found (a centre box is used). Default: `{data['default']['template']}`, "
-        f"flip averaging {'on' if data['default']['flip_average'] else 'off'}.\n\n"
+        f"with no face found (a centre box is used). Default for video faces: "
+        f"`{data['default']['template']}`, flip averaging "
+        f"{'on' if data['default']['flip_average'] else 'off'}"
+        + (
+            "; for photos (enrolment and probe photos, and so for LFW's photo pairs): the same "
+            "template at scales "
+            + ", ".join(f"{x:g}" for x in data["default"]["photo_scales"])
+            + ", each with its mirror image"
+            if data["default"].get("photo_tta")
+            else ""
+        )
+        + ".\n\n"
     )
     return note + table(header, rows)
 
