@@ -198,18 +198,23 @@ def archive_speed(arch: dict[str, Any]) -> str:
 
 
 def archive_recall(runs: list[dict[str, Any]]) -> str:
-    header = ["ground-truth video", "visits", "naive loop", "search, default (`top_n` 3)"]
-    header += ["search, `top_n` 1", "precision (naive / default / `top_n` 1)"]
-    rows, sums = [], [0, 0, 0, 0]
+    """Visits found per ground-truth video: the naive loop, the search's alert tier
+    (sightings, default and ``top_n`` 1) and both tiers (sightings + candidates)."""
+    header = ["ground-truth video", "visits", "naive loop", "sightings (`top_n` 3)"]
+    header += ["sightings, `top_n` 1", "sightings + candidates", "false sightings / candidates"]
+    header += ["non-listed appearances"]
+    rows, sums = [], [0] * 8
     for arch in runs:
         gt = arch["groundtruth"]
-        found = [gt[k]["found_visits"] for k in ("naive", "search", "search_top_n_1")]
-        prec = " / ".join(
-            f"{gt[k]['precision']:.2f}" for k in ("naive", "search", "search_top_n_1")
-        )
-        rows.append([f"`{gt['video']}`", gt["visits"], *found, prec])
-        sums = [a + b for a, b in zip(sums, [gt["visits"], *found], strict=True)]
-    rows.append(["all", *sums, ""])
+        tiers = gt["search_tiers"]
+        cells = [gt["visits"]] + [
+            gt[k]["found_visits"] for k in ("naive", "search", "search_top_n_1")
+        ]
+        cells += [tiers["recall_with_candidates"]["k"], tiers["false_sightings"]]
+        cells += [tiers["false_candidates"], tiers["distractor_appearances"]]
+        rows.append([f"`{gt['video']}`", *cells[:5], f"{cells[5]} / {cells[6]}", cells[7]])
+        sums = [a + b for a, b in zip(sums, cells, strict=True)]
+    rows.append(["all", *sums[:5], f"{sums[5]} / {sums[6]}", sums[7]])
     return table(header, rows)
 
 
