@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from jobs.common import console, current_actor, fail, get_context
-from jobs.review import DECISIONS, ReviewError, SightingReviews, load_sightings, refresh_outputs
+from jobs.review import (
+    DECISIONS,
+    ReviewError,
+    SightingReviews,
+    load_sightings,
+    refresh_outputs,
+    shown_precision,
+)
 from pipelines.home import Home
 from pipelines.schemas import Sighting
 
@@ -128,15 +135,9 @@ def _ask() -> str:
 def _print_precision(result: dict) -> None:
     table = Table("tier", "total", "confirmed", "rejected", "unsure", "undecided", "precision")
     for tier, r in result.items():
-        p = r["precision"]
-        shown = (
-            f"{p:.0%} [{r['precision_ci95'][0]:.0%}, {r['precision_ci95'][1]:.0%}]"
-            if p is not None
-            else "-"
-        )
         table.add_row(
             tier,
             *(str(r[k]) for k in ("total", "confirmed", "rejected", "unsure", "undecided")),
-            shown,
+            shown_precision(r),
         )
     console.print(table)

@@ -180,13 +180,10 @@ def _review_facts(review: dict | None) -> str:
         return ""
     e = html.escape
     items = []
+    from jobs.review import shown_precision
+
     for tier, r in review.items():
-        p = r["precision"]
-        shown = (
-            f"{p:.0%} [{r['precision_ci95'][0]:.0%}, {r['precision_ci95'][1]:.0%}]"
-            if p is not None
-            else "not yet measured"
-        )
+        shown = shown_precision(r, "not yet measured")
         items.append(
             f"<li>{e(tier)}s: {r['confirmed']} confirmed, {r['rejected']} rejected, "
             f"{r['unsure']} unsure, {r['undecided']} undecided; precision from decisions "

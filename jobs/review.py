@@ -143,3 +143,12 @@ def refresh_outputs(out: Path, sightings: list[Sighting], decisions: dict[str, d
     facts = {k: v for k, v in numbers.items() if k != "review"}
     render_report(out, sightings, facts, errors, decisions=decisions, review=numbers["review"])
     return numbers["review"]
+
+
+def shown_precision(r: dict, none: str = "-") -> str:
+    """A tier's precision from decisions with its Wilson interval, for people to read."""
+    p = r["precision"]
+    if p is None:
+        return none
+    low, high = r["precision_ci95"]
+    return f"{p:.0%} [{low:.0%}, {high:.0%}]"

@@ -77,6 +77,15 @@ class QualityConfig(Strict):
     min_score: float = Field(0.95, ge=0, le=1, description="minimum detector probability")
 
 
+# shared by every embedder's settings
+PHOTO_TTA: bool = Field(
+    True,
+    description="enrolment and probe photos: embed the face at 3 scales, each with its "
+    "mirror image (6 passes), and use the normalised sum; video faces are embedded once. "
+    "Changing it changes enrolled embeddings: re-embed with facewatch watchlist reembed",
+)
+
+
 class DlibResnetConfig(Strict):
     """The default embedder: dlib's face recognition ResNet, read by our own code."""
 
@@ -91,12 +100,7 @@ class DlibResnetConfig(Strict):
         description="alignment template for MTCNN landmarks (pipelines/embedders/templates.py)",
     )
     flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
-    photo_tta: bool = Field(
-        True,
-        description="enrolment and probe photos: embed the face at 3 scales, each with its "
-        "mirror image (6 passes), and use the normalised sum; video faces are embedded once. "
-        "Changing it changes enrolled embeddings: re-embed with facewatch watchlist reembed",
-    )
+    photo_tta: bool = PHOTO_TTA
 
 
 class FacenetConfig(Strict):
@@ -113,12 +117,7 @@ class FacenetConfig(Strict):
         False, description="let facenet-pytorch download the weights when online"
     )
     flip_average: bool = Field(False, description="average the embeddings of chip and mirror")
-    photo_tta: bool = Field(
-        True,
-        description="enrolment and probe photos: embed the face at 3 scales, each with its "
-        "mirror image (6 passes), and use the normalised sum; video faces are embedded once. "
-        "Changing it changes enrolled embeddings: re-embed with facewatch watchlist reembed",
-    )
+    photo_tta: bool = PHOTO_TTA
 
 
 EmbedderConfig = Annotated[DlibResnetConfig | FacenetConfig, Field(discriminator="type")]

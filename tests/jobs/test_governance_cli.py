@@ -279,3 +279,49 @@ def test_a_home_open_to_others_is_refused_unless_allowed(cli, data, tmp_path):
     res = cli("--allow-shared-home", "watchlist", "add", "Barack Obama", photo)
     assert res.exit_code == 0, res.output  # said explicitly: used as it is
     assert _open_to_others(home) == [f"{home} 0755"]  # only the folder the operator made
+
+
+def test_enrolment_guidance_and_reembed_need_their_photos_and_a_reason(cli, data, tmp_path):
+    """One photo: the warning quotes the measured TPIR at 1 and 3 photos (the embedder's
+    ``measured_tpir``, read from bench_recall.json); ``ls`` flags the person. A re-embedding
+    changes who is found: it needs --reason, takes only the list's own photos (by content)
+    and is audited."""
+    from pipelines.embedders.backends import DlibResnetEmbedder
+
+    photo = data / "known" / "obama.jpg"
+    res = cli("watchlist", "add", "Barack Obama", str(photo), "--list", "L")
+    assert res.exit_code == 0, res.output
+    one, three = DlibResnetEmbedder.measured_tpir[1], DlibResnetEmbedder.measured_tpir[3]
+    said = " ".join(res.output.split())
+    assert f"expect about {one:.0%}" in said and f"against {three:.0%} with 3 photos" in said
+    listed = " ".join(cli("watchlist", "ls").output.split())
+    assert "Barack Obama: 1 photo: add more" in listed
+    assert "review tier: threshold 0.935" in listed  # both tiers, each on its line
+    refused = cli("watchlist", "reembed", "--list", "L", "--photos", str(photo))
+    assert refused.exit_code == 2 and "give --reason" in refused.output
+    biden = str(data / "known" / "biden.jpg")
+    other = cli("watchlist", "reembed", "--list", "L", "--photos", biden, "--reason", "photo TTA")
+    assert other.exit_code == 2 and "none of the 1 photos" in " ".join(other.output.split())
+    done = cli("watchlist", "reembed", "--list", "L", "--photos", str(photo.parent),
+               "--reason", "photo TTA")  # fmt: skip
+    assert done.exit_code == 0 and "re-embedded 1 photo(s)" in done.output, done.output
+    log = (tmp_path / "home" / "audit.log").read_text().splitlines()
+    acts = [json.loads(line) for line in log if '"watchlist.reembed"' in line]
+    assert len(acts) == 1 and acts[0]["details"]["reason"] == "photo TTA"
+    assert acts[0]["details"]["modes"] == {acts[0]["details"]["entries"][0]: "tta6"}
+
+
+def test_measured_tpir_quoted_to_officers_is_what_bench_recall_measured():
+    """The numbers enrolment guidance quotes are the benchmark's, not typed by hand twice."""
+    from measured import RESULTS
+
+    from pipelines.embedders.backends import DlibResnetEmbedder
+
+    rows = json.loads((RESULTS / "bench_recall.json").read_text())["photos"]["rows"]
+    shipped = {
+        r["per_person"]: r["tpir_at_fpir"]["0.001"]
+        for r in rows
+        if (r["photos"], r["probes"], r["cohort_offsets"]) == ("tta", "once", False)
+        and r["rule"] == ("best" if r["per_person"] == 1 else "mean")
+    }
+    assert DlibResnetEmbedder.measured_tpir == {1: shipped[1], 3: shipped[3]}
