@@ -70,6 +70,10 @@ def _drop_auth_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this")
 
 
+# what ray.init says when a local Ray did not come up in time (worth one more try)
+RAY_START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
+
+
 def start_ray(address: str | None = None, settings: Settings | None = None) -> bool:
     """Connect to ``address``, or start Ray locally bound to 127.0.0.1.
 
@@ -108,10 +112,12 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
             ray.init(**local, **common)
             return True
         except Exception as exc:
-            # Seen a few times a day on this 2-core machine: Ray's raylet never registers
-            # with the GCS and ray.init gives up after 30 s; running the command again
-            # worked each time, so the command tries once more itself.
-            if attempt == LOCAL_START_ATTEMPTS or "timed out during startup" not in str(exc):
+            # Seen a few times a day on this 2-core machine, under load: Ray's raylet never
+            # registers with the GCS, or the GCS never writes its port file, and ray.init
+            # gives up; running the command again worked each time, so it tries again.
+            if attempt == LOCAL_START_ATTEMPTS or not any(
+                sign in str(exc) for sign in RAY_START_TIMEOUTS
+            ):
                 raise
             logger.warning("the local Ray did not start (%s); starting it again", exc)
             ray.shutdown()
