@@ -9,13 +9,13 @@ import typer
 from rich.table import Table
 
 from jobs.common import console, current_actor, fail, get_context
+from jobs.report import shown_precision
 from jobs.review import (
     DECISIONS,
     ReviewError,
     SightingReviews,
     load_sightings,
     refresh_outputs,
-    shown_precision,
 )
 from pipelines.home import Home
 from pipelines.schemas import Sighting

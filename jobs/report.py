@@ -175,13 +175,20 @@ def _sighting_rows(sightings: list[Sighting], decisions: dict[str, dict]) -> str
     return "".join(rows) or "<tr><td colspan=9>none</td></tr>"
 
 
+def shown_precision(r: dict, none: str = "-") -> str:
+    """A tier's precision from decisions with its Wilson interval, for people to read."""
+    p = r["precision"]
+    if p is None:
+        return none
+    low, high = r["precision_ci95"]
+    return f"{p:.0%} [{low:.0%}, {high:.0%}]"
+
+
 def _review_facts(review: dict | None) -> str:
     if not review:
         return ""
     e = html.escape
     items = []
-    from jobs.review import shown_precision
-
     for tier, r in review.items():
         shown = shown_precision(r, "not yet measured")
         items.append(

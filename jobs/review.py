@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from jobs.report import render_report
 from pipelines.catalog import utcnow
 from pipelines.evaluation.identification import Rate
 from pipelines.home import Home
@@ -131,8 +132,6 @@ def precision(sightings: list[Sighting], decisions: dict[str, dict]) -> dict[str
 
 def refresh_outputs(out: Path, sightings: list[Sighting], decisions: dict[str, dict]) -> dict:
     """Write the decisions into summary.json ("review") and re-render report.html."""
-    from jobs.report import render_report
-
     out = Path(out)
     path = out / "summary.json"
     numbers = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -143,12 +142,3 @@ def refresh_outputs(out: Path, sightings: list[Sighting], decisions: dict[str, d
     facts = {k: v for k, v in numbers.items() if k != "review"}
     render_report(out, sightings, facts, errors, decisions=decisions, review=numbers["review"])
     return numbers["review"]
-
-
-def shown_precision(r: dict, none: str = "-") -> str:
-    """A tier's precision from decisions with its Wilson interval, for people to read."""
-    p = r["precision"]
-    if p is None:
-        return none
-    low, high = r["precision_ci95"]
-    return f"{p:.0%} [{low:.0%}, {high:.0%}]"
