@@ -222,6 +222,7 @@ def live(bench: dict[str, Any]) -> str:
     phases = bench["phases"]
     header = [""] + [
         f"{p['cameras']} camera(s){' + archive' if 'archive' in name else ''}"
+        f"{' + abusive pusher' if 'abusive' in name else ''}"
         for name, p in phases.items()
     ]
     spec = [
@@ -249,7 +250,8 @@ def live(bench: dict[str, Any]) -> str:
         f"`--seconds {bench['args']['seconds']}`, {bench['args']['fps']} fps per camera, "
         f"{bench['machine']['cpus']} CPU cores.\n\n"
         + table(header, rows)
-        + f"\np99 with the archive search / without: **{bench['p99_ratio_archive_vs_alone']}**. "
+        + f"\np99 with the archive search / without: **{bench['p99_ratio_archive_vs_alone']}**; "
+        + f"with one abusive pusher / without: **{bench.get('p99_ratio_abuser_vs_alone', '-')}**. "
         f"Targets: {met}.\n"
     )
 
