@@ -62,12 +62,13 @@ def run_evaluation(
     if result.errors:
         fail(f"{video} could not be searched in full: {result.errors[0].reason}", code=1)
     found = [Found(s.person_name, s.start_s, s.end_s, s.tier) for s in result.sightings]
+    numbers = setup.numbers(result)
     metrics = {
         "video": str(video),
         "truth": str(truth),
         "list": list_name,
-        "thresholds": setup.numbers(result)["thresholds"],
-        "review_thresholds": setup.numbers(result)["review_thresholds"],
+        "thresholds": numbers["thresholds"],
+        "review_thresholds": numbers["review_thresholds"],
         **score(appearances, found),
     }
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")

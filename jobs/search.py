@@ -133,7 +133,7 @@ class ArchiveSearch:
         self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
         # the face index (jobs/index.py): every face of a file, with thumbnails and tracks
         self.on_faces = on_faces
-        # never from the thresholds: the same footage gives the same tracks at any threshold
+        # never from the thresholds: the same footage gives the same tracks at any threshold;
         # a track continues from the sampled frame just before (1.5 sampling intervals)
         self.tracker_config = TrackerConfig.for_embedder(
             gallery.embedder.name, near_s=1.5 / self.fps, max_gap_s=max(2.0, 3.0 / self.fps)
@@ -385,7 +385,7 @@ class ArchiveSearch:
             person_id = self.matcher.person_ids[d.person]
             res.sightings.append(
                 Sighting(
-                    person_id=self.matcher.person_ids[d.person],
+                    person_id=person_id,
                     person_name=self.matcher.person_names[d.person],
                     list_name=self.matcher.person_lists[d.person],
                     source_path=res.path,
@@ -395,9 +395,7 @@ class ArchiveSearch:
                     best_score=round(best, 4),
                     best_frame_s=round(float(table.t[b]), 3),
                     n_frames=len({int(table.frame_index[r]) for r in d.rows}),
-                    thumbnail=_match_id(
-                        res.file_id, table, b, self.matcher.person_ids[d.person], self.case
-                    ),
+                    thumbnail=_match_id(res.file_id, table, b, person_id, self.case),
                     watchlist_photo=self.matcher.person_photo[d.person],
                     track_ids=sorted(d.track_ids),
                     tier=d.tier,

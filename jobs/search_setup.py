@@ -149,8 +149,7 @@ class SearchSetup:
             "faces": sum(f.faces for f in result.files),
             "faces rejected by quality": sum(sum(f.rejected.values()) for f in result.files),
             "matched faces": len(result.matches),
-            "sightings": sum(s.tier == "sighting" for s in result.sightings),
-            "candidates": sum(s.tier == "candidate" for s in result.sightings),
+            **_tier_counts(result),
             "wall time": f"{result.wall_s:.1f}s",
             "speed": f"{result.video_s / max(result.wall_s, 1e-9):.2f} video-s per s",
         }
@@ -167,8 +166,7 @@ class SearchSetup:
             "faces": sum(f.faces for f in result.files),
             "rejected": sum(sum(f.rejected.values()) for f in result.files),
             "matches": len(result.matches),
-            "sightings": sum(s.tier == "sighting" for s in result.sightings),
-            "candidates": sum(s.tier == "candidate" for s in result.sightings),
+            **_tier_counts(result),
             "thresholds": _threshold_range(self.gallery.thresholds),
             "review_thresholds": _threshold_range(self.gallery.review_thresholds),
             "wall_s": round(result.wall_s, 3),
@@ -214,6 +212,11 @@ def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> 
             )
         return False
     return True
+
+
+def _tier_counts(result: SearchResult) -> dict[str, int]:
+    tiers = [s.tier for s in result.sightings]
+    return {"sightings": tiers.count("sighting"), "candidates": tiers.count("candidate")}
 
 
 def _threshold_range(values: np.ndarray | None) -> list[float] | None:

@@ -96,7 +96,6 @@ class Matcher:
             self.person_names[p] = gallery.person_names[e]
             self.person_lists[p] = gallery.list_names[e]
             self.person_photo[p] = self.person_photo[p] or gallery.photos[e]
-        self._best_entry: np.ndarray | None = None
         templates = np.zeros((len(self.person_ids), gallery.embeddings.shape[1]), np.float64)
         np.add.at(templates, self._entry_person, gallery.embeddings.astype(np.float64))
         norms = np.linalg.norm(templates, axis=1, keepdims=True)

@@ -549,10 +549,12 @@ class Watchlists:
                     list_threshold=self.review_threshold(self.catalog.get_list(n))[0],
                 )
             return np.full(len(entries), override, np.float32)
-        per_list = {n: self.review_threshold(self.catalog.get_list(n))[0] for n in names}
+        per_list: dict[str, float] = {}
         per_person: dict[str, float] = {}
         for n in names:
-            review = ((self.catalog.get_list(n) or {}).get("calibration") or {}).get("review")
+            row = self.catalog.get_list(n)
+            per_list[n] = self.review_threshold(row)[0]
+            review = ((row or {}).get("calibration") or {}).get("review")
             per_person.update((review or {}).get("person_thresholds") or {})
         out = [per_person.get(e["person_id"], per_list[e["list_name"]]) for e in entries]
         return np.minimum(np.asarray(out, np.float32), alert)
