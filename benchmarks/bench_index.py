@@ -65,7 +65,7 @@ def settings_for(home: Path, uri: str | None = None):
 
 # -- stage 1: real faces ------------------------------------------------------------------
 def probe_gallery(settings):
-    from jobs.search_setup import probe_gallery
+    from jobs.archive.search_setup import probe_gallery
     from pipelines.engine import FaceEngine
 
     engine = FaceEngine(settings)
@@ -74,7 +74,7 @@ def probe_gallery(settings):
 
 
 def archive_research(settings, gallery, app: str, out: Path) -> dict:
-    from jobs.search import ArchiveSearch
+    from jobs.archive.search import ArchiveSearch
 
     t0 = time.perf_counter()
     res = ArchiveSearch(settings, gallery, out).run(VIDEOS, app)
@@ -87,9 +87,9 @@ def archive_research(settings, gallery, app: str, out: Path) -> dict:
 
 def real_stage(work: Path, n_lfw: int) -> dict:
     """Index the videos, time both searches on them, and collect real embeddings."""
-    from jobs import runtime
-    from jobs.index import index_archive
-    from jobs.index_search import IndexedSearch
+    from jobs.archive import runtime
+    from jobs.archive.index import index_archive
+    from jobs.archive.index_search import IndexedSearch
     from pipelines.home import Home
     from pipelines.store import FACES
 
@@ -244,7 +244,7 @@ def pct(xs: list[float]) -> dict:
 
 
 def queries(store, reps: Replicas, probe: np.ndarray, n: int, gallery, end_to_end: bool) -> dict:
-    from jobs.index_search import IndexedSearch
+    from jobs.archive.index_search import IndexedSearch
     from pipelines.store import FACES
 
     rng = np.random.default_rng(1)

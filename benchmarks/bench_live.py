@@ -1,6 +1,6 @@
 """Live latency under load: N simulated cameras push real video at 5 fps each through the
 real server (local Ray Serve on 127.0.0.1, MTCNN + dlib-resnet in the shared FacePool),
-first alone, then while an archive search (jobs.search) runs against the same pool.
+first alone, then while an archive search (jobs.archive.search) runs against the same pool.
 
 Each camera is a client that sends every 6th frame of short_hamilton_clip.mp4 (29.97 fps,
 so about 5 fps of video) on a fixed 5 Hz schedule, as a JPEG to

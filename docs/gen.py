@@ -2,7 +2,7 @@
 
 - ``docs/reference/config.md`` from the pydantic models in ``pipelines/config.py`` (every
   field's type, default, limits and ``Field(description=...)``);
-- ``docs/reference/cli.md`` from the typer app ``jobs.cli:app`` (every command, its help and
+- ``docs/reference/cli.md`` from the typer app ``jobs.cli.app:app`` (every command, its help and
   its options, as ``--help`` shows them);
 - the accuracy and benchmark tables under ``docs/generated/`` from
   ``benchmarks/results/*.json``, which the accuracy and performance pages include.
@@ -185,7 +185,7 @@ def cli_reference() -> str:
     import typer
     from typer import _click
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     root = typer.main.get_command(app)
     intro = (

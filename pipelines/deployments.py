@@ -9,7 +9,7 @@ camera against the frozen snapshot (``Deployments.active_for_camera``, then
 its numbers, computed from what the live side stored:
 
 - alerts and their adjudications: the review book (``live_alerts`` in the catalog's SQLite
-  file, written by ``serve/reviews.py``: alert_id, camera_id, list_name, person_id,
+  file, written by ``pipelines/live/review_book.py``: alert_id, camera_id, list_name, person_id,
   alerted_at, status pending|confirmed|rejected, record JSON with the snapshot id);
 - faces scanned: the ``live_scanned`` table below. The live hub adds each camera's count of
   analysed faces with ``record_scanned(camera_id, n)`` (periodically, as deltas); nothing
@@ -32,10 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, new_id
+from pipelines.live.cameras import CameraError, load_cameras_file
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
 
@@ -396,16 +395,12 @@ def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str,
             raise
     if cameras_file is not None and Path(cameras_file).is_file():
         try:
-            items = (yaml.safe_load(Path(cameras_file).read_text()) or {}).get("cameras", [])
-        except (yaml.YAMLError, AttributeError, OSError) as exc:
-            logger.warning("cameras file %s unreadable: %s", cameras_file, exc)
-            items = []
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and "id" in item:
-                out[str(item["id"])] = {
-                    "list_name": item.get("list", item.get("list_name")),
-                    "threshold": item.get("threshold"),
-                }
+            specs = load_cameras_file(Path(cameras_file))
+        except CameraError as exc:  # the live server refuses it too: no camera runs from it
+            logger.warning("cameras file %s unusable: %s", cameras_file, exc)
+            specs = []
+        for spec in specs:
+            out[spec.id] = {"list_name": spec.list_name, "threshold": spec.threshold}
     return out
 
 

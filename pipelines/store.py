@@ -82,7 +82,7 @@ def _fields(name: str) -> list[tuple[str, str, dict]]:
             ("snapshot_id", "VARCHAR", {"max_length": ID_LEN}),
             ("status", "VARCHAR", {"max_length": 16}),
         ]
-    if name == FACES:  # the retrospective face index (jobs/index.py)
+    if name == FACES:  # the retrospective face index (jobs/archive/index.py)
         return [
             *common,
             ("face_index", "INT64", {}),

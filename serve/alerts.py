@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pipelines.images import encode_jpeg
+from pipelines.live.analyser import AlertDraft, Face
+from pipelines.live.cameras import CameraSpec, redact_url
+from pipelines.live.review_book import ReviewBook
 from pipelines.media import Media
 from pipelines.store import FACES, MATCHES, VectorStore
-from serve.cameras import CameraSpec, redact_url
-from serve.live import AlertDraft, Face
-from serve.reviews import ReviewBook
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -33,35 +32,6 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
 SUBSCRIBER_QUEUE = 256
 REPLAY = 200
-
-
-def alert_record(draft: AlertDraft, camera: CameraSpec) -> dict[str, Any]:
-    """The alert as API clients, SSE subscribers and webhooks see it (no embedding)."""
-    f = draft.face
-    return {
-        "alert_id": draft.alert_id,
-        "camera_id": camera.id,
-        "camera": redact_url(camera.url),
-        "person_id": draft.person_id,
-        "person_name": draft.person_name,
-        "list_name": draft.list_name,
-        "score": draft.score,
-        "face_score": draft.face_score,
-        "threshold": draft.threshold,
-        "margin": draft.margin,
-        "track_id": draft.track_id,
-        "track_faces": draft.n_faces,
-        "frame_seq": f.seq,
-        "face_index": f.face_index,
-        "box": [round(float(x), 1) for x in f.box],
-        "observed_at": f.received_at,
-        "trigger_seq": draft.trigger_seq,
-        "trigger_received_at": draft.trigger_received_at,
-        "alerted_at": time.time(),
-        "snapshot_id": draft.snapshot_id,
-        "photo": draft.photo,
-        "status": "pending",
-    }
 
 
 class AlertRecorder:

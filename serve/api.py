@@ -23,11 +23,11 @@ from starlette.datastructures import Headers
 
 from pipelines.config import Settings, redacted
 from pipelines.images import ImageError, ImageTooLarge, check_image_header
+from pipelines.live.cameras import CAMERA_ID
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
-from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
-from serve.review import review_page
+from serve.review_page import review_page
 from serve.webhooks import public_hook_url
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ configuration and binds three deployments into one app named "facewatch":
     Api (FastAPI ingress, stateless)  ->  LiveHub (1 replica: cameras, alerts, store)
                                                    ->  FacePool (the shared model pool)
 
-``jobs.runtime.face_pool`` finds this app's FacePool, so an archive search started while
+``jobs.archive.runtime.face_pool`` finds this app's FacePool, so an archive search started while
 the server runs uses the same replicas (live first) instead of loading a second copy.
 """
 
@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
 
 from pipelines.config import Settings, load_settings
+from pipelines.live.cameras import load_cameras_file
 from serve.api import Api
 from serve.auth import TokenTable
-from serve.cameras import load_cameras_file
 from serve.hub import HUB_DEPLOYMENT, LiveHub
 from serve.pool import POOL_DEPLOYMENT, build_pool
 
-APP_NAME = "facewatch"  # jobs.runtime.SERVE_APP
+APP_NAME = "facewatch"  # jobs.archive.runtime.SERVE_APP
 API_DEPLOYMENT = "Api"
 # The hub and the API mostly wait on I/O and on the pool: they reserve little CPU, so the
 # pool's replicas get the cores.

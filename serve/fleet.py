@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import LiveConfig
-from pipelines.match import Gallery, Matcher
-from serve.cameras import (
+from pipelines.live.cameras import (
     CameraError,
     CameraRegistry,
     CameraSpec,
@@ -37,6 +36,7 @@ from serve.cameras import (
     redact_url,
     scrub_secrets,
 )
+from pipelines.match import Gallery, Matcher
 from serve.ingest import AlertSink, Analyse, CameraRunner
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Fleet:
         file_roots: Sequence[Path] | None = None,
     ):
         """``file_roots``: the folders video files of registry cameras (API, CLI) must lie
-        in (``serve.cameras.camera_file_roots``); None: no such rule."""
+        in (``pipelines.live.cameras.camera_file_roots``); None: no such rule."""
         self.policy, self.registry, self.fixed = policy, registry, {s.id: s for s in fixed}
         self._analyse, self._sink = analyse, sink
         self._load_gallery, self._list_versions = load_gallery, list_versions

@@ -28,21 +28,22 @@ from pipelines.config import Settings
 from pipelines.deployments import Deployments
 from pipelines.home import Home
 from pipelines.images import ImageError, decode_image
+from pipelines.live.alert_record import alert_record
+from pipelines.live.analyser import AlertDraft, Face
+from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
+from pipelines.live.review_book import ReviewBook, ReviewError, adjudicate
 from pipelines.media import MediaPathError
 from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import WatchlistError, Watchlists
-from serve.alerts import AlertFanout, AlertRecorder, alert_record
+from serve.alerts import AlertFanout, AlertRecorder
 from serve.auth import FailureThrottle
-from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.http import HubError
-from serve.live import AlertDraft, Face
 from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
-from serve.reviews import ReviewBook, ReviewError, adjudicate
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)

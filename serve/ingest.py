@@ -23,10 +23,16 @@ import numpy as np
 
 from pipelines.config import LiveConfig
 from pipelines.images import ImageTooLarge, check_image_header
+from pipelines.live.analyser import AlertDraft, Face, LiveAnalyser
+from pipelines.live.cameras import (
+    CameraError,
+    CameraSpec,
+    expand_secrets,
+    redact_url,
+    scrub_secrets,
+)
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
-from serve.cameras import CameraError, CameraSpec, expand_secrets, redact_url, scrub_secrets
-from serve.live import AlertDraft, Face, LiveAnalyser
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
 
 logger = logging.getLogger(__name__)

@@ -136,7 +136,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 # Ray replaces 127.0.0.1 (even when given as the node address) with the machine's outward
 # address, unless it treats the host as a single-node OS. This switch makes the local node
-# really stay on loopback (jobs.runtime.prepare_env sets the same); a user's value wins.
+# really stay on loopback (jobs.archive.runtime.prepare_env sets the same); a user's value wins.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serve.cameras import ANY_NETWORK, check_camera_host, redact_url, scrub_secrets
+from pipelines.live.cameras import ANY_NETWORK, check_camera_host, redact_url, scrub_secrets
 
 logger = logging.getLogger(__name__)
 

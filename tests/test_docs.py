@@ -78,7 +78,7 @@ def test_a_setting_without_a_description_stops_the_generator():
 def test_the_cli_reference_lists_every_command():
     import typer
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     text = (ROOT / "docs" / "reference" / "cli.md").read_text(encoding="utf-8")
     root = typer.main.get_command(app)
@@ -136,7 +136,7 @@ def _unknown_options(line: str, root) -> list[str]:
 def test_every_command_line_in_the_docs_uses_real_options():
     import typer
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     root = typer.main.get_command(app)
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -153,7 +153,7 @@ def test_every_command_line_in_the_docs_uses_real_options():
 def test_the_option_checker_catches_a_wrong_option():
     import typer
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     root = typer.main.get_command(app)
     assert _unknown_options("facewatch --home H search x --list L --case C", root) == []

@@ -17,7 +17,7 @@ import pytest
 from measured import measured
 from typer.testing import CliRunner
 
-from jobs.cli import app
+from jobs.cli.app import app
 from pipelines.audit import AuditLog
 from pipelines.config import Settings
 from pipelines.evaluation import identification as ident

@@ -28,7 +28,7 @@ def pool(settings):
     live server) start their own Ray with their own token settings."""
     import ray
 
-    from jobs import runtime
+    from jobs.archive import runtime
 
     started = not ray.is_initialized()
     runtime.start_ray(None, settings)
@@ -39,7 +39,7 @@ def pool(settings):
 
 
 def cli(*args: str, home: Path):
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     return CliRunner().invoke(app, ["--home", str(home), *args], catch_exceptions=False)
 
@@ -179,8 +179,8 @@ def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings
     must not lose yesterday's index of the parts it could not read today."""
     import numpy as np
 
-    from jobs.index import FaceIndexWriter
-    from jobs.search import FileResult
+    from jobs.archive.index import FaceIndexWriter
+    from jobs.archive.search import FileResult
     from pipelines.engine import FaceEngine
     from pipelines.home import Home
     from pipelines.sightings import FaceTable
@@ -222,7 +222,7 @@ def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings
 def test_indexed_search_scope_is_exact_and_outlives_the_files(tmp_path):
     """--indexed PATH: a folder named with Milvus wildcards returns only itself, and a
     folder that has been moved away still counts as a folder (the index outlives it)."""
-    from jobs.index_search import PathScope
+    from jobs.archive.index_search import PathScope
 
     pct, gone, clip = tmp_path / "100%", tmp_path / "moved-away", tmp_path / "gone.mp4"
     pct.mkdir()

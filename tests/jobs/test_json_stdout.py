@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROGRAM = """
 import os, subprocess, sys
-from jobs.common import emit_json, json_stdout
+from jobs.cli.common import emit_json, json_stdout
 with json_stdout(True):
     print("a stray print")
     os.write(1, b"a C library writing to fd 1\\n")

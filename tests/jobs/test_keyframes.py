@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.search_stages import _follows, _frame_batch, face_order, previous_sampled
+from jobs.archive.search_stages import _follows, _frame_batch, face_order, previous_sampled
 from serve.pool import _whole_frames
 
 pytestmark = pytest.mark.timeout(30)

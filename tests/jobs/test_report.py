@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.report import copy_photo
+from jobs.archive.report import copy_photo
 
 
 def test_photos_of_the_same_name_from_two_searches_do_not_mix(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import runtime
+from jobs.archive import runtime
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -98,7 +98,7 @@ def test_the_cli_maps_pool_errors_to_exit_codes():
 RUNTIME_PROBE = r"""
 import json, os, sys
 from pathlib import Path
-from jobs import runtime
+from jobs.archive import runtime
 from pipelines.config import Settings
 
 def listeners(pids):
@@ -175,7 +175,7 @@ def test_a_search_ray_keeps_its_token_private_and_its_ports_on_loopback(tmp_path
 # -- Ray processes left by a killed search: found by facewatch's temp folder and stopped ----
 DRIVER = r"""
 import sys
-from jobs import runtime
+from jobs.archive import runtime
 from pipelines.config import Settings
 
 runtime.start_ray(None, Settings(home=sys.argv[1]))  # the local Ray a search starts
@@ -223,7 +223,7 @@ def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
     import subprocess
     import sys
 
-    from jobs.orphans import facewatch_ray_processes, find_orphans
+    from jobs.archive.orphans import facewatch_ray_processes, find_orphans
     from serve.local import ray_temp_dir
 
     root = ray_temp_dir()

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from jobs.cli import app
+from jobs.cli.app import app
 from pipelines import groundtruth
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
@@ -60,7 +60,7 @@ def ray_address():
     """One local Ray and one FacePool for the whole module (torn down at its end)."""
     import ray
 
-    from jobs import runtime
+    from jobs.archive import runtime
 
     started = not ray.is_initialized()
     settings = Settings()
@@ -399,7 +399,7 @@ def test_a_pool_that_cannot_start_is_reported_with_its_reason(ray_address):
     from ray import serve as ray_serve
     from ray.serve.api import _run
 
-    from jobs import runtime
+    from jobs.archive import runtime
 
     @ray_serve.deployment(name="Broken", ray_actor_options={"num_cpus": 0})
     class Broken:
@@ -420,7 +420,7 @@ def test_a_pool_that_cannot_start_is_reported_with_its_reason(ray_address):
 
 
 def test_waiting_for_a_pool_that_never_comes_times_out(ray_address):
-    from jobs import runtime
+    from jobs.archive import runtime
 
     with pytest.raises(runtime.PoolStartError, match="did not start within 0s .absent."):
         runtime.wait_for_pool("fw-test-no-such-app", timeout_s=0.0)
@@ -456,8 +456,8 @@ def test_a_file_whose_decoder_hangs_is_skipped(data, ray_address, monkeypatch, t
 
     import ray
 
-    from jobs import runtime
-    from jobs import search as search_mod
+    from jobs.archive import runtime
+    from jobs.archive import search as search_mod
     from pipelines.match import Gallery
     from pipelines.schemas import EmbedderInfo
 

@@ -51,7 +51,7 @@ def test_an_empty_list_name_enrols_nobody(cli, data):
 
 
 def test_check_numbers_refuses_what_click_might_let_through():
-    from jobs.search_setup import SetupError, check_numbers
+    from jobs.archive.search_setup import SetupError, check_numbers
 
     for bad in ({"fps": float("nan")}, {"fps": 0.0}, {"threshold": float("inf")}):
         with pytest.raises(SetupError):

@@ -1,5 +1,5 @@
 """Deployment records after a scripted live run: alerts stored and adjudicated through the
-live side's own classes (serve.alerts.AlertRecorder, serve.reviews.ReviewBook, without
+live side's own classes (serve.alerts.AlertRecorder, pipelines.live.review_book.ReviewBook, without
 Serve), a real milvus-lite store and real face embeddings; then the report's numbers."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def faces(engine, data):
 @pytest.fixture
 def live(engine, tmp_path, faces):
     """A home with a list of two people, and the live side's recorder and review book."""
+    from pipelines.live.cameras import CameraRegistry, CameraSpec
+    from pipelines.live.review_book import ReviewBook
     from serve.alerts import AlertRecorder
-    from serve.cameras import CameraRegistry, CameraSpec
-    from serve.reviews import ReviewBook
 
     home = Home.open(Settings(home=tmp_path / "home"), engine.info)
     lists = Watchlists(home, engine.info, engine.embedder.default_threshold)
@@ -49,9 +49,9 @@ def live(engine, tmp_path, faces):
 
 def _alert(lists, recorder, faces, camera_id, n, person, alerted_at=None, snapshot=None):
     """Store one alert the way the hub's sink does (alert_record, then record)."""
-    from serve.alerts import alert_record
-    from serve.cameras import CameraSpec
-    from serve.live import AlertDraft, Face
+    from pipelines.live.alert_record import alert_record
+    from pipelines.live.analyser import AlertDraft, Face
+    from pipelines.live.cameras import CameraSpec
 
     who = {p["name"]: p for p in lists.people("events")}[person]
     face = faces["obama2" if person == "Obama" else "biden"]
@@ -214,3 +214,24 @@ def test_start_refuses_bad_input(live, purpose, location, cameras, list_name, me
     with pytest.raises(DeploymentError, match=message):
         deps.start(lists, purpose, location, cameras, list_name, "supt")
     assert deps.all() == []
+
+
+@pytest.mark.timeout(30)
+def test_configured_cameras_read_the_cameras_file_through_the_camera_spec(tmp_path, caplog):
+    """The deployment record's per-camera terms come from the same ``CameraSpec`` the live
+    server runs: the file's ``list`` alias and threshold, and nothing from a file the
+    server would refuse."""
+    from pipelines.catalog import Catalog
+    from pipelines.deployments import configured_cameras
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    good = tmp_path / "cameras.yaml"
+    good.write_text("cameras:\n  - {id: gate-b, url: push, list: events, threshold: 0.9}\n")
+    assert configured_cameras(catalog, good) == {
+        "gate-b": {"list_name": "events", "threshold": 0.9}
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - {id: gate-b, url: push, colour: red}\n")
+    assert configured_cameras(catalog, bad) == {}
+    assert "unusable" in caplog.text
+    assert configured_cameras(catalog, None) == {}

@@ -158,7 +158,7 @@ def test_one_person_twice_in_one_frame_makes_one_sighting():
 def test_search_top_n_setting_decides_how_a_track_scores(tmp_path, top_n, sightings):
     """``search.top_n`` reaches the archive search's decision: a track of Alice with one
     frame over her threshold and four under is no sighting at 3, one at 1."""
-    from jobs.search import ArchiveSearch, FileResult
+    from jobs.archive.search import ArchiveSearch, FileResult
     from pipelines.config import Settings
     from pipelines.video import VideoInfo
 

@@ -37,10 +37,11 @@ def lists(engine, tmp_path):
 
 
 def _live_alert(lists, face, n, status):
-    from serve.alerts import AlertRecorder, alert_record
-    from serve.cameras import CameraSpec
-    from serve.live import AlertDraft, Face
-    from serve.reviews import ReviewBook
+    from pipelines.live.alert_record import alert_record
+    from pipelines.live.analyser import AlertDraft, Face
+    from pipelines.live.cameras import CameraSpec
+    from pipelines.live.review_book import ReviewBook
+    from serve.alerts import AlertRecorder
 
     reviews = ReviewBook(lists.home.catalog.path)
     recorder = AlertRecorder(lists.home.vectors(), lists.home.media, reviews)

@@ -81,7 +81,7 @@ def test_search_by_vector_finds_the_same_person(store, faces, engine):
     assert [h["score"] for h in hits[0]] == pytest.approx([0.9684, 0.8375], abs=2e-3)
     assert hits[0][0]["score"] >= engine.embedder.default_threshold > hits[0][1]["score"]
     store.upsert_matches([_match("sv-1", faces["obama"], box=BOX, track_id=7)])
-    where = '(source_id == "f1" and track_id in [7, 8])'  # as jobs/index_search.py filters
+    where = '(source_id == "f1" and track_id in [7, 8])'  # as jobs/archive/index_search.py filters
     hits = store.search(MATCHES, faces["obama2"].embedding, 3, where, fields=["box", "track_id"])
     assert [(h["id"], h["box"], h["track_id"]) for h in hits[0]] == [("sv-1", BOX, 7)]
 

@@ -92,8 +92,8 @@ def test_entries_carry_their_lawful_record_and_are_audited(lists, faces):
 def test_the_list_snapshot_is_recorded_on_matches(lists, faces, settings, tmp_path):
     """Archive search's own per-file decision and persistence, without Ray: the match rows
     in Milvus name the snapshot, and the snapshot names exactly who was on the list."""
-    from jobs.search import ArchiveSearch, FileResult
-    from jobs.search_setup import SearchSetup
+    from jobs.archive.search import ArchiveSearch, FileResult
+    from jobs.archive.search_setup import SearchSetup
     from pipelines.sightings import FaceTable
     from pipelines.video import VideoInfo
 

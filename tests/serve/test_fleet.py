@@ -21,11 +21,11 @@ import pytest
 
 from pipelines.audit import AuditLog
 from pipelines.config import LiveConfig, Settings
+from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from pipelines.match import Gallery
 from pipelines.schemas import EmbedderInfo
 from serve.api import create_app
 from serve.auth import FailureThrottle, TokenTable, hash_token
-from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from serve.fleet import Fleet
 from serve.hub import LiveHub
 from serve.ingest import CameraRunner

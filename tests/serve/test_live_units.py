@@ -14,6 +14,16 @@ import numpy as np
 import pytest
 
 from pipelines.config import ApiConfig, LiveConfig, WebhookConfig
+from pipelines.live.analyser import LiveAnalyser, alert_id
+from pipelines.live.cameras import (
+    CameraError,
+    camera_file_roots,
+    expand_secrets,
+    load_cameras_file,
+    parse_spec,
+    redact_url,
+    scrub_secrets,
+)
 from pipelines.match import Gallery, Matcher
 from pipelines.schemas import EmbedderInfo, FaceBatch, FaceDetections, Quality
 from serve.auth import (
@@ -24,16 +34,6 @@ from serve.auth import (
     hash_token,
     parse_env_tokens,
 )
-from serve.cameras import (
-    CameraError,
-    camera_file_roots,
-    expand_secrets,
-    load_cameras_file,
-    parse_spec,
-    redact_url,
-    scrub_secrets,
-)
-from serve.live import LiveAnalyser, alert_id
 from serve.local import ray_token_auth, read_serve_file
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame
 from serve.webhooks import WebhookDispatcher, backoff_delay, public_hook_url, retryable
@@ -612,7 +612,7 @@ def test_error_texts_are_scrubbed_before_they_are_cut():
 
 
 def test_camera_hosts_are_checked_against_the_allowed_networks():
-    from serve.cameras import check_camera_host
+    from pipelines.live.cameras import check_camera_host
 
     lan = ["10.0.0.0/8", "fd00::/8"]
     assert check_camera_host("rtsp://v:${CAM1_PW}@10.1.2.3/s", lan) == ["10.1.2.3"]
@@ -638,7 +638,7 @@ def test_a_stream_outside_the_allowed_networks_is_never_connected(host):
     the host, and nothing connects. The control: with loopback allowed, it connects."""
     import socket
 
-    from serve.cameras import CameraSpec
+    from pipelines.live.cameras import CameraSpec
     from serve.ingest import CameraRunner
 
     def attempt(networks: list[str]) -> tuple[bool, str]:
@@ -680,7 +680,7 @@ def test_a_stream_outside_the_allowed_networks_is_never_connected(host):
 
 @pytest.mark.timeout(30)
 def test_a_stream_error_shows_the_redacted_url_not_the_expanded_password(monkeypatch, caplog):
-    from serve.cameras import CameraSpec
+    from pipelines.live.cameras import CameraSpec
     from serve.ingest import CameraRunner
     from serve.local import free_port
 
@@ -871,7 +871,7 @@ class FakeMatchStore:
 
 
 def review_book(tmp_path):
-    from serve.reviews import ReviewBook
+    from pipelines.live.review_book import ReviewBook
 
     book = ReviewBook(tmp_path / "reviews.sqlite")
     record = {"alert_id": "a1", "camera_id": "cam", "list_name": "l", "person_id": "p"}
@@ -882,7 +882,7 @@ def review_book(tmp_path):
 def test_two_reviewers_at_once_one_wins_and_milvus_agrees_with_the_book(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from serve.reviews import ReviewError, adjudicate
+    from pipelines.live.review_book import ReviewError, adjudicate
 
     book, store = review_book(tmp_path), FakeMatchStore()
 
@@ -903,7 +903,7 @@ def test_two_reviewers_at_once_one_wins_and_milvus_agrees_with_the_book(tmp_path
     ("fail", "status"), [(RuntimeError("milvus down"), 503), (KeyError("a1"), 404)]
 )
 def test_a_decision_milvus_cannot_take_leaves_the_alert_pending(tmp_path, fail, status):
-    from serve.reviews import ReviewError, adjudicate
+    from pipelines.live.review_book import ReviewError, adjudicate
 
     book, store = review_book(tmp_path), FakeMatchStore(fail)
     with pytest.raises(ReviewError) as err:

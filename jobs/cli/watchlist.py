@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from jobs.common import console, current_actor, fail, get_context, local_engine
+from jobs.cli.common import console, current_actor, fail, get_context, local_engine
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError

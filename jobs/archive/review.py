@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from jobs.report import render_report
+from jobs.archive.report import render_report
 from pipelines.catalog import utcnow
 from pipelines.evaluation.identification import Rate
 from pipelines.home import Home

@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs.common import console, fail, get_context, local_engine
+from jobs.cli.common import console, fail, get_context, local_engine
 from pipelines.config import DlibResnetConfig, FacenetConfig, Settings
 from pipelines.embedders.base import WeightsError
 from pipelines.evaluation import lfw
@@ -332,7 +332,7 @@ def evaluate_archive(
 ) -> None:
     """Search a ground-truth video as a user would and score it: recall and precision of
     sightings, recall with candidates, false candidates per non-listed appearance."""
-    from jobs.evaluate_archive import run_evaluation
+    from jobs.cli.evaluate_archive import run_evaluation
     from pipelines.evaluation.archive import TruthError, load_truth
 
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.common import EXIT_UNEXPECTED, console, current_actor, fail, get_context
+from jobs.cli.common import EXIT_UNEXPECTED, console, current_actor, fail, get_context
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _call(method: str, url: str, headers: dict, **kwargs) -> dict:
 
 def _registry(ctx: typer.Context):
     from pipelines.home import Home
-    from serve.cameras import CameraRegistry
+    from pipelines.live.cameras import CameraRegistry
     from serve.hub import LIVE_DB
 
     home = Home.open(get_context(ctx).settings())
@@ -155,7 +155,7 @@ def camera_add(
     token: str | None = TokenOpt,
 ) -> None:
     """Add a camera (to the running server with --server, else to the home's registry)."""
-    from serve.cameras import CameraError, camera_file_roots, parse_spec
+    from pipelines.live.cameras import CameraError, camera_file_roots, parse_spec
 
     data = {"id": camera_id, "url": url, "fps": fps, "list": list_name, "threshold": threshold}
     data["loop"] = not once
@@ -224,7 +224,7 @@ def camera_rm(
     token: str | None = TokenOpt,
 ) -> None:
     """Remove a camera (its in-memory faces are dropped at once)."""
-    from serve.cameras import CameraError
+    from pipelines.live.cameras import CameraError
 
     remote = _server(server, token)
     if remote is not None:

@@ -1,10 +1,10 @@
 """The retrospective face index: every quality-passing face of an archive, kept in Milvus.
 
 ``facewatch index`` runs the archive search's own pipeline (plan -> decode -> FacePool ->
-tracking, see jobs/search.py) with an empty watch list, and stores each quality-passing
+tracking, see jobs/archive/search.py) with an empty watch list, and stores each quality-passing
 face in the ``fw_faces`` collection: embedding, box, time, frame and face index, file hash
 and path, track id, quality, and a thumbnail in ``<home>/media/faces``. A later
-``facewatch search --probe IMAGE --indexed`` (jobs/index_search.py) then finds a person
+``facewatch search --probe IMAGE --indexed`` (jobs/archive/index_search.py) then finds a person
 without decoding the video again.
 
 Ids are stable (file hash, frame, face), so indexing a file twice keeps one copy; a file
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import runtime
-from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.archive import runtime
+from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from pipelines.config import Settings
 from pipelines.home import Home
 from pipelines.match import Gallery

@@ -7,8 +7,19 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jobs import runtime
-from jobs.common import (
+from jobs.archive import runtime
+from jobs.archive.report import (
+    link_media,
+    render_report,
+    sightings_table,
+    write_outputs,
+    write_summary,
+)
+from jobs.archive.review import rank
+from jobs.archive.search import Progress as SearchProgress
+from jobs.archive.search import SearchResult
+from jobs.archive.search_setup import SearchSetup, SetupError, check_numbers, check_videos
+from jobs.cli.common import (
     EXIT_PARTIAL,
     EXIT_UNEXPECTED,
     console,
@@ -18,11 +29,6 @@ from jobs.common import (
     get_context,
     json_stdout,
 )
-from jobs.report import link_media, render_report, sightings_table, write_outputs, write_summary
-from jobs.review import rank
-from jobs.search import Progress as SearchProgress
-from jobs.search import SearchResult
-from jobs.search_setup import SearchSetup, SetupError, check_numbers, check_videos
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +70,7 @@ def search(
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
     if indexed:
-        from jobs.cli_index import search_indexed
+        from jobs.cli.index import search_indexed
 
         search_indexed(
             ctx, paths or [], probe, threshold, review_threshold, top_k, out, case, reason, as_json

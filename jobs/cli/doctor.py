@@ -1,6 +1,6 @@
 """``facewatch doctor``: find and stop the Ray processes a killed facewatch left behind.
 
-The rules for what counts as left behind are in ``jobs/orphans.py``: only this user's
+The rules for what counts as left behind are in ``jobs/archive/orphans.py``: only this user's
 processes that name facewatch's own Ray temp folder, whose parent is PID 1 or whose
 session's starter is gone. A running search or server is never touched.
 """
@@ -11,8 +11,8 @@ import json
 
 import typer
 
-from jobs.common import EXIT_UNEXPECTED, console
-from jobs.orphans import find_orphans, stop
+from jobs.archive.orphans import find_orphans, stop
+from jobs.cli.common import EXIT_UNEXPECTED, console
 
 
 def register(app: typer.Typer) -> None:

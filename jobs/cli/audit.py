@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.table import Table
 
-from jobs.common import console, fail, get_context
+from jobs.cli.common import console, fail, get_context
 from pipelines.audit import AuditError, AuditLog
 
 app = typer.Typer(help="The audit log: who did what to biometric data, and when.")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import typer
 
-from jobs import runtime
-from jobs.cli_search import report_outputs, run_with_progress
-from jobs.common import console, current_actor, fail, get_context, json_stdout
-from jobs.search_setup import SearchSetup, SetupError, check_numbers
+from jobs.archive import runtime
+from jobs.archive.search_setup import SearchSetup, SetupError, check_numbers
+from jobs.cli.common import console, current_actor, fail, get_context, json_stdout
+from jobs.cli.search import report_outputs, run_with_progress
 from pipelines.evaluation.archive import Appearance, Found, score
 
 

@@ -125,8 +125,8 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
 
 
 def _stop_orphans(temp_root) -> None:
-    """Ray processes an earlier facewatch left when it was killed (see jobs/orphans.py)."""
-    from jobs.orphans import find_orphans, stop
+    """Ray processes an earlier facewatch left when it was killed (see jobs/archive/orphans.py)."""
+    from jobs.archive.orphans import find_orphans, stop
 
     orphans = find_orphans(temp_root)
     if orphans:
@@ -312,7 +312,7 @@ def hide_ray_data_noise_if_pool_fails(app: str):
 def pool_errors_fail():
     """For the CLI: a pool that cannot start (exit 1) or that embeds with another embedder
     than the store's (exit 2, a configuration error) is a clear error, not a traceback."""
-    from jobs.common import EXIT_UNEXPECTED, fail
+    from jobs.cli.common import EXIT_UNEXPECTED, fail
 
     try:
         yield

@@ -1,4 +1,4 @@
-"""The ``facewatch`` command line. Each command group lives in its own module under jobs/.
+"""The ``facewatch`` command line. Each command group lives in its own module under jobs/cli/.
 
 Exit codes: 0 success; 2 usage or configuration error, or an act refused because the
 audit log is damaged; 3 partial failure (some inputs failed, the rest were processed);
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from jobs import common
+from jobs.cli import common
 from pipelines.privacy import private_umask
 
 app = typer.Typer(
@@ -64,37 +64,33 @@ def main(
 
 def _register() -> None:
     # Explicit, so a missing module is an import error, not a silently absent command.
-    from jobs import (
-        cli_audit,
-        cli_deployment,
-        cli_doctor,
-        cli_evaluate,
-        cli_index,
-        cli_models,
-        cli_retention,
-        cli_search,
-        cli_serve,
-        cli_sightings,
-        cli_watchlist,
+    from jobs.cli import (
+        audit,
+        deployment,
+        doctor,
+        evaluate,
+        index,
+        models,
+        retention,
+        search,
+        serve,
+        sightings,
+        watchlist,
     )
 
     groups = {
-        "models": cli_models.app,
-        "evaluate": cli_evaluate.app,
-        "watchlist": cli_watchlist.app,
-        "audit": cli_audit.app,
-        "deployment": cli_deployment.app,
-        "retention": cli_retention.app,
-        "sightings": cli_sightings.app,
+        "models": models.app,
+        "evaluate": evaluate.app,
+        "watchlist": watchlist.app,
+        "audit": audit.app,
+        "deployment": deployment.app,
+        "retention": retention.app,
+        "sightings": sightings.app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)
-    for module in (cli_search, cli_serve, cli_index, cli_doctor):
+    for module in (search, serve, index, doctor):
         module.register(app)
 
 
 _register()
-
-
-if __name__ == "__main__":
-    app()

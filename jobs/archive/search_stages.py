@@ -94,7 +94,7 @@ class FaceStage:
     ):
         from ray import serve as ray_serve
 
-        from jobs.runtime import wait_for_pool
+        from jobs.archive.runtime import wait_for_pool
         from serve.pool import POOL_DEPLOYMENT
 
         lower_cpu_priority()  # an archive-only worker: live work first

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.common import console, fail, get_context
+from jobs.cli.common import console, fail, get_context
 from pipelines.embedders.backends import facenet_cache_path, load_facenet_state
 from pipelines.embedders.base import WeightsError
 from pipelines.images import sha256_file

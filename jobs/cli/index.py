@@ -8,8 +8,25 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from jobs import runtime
-from jobs.common import (
+from jobs.archive import runtime
+from jobs.archive.index import index_archive
+from jobs.archive.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, PathScope
+from jobs.archive.report import (
+    ERROR_SCHEMA,
+    link_media,
+    render_report,
+    sightings_table,
+    write_outputs,
+    write_table,
+)
+from jobs.archive.search_setup import (
+    SetupError,
+    _check_purpose,
+    check_numbers,
+    check_videos,
+    probe_gallery,
+)
+from jobs.cli.common import (
     EXIT_PARTIAL,
     EXIT_UNEXPECTED,
     console,
@@ -19,23 +36,6 @@ from jobs.common import (
     get_context,
     json_stdout,
     local_engine,
-)
-from jobs.index import index_archive
-from jobs.index_search import MAX_TOP_K, IndexedSearch, IndexedSearchResult, PathScope
-from jobs.report import (
-    ERROR_SCHEMA,
-    link_media,
-    render_report,
-    sightings_table,
-    write_outputs,
-    write_table,
-)
-from jobs.search_setup import (
-    SetupError,
-    _check_purpose,
-    check_numbers,
-    check_videos,
-    probe_gallery,
 )
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine

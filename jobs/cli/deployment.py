@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.cli_watchlist import open_lists
-from jobs.common import console, current_actor, fail
+from jobs.cli.common import console, current_actor, fail
+from jobs.cli.watchlist import open_lists
 from pipelines.deployments import DeploymentError, Deployments, iso
 from pipelines.watchlist import WatchlistError
 

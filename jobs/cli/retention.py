@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.cli_watchlist import open_lists
-from jobs.common import console, current_actor
+from jobs.cli.common import console, current_actor
+from jobs.cli.watchlist import open_lists
 from pipelines.retention import run_retention
 
 app = typer.Typer(help="Retention: delete alerts, matches, indexed faces and expired entries.")

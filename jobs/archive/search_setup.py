@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import runtime
-from jobs.common import local_engine
-from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.archive import runtime
+from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.cli.common import local_engine
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.home import Home

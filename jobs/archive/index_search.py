@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.search import _match_id, archive_match, sighting_id
+from jobs.archive.search import _match_id, archive_match, sighting_id
 from pipelines.match import Gallery
 from pipelines.paths import resolved
 from pipelines.schemas import Match, Sighting

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import runtime
-from jobs.search_stages import FaceStage, decode_segment
+from jobs.archive import runtime
+from jobs.archive.search_stages import FaceStage, decode_segment
 from pipelines.config import Settings
 from pipelines.images import sha256_file
 from pipelines.match import Gallery, Matcher
@@ -131,7 +131,7 @@ class ArchiveSearch:
         self.fps = fps or settings.search.fps
         self.progress = progress or Progress()
         self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
-        # the face index (jobs/index.py): every face of a file, with thumbnails and tracks
+        # the face index (jobs/archive/index.py): every face of a file, with thumbnails and tracks
         self.on_faces = on_faces
         # never from the thresholds: the same footage gives the same tracks at any threshold;
         # a track continues from the sampled frame just before (1.5 sampling intervals)

@@ -8,15 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.common import console, current_actor, fail, get_context
-from jobs.report import shown_precision
-from jobs.review import (
+from jobs.archive.report import shown_precision
+from jobs.archive.review import (
     DECISIONS,
     ReviewError,
     SightingReviews,
     load_sightings,
     refresh_outputs,
 )
+from jobs.cli.common import console, current_actor, fail, get_context
 from pipelines.home import Home
 from pipelines.schemas import Sighting
 
