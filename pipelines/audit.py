@@ -33,15 +33,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import FacewatchError
+
 GENESIS = "0" * 64
 
 
-class AuditError(ValueError):
+class AuditError(FacewatchError, ValueError):
     """The audit log cannot be read as asked; the message says where."""
 
 
-class AuditUnavailable(RuntimeError):
+class AuditUnavailable(FacewatchError, RuntimeError):
     """The audit log cannot take a record, so the act it would record must not happen."""
+
+    http_status = 503
 
     def __init__(self, path: Path, line: int, reason: str):
         self.path, self.line, self.reason = path, line, reason
@@ -51,7 +55,7 @@ class AuditUnavailable(RuntimeError):
             "keep the damaged log as evidence and move it aside to start a new one"
         )
 
-    def short(self) -> str:
+    def public_message(self) -> str:
         """The same without the home's path (for API answers)."""
         where = f"line {self.line} is damaged ({self.reason})"
         return f"audit log unavailable: {where}; nothing was done"

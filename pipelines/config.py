@@ -26,13 +26,17 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.errors import FacewatchError
+
 ENV_PREFIX = "FACEWATCH__"
 CONFIG_ENV = "FACEWATCH_CONFIG"
 HOME_ENV = "FACEWATCH_HOME"
 
 
-class ConfigError(ValueError):
+class ConfigError(FacewatchError, ValueError):
     """A configuration file or override is invalid. The message says where and why."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 class Strict(BaseModel):

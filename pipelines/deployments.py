@@ -34,6 +34,7 @@ from typing import Any
 
 from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, new_id
+from pipelines.errors import FacewatchError
 from pipelines.live.cameras import CameraError, load_cameras_file
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
@@ -67,7 +68,7 @@ CREATE INDEX IF NOT EXISTS live_scanned_camera ON live_scanned (camera_id, at)
 """
 
 
-class DeploymentError(ValueError):
+class DeploymentError(FacewatchError, ValueError):
     """A deployment operation was refused; the message says why."""
 
 
@@ -404,61 +405,29 @@ def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str,
     return out
 
 
+CAMERA_COLUMNS = (
+    "Camera",
+    "Hours",
+    "Faces scanned",
+    "Alerts",
+    "Confirmed",
+    "Rejected",
+    "Pending",
+    "Threshold in force",
+    "List version",
+)
+
+
 def render_html(rep: dict[str, Any]) -> str:
     """A one-page post-deployment report (every value escaped)."""
     e = html.escape
     t = rep["totals"]
-
-    def pct(v):
-        return "n/a (none adjudicated)" if v is None else f"{v:.1%}"
-
-    facts = [
-        ("Purpose", rep["purpose"]),
-        ("Location", rep["location"]),
-        ("Start (UTC)", f"{rep['started_at']} by {rep['started_by']}"),
-        ("End (UTC)", f"{rep['ended_at']} by {rep['ended_by']}" if rep["ended_at"] else "running"),
-        ("Watch list", f"{rep['list']} version {rep['list_version']} ({rep['snapshot_id']})"),
-        ("Duration", f"{t['hours']:.2f} h"),
-        ("Faces scanned", f"{t['faces_scanned']:,}"),
-        ("Alerts", str(t["alerts"])),
-        ("Confirmed / rejected / pending", f"{t['confirmed']} / {t['rejected']} / {t['pending']}"),
-        ("Precision (confirmed of adjudicated)", pct(t["precision"])),
-        ("False alert rate (rejected per face scanned)", _rate(t["rejected"], t["faces_scanned"])),
-    ]
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in _facts(rep))
     cams = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(x))}</td>"
-            for x in (
-                cam,
-                f"{c['hours']:.2f}",
-                f"{c['faces_scanned']:,}",
-                c["alerts"],
-                c["confirmed"],
-                c["rejected"],
-                c["pending"],
-                _threshold_text(c),
-                c["list_version"],
-            )
-        )
-        + "</tr>"
+        "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in _camera_cells(cam, c)) + "</tr>"
         for cam, c in rep["per_camera"].items()
     )
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "Camera",
-            "Hours",
-            "Faces scanned",
-            "Alerts",
-            "Confirmed",
-            "Rejected",
-            "Pending",
-            "Threshold in force",
-            "List version",
-        )
-    )
+    head = "".join(f"<th>{h}</th>" for h in CAMERA_COLUMNS)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Deployment report {e(rep["deployment_id"])}</title>
@@ -478,6 +447,40 @@ Faces that matched no one on the list were not kept; only their count is reporte
 Alerts not on the frozen list snapshot: {t["alerts_not_on_frozen_snapshot"]}.</small></p>
 </body></html>
 """
+
+
+def _facts(rep: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's summary table: (what, value) rows."""
+    t = rep["totals"]
+    precision = "n/a (none adjudicated)" if t["precision"] is None else f"{t['precision']:.1%}"
+    return [
+        ("Purpose", rep["purpose"]),
+        ("Location", rep["location"]),
+        ("Start (UTC)", f"{rep['started_at']} by {rep['started_by']}"),
+        ("End (UTC)", f"{rep['ended_at']} by {rep['ended_by']}" if rep["ended_at"] else "running"),
+        ("Watch list", f"{rep['list']} version {rep['list_version']} ({rep['snapshot_id']})"),
+        ("Duration", f"{t['hours']:.2f} h"),
+        ("Faces scanned", f"{t['faces_scanned']:,}"),
+        ("Alerts", str(t["alerts"])),
+        ("Confirmed / rejected / pending", f"{t['confirmed']} / {t['rejected']} / {t['pending']}"),
+        ("Precision (confirmed of adjudicated)", precision),
+        ("False alert rate (rejected per face scanned)", _rate(t["rejected"], t["faces_scanned"])),
+    ]
+
+
+def _camera_cells(cam: str, c: dict[str, Any]) -> tuple:
+    """One camera's row, in the order of ``CAMERA_COLUMNS``."""
+    return (
+        cam,
+        f"{c['hours']:.2f}",
+        f"{c['faces_scanned']:,}",
+        c["alerts"],
+        c["confirmed"],
+        c["rejected"],
+        c["pending"],
+        _threshold_text(c),
+        c["list_version"],
+    )
 
 
 def _threshold_text(c: dict[str, Any]) -> str:

@@ -139,7 +139,7 @@ class FaceDetector:
         side = np.round(side).astype(np.int64)
         crops = []
         for k in range(len(boxes)):
-            crop = _square_crop(frames[int(frame_index[k])], origin[k], int(side[k]))
+            crop = square_crop(frames[int(frame_index[k])], origin[k], int(side[k]))
             t = torch.from_numpy(crop).to(self.device).permute(2, 0, 1)[None].float()
             crops.append(F.interpolate(t, size=(REGION_SIDE, REGION_SIDE), mode="area"))
         batch = torch.cat(crops).permute(0, 2, 3, 1)  # planar memory, as in _detect_group
@@ -180,7 +180,7 @@ class FaceDetector:
         return FaceDetections.concat(parts)
 
 
-def _square_crop(frame: np.ndarray, origin: np.ndarray, side: int) -> np.ndarray:
+def square_crop(frame: np.ndarray, origin: np.ndarray, side: int) -> np.ndarray:
     """``frame[y0:y0+side, x0:x0+side]``, black where the square leaves the frame."""
     h, w = frame.shape[:2]
     x0, y0 = int(origin[0]), int(origin[1])

@@ -19,6 +19,7 @@ from pipelines.align import align_faces, scaled_template
 from pipelines.config import Settings
 from pipelines.detect import FaceDetector, resolve_device
 from pipelines.embedders.backends import build_embedder
+from pipelines.errors import FacewatchError
 from pipelines.images import ImageError, crop_thumbnail, load_image, sha256_file
 from pipelines.quality import QualityGate
 from pipelines.schemas import EmbedderInfo, FaceBatch, FaceDetections
@@ -31,7 +32,7 @@ PHOTO_SCALES = (0.96, 1.0, 1.04)
 PHOTO_MODE = "tta6"  # recorded with each enrolled photo
 
 
-class EnrolmentError(ValueError):
+class EnrolmentError(FacewatchError, ValueError):
     """An enrolment image is unusable. ``problems`` maps each bad image to why."""
 
     def __init__(self, problems: dict[str, str]):

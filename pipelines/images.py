@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipelines.errors import FacewatchError
+
 DEFAULT_MAX_PIXELS = 120_000_000
 
 
-class ImageError(ValueError):
+class ImageError(FacewatchError, ValueError):
     """The input is not a usable image. The message names the input and the reason."""
 
 

@@ -11,13 +11,14 @@ import os
 import re
 from pathlib import Path
 
+from pipelines.errors import FacewatchError
 from pipelines.paths import resolved
 
 KINDS = ("watchlist", "matches", "alerts", "faces", "probes")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
-class MediaPathError(ValueError):
+class MediaPathError(FacewatchError, ValueError):
     """A media path or id would leave the media folder."""
 
 

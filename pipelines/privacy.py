@@ -15,13 +15,17 @@ import os
 import stat
 from pathlib import Path
 
+from pipelines.errors import FacewatchError
+
 logger = logging.getLogger(__name__)
 
 PRIVATE_UMASK = 0o077
 
 
-class SharedHomeError(ValueError):
+class SharedHomeError(FacewatchError, ValueError):
     """The home can be read or entered by other users; the message says how to fix it."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 def private_umask() -> None:

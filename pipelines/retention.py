@@ -158,7 +158,7 @@ def _purge(
         rows = store.query(collection, flt, fields=["id", "thumbnail"], limit=BATCH)
         rows = [r for r in rows if r["id"] not in seen]
         if not rows:  # photo copies go where this run took the last face thumbnail away
-            return rows_done, files_done + sum(_delete_orphan_photos(d) for d in emptied)
+            return rows_done, files_done + sum(delete_orphan_photos(d) for d in emptied)
         ids = [r["id"] for r in rows]
         for r in rows:
             files_done += _delete_media(media, r.get("thumbnail", ""))
@@ -203,7 +203,7 @@ def _delete_out_thumb(out_dir: Path, match_id: str) -> int:
         return 0
 
 
-def _delete_orphan_photos(out_dir: Path) -> int:
+def delete_orphan_photos(out_dir: Path) -> int:
     """The copies of watch-list and probe photos (``thumbs/list_*``) in a search output
     folder none of whose face thumbnails (``thumbs/m_*.jpg``) is left: they were there to
     be shown beside those faces. Only a real ``thumbs`` folder inside ``out_dir``."""

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.errors import FacewatchError
+
 LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
 
 
@@ -28,8 +30,10 @@ class EmbedderInfo:
         return f"{self.name}@{self.version}/{self.dim}"
 
 
-class EmbedderMismatchError(ValueError):
+class EmbedderMismatchError(FacewatchError, ValueError):
     """Raised when embeddings of two different embedders would be compared or mixed."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 def check_same_space(a: EmbedderInfo, b: EmbedderInfo) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import Settings, redact_userinfo
+from pipelines.errors import FacewatchError
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ BOX_KEY = "xyxy"  # box is stored as {BOX_KEY: [x1, y1, x2, y2]}
 STRONG = "Strong"
 
 
-class StoreError(RuntimeError):
+class StoreError(FacewatchError, RuntimeError):
     """The store cannot be used as asked; the message says why and what to do."""
+
+    http_status = 503
 
 
 class StoreLockedError(StoreError):

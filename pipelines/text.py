@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from pipelines.errors import FacewatchError
+
 BIDI_CONTROLS = frozenset(
     [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)]
 )
@@ -24,7 +26,7 @@ SEPARATORS = frozenset("\u2028\u2029")
 FREE_TEXT_ALLOWED = frozenset("\n\t")
 
 
-class UnsafeTextError(ValueError):
+class UnsafeTextError(FacewatchError, ValueError):
     """A name or text holds a control or bidirectional-override character."""
 
 

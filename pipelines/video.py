@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.errors import FacewatchError
 from pipelines.paths import resolved
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
-class VideoError(RuntimeError):
+class VideoError(FacewatchError, RuntimeError):
     """A video cannot be read. ``reason`` is short and stable (for tables and Parquet)."""
 
     def __init__(self, path: str, reason: str, detail: str = ""):

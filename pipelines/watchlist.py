@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import date
@@ -23,6 +24,7 @@ import numpy as np
 
 from pipelines.catalog import new_id, today, utcnow
 from pipelines.engine import ProbeFace
+from pipelines.errors import FacewatchError
 from pipelines.home import Home
 from pipelines.images import encode_jpeg
 from pipelines.match import Gallery
@@ -33,7 +35,7 @@ from pipelines.text import UnsafeTextError, check_text
 CATEGORIES = ("wanted", "missing", "suspect", "other")
 
 
-class WatchlistError(ValueError):
+class WatchlistError(FacewatchError, ValueError):
     """A watch-list operation was refused; the message says why."""
 
 
@@ -121,73 +123,29 @@ class Watchlists:
         thumbs = [
             self.home.media.save("watchlist", eid, encode_jpeg(f.thumbnail)) for eid, f in entries
         ]
-        now = int(time.time())
-        rows = [
-            {
-                "id": eid,
-                "embedding": f.embedding,
-                "person_id": person_id,
-                "list_name": list_name,
-                "created_at": now,
-            }
-            for eid, f in entries
-        ]
+        rows = _vector_rows(entries, person_id, list_name)
+        person = {
+            "person_id": person_id,
+            "list_name": list_name,
+            "name": name,
+            "category": category,
+            "reason": reason,
+            "authorised_by": authorised_by,
+            "added_by": actor,
+            "expires_on": expires_on.isoformat() if expires_on else None,
+            "minor": minor,
+            "image_source": image_source,
+        }
         stored = False
         try:
             store.upsert(WATCHLIST, rows)
             stored = True
             with self.catalog.transaction() as db:
                 self.catalog.ensure_list(list_name, actor)
-                db.execute(
-                    "INSERT INTO persons(person_id, list_name, name, category, reason, "
-                    "authorised_by, added_by, created_at, expires_on, minor, image_source) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        person_id,
-                        list_name,
-                        name,
-                        category,
-                        reason,
-                        authorised_by,
-                        actor,
-                        utcnow(),
-                        expires_on.isoformat() if expires_on else None,
-                        int(minor),
-                        image_source,
-                    ),
-                )
-                for (eid, f), thumb in zip(entries, thumbs, strict=True):
-                    db.execute(
-                        "INSERT INTO entries(entry_id, person_id, image_sha256, source_name, "
-                        "thumbnail, quality, created_at, embedding_mode, borderline) "
-                        "VALUES (?,?,?,?,?,?,?,?,?)",
-                        (
-                            eid,
-                            person_id,
-                            f.sha256,
-                            f.path.rsplit("/", 1)[-1],
-                            thumb,
-                            f.quality_score,
-                            utcnow(),
-                            f.embedding_mode,
-                            ",".join(f.borderline),
-                        ),
-                    )
+                _insert_person(db, person)
+                _insert_entries(db, person_id, entries, thumbs)
                 self.catalog.bump_version(list_name)
-                self.home.audit.append(  # in the transaction: no record, no enrolment
-                    actor,
-                    "watchlist.add",
-                    person_id=person_id,
-                    name=name,
-                    list=list_name,
-                    category=category,
-                    reason=reason,
-                    authorised_by=authorised_by,
-                    expires_on=expires_on.isoformat() if expires_on else None,
-                    minor=minor,
-                    image_source=image_source,
-                    images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
-                )
+                self._audit_add(person, faces)  # in the transaction: no record, no enrolment
         except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
             if stored:  # (a store that refused the write may be gone: do not ask it again)
                 store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
@@ -195,6 +153,22 @@ class Watchlists:
                 self.home.media.delete(t)
             raise
         return person_id
+
+    def _audit_add(self, person: dict, faces: list[ProbeFace]) -> None:
+        self.home.audit.append(
+            person["added_by"],
+            "watchlist.add",
+            person_id=person["person_id"],
+            name=person["name"],
+            list=person["list_name"],
+            category=person["category"],
+            reason=person["reason"],
+            authorised_by=person["authorised_by"],
+            expires_on=person["expires_on"],
+            minor=person["minor"],
+            image_source=person["image_source"],
+            images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
+        )
 
     def people_entries(self, list_name: str) -> list[dict]:
         """The active entries (photos) of a list."""
@@ -477,26 +451,8 @@ class Watchlists:
         still take effect at once. ``review``: with the review tier's thresholds too
         (retrospective work only; live cameras never get them).
         """
-        if list_name is not None:  # None: every list; "" is a mistake, not "every list"
-            check_list_name(list_name)
-            if self.catalog.get_list(list_name) is None:
-                raise WatchlistError(f"no such list: {list_name}")
-        entries = self._active_entries(list_name, at)
-        if snapshot_id is not None:
-            frozen = self.snapshot_entries(snapshot_id)
-            if list_name != frozen["list_name"]:
-                raise WatchlistError(f"snapshot {snapshot_id} is of list {frozen['list_name']}")
-            keep = set(frozen["entry_ids"])
-            entries = [e for e in entries if e["entry_id"] in keep]
-        vectors = {
-            r["id"]: r["embedding"]
-            for r in self.home.vectors().query(
-                WATCHLIST, ids=[e["entry_id"] for e in entries], fields=["embedding"]
-            )
-        }
-        missing = [e["entry_id"] for e in entries if e["entry_id"] not in vectors]
-        if missing:
-            raise WatchlistError(f"store and catalog disagree: no vectors for {missing[:3]}")
+        entries = self._gallery_entries(list_name, at, snapshot_id)
+        vectors = self._entry_vectors(entries)
         names = sorted({e["list_name"] for e in entries} | ({list_name} if list_name else set()))
         sizes = {n: len({e["person_id"] for e in entries if e["list_name"] == n}) for n in names}
         thresholds = {
@@ -530,6 +486,36 @@ class Watchlists:
                 else {n: self.snapshot(n, at) for n in names}
             ),
         )
+
+    def _gallery_entries(
+        self, list_name: str | None, at: date | None, snapshot_id: str | None
+    ) -> list[dict]:
+        """The active entries of one list (or every list), of its snapshot if one is given."""
+        if list_name is not None:  # None: every list; "" is a mistake, not "every list"
+            check_list_name(list_name)
+            if self.catalog.get_list(list_name) is None:
+                raise WatchlistError(f"no such list: {list_name}")
+        entries = self._active_entries(list_name, at)
+        if snapshot_id is not None:
+            frozen = self.snapshot_entries(snapshot_id)
+            if list_name != frozen["list_name"]:
+                raise WatchlistError(f"snapshot {snapshot_id} is of list {frozen['list_name']}")
+            keep = set(frozen["entry_ids"])
+            entries = [e for e in entries if e["entry_id"] in keep]
+        return entries
+
+    def _entry_vectors(self, entries: list[dict]) -> dict[str, Any]:
+        """Each entry's embedding from the store; every one must be there."""
+        vectors = {
+            r["id"]: r["embedding"]
+            for r in self.home.vectors().query(
+                WATCHLIST, ids=[e["entry_id"] for e in entries], fields=["embedding"]
+            )
+        }
+        missing = [e["entry_id"] for e in entries if e["entry_id"] not in vectors]
+        if missing:
+            raise WatchlistError(f"store and catalog disagree: no vectors for {missing[:3]}")
+        return vectors
 
     def _review_thresholds(self, entries, names, alert, override, actor) -> np.ndarray:
         """Per entry: the review threshold in force, never above the entry's alert one."""
@@ -627,3 +613,65 @@ class Watchlists:
             source=how,
         )
         return float(override)
+
+
+def _vector_rows(
+    entries: list[tuple[str, ProbeFace]], person_id: str, list_name: str
+) -> list[dict]:
+    """The store's rows of a person's enrolled photos (one vector per entry)."""
+    now = int(time.time())
+    return [
+        {
+            "id": eid,
+            "embedding": f.embedding,
+            "person_id": person_id,
+            "list_name": list_name,
+            "created_at": now,
+        }
+        for eid, f in entries
+    ]
+
+
+def _insert_person(db: sqlite3.Connection, person: dict) -> None:
+    """The person's catalog row (``person``: the fields ``Watchlists.add`` collects)."""
+    db.execute(
+        "INSERT INTO persons(person_id, list_name, name, category, reason, "
+        "authorised_by, added_by, created_at, expires_on, minor, image_source) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            person["person_id"],
+            person["list_name"],
+            person["name"],
+            person["category"],
+            person["reason"],
+            person["authorised_by"],
+            person["added_by"],
+            utcnow(),
+            person["expires_on"],
+            int(person["minor"]),
+            person["image_source"],
+        ),
+    )
+
+
+def _insert_entries(
+    db: sqlite3.Connection, person_id: str, entries: list[tuple[str, ProbeFace]], thumbs: list[str]
+) -> None:
+    """One catalog row per enrolled photo (its vector is in the store under ``entry_id``)."""
+    for (eid, f), thumb in zip(entries, thumbs, strict=True):
+        db.execute(
+            "INSERT INTO entries(entry_id, person_id, image_sha256, source_name, "
+            "thumbnail, quality, created_at, embedding_mode, borderline) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                eid,
+                person_id,
+                f.sha256,
+                f.path.rsplit("/", 1)[-1],
+                thumb,
+                f.quality_score,
+                utcnow(),
+                f.embedding_mode,
+                ",".join(f.borderline),
+            ),
+        )

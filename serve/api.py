@@ -333,7 +333,7 @@ class ServeHub:
             return await getattr(self.handle, method).remote(*args)
         except HubError as exc:  # Ray's wrapper is also an instance of the cause
             cause = getattr(exc, "cause", exc)
-            raise HubError(cause.status, cause.message) from None
+            raise HubError(cause.http_status, cause.message) from None
 
     async def stream(self, method: str, *args: Any) -> AsyncIterator[str]:
         async for chunk in getattr(self.handle.options(stream=True), method).remote(*args):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pipelines.config import CAMERA_ID_PATTERN, ApiConfig
+from pipelines.errors import FacewatchError
 
 ROLES = ("operator", "investigator", "admin", "camera")
 
@@ -64,8 +65,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
 }
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(FacewatchError, ValueError):
     """The token configuration is unusable (the message never contains a token)."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 @dataclass(frozen=True)

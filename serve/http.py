@@ -21,6 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipelines.errors import FacewatchError
+
 logger = logging.getLogger(__name__)
 
 JSON_BODY_LIMIT = 64 * 1024
@@ -28,7 +30,7 @@ FRAME_PATH_SUFFIX = "/frames"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-class HubError(Exception):
+class HubError(FacewatchError):
     """An expected failure with an HTTP status (unknown camera, bad image, ...).
 
     The constructor's arguments are its ``args``, so the error survives the trip from the
@@ -37,9 +39,12 @@ class HubError(Exception):
 
     def __init__(self, status: int, message: str):
         super().__init__(status, message)
-        self.status, self.message = status, message
+        self.http_status, self.message = status, message
 
     def __str__(self) -> str:
+        return self.message
+
+    def public_message(self) -> str:
         return self.message
 
 
@@ -166,9 +171,12 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
-    @app.exception_handler(HubError)
-    async def hub_error(_: Request, exc: HubError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message), status_code=exc.status)
+    @app.exception_handler(FacewatchError)
+    async def expected(_: Request, exc: FacewatchError) -> JSONResponse:
+        """Every expected failure (HubError from the hub included): its status, its message."""
+        if exc.http_status >= 500:
+            logger.error("%s: %s", type(exc).__name__, exc)
+        return JSONResponse(error_body(exc.public_message()), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

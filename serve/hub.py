@@ -23,21 +23,20 @@ from typing import Any
 import numpy as np
 from ray import serve as ray_serve
 
-from pipelines.audit import AuditUnavailable
 from pipelines.config import Settings
 from pipelines.deployments import Deployments
+from pipelines.errors import FacewatchError
 from pipelines.home import Home
-from pipelines.images import ImageError, decode_image
+from pipelines.images import decode_image
 from pipelines.live.alert_record import alert_record
 from pipelines.live.analyser import AlertDraft, Face
 from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
-from pipelines.live.review_book import ReviewBook, ReviewError, adjudicate
-from pipelines.media import MediaPathError
+from pipelines.live.review_book import ReviewBook, adjudicate
 from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
-from pipelines.text import UnsafeTextError, check_text
-from pipelines.watchlist import WatchlistError, Watchlists
+from pipelines.text import check_text
+from pipelines.watchlist import Watchlists
 from serve.alerts import AlertFanout, AlertRecorder
 from serve.auth import FailureThrottle
 from serve.fleet import Fleet
@@ -72,19 +71,19 @@ def default_threshold(settings: Settings) -> float:
 
 
 def hub_errors(fn):
-    """Expected failures leave as HubError (with an HTTP status); the API maps them."""
+    """Expected failures leave as HubError (its HTTP status and public message), which
+    crosses Ray by its arguments; the API's one FacewatchError handler answers with it."""
 
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):
         try:
             return await fn(*args, **kwargs)
-        except (CameraError, ReviewError) as exc:
-            raise HubError(exc.status, str(exc)) from None
-        except (ImageError, MediaPathError, WatchlistError, UnsafeTextError) as exc:
-            raise HubError(422, str(exc)) from None
-        except AuditUnavailable as exc:  # the act did not happen: it could not be audited
-            logger.error("%s", exc)
-            raise HubError(503, exc.short()) from None
+        except HubError:
+            raise
+        except FacewatchError as exc:  # an unaudited act (AuditUnavailable) did not happen
+            if exc.http_status >= 500:
+                logger.error("%s", exc)
+            raise HubError(exc.http_status, exc.public_message()) from None
 
     return wrapper
 

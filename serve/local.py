@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.errors import FacewatchError
 from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
 from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
@@ -41,8 +42,10 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(FacewatchError, ValueError):
     """conf/serve.yaml is unusable; the message says where and why."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 def ray_token_auth(home: Path, environ: dict[str, str] | None = None) -> str:

@@ -108,7 +108,7 @@ class FacePool:
         """
         if len(frames) == 0:
             raise ValueError("archive() needs at least one frame")
-        whole = _whole_frames(follows, self.settings.search.detect_every, len(frames))
+        whole = whole_frames(follows, self.settings.search.detect_every, len(frames))
         parts, start, before = [], 0, None
         while start < len(frames):
             await self.live_activity.idle()  # live first, also while it is being batched
@@ -158,7 +158,7 @@ class FacePool:
             raise RuntimeError("models not loaded")
 
 
-def _whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:
+def whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:
     """Which frames to search whole: each one that follows no frame, and every ``every``-th
     of a run of following frames. None: all of them."""
     if follows is None or every <= 1:

@@ -165,3 +165,107 @@ def test_the_cycle_finder_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+# --- Privacy of helpers and the length of functions -------------------------------------------
+
+CHECKED = (*LAYERS, "tests", "docs")  # the source the two checks below read
+MAX_FUNCTION_LINES = 60
+
+
+def _checked_files() -> list[Path]:
+    return [p for top in CHECKED for p in sorted((ROOT / top).rglob("*.py"))]
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_uses(source: str, own: str, modules: dict[str, Path]) -> list[str]:
+    """``from X import _name`` and ``X._name`` in ``source`` (module ``own``), where X is
+    another project module."""
+    tree = ast.parse(source)
+    bound: dict[str, str] = {}  # local name -> the project module it stands for
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in modules:
+                    bound[alias.asname or alias.name] = full
+                elif _private(alias.name) and _resolve(full, modules) not in (None, own):
+                    found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            target = _dotted(node.value)
+            target = bound.get(target, target)
+            if target in modules and target != own:
+                found.append(f"line {node.lineno}: {target}.{node.attr}")
+    return found
+
+
+def _dotted(node: ast.AST) -> str:
+    """``a.b.c`` for a chain of names, else ''."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else ""
+    return ""
+
+
+@pytest.mark.timeout(60)
+def test_no_module_uses_another_modules_private_names():
+    modules = {**_modules(), **{_module_name(p): p for p in _checked_files()}}
+    wrong = [
+        f"{path.relative_to(ROOT)} {use}"
+        for path in _checked_files()
+        for use in _private_uses(path.read_text(encoding="utf-8"), _module_name(path), modules)
+    ]
+    assert not wrong, "a _private name is its module's own; make it public:\n" + "\n".join(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_the_private_check_finds_both_forms():
+    """The checker itself, on made-up source that uses another module's helper both ways."""
+    modules = {"pipelines.text": ROOT / "pipelines" / "text.py", "tests.probe": ROOT / "x.py"}
+    source = (
+        "from pipelines.text import _x, shown\nfrom pipelines import text\n"
+        "text._y()\ntext.__doc__\nself._z\n"
+    )
+    assert _private_uses(source, "tests.probe", modules) == [
+        "line 1: from pipelines.text import _x",
+        "line 3: pipelines.text._y",
+    ]
+    assert _private_uses("from pipelines.text import _x\n", "pipelines.text", modules) == []
+
+
+def _long_functions(tree: ast.AST) -> list[tuple[int, str, int]]:
+    return [
+        (node.lineno, node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_no_function_is_longer_than_60_lines_outside_the_benchmarks():
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} {name} ({n} lines)"
+        for path in _checked_files()
+        if path.relative_to(ROOT).parts[0] != "benchmarks"
+        for line, name, n in _long_functions(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not wrong, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_the_length_check_counts_a_functions_lines():
+    short = "def f():\n" + "    x = 1\n" * 59
+    assert _long_functions(ast.parse(short)) == []
+    assert _long_functions(ast.parse(short + "    x = 2\n")) == [(1, "f", 61)]

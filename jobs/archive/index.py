@@ -15,6 +15,7 @@ different frame rates would not agree. The driver is the only writer, as in sear
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.archive import runtime
+from jobs.archive.report import ERROR_SCHEMA, write_table
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from pipelines.config import Settings
 from pipelines.home import Home
@@ -158,3 +160,70 @@ def index_archive(
         job = ArchiveSearch(settings, empty_gallery(info), out, fps, progress, on_faces=writer)
         result = job.run(paths, app)
     return IndexRun(result, writer.counts)
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """Who acts, for which case and why (``relaxed``: the purpose check was waived by
+    configuration); every archive act records it in the audit log."""
+
+    actor: str
+    case: str
+    reason: str
+    relaxed: bool
+
+
+def index_and_record(
+    settings: Settings,
+    home: Home,
+    info: EmbedderInfo,
+    paths: list[Path],
+    purpose: Purpose,
+    out: Path,
+    fps: float | None = None,
+    ray_address: str | None = None,
+) -> tuple[IndexRun, dict]:
+    """``facewatch index`` as a service: the act audited before it starts and what it
+    stored audited after; the summary (returned) and the failed files written to ``out``."""
+    home.audit.append(
+        purpose.actor,
+        "index",
+        case=purpose.case,
+        reason=purpose.reason,
+        purpose_relaxed=purpose.relaxed,
+        paths=[str(resolved(p)) for p in paths],
+        fps=fps or settings.search.fps,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    run = index_archive(settings, home, info, paths, purpose.case, out, fps, ray_address)
+    errors = [e.row() for e in run.result.errors]
+    summary = _index_summary(run, purpose.case, home.vectors().count(FACES), len(errors))
+    home.audit.append(
+        purpose.actor,
+        "index.done",
+        case=purpose.case,
+        files=run.counts.per_file,
+        faces=run.counts.faces,
+        replaced=run.counts.replaced,
+        errors=errors,
+    )
+    write_table(errors, ERROR_SCHEMA, out / "errors.parquet")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return run, summary
+
+
+def _index_summary(run: IndexRun, case: str, in_index: int, failed: int) -> dict:
+    files = run.result.files
+    return {
+        "case": case or "(none)",
+        "files indexed": run.counts.files,
+        "files failed": failed,
+        "video_s": round(run.result.video_s, 1),
+        "frames analysed": sum(f.frames for f in files),
+        "faces detected": sum(f.faces for f in files),
+        "faces indexed": run.counts.faces,
+        "rows replaced from an earlier indexing": run.counts.replaced,
+        "faces in the index": in_index,
+        "wall_s": round(run.result.wall_s, 1),
+        "per_file": run.counts.per_file,
+    }

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.archive.search import _match_id, archive_match, sighting_id
+from jobs.archive.index import Purpose
+from jobs.archive.report import link_media, render_report, write_outputs
+from jobs.archive.search import archive_match, archive_match_id, sighting_id
+from pipelines.config import Settings
+from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.paths import resolved
 from pipelines.schemas import Match, Sighting
@@ -205,7 +209,9 @@ class IndexedSearch:
                     best_score=round(float(table.cand_score[b, 0]), 4),
                     best_frame_s=round(float(table.t[b]), 3),
                     n_frames=len({int(table.frame_index[r]) for r in d.rows}),
-                    thumbnail=_match_id(file_id, table, b, self.gallery.person_ids[0], self.case),
+                    thumbnail=archive_match_id(
+                        file_id, table, b, self.gallery.person_ids[0], self.case
+                    ),
                     watchlist_photo=self.gallery.photos[0],
                     track_ids=sorted(d.track_ids),
                     tier=d.tier,
@@ -243,3 +249,93 @@ class IndexedSearch:
         m.extra["face_thumbnail"] = row.get("thumbnail", "")
         m.extra["embedding"] = np.asarray(row["embedding"], np.float32)
         return m
+
+
+@dataclass(frozen=True)
+class IndexedRequest:
+    """What ``facewatch search --probe IMAGE --indexed`` asks: where (none: everywhere),
+    how many nearest faces per photo, and the thresholds overridden (audited)."""
+
+    paths: list[Path]
+    top_k: int
+    threshold: float | None = None
+    review_threshold: float | None = None
+
+
+def search_index_and_record(
+    settings: Settings,
+    home: Home,
+    gallery: Gallery,
+    target: str,
+    request: IndexedRequest,
+    purpose: Purpose,
+    out: Path,
+) -> tuple[IndexedSearchResult, dict, Path]:
+    """The indexed search as a service: the search audited, run, its results exported to
+    ``out`` (audited: retention finds the folder's thumbnails through that record) and
+    stored as archive matches. Returns the result, its summary and the report's path."""
+    home.audit.append(
+        purpose.actor,
+        "search",
+        mode="indexed",
+        case=purpose.case,
+        reason=purpose.reason,
+        purpose_relaxed=purpose.relaxed,
+        target=target,
+        paths=[str(resolved(p)) for p in request.paths],
+        probe_sha256=list(gallery.entry_ids),
+        threshold_override=request.threshold,
+        review_threshold_override=request.review_threshold,
+        top_k=request.top_k,
+    )
+    s = settings.search
+    job = IndexedSearch(home.vectors(), gallery, s.link_gap_s, s.top_n, purpose.case)
+    scope = PathScope.of(request.paths, s.video_extensions) if request.paths else None
+    result = job.run(request.top_k, scope)
+    out.mkdir(parents=True, exist_ok=True)
+    home.audit.append(
+        purpose.actor, "export.search", case=purpose.case, target=target, out=str(out.resolve())
+    )
+    (out / "thumbs").mkdir(exist_ok=True)
+    _persist(home, result, out, purpose.case)
+    summary = _indexed_summary(result, purpose.case, target, request.top_k)
+    link_media(result.sightings, out)
+    write_outputs(out, result.sightings, result.matches, [])
+    report = render_report(out, result.sightings, summary, [], title="facewatch indexed search")
+    return result, summary, report
+
+
+def _persist(home: Home, result: IndexedSearchResult, out: Path, case: str) -> None:
+    """Thumbnails next to the report, matches into Milvus, as an archive search does."""
+    rows = []
+    for m in result.matches:
+        face_thumb = m.extra.pop("face_thumbnail", "")
+        emb = m.extra.pop("embedding")
+        if face_thumb and home.media.path(face_thumb).is_file():
+            crop = home.media.path(face_thumb).read_bytes()
+            (out / "thumbs" / f"{m.match_id}.jpg").write_bytes(crop)
+            m.thumbnail = home.media.save("matches", m.match_id, crop)
+        row = m.row()
+        row["status"] = row.pop("extra").get("tier", "sighting")  # archive: the tier
+        row["embedding"] = np.asarray(emb, np.float32)
+        row["case_ref"] = case
+        rows.append(row)
+    if rows:
+        home.vectors().upsert_matches(rows)
+
+
+def _indexed_summary(result: IndexedSearchResult, case, target: str, top_k: int) -> dict:
+    return {
+        "case": case or "(none)",
+        "searched for": target,
+        "mode": "indexed (no video decoded)",
+        "faces in the index": result.faces_in_index,
+        "nearest faces asked": top_k,
+        "faces above threshold": result.hits,
+        "top-k saturated": result.saturated,
+        "files with sightings": len(result.files),
+        "matched faces": len(result.matches),
+        "sightings": len(result.sightings),
+        "query time": f"{result.query_s * 1000:.0f} ms",
+        "wall time": f"{result.wall_s:.2f}s",
+    }

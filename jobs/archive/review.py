@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from jobs.archive.report import render_report
 from pipelines.catalog import utcnow
+from pipelines.errors import FacewatchError
 from pipelines.evaluation.identification import Rate
 from pipelines.home import Home
 from pipelines.schemas import Sighting
@@ -29,7 +30,7 @@ DECISIONS = ("confirmed", "rejected", "unsure")
 NOTE_LEN = 1000
 
 
-class ReviewError(ValueError):
+class ReviewError(FacewatchError, ValueError):
     """A review cannot go ahead as asked (exit code 2)."""
 
 

@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 
 from pipelines.config import Settings
+from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
 from pipelines.privacy import private_umask
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
@@ -138,7 +139,8 @@ def _stop_orphans(temp_root) -> None:
         )
 
 
-def _probe(path: str):
+def probe_video(path: str):
+    """``pipelines.video.probe``, imported where it runs (a Ray worker)."""
     from pipelines.video import probe
 
     return probe(path)
@@ -148,7 +150,7 @@ def probe_remote():
     """``probe`` as a Ray task: a decoder crash on a hostile file kills a worker, not us."""
     import ray
 
-    return ray.remote(num_cpus=0.25, max_retries=0)(_probe)
+    return ray.remote(num_cpus=0.25, max_retries=0)(probe_video)
 
 
 def _running_pool_app() -> str | None:
@@ -187,7 +189,7 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     owned = app is None
     if owned:
         if expect is not None:  # the pool will embed with the configured embedder
-            _check_embedder(_configured_embedder(settings), expect)
+            check_embedder(_configured_embedder(settings), expect)
         ray_serve.start(proxy_location="Disabled")
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         pool = build_pool(settings, gpus)
@@ -196,7 +198,7 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     try:
         if expect is not None and not owned:
             handle = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app)
-            _check_embedder(handle.describe.remote().result()["embedder"], expect)
+            check_embedder(handle.describe.remote().result()["embedder"], expect)
         yield app
     finally:
         if owned and cleanup:
@@ -211,16 +213,20 @@ def _configured_embedder(settings: Settings) -> str:
     return build_embedder(settings.embedder, torch.device("cpu")).info.key
 
 
-def _check_embedder(got: str, expect: EmbedderInfo) -> None:
+def check_embedder(got: str, expect: EmbedderInfo) -> None:
     if got != expect.key:
         raise EmbedderMismatchError(
             f"the FacePool embeds with {got}, the watch list with {expect.key}"
         )
 
 
-class PoolStartError(RuntimeError):
+class PoolStartError(FacewatchError, RuntimeError):
     """The FacePool's replicas could not start. The message is the replicas' own error
-    (the last line of Serve's report); ``details`` is the whole report, tracebacks included."""
+    (the last line of Serve's report); ``details`` is the whole report, tracebacks included.
+    A failure of the machinery, not of the user's input: exit 1."""
+
+    exit_code = EXIT_UNEXPECTED
+    http_status = 503
 
     def __init__(self, message: str, details: str = ""):
         super().__init__(message)
@@ -306,18 +312,3 @@ def hide_ray_data_noise_if_pool_fails(app: str):
     finally:
         for h in handlers:
             h.removeFilter(hide)
-
-
-@contextmanager
-def pool_errors_fail():
-    """For the CLI: a pool that cannot start (exit 1) or that embeds with another embedder
-    than the store's (exit 2, a configuration error) is a clear error, not a traceback."""
-    from jobs.cli.common import EXIT_UNEXPECTED, fail
-
-    try:
-        yield
-    except PoolStartError as exc:
-        logging.getLogger(__name__).info("Serve's report on the face pool:\n%s", exc.details)
-        fail(f"{exc} (-v shows Serve's whole report)", EXIT_UNEXPECTED)
-    except EmbedderMismatchError as exc:
-        fail(str(exc))

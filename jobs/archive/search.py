@@ -125,7 +125,7 @@ class ArchiveSearch:
     ):
         self.settings = settings
         self.gallery = gallery
-        self.case = case  # part of every match id (see _match_id)
+        self.case = case  # part of every match id (see archive_match_id)
         self.matcher = Matcher(gallery)
         self.out_dir = out_dir
         self.fps = fps or settings.search.fps
@@ -395,7 +395,7 @@ class ArchiveSearch:
                     best_score=round(best, 4),
                     best_frame_s=round(float(table.t[b]), 3),
                     n_frames=len({int(table.frame_index[r]) for r in d.rows}),
-                    thumbnail=_match_id(res.file_id, table, b, person_id, self.case),
+                    thumbnail=archive_match_id(res.file_id, table, b, person_id, self.case),
                     watchlist_photo=self.matcher.person_photo[d.person],
                     track_ids=sorted(d.track_ids),
                     tier=d.tier,
@@ -452,7 +452,7 @@ def archive_match(
     deterministic id: a rerun of the same search produces the same rows."""
     person_id, person_name, list_name = person
     return Match(
-        match_id=_match_id(file_id, table, r, person_id, case),
+        match_id=archive_match_id(file_id, table, r, person_id, case),
         person_id=person_id,
         person_name=person_name,
         list_name=list_name,
@@ -484,7 +484,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _match_id(file_id: str, table: FaceTable, r: int, person_id: str, case: str) -> str:
+def archive_match_id(file_id: str, table: FaceTable, r: int, person_id: str, case: str) -> str:
     """Deterministic: the same face of the same file matched to the same person in the same
     case, same id. Another case gets its own row: it must not take over this case's record
     (its case reference, its retention clock)."""

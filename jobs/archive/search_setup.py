@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from jobs.archive import runtime
+from jobs.archive.report import link_media, render_report, write_outputs, write_summary
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from jobs.cli.common import local_engine
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
+from pipelines.errors import FacewatchError
 from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.paths import resolved
@@ -28,7 +30,7 @@ from pipelines.watchlist import WatchlistError, Watchlists
 logger = logging.getLogger(__name__)
 
 
-class SetupError(ValueError):
+class SetupError(FacewatchError, ValueError):
     """The search cannot start as asked (exit code 2)."""
 
 
@@ -57,7 +59,7 @@ class SearchSetup:
         warn: Callable[[str], None],
         review_threshold: float | None = None,
     ) -> SearchSetup:
-        relaxed = _check_purpose(settings, case, reason)
+        relaxed = check_purpose(settings, case, reason)
         if probes and list_name is not None:
             raise SetupError("give either --list or --probe, not both")
         check_numbers(threshold=threshold)
@@ -172,6 +174,17 @@ class SearchSetup:
             "wall_s": round(result.wall_s, 3),
         }
 
+    def write_outputs(self, result: SearchResult, out: Path) -> tuple[dict, Path]:
+        """The search's outputs in ``out``: media linked, the sightings, matches and
+        errors tables, ``summary.json`` and the HTML report. Returns the summary (for
+        people) and the report's path."""
+        link_media(result.sightings, out)
+        errors = [e.row() for e in result.errors]
+        write_outputs(out, result.sightings, result.matches, errors)
+        summary = self.summary(result)
+        write_summary(out, self.numbers(result))
+        return summary, render_report(out, result.sightings, summary, errors)
+
     def close(self) -> None:
         self.home.close()
 
@@ -185,8 +198,11 @@ def check_numbers(fps: float | None = None, threshold: float | None = None) -> N
 
 
 def check_videos(paths: list[Path], settings: Settings) -> None:
-    """Something to search: folders that hold no video with a known extension are a
-    mistake to say, not an empty success after starting Ray."""
+    """Something to search: every path exists, and folders that hold no video with a known
+    extension are a mistake to say, not an empty success after starting Ray."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SetupError(f"no such file or folder: {', '.join(missing)}")
     if not find_videos(paths, settings.search.video_extensions):
         exts = " ".join(settings.search.video_extensions)
         raise SetupError(
@@ -195,7 +211,7 @@ def check_videos(paths: list[Path], settings: Settings) -> None:
         )
 
 
-def _check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
+def check_purpose(settings: Settings, case: str | None, reason: str | None) -> bool:
     try:
         check_text(case, "--case")
         check_text(reason, "--reason", free_text=True)

@@ -29,7 +29,7 @@ def previous_sampled(sampled: tuple[int, ...]) -> dict[int, int]:
     return dict(zip(sampled[1:], sampled[:-1], strict=True))
 
 
-def _frame_batch(
+def frame_batch(
     seg: dict, idx: list[int], frames: np.ndarray, before: dict[int, int]
 ) -> dict[str, Any]:
     n = len(idx)
@@ -37,7 +37,7 @@ def _frame_batch(
         "file_id": np.array([seg["file_id"]] * n, dtype=object),
         "frame_index": np.asarray(idx, np.int64),
         # the sampled frame before this one in the segment (-1: none): lets FaceStage see
-        # which frames of a batch follow each other (see _follows)
+        # which frames of a batch follow each other (see frames_follow)
         "prev_index": np.array([before.get(f, -1) for f in idx], np.int64),
         "t": np.asarray(idx, np.float64) / seg["fps"],
         "frame": list(frames),
@@ -75,7 +75,7 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
         try:
             for idx, frames in read_frames(segment, chunk):
                 done += len(idx)
-                yield _frame_batch(seg, idx, frames, before)
+                yield frame_batch(seg, idx, frames, before)
         except VideoError as exc:
             reason = exc.reason + (f": {exc.detail}" if exc.detail else "")
             yield _error_batch(seg, reason, len(segment.frame_indices) - done)
@@ -127,7 +127,7 @@ class FaceStage:
         good = np.flatnonzero(ok)
         if len(good):
             frames = [np.asarray(batch["frame"][i]) for i in good]
-            faces = self._faces(frames, _follows(batch, good))
+            faces = self._faces(frames, frames_follow(batch, good))
             matches = self.matcher.match(faces.embeddings, faces.embedder, TOP_K)
             matches.margin[~faces.passed] = -np.inf
             for j, i in enumerate(good):
@@ -150,7 +150,7 @@ def face_order(frame_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.lexsort((boxes[:, 1], boxes[:, 0], frame_index))
 
 
-def _follows(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[bool]:
+def frames_follow(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[bool]:
     """For each of ``rows``, whether it is the sampled frame right after the row before it
     (same file, and that row's frame is the one sampled just before it)."""
     out = [False]

@@ -8,8 +8,8 @@ import sys
 import typer
 from rich.table import Table
 
-from jobs.cli.common import console, fail, get_context
-from pipelines.audit import AuditError, AuditLog
+from jobs.cli.common import console, get_context
+from pipelines.audit import AuditLog
 
 app = typer.Typer(help="The audit log: who did what to biometric data, and when.")
 
@@ -27,10 +27,7 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout"),
 ) -> None:
     """List audit records."""
-    try:
-        records = list(_log(ctx).records(since, actor, action))
-    except AuditError as exc:
-        fail(str(exc))
+    records = list(_log(ctx).records(since, actor, action))
     if as_json:
         for r in records:
             sys.stdout.write(json.dumps(r) + "\n")

@@ -1,9 +1,11 @@
-"""What every command shares: the context (config, home, store), the actor, error mapping."""
+"""What every command shares: the context (config, home, store), the actor, and the one
+place an expected failure (``FacewatchError``) becomes a message and an exit code."""
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -15,15 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from pipelines.audit import AuditUnavailable
-from pipelines.config import ConfigError, Settings, load_settings
-from pipelines.privacy import SharedHomeError
+from pipelines.config import Settings, load_settings
+from pipelines.errors import EXIT_USAGE, FacewatchError
 from pipelines.text import shown
 
 EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+
+logger = logging.getLogger("facewatch")
 
 console = Console(stderr=True)  # human output goes to stderr; stdout is for --json
 
@@ -50,10 +51,7 @@ class Context:
                 overrides["store"] = {"uri": self.store_uri}
             if self.allow_shared_home:
                 overrides["allow_shared_home"] = True
-            try:
-                self._settings = load_settings(self.config_path, overrides)
-            except ConfigError as exc:
-                fail(str(exc))
+            self._settings = load_settings(self.config_path, overrides)  # ConfigError: exit 2
         return self._settings
 
 
@@ -82,15 +80,21 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 class FacewatchGroup(TyperGroup):
-    """The root command: an act refused because the audit log is damaged, or a home other
-    users can read, ends every command the same way: one line saying what and where, exit
-    code 2, not a traceback."""
+    """The root command, and the CLI's one handler of expected failures: any
+    ``FacewatchError`` a command lets through (bad input, an act refused because the audit
+    log is damaged, a home other users can read, a pool that cannot start) ends it the same
+    way: one line saying what and where, and the error's exit code, not a traceback. A
+    longer report the error carries (``details``) is logged, shown with ``-v``."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (AuditUnavailable, SharedHomeError) as exc:
-            fail(str(exc))
+        except FacewatchError as exc:
+            message = str(exc)
+            if exc.details:
+                logger.info("the whole report:\n%s", exc.details)
+                message += " (-v shows the whole report)"
+            fail(message, exc.exit_code)
 
 
 # -- --json: stdout carries JSON and nothing else ----------------------------------------------

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from jobs.cli.common import console, current_actor, fail
 from jobs.cli.watchlist import open_lists
-from pipelines.deployments import DeploymentError, Deployments, iso
-from pipelines.watchlist import WatchlistError
+from pipelines.deployments import Deployments, iso
 
 app = typer.Typer(help="Deployment records: why, where, which cameras, which frozen list.")
 
@@ -35,8 +34,6 @@ def start(
     home, lists, deps = _open(ctx)
     try:
         dep = deps.start(lists, purpose, location, cameras.split(","), list_name, current_actor())
-    except (DeploymentError, WatchlistError) as exc:
-        fail(str(exc))
     finally:
         home.close()
     for cam, terms in dep["cameras"].items():
@@ -60,8 +57,6 @@ def end(ctx: typer.Context, deployment_id: str = typer.Argument(...)) -> None:
     home, lists, deps = _open(ctx)
     try:
         dep = deps.end(deployment_id, current_actor(), lists=lists)
-    except DeploymentError as exc:
-        fail(str(exc))
     finally:
         home.close()
     t = dep["summary_at_end"]["totals"]
@@ -83,8 +78,6 @@ def report(
     home, _, deps = _open(ctx)
     try:
         json_path, html_path = deps.write_report(deployment_id, out, current_actor())
-    except DeploymentError as exc:
-        fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the report to {out}: {exc.strerror}")
     finally:

@@ -12,7 +12,8 @@ import json
 import typer
 
 from jobs.archive.orphans import find_orphans, stop
-from jobs.cli.common import EXIT_UNEXPECTED, console
+from jobs.cli.common import console
+from pipelines.errors import EXIT_UNEXPECTED
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jobs.cli.common import console, fail, get_context, local_engine
+from jobs.cli.options import FpsOpt, OutOpt, RayAddressOpt, ReviewThresholdOpt, ThresholdOpt
 from pipelines.config import DlibResnetConfig, FacenetConfig, Settings
 from pipelines.embedders.base import WeightsError
 from pipelines.evaluation import lfw
@@ -206,20 +207,7 @@ def evaluate_watchlist(
         group_map = (
             wl.read_groups(groups, set(plan.gallery) | set(plan.distractors)) if groups else None
         )
-        engine = local_engine(settings)
-        engine.load(warmup=False)
-        faces = _extract_sets(engine, plan, batch_size, quiet=as_json)
-        default = engine.embedder.default_threshold
-        from pipelines.evaluation.faces import photo_embeddings
-
-        ev = wl.evaluate(
-            plan,
-            *faces,
-            engine.info,
-            default,
-            enroll_per_id,
-            lambda f, rows: photo_embeddings(f, rows, engine),
-        )
+        ev = _evaluate_plan(settings, plan, enroll_per_id, batch_size, quiet=as_json)
         metrics = wl.report(ev, sizes, group_map, seeds)
         written = outputs.write_outputs(metrics, out) if out else {}
     except (wl.EvaluationInputError, WeightsError, ImageError, ValueError, OSError) as exc:
@@ -229,6 +217,25 @@ def evaluate_watchlist(
         sys.stdout.write(json.dumps({**slim, "outputs": written}) + "\n")
     else:
         _print_watchlist(metrics, written)
+
+
+def _evaluate_plan(settings, plan, enroll_per_id: int, batch_size: int, quiet: bool):
+    """The engine's faces of every planned image, enrolled and searched (``wl.evaluate``)."""
+    from pipelines.evaluation import watchlist as wl
+    from pipelines.evaluation.faces import photo_embeddings
+
+    engine = local_engine(settings)
+    engine.load(warmup=False)
+    faces = _extract_sets(engine, plan, batch_size, quiet=quiet)
+    default = engine.embedder.default_threshold
+    return wl.evaluate(
+        plan,
+        *faces,
+        engine.info,
+        default,
+        enroll_per_id,
+        lambda f, rows: photo_embeddings(f, rows, engine),
+    )
 
 
 def _extract_sets(engine, plan, batch_size: int, quiet: bool):
@@ -318,27 +325,20 @@ def evaluate_archive(
         ..., "--truth", exists=True, dir_okay=False, help="ground truth JSON (docs: Accuracy)"
     ),
     list_name: str = typer.Option(..., "--list", help="the watch list to search for"),
-    out: Path = typer.Option(Path("facewatch-evaluation"), "--out", help="output folder"),
-    fps: float | None = typer.Option(None, "--fps", min=0.05, max=60, help="frames per second"),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="override the alert tier (audited)"
-    ),
-    review_threshold: float | None = typer.Option(
-        None, "--review-threshold", help="override the review tier (audited)"
-    ),
+    out: OutOpt = Path("facewatch-evaluation"),
+    fps: FpsOpt = None,
+    threshold: ThresholdOpt = None,
+    review_threshold: ReviewThresholdOpt = None,
     case: str = typer.Option("EVALUATION", "--case", help="case reference for the audit log"),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to use"),
+    ray_address: RayAddressOpt = None,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Search a ground-truth video as a user would and score it: recall and precision of
     sightings, recall with candidates, false candidates per non-listed appearance."""
     from jobs.cli.evaluate_archive import run_evaluation
-    from pipelines.evaluation.archive import TruthError, load_truth
+    from pipelines.evaluation.archive import load_truth
 
-    try:
-        appearances = load_truth(truth)
-    except TruthError as exc:
-        fail(str(exc))
+    appearances = load_truth(truth)
     metrics = run_evaluation(
         ctx, video, truth, appearances, list_name, out, fps, (threshold, review_threshold),
         case, ray_address, as_json,

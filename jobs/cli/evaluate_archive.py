@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from jobs.archive import runtime
-from jobs.archive.search_setup import SearchSetup, SetupError, check_numbers
+from jobs.archive.search_setup import SearchSetup, check_numbers
 from jobs.cli.common import console, current_actor, fail, get_context, json_stdout
 from jobs.cli.search import report_outputs, run_with_progress
 from pipelines.evaluation.archive import Appearance, Found, score
@@ -35,25 +35,22 @@ def run_evaluation(
     runtime.prepare_env(local=ray_address is None)
     settings = get_context(ctx).settings()
     threshold, review_threshold = thresholds
+    check_numbers(fps, threshold)
+    check_numbers(threshold=review_threshold)
+    setup = SearchSetup.prepare(
+        settings,
+        [video],
+        list_name,
+        [],
+        threshold,
+        case,
+        f"accuracy evaluation against ground truth {truth.name}",
+        current_actor(),
+        warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+        review_threshold=review_threshold,
+    )
     try:
-        check_numbers(fps, threshold)
-        check_numbers(threshold=review_threshold)
-        setup = SearchSetup.prepare(
-            settings,
-            [video],
-            list_name,
-            [],
-            threshold,
-            case,
-            f"accuracy evaluation against ground truth {truth.name}",
-            current_actor(),
-            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
-            review_threshold=review_threshold,
-        )
-    except SetupError as exc:
-        fail(str(exc))
-    try:
-        with json_stdout(as_json), runtime.pool_errors_fail():
+        with json_stdout(as_json):
             result = run_with_progress(setup, out, fps, ray_address, quiet=as_json)
     finally:
         setup.close()

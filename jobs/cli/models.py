@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.cli.common import console, fail, get_context
+from jobs.cli.common import console, get_context
 from pipelines.embedders.backends import facenet_cache_path, load_facenet_state
 from pipelines.embedders.base import WeightsError
 from pipelines.images import sha256_file
@@ -23,10 +23,7 @@ def import_facenet(
     sha256: str | None = typer.Option(None, help="expected sha256; checked when given"),
 ) -> None:
     """Check a facenet-vggface2 weights file and copy it to where facenet-pytorch looks."""
-    try:
-        load_facenet_state(path, sha256)
-    except WeightsError as exc:
-        fail(str(exc))
+    load_facenet_state(path, sha256)
     target = facenet_cache_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)

@@ -9,19 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from jobs.archive import runtime
 from jobs.archive.report import (
-    link_media,
-    render_report,
     sightings_table,
-    write_outputs,
-    write_summary,
 )
 from jobs.archive.review import rank
 from jobs.archive.search import Progress as SearchProgress
 from jobs.archive.search import SearchResult
-from jobs.archive.search_setup import SearchSetup, SetupError, check_numbers, check_videos
+from jobs.archive.search_setup import SearchSetup, check_numbers, check_videos
 from jobs.cli.common import (
     EXIT_PARTIAL,
-    EXIT_UNEXPECTED,
     console,
     current_actor,
     emit_json,
@@ -29,6 +24,15 @@ from jobs.cli.common import (
     get_context,
     json_stdout,
 )
+from jobs.cli.options import (
+    CaseOpt,
+    FpsOpt,
+    OutOpt,
+    RayAddressOpt,
+    ReviewThresholdOpt,
+    ThresholdOpt,
+)
+from pipelines.errors import EXIT_UNEXPECTED
 
 
 def register(app: typer.Typer) -> None:
@@ -46,22 +50,13 @@ def search(
     probe: list[Path] = typer.Option(
         [], "--probe", help="photo of the person to find, instead of a watch list (repeatable)"
     ),
-    fps: float | None = typer.Option(None, "--fps", min=0.05, max=60, help="frames per second"),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="override the alert tier's threshold: sightings (audited)"
-    ),
-    review_threshold: float | None = typer.Option(
-        None,
-        "--review-threshold",
-        help="override the review tier's threshold: candidates, never above the alert "
-        "threshold (audited)",
-    ),
-    out: Path = typer.Option(Path("facewatch-search"), "--out", help="output folder"),
-    case: str | None = typer.Option(None, "--case", help="case reference (required by default)"),
+    fps: FpsOpt = None,
+    threshold: ThresholdOpt = None,
+    review_threshold: ReviewThresholdOpt = None,
+    out: OutOpt = Path("facewatch-search"),
+    case: CaseOpt = None,
     reason: str | None = typer.Option(None, "--reason", help="why this search is necessary"),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address", help="Ray cluster to use (default: a local one on 127.0.0.1)"
-    ),
+    ray_address: RayAddressOpt = None,
     as_json: bool = typer.Option(False, "--json", help="print sightings as JSON lines only"),
     indexed: bool = typer.Option(
         False, "--indexed", help="search the face index (facewatch index) instead of decoding"
@@ -78,32 +73,25 @@ def search(
         return
     if not paths:
         fail("give video files or folders to search (or --probe IMAGE --indexed)")
-    c = get_context(ctx)
     runtime.prepare_env(local=ray_address is None)  # before anything starts gRPC
-    settings = c.settings()
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        fail(f"no such file or folder: {', '.join(missing)}")
+    settings = get_context(ctx).settings()
+    check_numbers(fps, threshold)
+    check_numbers(threshold=review_threshold)
+    check_videos(paths, settings)
+    setup = SearchSetup.prepare(
+        settings,
+        paths,
+        list_name,
+        probe,
+        threshold,
+        case,
+        reason,
+        current_actor(),
+        warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+        review_threshold=review_threshold,
+    )
     try:
-        check_numbers(fps, threshold)
-        check_numbers(threshold=review_threshold)
-        check_videos(paths, settings)
-        setup = SearchSetup.prepare(
-            settings,
-            paths,
-            list_name,
-            probe,
-            threshold,
-            case,
-            reason,
-            current_actor(),
-            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
-            review_threshold=review_threshold,
-        )
-    except SetupError as exc:
-        fail(str(exc))
-    try:
-        with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
+        with json_stdout(as_json):  # no Ray output in the JSON
             result = run_with_progress(setup, out, fps, ray_address, quiet=as_json)
     finally:
         setup.close()
@@ -142,15 +130,9 @@ def run_with_progress(setup: SearchSetup, out: Path, fps, ray_address, quiet: bo
 
 
 def report_outputs(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:
-    sightings = result.sightings
-    link_media(sightings, out)
-    errors = [e.row() for e in result.errors]
-    write_outputs(out, sightings, result.matches, errors)
-    summary = setup.summary(result)
-    write_summary(out, setup.numbers(result))
-    report = render_report(out, sightings, summary, errors)
+    summary, report = setup.write_outputs(result, out)
     if as_json:
-        for s in sightings:
+        for s in result.sightings:
             emit_json(s.row())
         return
     _print_summary(result, summary)

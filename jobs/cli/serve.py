@@ -21,7 +21,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.cli.common import EXIT_UNEXPECTED, console, current_actor, fail, get_context
+from jobs.cli.common import console, current_actor, fail, get_context
+from pipelines.errors import EXIT_UNEXPECTED
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +53,12 @@ def serve(
 
     The global --config (before 'serve') is the facewatch settings file; this --config is
     the Serve config (deployments, HTTP address)."""
-    from serve.local import ServeConfigError, read_serve_file, start_local, stop_local
+    from serve.local import read_serve_file, start_local, stop_local
 
     c = get_context(ctx)
     if serve_config is None and DEFAULT_SERVE_CONFIG.is_file():
         serve_config = DEFAULT_SERVE_CONFIG
-    try:
-        sf = read_serve_file(serve_config)
-    except ServeConfigError as exc:
-        fail(str(exc))
+    sf = read_serve_file(serve_config)
     sf.args = _with_cli_settings(sf.args, c)
     stop = threading.Event()
 
@@ -155,7 +153,7 @@ def camera_add(
     token: str | None = TokenOpt,
 ) -> None:
     """Add a camera (to the running server with --server, else to the home's registry)."""
-    from pipelines.live.cameras import CameraError, camera_file_roots, parse_spec
+    from pipelines.live.cameras import camera_file_roots, parse_spec
 
     data = {"id": camera_id, "url": url, "fps": fps, "list": list_name, "threshold": threshold}
     data["loop"] = not once
@@ -172,8 +170,6 @@ def camera_add(
             home.audit.append, current_actor(), "camera.add", camera=spec.public()
         )
         registry.add(spec, current_actor(), record)  # no record, no camera
-    except CameraError as exc:
-        fail(str(exc))
     finally:
         home.close()
     console.print(f"camera {spec.id} added to {home.path} (a running server starts it shortly)")
@@ -224,8 +220,6 @@ def camera_rm(
     token: str | None = TokenOpt,
 ) -> None:
     """Remove a camera (its in-memory faces are dropped at once)."""
-    from pipelines.live.cameras import CameraError
-
     remote = _server(server, token)
     if remote is not None:
         base, headers = remote
@@ -238,8 +232,6 @@ def camera_rm(
             home.audit.append, current_actor(), "camera.remove", camera_id=camera_id
         )
         registry.remove(camera_id, record)  # no record, no removal
-    except CameraError as exc:
-        fail(str(exc))
     finally:
         home.close()
     console.print(f"camera {camera_id} removed from {home.path}")

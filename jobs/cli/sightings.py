@@ -11,7 +11,6 @@ from rich.table import Table
 from jobs.archive.report import shown_precision
 from jobs.archive.review import (
     DECISIONS,
-    ReviewError,
     SightingReviews,
     load_sightings,
     refresh_outputs,
@@ -26,10 +25,7 @@ KEYS = {"y": "confirmed", "n": "rejected", "u": "unsure"}
 
 
 def _open(ctx: typer.Context, out: Path) -> tuple[Home, list[Sighting], str]:
-    try:
-        sightings = load_sightings(out)
-    except ReviewError as exc:
-        fail(str(exc))
+    sightings = load_sightings(out)
     summary = out / "summary.json"
     case = (
         json.loads(summary.read_text(encoding="utf-8")).get("case", "") if summary.is_file() else ""
@@ -70,12 +66,9 @@ def review(
             if answer == "s":
                 continue
             note = typer.prompt("note (optional)", default="", show_default=False)
-            try:
-                decided[s.sighting_id] = reviews.decide(
-                    s, out, case, KEYS[answer], note, current_actor()
-                )
-            except ReviewError as exc:
-                fail(str(exc))
+            decided[s.sighting_id] = reviews.decide(
+                s, out, case, KEYS[answer], note, current_actor()
+            )
         result = refresh_outputs(out, sightings, decided)
     finally:
         home.close()
@@ -97,10 +90,7 @@ def decide(
         if not match:
             fail(f"no sighting {sighting_id} in {out}")
         reviews = SightingReviews(home)
-        try:
-            reviews.decide(match[0], out, case, decision, note, current_actor())
-        except ReviewError as exc:
-            fail(str(exc))
+        reviews.decide(match[0], out, case, decision, note, current_actor())
         result = refresh_outputs(
             out, sightings, reviews.decisions([s.sighting_id for s in sightings])
         )

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs.cli.common import console, current_actor, fail, get_context, local_engine
-from pipelines.engine import EnrolmentError, FaceEngine
+from pipelines.engine import FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError
 from pipelines.text import shown
@@ -80,8 +80,6 @@ def add(
             image_source=source,
             warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
         )
-    except (EnrolmentError, WatchlistError) as exc:
-        fail(str(exc))
     finally:
         home.close()
     console.print(f"enrolled {name} as {pid} on list '{list_name}' ({len(images)} photo(s))")
@@ -199,8 +197,6 @@ def rm(
     home, lists, _ = open_lists(ctx)
     try:
         person = lists.remove(person_id, current_actor(), reason)
-    except WatchlistError as exc:
-        fail(str(exc))
     finally:
         home.close()
     console.print(f"removed {person['name']} ({person_id}) from '{person['list_name']}'")
@@ -219,8 +215,6 @@ def policy(
     home, lists, _ = open_lists(ctx, vectors=False)
     try:
         after = lists.set_policy(list_name, current_actor(), size_cap, allow_minors)
-    except WatchlistError as exc:
-        fail(str(exc))
     finally:
         home.close()
     console.print(
@@ -266,9 +260,6 @@ def calibrate(
 ) -> None:
     """Measure the list against non-mated faces and set both thresholds: the alert tier for
     a target FPIR and the review tier for a target false-candidate rate."""
-    from pipelines.evaluation.calibration import calibrate as measure
-    from pipelines.evaluation.calibration import calibrate_per_person, check_disjoint
-    from pipelines.evaluation.faces import identity_images
     from pipelines.evaluation.watchlist import EvaluationInputError
 
     if target_candidate_rate is None:
@@ -276,17 +267,8 @@ def calibrate(
     home, lists, engine = open_lists(ctx)
     try:
         home.audit.check()  # before minutes of measuring a threshold that cannot be set
-        gallery = lists.active_gallery(list_name)
-        images = identity_images(distractors)
-        check_disjoint(sorted(set(gallery.person_names)), list(images))
-        faces = _distractor_faces(engine, [p for ps in images.values() for p in ps], batch_size)
-        if per_person:
-            ids = [name for name, ps in images.items() for _ in ps]
-            record = calibrate_per_person(
-                gallery, faces, ids, target_fpir, distractors, target_candidate_rate
-            )
-        else:
-            record = measure(gallery, faces, target_fpir, distractors, target_candidate_rate)
+        targets = (target_fpir, target_candidate_rate)
+        record = _measure(lists, engine, list_name, distractors, targets, per_person, batch_size)
         how = lists.record_calibration(list_name, record, current_actor())
     except (WatchlistError, EvaluationInputError, ValueError) as exc:
         fail(str(exc))
@@ -296,6 +278,29 @@ def calibrate(
         json.dump(record, sys.stdout, default=str)
         sys.stdout.write("\n")
         return
+    _print_calibration(list_name, record, how)
+
+
+def _measure(lists, engine, list_name, distractors, targets, per_person, batch_size) -> dict:
+    """The calibration record of ``list_name`` against the distractors' faces."""
+    from pipelines.evaluation.calibration import calibrate as measure
+    from pipelines.evaluation.calibration import calibrate_per_person, check_disjoint
+    from pipelines.evaluation.faces import identity_images
+
+    target_fpir, target_candidate_rate = targets
+    gallery = lists.active_gallery(list_name)
+    images = identity_images(distractors)
+    check_disjoint(sorted(set(gallery.person_names)), list(images))
+    faces = _distractor_faces(engine, [p for ps in images.values() for p in ps], batch_size)
+    if per_person:
+        ids = [name for name, ps in images.items() for _ in ps]
+        return calibrate_per_person(
+            gallery, faces, ids, target_fpir, distractors, target_candidate_rate
+        )
+    return measure(gallery, faces, target_fpir, distractors, target_candidate_rate)
+
+
+def _print_calibration(list_name: str, record: dict, how: str) -> None:
     low, high = record["fpir_ci95"]
     console.print(
         f"list '{list_name}' ({record['list_size']} people): threshold "
@@ -346,8 +351,6 @@ def reembed(
             except ImageError as exc:
                 problems.append(str(exc))
         done = lists.reembed(list_name, faces, current_actor(), reason)
-    except WatchlistError as exc:
-        fail(str(exc))
     finally:
         home.close()
     for p in problems:

@@ -7,11 +7,14 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
+from pipelines.errors import FacewatchError
 from pipelines.schemas import EmbedderInfo
 
 
-class WeightsError(RuntimeError):
+class WeightsError(FacewatchError, RuntimeError):
     """Model weights are missing or wrong. The message says exactly how to supply them."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 class Embedder(ABC):

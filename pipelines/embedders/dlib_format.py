@@ -28,11 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.errors import FacewatchError
+
 FLOAT_INF, FLOAT_NINF, FLOAT_NAN = 32000, 32001, 32002
 
 
-class DlibFormatError(ValueError):
+class DlibFormatError(FacewatchError, ValueError):
     """The bytes are not what a dlib model file of the expected kind holds."""
+
+    http_status = 500  # the server's own set-up: not the client's to fix
 
 
 @dataclass

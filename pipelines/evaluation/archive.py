@@ -28,12 +28,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.errors import FacewatchError
 from pipelines.evaluation.identification import Rate
 
 WANTED, DISTRACTOR = "wanted", "distractor"
 
 
-class TruthError(ValueError):
+class TruthError(FacewatchError, ValueError):
     """A truth file that cannot be used; the message says where and why."""
 
 

@@ -37,6 +37,7 @@ from pipelines.align import align_faces
 from pipelines.detect import FaceDetector
 from pipelines.embedders.base import Embedder
 from pipelines.engine import FaceEngine
+from pipelines.errors import FacewatchError
 from pipelines.images import load_image
 from pipelines.quality import QualityGate
 from pipelines.schemas import FaceDetections, Quality, select_quality
@@ -55,7 +56,7 @@ CENTRE_LANDMARKS = np.array(
 CENTRE_BOX = np.array([77.05, 65.51, 174.23, 192.51], np.float32)
 
 
-class PairsFormatError(ValueError):
+class PairsFormatError(FacewatchError, ValueError):
     """The pairs file does not follow the LFW View 2 format. The message says where."""
 
 

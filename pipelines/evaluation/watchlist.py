@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.errors import FacewatchError
 from pipelines.evaluation import identification as ident
 from pipelines.evaluation.faces import NO_FACE, ImageFaces, identity_images
 from pipelines.match import Gallery, Matcher
@@ -35,7 +36,7 @@ UNGROUPED = "(no group)"
 PhotoEmbed = Callable[[ImageFaces, np.ndarray], np.ndarray]
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(FacewatchError, ValueError):
     """The evaluation inputs are inconsistent; the message says which and how."""
 
 

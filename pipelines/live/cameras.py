@@ -45,6 +45,7 @@ from pydantic import (
     field_validator,
 )
 
+from pipelines.errors import FacewatchError
 from pipelines.paths import resolved
 from pipelines.text import check_text
 
@@ -64,12 +65,12 @@ VIDEOS_DIR = "videos"  # <home>/videos: where API-added file cameras may read
 _USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 
 
-class CameraError(ValueError):
-    """A camera spec or registry operation is invalid; ``status`` is the HTTP status."""
+class CameraError(FacewatchError, ValueError):
+    """A camera spec or registry operation is invalid; ``status``: the HTTP status."""
 
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
-        self.status = status
+        self.http_status = status
 
 
 def check_source_url(url: str, file_roots: Sequence[Path] | None = None) -> str:

@@ -17,13 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import FacewatchError
+
 OUTCOMES = ("confirmed", "rejected")
 
 
-class ReviewError(ValueError):
+class ReviewError(FacewatchError, ValueError):
+    """An adjudication refused; ``status``: the HTTP status (404 unknown, 409 decided)."""
+
     def __init__(self, message: str, status: int):
         super().__init__(message)
-        self.status = status
+        self.http_status = status
 
 
 class ReviewBook:

@@ -170,6 +170,55 @@ def held_out_fpir(engine, home: Path, list_name: str, folder: Path) -> ident.Rat
     return ident.Rate(int(alarms.sum()), int(usable.sum()))
 
 
+def _assert_listed_and_overridden(home, engine, record: dict) -> None:
+    """The list shows its calibration; an override below it warns once and is audited."""
+    listed = json.loads(run(home, "watchlist", "ls", "--list", "cal", "--json").stdout)
+    lst = listed["lists"][0]
+    assert lst["threshold"] == pytest.approx(record["threshold"])
+    assert lst["threshold_how"].startswith("calibrated ")
+    assert lst["calibration"]["n_nonmated"] == record["n_nonmated"]
+    assert lst["calibration"]["date"] and lst["calibration"]["by"]
+    assert lst["expected_fpir"] == pytest.approx(record["fpir"], abs=0.03)
+    human = run(home, "watchlist", "ls", "--list", "cal")
+    assert "calibrated" in human.output and "expected FPIR" in human.output
+
+    settings = Settings(home=home)
+    warnings: list[str] = []
+    with Home.open(settings, engine.info) as h:
+        lists = Watchlists(h, engine.info, engine.embedder.default_threshold)
+        lower = record["threshold"] - 0.05
+        gallery = lists.active_gallery("cal", override=lower, actor="tester", warn=warnings.append)
+        assert gallery.thresholds.max() == pytest.approx(lower)
+        # no warning when the override is stricter than the calibrated threshold
+        lists.active_gallery("cal", override=record["threshold"] + 0.01, warn=warnings.append)
+    assert len(warnings) == 1
+    assert "below list 'cal'" in warnings[0] and "expected FPIR" in warnings[0]
+    actions = [r["action"] for r in AuditLog(home / "audit.log").records()]
+    assert "threshold.calibrate" in actions
+    assert actions.count("threshold.override") == 2
+
+
+def _assert_per_person(home, engine, sets, per: dict) -> None:
+    """Per-person thresholds: offsets from one half of the distractors, FPIR on the other;
+    the gallery carries them, an override flattens them."""
+    # alternate distractor identities: 20 set the offsets, the other 20 the shift z, which
+    # allows floor(0.1 * 20) = 2 alarms on them
+    assert per["mode"] == "per-person" and (per["n_cohort"], per["n_nonmated"]) == (20, 20)
+    assert (per["false_alarms"], per["fpir"]) == (2, 0.1)
+    # on the 40 held-out people: measured 7 of 40 (17.5%), within the stated [0.028, 0.301]
+    held = held_out_fpir(engine, home, "cal", sets["held_out"])
+    assert held.n == 40 and held.value <= per["fpir_ci95"][1], (held, per["fpir_ci95"])
+    assert len(per["person_thresholds"]) == 3
+    with Home.open(Settings(home=home), engine.info) as h:
+        lists = Watchlists(h, engine.info, engine.embedder.default_threshold)
+        gallery = lists.active_gallery("cal")
+        for pid, thr in zip(gallery.person_ids, gallery.thresholds, strict=True):
+            assert thr == pytest.approx(per["person_thresholds"][pid], abs=1e-6)
+        assert lists.lists()[0]["threshold_how"].startswith("calibrated per person")
+        flat = lists.active_gallery("cal", override=0.99, actor="tester")
+        assert flat.thresholds.min() == flat.thresholds.max() == pytest.approx(0.99)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.integration  # the engine on real image sets
 def test_calibration_sets_and_records_threshold_and_lower_override_warns(sets, home, data, engine):
@@ -196,30 +245,7 @@ def test_calibration_sets_and_records_threshold_and_lower_override_warns(sets, h
     held = held_out_fpir(engine, home, "cal", sets["held_out"])
     assert held.n == 40 and held.value <= record["fpir_ci95"][1], (held, record["threshold"])
 
-    listed = json.loads(run(home, "watchlist", "ls", "--list", "cal", "--json").stdout)
-    lst = listed["lists"][0]
-    assert lst["threshold"] == pytest.approx(record["threshold"])
-    assert lst["threshold_how"].startswith("calibrated ")
-    assert lst["calibration"]["n_nonmated"] == record["n_nonmated"]
-    assert lst["calibration"]["date"] and lst["calibration"]["by"]
-    assert lst["expected_fpir"] == pytest.approx(record["fpir"], abs=0.03)
-    human = run(home, "watchlist", "ls", "--list", "cal")
-    assert "calibrated" in human.output and "expected FPIR" in human.output
-
-    settings = Settings(home=home)
-    warnings: list[str] = []
-    with Home.open(settings, engine.info) as h:
-        lists = Watchlists(h, engine.info, engine.embedder.default_threshold)
-        lower = record["threshold"] - 0.05
-        gallery = lists.active_gallery("cal", override=lower, actor="tester", warn=warnings.append)
-        assert gallery.thresholds.max() == pytest.approx(lower)
-        # no warning when the override is stricter than the calibrated threshold
-        lists.active_gallery("cal", override=record["threshold"] + 0.01, warn=warnings.append)
-    assert len(warnings) == 1
-    assert "below list 'cal'" in warnings[0] and "expected FPIR" in warnings[0]
-    actions = [r["action"] for r in AuditLog(home / "audit.log").records()]
-    assert "threshold.calibrate" in actions
-    assert actions.count("threshold.override") == 2
+    _assert_listed_and_overridden(home, engine, record)
 
     # per-person thresholds: offsets from one half of the distractors, FPIR on the other
     result = run(
@@ -227,20 +253,4 @@ def test_calibration_sets_and_records_threshold_and_lower_override_warns(sets, h
         "--distractors", str(sets["distractors"]), "--target-fpir", "0.1", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    per = json.loads(result.stdout)
-    # alternate distractor identities: 20 set the offsets, the other 20 the shift z, which
-    # allows floor(0.1 * 20) = 2 alarms on them
-    assert per["mode"] == "per-person" and (per["n_cohort"], per["n_nonmated"]) == (20, 20)
-    assert (per["false_alarms"], per["fpir"]) == (2, 0.1)
-    # on the 40 held-out people: measured 7 of 40 (17.5%), within the stated [0.028, 0.301]
-    held = held_out_fpir(engine, home, "cal", sets["held_out"])
-    assert held.n == 40 and held.value <= per["fpir_ci95"][1], (held, per["fpir_ci95"])
-    assert len(per["person_thresholds"]) == 3
-    with Home.open(settings, engine.info) as h:
-        lists = Watchlists(h, engine.info, engine.embedder.default_threshold)
-        gallery = lists.active_gallery("cal")
-        for pid, thr in zip(gallery.person_ids, gallery.thresholds, strict=True):
-            assert thr == pytest.approx(per["person_thresholds"][pid], abs=1e-6)
-        assert lists.lists()[0]["threshold_how"].startswith("calibrated per person")
-        flat = lists.active_gallery("cal", override=0.99, actor="tester")
-        assert flat.thresholds.min() == flat.thresholds.max() == pytest.approx(0.99)
+    _assert_per_person(home, engine, sets, json.loads(result.stdout))

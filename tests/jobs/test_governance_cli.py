@@ -18,8 +18,8 @@ def _audit(cli, *args) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def test_watchlist_deployment_retention_and_audit_end_to_end(cli, data, tmp_path):
-    known = data / "known"
+def _enrol_with_policy(cli, known: Path) -> None:
+    """A list that refuses minors refuses one; an adult is enrolled with who authorised it."""
     res = cli("watchlist", "policy", "events", "--no-minors")
     assert res.exit_code == 0, res.output
     res = cli("watchlist", "add", "Child", str(known / "obama.jpg"), "--list", "events", "--minor")
@@ -49,6 +49,9 @@ def test_watchlist_deployment_retention_and_audit_end_to_end(cli, data, tmp_path
         "officer-7",
     )
 
+
+def _deploy_end_and_report(cli, reports: Path) -> None:
+    """A deployment needs all four of its facts, runs once per camera, ends and reports."""
     res = cli("deployment", "start", "--purpose", "Op X", "--location", "Cardiff")
     assert res.exit_code == 2 and "--cameras" in res.output  # all four are required
     args = ["--purpose", "Op X", "--location", "Cardiff", "--cameras", "c1,c2", "--list", "events"]
@@ -60,13 +63,19 @@ def test_watchlist_deployment_retention_and_audit_end_to_end(cli, data, tmp_path
     assert res.exit_code == 2 and "already in a running deployment" in res.output
     res = cli("deployment", "end", dep_id)
     assert res.exit_code == 0 and "0 alerts" in res.output, res.output
-    res = cli("deployment", "report", dep_id, "--out", str(tmp_path / "reports"))
+    res = cli("deployment", "report", dep_id, "--out", str(reports))
     assert res.exit_code == 0, res.output
-    rep = json.loads((tmp_path / "reports" / f"{dep_id}.json").read_text())
+    rep = json.loads((reports / f"{dep_id}.json").read_text())
     assert rep["status"] == "ended" and rep["cameras"].keys() == {"c1", "c2"}
-    assert (tmp_path / "reports" / f"{dep_id}.html").read_text().startswith("<!doctype html>")
+    assert (reports / f"{dep_id}.html").read_text().startswith("<!doctype html>")
     (listed,) = json.loads(cli("deployment", "ls", "--json").stdout)
     assert listed["deployment_id"] == dep_id and listed["ended_by"] == "officer-7"
+
+
+def test_watchlist_deployment_retention_and_audit_end_to_end(cli, data, tmp_path):
+    _enrol_with_policy(cli, data / "known")
+
+    _deploy_end_and_report(cli, tmp_path / "reports")
 
     res = cli("retention", "run", "--dry-run", "--json")
     assert res.exit_code == 0, res.output

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.archive.search_stages import _follows, _frame_batch, face_order, previous_sampled
-from serve.pool import _whole_frames
+from jobs.archive.search_stages import face_order, frame_batch, frames_follow, previous_sampled
+from serve.pool import whole_frames
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -18,8 +18,8 @@ def _seg(file_id: str) -> dict:
 
 def test_decoded_frames_name_the_sampled_frame_before_them():
     before = previous_sampled((0, 12, 25, 37, 50))
-    first = _frame_batch(_seg("a"), [0, 12], np.zeros((2, 4, 4, 3), np.uint8), before)
-    later = _frame_batch(_seg("a"), [37, 50], np.zeros((2, 4, 4, 3), np.uint8), before)
+    first = frame_batch(_seg("a"), [0, 12], np.zeros((2, 4, 4, 3), np.uint8), before)
+    later = frame_batch(_seg("a"), [37, 50], np.zeros((2, 4, 4, 3), np.uint8), before)
     assert first["prev_index"].tolist() == [-1, 0]
     assert later["prev_index"].tolist() == [25, 37]
 
@@ -44,10 +44,10 @@ def test_a_frame_follows_only_the_frame_sampled_just_before_it_in_the_same_file(
         ]
     )
     rows = np.arange(6)
-    assert _follows(batch, rows) == [False, True, False, False, True, False]
+    assert frames_follow(batch, rows) == [False, True, False, False, True, False]
     # rows with errors are left out: what follows is judged among the rows kept
-    assert _follows(batch, np.array([0, 1, 4])) == [False, True, False]
-    assert _follows(batch, np.array([], int)) == []
+    assert frames_follow(batch, np.array([0, 1, 4])) == [False, True, False]
+    assert frames_follow(batch, np.array([], int)) == []
 
 
 @pytest.mark.parametrize(
@@ -63,12 +63,12 @@ def test_a_frame_follows_only_the_frame_sampled_just_before_it_in_the_same_file(
 )
 def test_whole_frames_every_nth_of_a_run(follows, every, whole):
     n = len(follows) if follows is not None else 3
-    assert _whole_frames(follows, every, n) == whole
+    assert whole_frames(follows, every, n) == whole
 
 
 def test_whole_frames_needs_a_flag_per_frame():
     with pytest.raises(ValueError, match="3 flags for 2 frames"):
-        _whole_frames([False, True, True], 2, 2)
+        whole_frames([False, True, True], 2, 2)
 
 
 def test_faces_are_numbered_by_place_whichever_detection_found_them():

@@ -74,24 +74,18 @@ def test_other_errors_and_remote_clusters_are_not_retried(fake):
     assert len(f.calls) == 1
 
 
-def test_the_cli_maps_pool_errors_to_exit_codes():
+def test_a_pool_on_another_embedder_is_a_configuration_error():
     """A pool that embeds with another embedder than the store's is a configuration error
-    (exit 2); one whose replicas cannot start is exit 1, with their own reason."""
-    import typer
-
+    (exit 2); one whose replicas cannot start is a failure of the machinery (exit 1). The
+    CLI's one handler (tests/test_errors.py) exits with these codes."""
     from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
     store = EmbedderInfo("dlib-resnet", "1", 128)
-    with pytest.raises(EmbedderMismatchError, match="facenet"):
-        runtime._check_embedder("facenet-vggface2@1/512", store)
-    runtime._check_embedder(store.key, store)  # the same space: no error
-    for exc, code in (
-        (EmbedderMismatchError("the FacePool embeds with facenet-vggface2@1/512"), 2),
-        (runtime.PoolStartError("the face pool failed to start: RuntimeError: x"), 1),
-    ):
-        with pytest.raises(typer.Exit) as stopped, runtime.pool_errors_fail():
-            raise exc
-        assert stopped.value.exit_code == code
+    with pytest.raises(EmbedderMismatchError, match="facenet") as mismatch:
+        runtime.check_embedder("facenet-vggface2@1/512", store)
+    runtime.check_embedder(store.key, store)  # the same space: no error
+    assert mismatch.value.exit_code == 2
+    assert runtime.PoolStartError("the face pool failed to start: x").exit_code == 1
 
 
 # -- a search's Ray under a fresh HOME: token private, every port on loopback ---------------

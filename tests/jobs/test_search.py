@@ -467,7 +467,7 @@ def test_a_file_whose_decoder_hangs_is_skipped(data, ray_address, monkeypatch, t
     def fake_stuck_probe(path: str):
         if path == stuck:
             time.sleep(60)
-        return runtime._probe(path)
+        return runtime.probe_video(path)
 
     fake_task = ray.remote(num_cpus=0.25)(fake_stuck_probe)
     monkeypatch.setattr(runtime, "probe_remote", lambda: fake_task)

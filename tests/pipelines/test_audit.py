@@ -237,7 +237,7 @@ def test_a_damaged_log_takes_no_record_and_names_the_line(log, damage, why):
     log.path.write_bytes(damaged)
     with pytest.raises(AuditUnavailable, match=f"line 7 \\({why}") as caught:
         log.check()
-    assert caught.value.line == 7 and "line 7" in caught.value.short()
+    assert caught.value.line == 7 and "line 7" in caught.value.public_message()
     with pytest.raises(AuditUnavailable, match="line 7"):
         log.append("officer", "watchlist.add", name="X")
     assert log.path.read_bytes() == damaged

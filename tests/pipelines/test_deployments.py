@@ -97,6 +97,48 @@ def _adjudicate(recorder, reviews, alert_id, outcome):
     reviews.decide(alert_id, outcome, "", "reviewer")
 
 
+def _assert_summary_at_end(summary: dict, lists, dep: dict) -> None:
+    """The record at the end of the scripted run: 7 alerts, 3 confirmed, 2 rejected."""
+    totals = summary["totals"]
+    assert totals["alerts"] == 7 and totals["faces_scanned"] == 1250
+    assert (totals["confirmed"], totals["rejected"], totals["pending"]) == (3, 2, 2)
+    assert totals["precision"] == pytest.approx(0.6)
+    assert totals["alerts_not_on_frozen_snapshot"] == 0
+    a, b = (summary["per_camera"][c] for c in ("gate-a", "gate-b"))
+    keys = ("alerts", "confirmed", "rejected", "pending", "faces_scanned")
+    assert [a[k] for k in keys] == [5, 3, 1, 1, 1000] and a["precision"] == 0.75
+    assert [b[k] for k in keys] == [2, 0, 1, 1, 250] and b["precision"] == 0.0
+    assert a["threshold"] == 0.95 and b["threshold"] == pytest.approx(lists.default_threshold)
+    assert a["list_version"] == dep["list_version"] == 2 and a["snapshot_id"] == dep["snapshot_id"]
+    assert "threshold_at_end" not in a  # the camera's own override did not change
+    assert (b["threshold_at_end"], b["threshold_at_end_how"]) == (0.96, "calibrated")
+
+
+def _assert_report(home, deps, dep: dict, out: Path, purpose: str, where: str) -> None:
+    """The report written after the end (later decisions and retention included), its
+    export audited, and the run's alerts in Milvus under the frozen snapshot."""
+    json_path, html_path = deps.write_report(dep["deployment_id"], out, "analyst")
+    rep = json.loads(json_path.read_text())
+    counts = [rep["totals"][k] for k in ("alerts", "confirmed", "rejected", "pending")]
+    assert counts == [7, 4, 2, 1]
+    assert rep["totals"]["alerts_deleted_since_end"] == 2
+    assert rep["summary_at_end"]["totals"]["pending"] == 2
+    assert rep["purpose"] == purpose and rep["snapshot_id"] == dep["snapshot_id"]
+    page = html_path.read_text()
+    assert where in page and "66.7%" in page and "gate-b" in page
+    actions = [r["action"] for r in home.audit.records(action="deployment")]
+    assert actions == ["deployment.start", "deployment.end"]
+    assert [r["details"]["files"] for r in home.audit.records(action="export")] == [
+        [str(json_path.resolve()), str(html_path.resolve())]
+    ]
+    # the alerts really are in Milvus with the frozen snapshot
+    gate_a = 'source == "live" and source_id == "gate-a"'
+    rows = home.vectors().query(MATCHES, gate_a, fields=["snapshot_id", "status"])
+    # the 5 of the run less 1 rejected (deleted), and the one before the start
+    assert len(rows) == 5 and {r["snapshot_id"] for r in rows} == {dep["snapshot_id"]}
+    assert [r["status"] for r in rows] == ["confirmed"] * 5
+
+
 def test_deployment_report_counts_a_scripted_live_run(live, faces, tmp_path):
     home, lists, recorder, reviews = live
     deps = Deployments(home.catalog, home.audit)
@@ -131,19 +173,7 @@ def test_deployment_report_counts_a_scripted_live_run(live, faces, tmp_path):
 
     lists.catalog.set_threshold("events", 0.96, "calibrated")  # changed during the run
     ended = deps.end(dep["deployment_id"], "supt", lists=lists)
-    totals = ended["summary_at_end"]["totals"]
-    assert totals["alerts"] == 7 and totals["faces_scanned"] == 1250
-    assert (totals["confirmed"], totals["rejected"], totals["pending"]) == (3, 2, 2)
-    assert totals["precision"] == pytest.approx(0.6)
-    assert totals["alerts_not_on_frozen_snapshot"] == 0
-    a, b = (ended["summary_at_end"]["per_camera"][c] for c in ("gate-a", "gate-b"))
-    keys = ("alerts", "confirmed", "rejected", "pending", "faces_scanned")
-    assert [a[k] for k in keys] == [5, 3, 1, 1, 1000] and a["precision"] == 0.75
-    assert [b[k] for k in keys] == [2, 0, 1, 1, 250] and b["precision"] == 0.0
-    assert a["threshold"] == 0.95 and b["threshold"] == pytest.approx(lists.default_threshold)
-    assert a["list_version"] == dep["list_version"] == 2 and a["snapshot_id"] == sid
-    assert "threshold_at_end" not in a  # the camera's own override did not change
-    assert (b["threshold_at_end"], b["threshold_at_end_how"]) == (0.96, "calibrated")
+    _assert_summary_at_end(ended["summary_at_end"], lists, dep)
     with pytest.raises(DeploymentError, match="already ended"):
         deps.end(dep["deployment_id"], "supt")
     assert deps.active_for_camera("gate-a") is None
@@ -153,30 +183,7 @@ def test_deployment_report_counts_a_scripted_live_run(live, faces, tmp_path):
     _adjudicate(recorder, reviews, ids_a[4], "confirmed")
     gone = run_retention(lists, RetentionConfig(), "admin", now=time.time() + 40 * 86400)
     assert gone.deleted["rejected_alerts"] == 2 and len(reviews.list("all", None, 99)) == 7
-    json_path, html_path = deps.write_report(dep["deployment_id"], tmp_path / "reports", "analyst")
-    rep = json.loads(json_path.read_text())
-    assert [rep["totals"][k] for k in ("alerts", "confirmed", "rejected", "pending")] == [
-        7,
-        4,
-        2,
-        1,
-    ]
-    assert rep["totals"]["alerts_deleted_since_end"] == 2
-    assert rep["summary_at_end"]["totals"]["pending"] == 2
-    assert rep["purpose"] == purpose and rep["snapshot_id"] == sid
-    page = html_path.read_text()
-    assert where in page and "66.7%" in page and "gate-b" in page
-    actions = [r["action"] for r in home.audit.records(action="deployment")]
-    assert actions == ["deployment.start", "deployment.end"]
-    assert [r["details"]["files"] for r in home.audit.records(action="export")] == [
-        [str(json_path.resolve()), str(html_path.resolve())]
-    ]
-    # the alerts really are in Milvus with the frozen snapshot
-    where = 'source == "live" and source_id == "gate-a"'
-    rows = home.vectors().query(MATCHES, where, fields=["snapshot_id", "status"])
-    # the 5 of the run less 1 rejected (deleted), and the one before the start
-    assert len(rows) == 5 and {r["snapshot_id"] for r in rows} == {sid}
-    assert [r["status"] for r in rows] == ["confirmed"] * 5
+    _assert_report(home, deps, dep, tmp_path / "reports", purpose, where)
 
 
 def test_alerts_off_the_frozen_snapshot_are_flagged(live, faces):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import DetectorConfig, Settings
-from pipelines.detect import FaceDetector, _square_crop
+from pipelines.detect import FaceDetector, square_crop
 from pipelines.engine import FaceEngine
 from pipelines.schemas import FaceDetections
 from pipelines.track import iou_matrix
@@ -113,7 +113,7 @@ def test_no_boxes_no_work(detector, frames):
 
 def test_square_crop_pads_outside_the_frame_with_black():
     frame = np.full((10, 20, 3), 200, np.uint8)
-    crop = _square_crop(frame, np.array([-5, 5]), 10)
+    crop = square_crop(frame, np.array([-5, 5]), 10)
     assert crop.shape == (10, 10, 3)
     assert (crop[:5, 5:] == 200).all() and (crop[:, :5] == 0).all() and (crop[5:] == 0).all()
 

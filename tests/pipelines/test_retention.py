@@ -199,7 +199,7 @@ def test_a_run_that_fails_part_way_is_audited_with_what_it_deleted(lists, faces,
 def test_photo_copies_are_deleted_only_inside_a_real_output_folder(tmp_path):
     """A ``thumbs`` that is a symlink to somewhere else is left alone: the glob would follow
     it and delete that folder's files."""
-    from pipelines.retention import _delete_orphan_photos
+    from pipelines.retention import delete_orphan_photos
 
     elsewhere = tmp_path / "precious"
     elsewhere.mkdir()
@@ -207,8 +207,8 @@ def test_photo_copies_are_deleted_only_inside_a_real_output_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "thumbs").symlink_to(elsewhere, target_is_directory=True)
-    assert _delete_orphan_photos(out) == 0 and (elsewhere / "list_keep.jpg").exists()
+    assert delete_orphan_photos(out) == 0 and (elsewhere / "list_keep.jpg").exists()
     real = tmp_path / "real"
     (real / "thumbs").mkdir(parents=True)
     (real / "thumbs" / "list_a.jpg").write_bytes(b"x")
-    assert _delete_orphan_photos(real) == 1
+    assert delete_orphan_photos(real) == 1

@@ -202,7 +202,7 @@ def test_a_camera_that_cannot_start_shows_an_error_and_the_others_start(tmp_path
         with pytest.raises(CameraError) as refused:
             await fleet.get("b-gate").push(PNG_1x1, None, wait=True)
         await fleet.stop_all()
-        return statuses, refused.value.status, leftover_tasks()
+        return statuses, refused.value.http_status, leftover_tasks()
 
     statuses, refused, leftover = asyncio.run(scenario())
     assert {c: s["state"] for c, s in statuses.items()} == {
@@ -300,7 +300,7 @@ def test_a_frame_still_decoding_when_its_camera_stops_is_refused(tmp_path):
             try:
                 await asyncio.wait_for(attempt, 5)
             except CameraError as exc:
-                outcomes.append((exc.status, str(exc)))
+                outcomes.append((exc.http_status, str(exc)))
         return outcomes, runner.slot._frame
 
     outcomes, left_in_slot = asyncio.run(scenario())
@@ -499,7 +499,7 @@ def test_a_frame_over_the_pixel_limit_is_refused_413_before_it_is_decoded(tmp_pa
         try:
             await runner.push(png_of(2000, 1001), never_decode, wait=True)
         except CameraError as exc:
-            return exc.status, str(exc)
+            return exc.http_status, str(exc)
         finally:
             await runner.stop()
 
@@ -515,74 +515,86 @@ def empty_batch() -> object:
     return FaceBatch(FaceDetections.empty(), quality, np.zeros((0, 4), np.float32), INFO, 1)
 
 
-@pytest.mark.timeout(60)
-def test_a_flood_on_one_camera_neither_blocks_nor_drops_another_cameras_frames():
-    """Camera A floods: its first decode is held (``held_decode``, a fake decoder that
-    blocks a decode thread until released, as a huge frame would); 20 more frames follow.
-    Camera B pushes meanwhile, decoded for real on the same two decode threads. A keeps one
-    decode in flight and one frame waiting, dropping its own oldest; every B frame is
-    analysed. Pacers run at 1 MHz so that no frame is skipped for its fps."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+class HeldDecode:
+    """A fake decoder, named as such: a decode that never finishes on its own cannot be
+    caused with a real image in a test's time. Each call blocks its decode thread until
+    ``release`` is set, as a huge frame would, and counts how many run at once."""
 
+    def __init__(self):
+        import threading
+
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.in_flight = self.most = 0
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.entered.set()
+        self.release.wait(30)
+        self.in_flight -= 1
+        return np.zeros((48, 64, 3), np.uint8)
+
+
+async def _flood(pool, held: HeldDecode):
+    """Camera A: one held decode and 20 more frames; camera B: 5 frames decoded for real on
+    the same threads meanwhile. Returns A's and B's answers, and B's status."""
     from pipelines.images import decode_image
     from serve.sources import Pacer
 
-    pool = ThreadPoolExecutor(2)  # the hub's decode threads, shared by every camera
-    release, entered, in_flight = threading.Event(), threading.Event(), [0, 0]
+    loop = asyncio.get_running_loop()
 
-    def held(data: bytes) -> np.ndarray:
-        in_flight[0] += 1
-        in_flight[1] = max(in_flight[1], in_flight[0])
-        entered.set()
-        release.wait(30)
-        in_flight[0] -= 1
-        return np.zeros((48, 64, 3), np.uint8)
+    async def held_decode(data: bytes) -> np.ndarray:
+        return await loop.run_in_executor(pool, held, data)
+
+    async def real_decode(data: bytes) -> np.ndarray:
+        return await loop.run_in_executor(pool, decode_image, data, "frame", 8_000_000)
 
     async def analyse(frame):
         return empty_batch()
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
+    a, b = (
+        CameraRunner(CameraSpec(id=c, url="push"), LiveConfig(), analyse, None)
+        for c in ("cam-a", "cam-b")
+    )
+    for runner in (a, b):
+        runner.pacer = Pacer(1e6)
+        runner.start()
+    flood = [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True))]
+    await loop.run_in_executor(None, held.entered.wait, 10)  # A's first frame is decoding
+    flood += [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True)) for _ in range(20)]
+    while len(a._raw) != 1 or a.decode_dropped != 19:  # all 20 queued (no time involved)
+        await asyncio.sleep(0)
+    b_frames = png_of(64, 48)
+    b_out = [await asyncio.wait_for(b.push(b_frames, real_decode, True), 10) for _ in range(5)]
+    held.release.set()
+    a_out = await asyncio.wait_for(asyncio.gather(*flood), 10)
+    b_status = b.status()
+    for runner in (a, b):
+        await runner.stop()
+    return a_out, b_out, b_status
 
-        async def held_decode(data: bytes) -> np.ndarray:
-            return await loop.run_in_executor(pool, held, data)
 
-        async def real_decode(data: bytes) -> np.ndarray:
-            return await loop.run_in_executor(pool, decode_image, data, "frame", 8_000_000)
+@pytest.mark.timeout(60)
+def test_a_flood_on_one_camera_neither_blocks_nor_drops_another_cameras_frames():
+    """Camera A floods: its first decode is held (``HeldDecode``); 20 more frames follow.
+    Camera B pushes meanwhile, decoded for real on the same two decode threads. A keeps one
+    decode in flight and one frame waiting, dropping its own oldest; every B frame is
+    analysed. Pacers run at 1 MHz so that no frame is skipped for its fps."""
+    from concurrent.futures import ThreadPoolExecutor
 
-        a, b = (
-            CameraRunner(CameraSpec(id=c, url="push"), LiveConfig(), analyse, None)
-            for c in ("cam-a", "cam-b")
-        )
-        for runner in (a, b):
-            runner.pacer = Pacer(1e6)
-            runner.start()
-        flood = [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True))]
-        await loop.run_in_executor(None, entered.wait, 10)  # A's first frame is decoding
-        flood += [asyncio.ensure_future(a.push(PNG_1x1, held_decode, wait=True)) for _ in range(20)]
-        while len(a._raw) != 1 or a.decode_dropped != 19:  # all 20 queued (no time involved)
-            await asyncio.sleep(0)
-        b_frames = png_of(64, 48)
-        b_out = [await asyncio.wait_for(b.push(b_frames, real_decode, True), 10) for _ in range(5)]
-        release.set()
-        a_out = await asyncio.wait_for(asyncio.gather(*flood), 10)
-        b_status = b.status()
-        for runner in (a, b):
-            await runner.stop()
-        return a_out, b_out, b_status
-
+    pool = ThreadPoolExecutor(2)  # the hub's decode threads, shared by every camera
+    held = HeldDecode()
     try:
-        a_out, b_out, b_status = asyncio.run(scenario())
+        a_out, b_out, b_status = asyncio.run(_flood(pool, held))
     finally:
-        release.set()
+        held.release.set()
         pool.shutdown(wait=True)
     assert [o["status"] for o in b_out] == ["analysed"] * 5
     assert b_status["drops"] == 0
     statuses = [o["status"] for o in a_out]
     assert statuses.count("dropped") == 19 and statuses.count("analysed") == 2
     assert all("from this camera" in o["reason"] for o in a_out if o["status"] == "dropped")
-    assert in_flight[1] == 1  # never more than one of A's frames decoding at once
+    assert held.most == 1  # never more than one of A's frames decoding at once
 
 
 @pytest.mark.timeout(30)
@@ -635,6 +647,6 @@ def test_a_camera_at_an_address_outside_the_allowed_networks_is_not_added(tmp_pa
     fleet = Fleet(policy, registry, [], noop_analyse, None, state.load_gallery, state.versions)
     with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
         fleet.admit({"id": "gate", "url": "rtsp://v:${CAM_GATE_PW}@192.0.2.7/s"})
-    assert err.value.status == 422
+    assert err.value.http_status == 422
     assert fleet.admit({"id": "door", "url": "push"}).id == "door"
     assert registry.all() == []

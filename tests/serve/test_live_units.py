@@ -370,7 +370,7 @@ SECRETS_ENV = {"CAM1_PASSWORD": "RealPw123", "FACEWATCH_API_TOKENS": "a:admin:" 
 def test_environment_references_only_in_the_userinfo_and_only_cam_variables(url):
     with pytest.raises(CameraError, match=r"user:password part .* must start with CAM") as err:
         parse_spec({"id": "c1", "url": url})
-    assert err.value.status == 422
+    assert err.value.http_status == 422
     with pytest.raises(CameraError, match="must start with CAM"):  # and never at connect time
         expand_secrets(url, SECRETS_ENV)
 
@@ -389,7 +389,7 @@ def test_literal_stream_passwords_are_refused_everywhere(tmp_path, url):
     stored before the rule): refused, and the message never shows the password."""
     with pytest.raises(CameraError, match="literal password") as err:
         parse_spec({"id": "c1", "url": url})
-    assert err.value.status == 422 and "RealPw123" not in str(err.value)
+    assert err.value.http_status == 422 and "RealPw123" not in str(err.value)
     cams = tmp_path / "cams.yaml"
     cams.write_text(f"cameras:\n  - id: c1\n    url: '{url}'\n")
     with pytest.raises(CameraError, match="literal password") as err:
@@ -620,7 +620,7 @@ def test_camera_hosts_are_checked_against_the_allowed_networks():
     for url in ("rtsp://v:${CAM1_PW}@192.0.2.7/s", "http://[2001:db8::1]/x.ts"):
         with pytest.raises(CameraError, match="outside live.allowed_camera_networks") as err:
             check_camera_host(url, lan)
-        assert err.value.status == 422
+        assert err.value.http_status == 422
     # a name is resolved first (localhost: loopback, outside the LAN), and only then refused
     with pytest.raises(CameraError, match=r"localhost \(.*127\.0\.0\.1"):
         check_camera_host("http://localhost:8080/x.ts", lan)
@@ -891,7 +891,7 @@ def test_two_reviewers_at_once_one_wins_and_milvus_agrees_with_the_book(tmp_path
         try:
             return adjudicate(book, store.set_status, "a1", outcome, "", who)["status"]
         except ReviewError as exc:
-            return exc.status
+            return exc.http_status
 
     with ThreadPoolExecutor(2) as ex:
         got = list(ex.map(review, [("alice", "confirmed"), ("bob", "rejected")]))
@@ -908,7 +908,7 @@ def test_a_decision_milvus_cannot_take_leaves_the_alert_pending(tmp_path, fail, 
     book, store = review_book(tmp_path), FakeMatchStore(fail)
     with pytest.raises(ReviewError) as err:
         adjudicate(book, store.set_status, "a1", "confirmed", "sure", "alice")
-    assert err.value.status == status
+    assert err.value.http_status == status
     assert book.get("a1")["status"] == "pending" and book.get("a1")["decided_by"] is None
     store.fail = None  # and once Milvus is back, the same decision goes through
     assert (
