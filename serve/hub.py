@@ -283,16 +283,12 @@ class LiveHub:
         uses this replica's home and files. A camera that cannot start is not kept."""
         await self._ready()
         spec = self.fleet.admit(data)
-        record = functools.partial(self.audit.append, actor, "camera.add", camera=spec.public())
-        await self._io(self.registry.add, spec, actor, record)  # no record, no camera
+        await self._io(self.registry.add_audited, spec, actor, self.audit)
         await self.fleet.reconcile()
         runner = self.fleet.get(spec.id)
         if runner.start_error is not None:
             reason = runner.start_error
-            record = functools.partial(
-                self.audit.append, actor, "camera.remove", camera_id=spec.id, reason=reason
-            )
-            await self._io(self.registry.remove, spec.id, record)
+            await self._io(self.registry.remove_audited, spec.id, actor, self.audit, reason)
             await self.fleet.reconcile()
             raise CameraError(f"camera '{spec.id}' {reason}")
         return runner.status()
@@ -301,8 +297,7 @@ class LiveHub:
     async def remove_camera(self, camera_id: str, actor: str) -> dict:
         await self._ready()
         self.fleet.check_removable(camera_id)
-        record = functools.partial(self.audit.append, actor, "camera.remove", camera_id=camera_id)
-        await self._io(self.registry.remove, camera_id, record)  # no record, no removal
+        await self._io(self.registry.remove_audited, camera_id, actor, self.audit)
         await self.fleet.reconcile()
         return {"removed": camera_id}
 

@@ -269,3 +269,17 @@ def test_the_length_check_counts_a_functions_lines():
     short = "def f():\n" + "    x = 1\n" * 59
     assert _long_functions(ast.parse(short)) == []
     assert _long_functions(ast.parse(short + "    x = 2\n")) == [(1, "f", 61)]
+
+
+@pytest.mark.timeout(60)
+def test_the_archive_services_do_not_import_the_cli():
+    """jobs/archive/ is called by the CLI and by other callers (benchmarks, a notebook):
+    it prints nothing of its own and never needs the command line."""
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in _import_graph().items()
+        if module.startswith("jobs.archive")
+        for target in targets
+        if target.startswith("jobs.cli")
+    )
+    assert not wrong, "\n".join(wrong)

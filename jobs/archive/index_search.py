@@ -24,7 +24,7 @@ import numpy as np
 
 from jobs.archive.index import Purpose
 from jobs.archive.report import link_media, render_report, write_outputs
-from jobs.archive.search import archive_match, archive_match_id, sighting_id
+from jobs.archive.search import PerFileResults, archive_match, archive_match_id, sighting_id
 from pipelines.config import Settings
 from pipelines.home import Home
 from pipelines.match import Gallery
@@ -60,7 +60,7 @@ class IndexedFile:
 
 
 @dataclass
-class IndexedSearchResult:
+class IndexedSearchResult(PerFileResults):
     files: list[IndexedFile]
     faces_in_index: int
     hits: int  # faces at or above the threshold among the top-k
@@ -68,14 +68,6 @@ class IndexedSearchResult:
     query_s: float
     wall_s: float
     errors: list = field(default_factory=list)  # nothing is decoded, so nothing fails
-
-    @property
-    def sightings(self) -> list[Sighting]:
-        return [s for f in self.files for s in f.sightings]
-
-    @property
-    def matches(self) -> list[Match]:
-        return [m for f in self.files for m in f.matches]
 
 
 @dataclass(frozen=True)

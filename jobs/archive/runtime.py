@@ -312,3 +312,12 @@ def hide_ray_data_noise_if_pool_fails(app: str):
     finally:
         for h in handlers:
             h.removeFilter(hide)
+
+
+def local_engine(settings: Settings):
+    """A FaceEngine for work in this process (enrolment, probe photos, evaluation): on this
+    machine's GPU if it has one, else its CPU. ``pool.device`` is for the pool's replicas,
+    which may run on other machines: a CPU-only driver of a GPU cluster must still work."""
+    from pipelines.engine import FaceEngine
+
+    return FaceEngine(settings, device="auto")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.archive import runtime
-from jobs.archive.search_stages import FaceStage, decode_segment
+from jobs.archive.search_stages import FACE_COLUMNS, FaceStage, decode_segment
 from pipelines.config import Settings
 from pipelines.images import sha256_file
 from pipelines.match import Gallery, Matcher
@@ -70,12 +70,11 @@ class FileResult:
     complete: bool = True  # every sampled frame was decoded and analysed
 
 
-@dataclass
-class SearchResult:
-    files: list[FileResult]
-    errors: list[FileError]
-    wall_s: float
-    video_s: float
+class PerFileResults:
+    """A result made of per-file results (``files``, each with its sightings and
+    matches): every sighting and every match, file by file."""
+
+    files: list
 
     @property
     def sightings(self) -> list[Sighting]:
@@ -84,6 +83,14 @@ class SearchResult:
     @property
     def matches(self) -> list[Match]:
         return [m for f in self.files for m in f.matches]
+
+
+@dataclass
+class SearchResult(PerFileResults):
+    files: list[FileResult]
+    errors: list[FileError]
+    wall_s: float
+    video_s: float
 
 
 @dataclass
@@ -297,20 +304,7 @@ class ArchiveSearch:
                 continue
             faces += 1
             close += int(batch["cand_margin"][i][0] >= 0)
-            for k in (
-                "frame_index",
-                "t",
-                "face_index",
-                "box",
-                "passed",
-                "reason",
-                "quality",
-                "embedding",
-                "cand_person",
-                "cand_score",
-                "cand_margin",
-                "crop",
-            ):
+            for k in FACE_COLUMNS:
                 p.rows[k].append(batch[k][i])
         self.progress.advance(frames, faces, close)
         for fid in {str(f) for f in batch["file_id"]}:

@@ -14,7 +14,6 @@ import numpy as np
 from jobs.archive import runtime
 from jobs.archive.report import link_media, render_report, write_outputs, write_summary
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
-from jobs.cli.common import local_engine
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.errors import FacewatchError
@@ -64,7 +63,7 @@ class SearchSetup:
             raise SetupError("give either --list or --probe, not both")
         check_numbers(threshold=threshold)
         check_numbers(threshold=review_threshold)
-        engine = local_engine(settings)
+        engine = runtime.local_engine(settings)
         try:
             home = Home.open(settings, engine.info)
         except (StoreError, EmbedderMismatchError) as exc:

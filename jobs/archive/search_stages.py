@@ -81,6 +81,25 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
             yield _error_batch(seg, reason, len(segment.frame_indices) - done)
 
 
+# The columns of one face in a batch the FaceStage emits (and the driver collects per file).
+FACE_COLUMNS = (
+    "frame_index",
+    "t",
+    "face_index",
+    "box",
+    "passed",
+    "reason",
+    "quality",
+    "embedding",
+    "cand_person",
+    "cand_score",
+    "cand_margin",
+    "crop",
+)
+# Every row: a face, or a file's error or end marker (``kind``), with its file's id.
+ROW_COLUMNS = ("kind", "file_id", *FACE_COLUMNS, "error", "n_missing", "n_faces")
+
+
 class FaceStage:
     """Ray Data callable class: frames -> face rows, through the shared FacePool."""
 
@@ -165,28 +184,7 @@ class _Rows:
 
     def __init__(self, dim: int):
         self.dim = dim
-        self.cols: dict[str, list] = {
-            k: []
-            for k in (
-                "kind",
-                "file_id",
-                "frame_index",
-                "t",
-                "face_index",
-                "box",
-                "passed",
-                "reason",
-                "quality",
-                "embedding",
-                "cand_person",
-                "cand_score",
-                "cand_margin",
-                "crop",
-                "error",
-                "n_missing",
-                "n_faces",
-            )
-        }
+        self.cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
         self._face_counter: dict[tuple[str, int], int] = {}
 
     def _add(self, **values: Any) -> None:

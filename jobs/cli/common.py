@@ -63,15 +63,6 @@ def get_context(ctx: typer.Context) -> Context:
     return obj
 
 
-def local_engine(settings: Settings):
-    """A FaceEngine for work in this process (enrolment, probe photos, evaluation): on this
-    machine's GPU if it has one, else its CPU. ``pool.device`` is for the pool's replicas,
-    which may run on other machines: a CPU-only driver of a GPU cluster must still work."""
-    from pipelines.engine import FaceEngine
-
-    return FaceEngine(settings, device="auto")
-
-
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
     safe = escape(shown(message, keep_lines=True))  # a name in it cannot steer the terminal

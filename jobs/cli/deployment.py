@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from jobs.cli.common import console, current_actor, fail
+from jobs.cli.options import JsonOpt
 from jobs.cli.watchlist import open_lists
 from pipelines.deployments import Deployments, iso
 
@@ -86,9 +87,7 @@ def report(
 
 
 @app.command("ls")
-def ls(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON on stdout")
-) -> None:
+def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List deployments."""
     home, _, deps = _open(ctx)
     try:

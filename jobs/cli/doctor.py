@@ -13,6 +13,7 @@ import typer
 
 from jobs.archive.orphans import find_orphans, stop
 from jobs.cli.common import console
+from jobs.cli.options import JsonOpt
 from pipelines.errors import EXIT_UNEXPECTED
 
 
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def doctor(
     dry_run: bool = typer.Option(False, "--dry-run", help="list them, stop nothing"),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Find Ray processes left by a facewatch run that was killed, and stop them."""
     from serve.local import ray_temp_dir

@@ -17,8 +17,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs.cli.common import console, fail, get_context, local_engine
-from jobs.cli.options import FpsOpt, OutOpt, RayAddressOpt, ReviewThresholdOpt, ThresholdOpt
+from jobs.archive.runtime import local_engine
+from jobs.cli.common import console, fail, get_context
+from jobs.cli.options import (
+    BatchSizeOpt,
+    FpsOpt,
+    JsonObjectOpt,
+    OutOpt,
+    RayAddressOpt,
+    ReviewThresholdOpt,
+    ThresholdOpt,
+    identity_dir,
+)
 from pipelines.config import DlibResnetConfig, FacenetConfig, Settings
 from pipelines.embedders.base import WeightsError
 from pipelines.evaluation import lfw
@@ -79,8 +89,8 @@ def evaluate_lfw(
     limit_pairs: int | None = typer.Option(
         None, "--limit-pairs", min=2, help="at most N pairs per fold, half matched, half not"
     ),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    batch_size: BatchSizeOpt = 32,
+    as_json: JsonObjectOpt = False,
 ) -> None:
     """LFW View 2 verification through the full pipeline: per-fold accuracy, mean +- std."""
     settings = with_embedder(get_context(ctx).settings(), embedder)
@@ -167,15 +177,9 @@ def parse_sizes(text: str | None) -> list[int]:
 @app.command("watchlist")
 def evaluate_watchlist(
     ctx: typer.Context,
-    gallery: Path = typer.Option(
-        ..., "--gallery", exists=True, file_okay=False, help="DIR/<identity>/<images> to enrol"
-    ),
-    distractors: Path = typer.Option(
-        ...,
-        "--distractors",
-        exists=True,
-        file_okay=False,
-        help="DIR/<identity>/<images> of people not in the gallery (non-mated probes)",
+    gallery: Path = identity_dir("--gallery", "DIR/<identity>/<images> to enrol"),
+    distractors: Path = identity_dir(
+        "--distractors", "DIR/<identity>/<images> of people not in the gallery (non-mated probes)"
     ),
     enroll_per_id: int = typer.Option(
         1, "--enroll-per-id", min=1, max=100, help="usable images enrolled per identity"
@@ -193,8 +197,8 @@ def evaluate_watchlist(
     out: Path | None = typer.Option(
         None, "--out", file_okay=False, help="write metrics.json, det.png, CSV, report.html"
     ),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    batch_size: BatchSizeOpt = 32,
+    as_json: JsonObjectOpt = False,
 ) -> None:
     """1:N watch-list accuracy: TPIR at FPIR 1e-2/1e-3/2e-4, FPIR at the default threshold."""
     from pipelines.evaluation import outputs
@@ -331,7 +335,7 @@ def evaluate_archive(
     review_threshold: ReviewThresholdOpt = None,
     case: str = typer.Option("EVALUATION", "--case", help="case reference for the audit log"),
     ray_address: RayAddressOpt = None,
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: JsonObjectOpt = False,
 ) -> None:
     """Search a ground-truth video as a user would and score it: recall and precision of
     sightings, recall with candidates, false candidates per non-listed appearance."""

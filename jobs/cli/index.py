@@ -11,6 +11,7 @@ from jobs.archive.index_search import MAX_TOP_K, IndexedRequest, search_index_an
 from jobs.archive.report import (
     sightings_table,
 )
+from jobs.archive.runtime import local_engine
 from jobs.archive.search_setup import (
     check_numbers,
     check_purpose,
@@ -25,7 +26,6 @@ from jobs.cli.common import (
     fail,
     get_context,
     json_stdout,
-    local_engine,
 )
 from jobs.cli.options import CaseOpt, FpsOpt, OutOpt, RayAddressOpt
 from pipelines.errors import EXIT_UNEXPECTED

@@ -31,3 +31,13 @@ ReviewThresholdOpt = Annotated[
         "threshold (audited)",
     ),
 ]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, max=1024, help="images per batch")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout")]
+JsonObjectOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def identity_dir(flag: str, help: str):
+    """A required ``DIR/<identity>/<images>`` folder option (gallery, distractors)."""
+    return typer.Option(..., flag, exists=True, file_okay=False, help=help)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from jobs.cli.common import console, current_actor
+from jobs.cli.options import JsonOpt
 from jobs.cli.watchlist import open_lists
 from pipelines.retention import run_retention
 
@@ -23,7 +24,7 @@ def run(
     out: list[Path] = typer.Option(
         [], "--out", help="search output folder whose thumbs/ to clean too (repeatable)"
     ),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Delete everything due under governance.retention, from Milvus and disk."""
     home, lists, _ = open_lists(ctx)

@@ -11,7 +11,6 @@ Camera commands work two ways:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
@@ -166,10 +165,7 @@ def camera_add(
     home, registry = _registry(ctx)
     try:  # a video file must be in the folders the server lets registry cameras read
         spec = parse_spec(data, file_roots=camera_file_roots(home.path))
-        record = functools.partial(
-            home.audit.append, current_actor(), "camera.add", camera=spec.public()
-        )
-        registry.add(spec, current_actor(), record)  # no record, no camera
+        registry.add_audited(spec, current_actor(), home.audit)
     finally:
         home.close()
     console.print(f"camera {spec.id} added to {home.path} (a running server starts it shortly)")
@@ -228,10 +224,7 @@ def camera_rm(
         return
     home, registry = _registry(ctx)
     try:
-        record = functools.partial(
-            home.audit.append, current_actor(), "camera.remove", camera_id=camera_id
-        )
-        registry.remove(camera_id, record)  # no record, no removal
+        registry.remove_audited(camera_id, current_actor(), home.audit)
     finally:
         home.close()
     console.print(f"camera {camera_id} removed from {home.path}")

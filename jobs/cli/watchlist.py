@@ -12,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from jobs.cli.common import console, current_actor, fail, get_context, local_engine
+from jobs.archive.runtime import local_engine
+from jobs.cli.common import console, current_actor, fail, get_context
+from jobs.cli.options import BatchSizeOpt, JsonOpt, identity_dir
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
 from pipelines.store import StoreError
@@ -113,7 +115,7 @@ def enrolment_advice(engine: FaceEngine, borderline: list[tuple[str, ...]]) -> s
 def ls(
     ctx: typer.Context,
     list_name: str | None = typer.Option(None, "--list", help="only this list"),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+    as_json: JsonOpt = False,
     removed: bool = typer.Option(False, "--removed", help="include removed people"),
 ) -> None:
     """Show the lists (threshold, how it was set, expected FPIR) and the people on them."""
@@ -227,12 +229,8 @@ def policy(
 def calibrate(
     ctx: typer.Context,
     list_name: str = typer.Option(..., "--list", help="watch list to calibrate"),
-    distractors: Path = typer.Option(
-        ...,
-        "--distractors",
-        exists=True,
-        file_okay=False,
-        help="DIR/<identity>/<images> of people NOT on the list (non-mated faces)",
+    distractors: Path = identity_dir(
+        "--distractors", "DIR/<identity>/<images> of people NOT on the list (non-mated faces)"
     ),
     target_fpir: float = typer.Option(
         0.001,
@@ -255,7 +253,7 @@ def calibrate(
         help="a threshold per person from a background cohort (half the distractors): "
         "tames people many strangers resemble; see docs: Accuracy",
     ),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, max=1024, help="images per batch"),
+    batch_size: BatchSizeOpt = 32,
     as_json: bool = typer.Option(False, "--json", help="print the calibration record as JSON"),
 ) -> None:
     """Measure the list against non-mated faces and set both thresholds: the alert tier for

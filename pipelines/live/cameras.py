@@ -23,6 +23,7 @@ file is the operator's own configuration: its files may be anywhere.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -373,6 +374,19 @@ class CameraRegistry:
                 raise CameraError(f"no camera '{camera_id}'", status=404)
             if record is not None:
                 record()
+
+    def add_audited(self, spec: CameraSpec, actor: str, audit: Any) -> None:
+        """``add``, with its ``camera.add`` record in ``audit`` (an AuditLog) in the same
+        transaction: no record, no camera."""
+        record = functools.partial(audit.append, actor, "camera.add", camera=spec.public())
+        self.add(spec, actor, record)
+
+    def remove_audited(self, camera_id: str, actor: str, audit: Any, reason: str = "") -> None:
+        """``remove``, with its ``camera.remove`` record (and why, if the server removed
+        it) in the same transaction: no record, no removal."""
+        why = {"reason": reason} if reason else {}
+        record = functools.partial(audit.append, actor, "camera.remove", camera_id=camera_id, **why)
+        self.remove(camera_id, record)
 
     def all(self) -> list[CameraSpec]:
         with self._connect() as db:

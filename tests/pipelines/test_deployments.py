@@ -21,13 +21,6 @@ from pipelines.watchlist import Watchlists
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def faces(engine, data):
-    names = ["obama.jpg", "obama2.jpg", "biden.jpg", "lin-manuel-miranda.png"]
-    probed = engine.probe_faces([data / "known" / n for n in names])
-    return {Path(n).stem: f for n, f in zip(names, probed, strict=True)}
-
-
 @pytest.fixture
 def live(engine, tmp_path, faces):
     """A home with a list of two people, and the live side's recorder and review book."""

@@ -11,29 +11,13 @@ import numpy as np
 import pytest
 
 from pipelines.catalog import today
-from pipelines.config import RetentionConfig, Settings
-from pipelines.home import Home
+from pipelines.config import RetentionConfig
 from pipelines.images import encode_jpeg
 from pipelines.retention import run_retention
 from pipelines.store import FACES, MATCHES, WATCHLIST
-from pipelines.watchlist import Watchlists
 
 pytestmark = pytest.mark.timeout(240)
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def faces(engine, data):
-    names = ["obama.jpg", "biden.jpg", "lin-manuel-miranda.png"]
-    probed = engine.probe_faces([data / "known" / n for n in names])
-    return {Path(n).stem: f for n, f in zip(names, probed, strict=True)}
-
-
-@pytest.fixture
-def lists(engine, tmp_path):
-    home = Home.open(Settings(home=tmp_path / "home"), engine.info)
-    yield Watchlists(home, engine.info, engine.embedder.default_threshold)
-    home.close()
 
 
 def _live_alert(lists, face, n, status):

@@ -30,13 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BOX = [10.5, 20.0, 110.25, 140.0]
 
 
-@pytest.fixture(scope="module")
-def faces(engine, data):
-    names = ["obama.jpg", "obama2.jpg", "biden.jpg"]
-    probed = engine.probe_faces([data / "known" / n for n in names])
-    return {Path(n).stem: f for n, f in zip(names, probed, strict=True)}
-
-
 @pytest.fixture
 def store(store_settings, engine):
     vs = VectorStore.open(store_settings).bind(engine.info)

@@ -4,7 +4,6 @@ matches, size caps with the expected FPIR, minors, and the audit trail of each a
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,21 +16,6 @@ from pipelines.store import MATCHES
 from pipelines.watchlist import WatchlistError, Watchlists, expected_fpir_at_size
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def faces(engine, data):
-    known = data / "known"
-    names = ["obama.jpg", "obama2.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png"]
-    probed = engine.probe_faces([known / n for n in names])
-    return {Path(n).stem: f for n, f in zip(names, probed, strict=True)}
-
-
-@pytest.fixture
-def lists(engine, tmp_path):
-    home = Home.open(Settings(home=tmp_path / "home"), engine.info)
-    yield Watchlists(home, engine.info, engine.embedder.default_threshold)
-    home.close()
 
 
 def _best(lists: Watchlists, face, list_name="wl", at=None) -> str | None:
