@@ -12,7 +12,7 @@ from rich.table import Table
 
 from jobs.cli_watchlist import open_lists
 from jobs.common import console, current_actor, fail
-from pipelines.deployments import DeploymentError, Deployments, iso
+from pipelines.deployments import DeploymentError, Deployments
 from pipelines.watchlist import WatchlistError
 
 app = typer.Typer(help="Deployment records: why, where, which cameras, which frozen list.")
@@ -114,7 +114,7 @@ def ls(
             d["location"],
             f"{d['list_name']} v{d['list_version']}",
             ",".join(d["cameras"]),
-            iso(d["started_at"]) or "",
-            iso(d["ended_at"]) or "running",
+            d["started_at"],
+            d["ended_at"] or "running",
         )
     console.print(table)

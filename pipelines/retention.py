@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -222,13 +221,9 @@ def _delete_orphan_photos(out_dir: Path) -> int:
 
 
 def _forget_reviews(lists: Watchlists, ids: list[str]) -> None:
-    """Drop the review-book rows of deleted alerts (table absent: nothing ever alerted)."""
+    """Drop the review-book rows of deleted alerts."""
     marks = ",".join("?" * len(ids))
-    try:
-        lists.catalog.db.execute(f"DELETE FROM live_alerts WHERE alert_id IN ({marks})", ids)
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
+    lists.catalog.db.execute(f"DELETE FROM live_alerts WHERE alert_id IN ({marks})", ids)
 
 
 def _expired(lists: Watchlists, policy: RetentionConfig, actor: str, run: RetentionRun) -> None:

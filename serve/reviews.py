@@ -14,8 +14,9 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from pipelines.catalog import Catalog, iso_utc
 
 OUTCOMES = ("confirmed", "rejected")
 
@@ -27,36 +28,14 @@ class ReviewError(ValueError):
 
 
 class ReviewBook:
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS live_alerts (
-        alert_id TEXT PRIMARY KEY,
-        camera_id TEXT NOT NULL,
-        list_name TEXT NOT NULL,
-        person_id TEXT NOT NULL,
-        alerted_at REAL NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        decided_by TEXT,
-        decided_at REAL,
-        note TEXT,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS live_alerts_status ON live_alerts (status, alerted_at);
-    """
+    """The ``live_alerts`` table (catalog migration 4). Each call opens its own short
+    catalog session: the hub calls from its I/O thread and its event loop."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(self.SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
 
     def add(self, record: dict[str, Any]) -> None:
-        with self._connect() as db:
+        with self.catalog.session() as db:
             db.execute(
                 "INSERT OR IGNORE INTO live_alerts (alert_id, camera_id, list_name, person_id,"
                 " alerted_at, record) VALUES (?,?,?,?,?,?)",
@@ -65,13 +44,13 @@ class ReviewBook:
                     record["camera_id"],
                     record["list_name"],
                     record["person_id"],
-                    record["alerted_at"],
+                    iso_utc(record["alerted_at"]),
                     json.dumps(record),
                 ),
             )
 
     def get(self, alert_id: str) -> dict[str, Any]:
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             row = db.execute("SELECT * FROM live_alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         if row is None:
             raise ReviewError(f"no alert '{alert_id}'", 404)
@@ -84,7 +63,7 @@ class ReviewBook:
         if camera:
             sql, args = sql + " AND camera_id = ?", [*args, camera]
         sql += " ORDER BY alerted_at DESC LIMIT ?"
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             rows = db.execute(sql, [*args, limit]).fetchall()
         return [_public(r) for r in rows]
 
@@ -99,11 +78,11 @@ class ReviewBook:
     def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> dict[str, Any]:
         if outcome not in OUTCOMES:
             raise ReviewError(f"outcome must be one of {', '.join(OUTCOMES)}", 422)
-        with self._connect() as db:
+        with self.catalog.session() as db:
             n = db.execute(
                 "UPDATE live_alerts SET status = ?, decided_by = ?, decided_at = ?, note = ?"
                 " WHERE alert_id = ? AND status = 'pending'",
-                (outcome, actor, time.time(), note, alert_id),
+                (outcome, actor, iso_utc(time.time()), note, alert_id),
             ).rowcount
         if n == 0:
             self.check_pending(alert_id)  # raises 404 or 409
@@ -111,7 +90,7 @@ class ReviewBook:
 
     def undo(self, alert_id: str, outcome: str, actor: str) -> None:
         """Back to pending: the decision ``actor`` just made could not be stored in Milvus."""
-        with self._connect() as db:
+        with self.catalog.session() as db:
             db.execute(
                 "UPDATE live_alerts SET status = 'pending', decided_by = NULL,"
                 " decided_at = NULL, note = NULL"
@@ -120,7 +99,7 @@ class ReviewBook:
             )
 
     def stats(self) -> dict[str, Any]:
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             rows = db.execute(
                 "SELECT camera_id, list_name, status, COUNT(*) AS n FROM live_alerts"
                 " GROUP BY camera_id, list_name, status"
