@@ -212,9 +212,11 @@ def evaluate_watchlist(
         default = engine.embedder.default_threshold
         from pipelines.evaluation.faces import photo_embeddings
 
+        gallery_faces, distractor_faces = faces
         ev = wl.evaluate(
             plan,
-            *faces,
+            gallery_faces,
+            distractor_faces,
             engine.info,
             default,
             enroll_per_id,
@@ -257,7 +259,8 @@ def _extract_sets(engine, plan, batch_size: int, quiet: bool):
                     engine.detector, engine.embedder, engine.gate, paths, batch_size, progress
                 )
             )
-    return out
+    gallery, distractors = out
+    return gallery, distractors
 
 
 def _print_watchlist(m: dict[str, Any], written: dict[str, str]) -> None:

@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from pipelines.schemas import CalibrationRecord, ListRow
 
 # A Unix time (REAL seconds) in SQL as ``iso_utc`` writes it; NULL stays NULL.
 _ISO = "(strftime('%Y-%m-%dT%H:%M:%f', {0}, 'unixepoch') || '+00:00')"
@@ -287,24 +289,31 @@ class Catalog:
         return dict(r) if r is not None else None
 
     # -- lists ----------------------------------------------------------------------------
-    def get_list(self, name: str) -> dict[str, Any] | None:
+    def get_list(self, name: str) -> ListRow | None:
         row = self.row("SELECT * FROM lists WHERE name = ?", name)
         if row is not None and row["calibration_json"]:
             row["calibration"] = json.loads(row["calibration_json"])
-        return row
+        return cast(ListRow | None, row)
 
-    def ensure_list(self, name: str, actor: str) -> dict[str, Any]:
+    def ensure_list(self, name: str, actor: str) -> ListRow:
         self.db.execute(
             "INSERT OR IGNORE INTO lists(name, created_at, created_by) VALUES (?, ?, ?)",
             (name, utcnow(), actor),
         )
-        return self.get_list(name)  # type: ignore[return-value]
+        row = self.get_list(name)
+        assert row is not None  # inserted just now, or there already
+        return row
 
-    def lists(self) -> list[dict[str, Any]]:
-        return [self.get_list(r["name"]) for r in self.rows("SELECT name FROM lists ORDER BY name")]
+    def lists(self) -> list[ListRow]:
+        names = [r["name"] for r in self.rows("SELECT name FROM lists ORDER BY name")]
+        return [row for row in map(self.get_list, names) if row is not None]
 
     def set_threshold(
-        self, name: str, threshold: float | None, source: str, calibration: dict | None = None
+        self,
+        name: str,
+        threshold: float | None,
+        source: str,
+        calibration: CalibrationRecord | None = None,
     ) -> None:
         self.db.execute(
             "UPDATE lists SET threshold = ?, threshold_source = ?, calibration_json = ? "

@@ -35,6 +35,14 @@ import yaml
 
 from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, iso_utc, new_id, unix_time, utcnow
+from pipelines.schemas import (
+    AlertCounts,
+    DeploymentCamera,
+    DeploymentReport,
+    DeploymentSummary,
+    DeploymentTotals,
+    ListRow,
+)
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
 
@@ -145,7 +153,9 @@ class Deployments:
         return cameras
 
     @staticmethod
-    def _camera_terms(lists: Watchlists, lst: dict, spec: dict | None) -> dict[str, Any]:
+    def _camera_terms(
+        lists: Watchlists, lst: ListRow, spec: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """The threshold in force on a camera, and how it was set."""
         thr, how = lists.threshold(lst)
         terms: dict[str, Any] = {"configured": spec is not None}
@@ -196,7 +206,9 @@ class Deployments:
             self.audit.append(actor, "deployment.end", deployment_id=deployment_id, **totals)
         return self.get(deployment_id)
 
-    def _threshold_changes(self, lists: Watchlists, dep: dict, summary: dict) -> None:
+    def _threshold_changes(
+        self, lists: Watchlists, dep: dict[str, Any], summary: DeploymentSummary
+    ) -> None:
         lst = lists.catalog.get_list(dep["list_name"])
         if lst is None:
             return
@@ -231,7 +243,7 @@ class Deployments:
                 return self.get(r["deployment_id"])
         return None
 
-    def summarise(self, dep: dict[str, Any]) -> dict[str, Any]:
+    def summarise(self, dep: dict[str, Any]) -> DeploymentSummary:
         """The numbers, from the review book and the scanned-faces counter, now.
 
         Alerts decided after the end count with their decision; alerts that retention has
@@ -247,7 +259,7 @@ class Deployments:
         gone = [{"alert_id": i, **a} for i, a in at_end.items() if i not in present]
         alerts += gone
         scanned = self._scanned(cameras, start, end)
-        per_camera = {}
+        per_camera: dict[str, DeploymentCamera] = {}
         for cam in cameras:
             mine = [a for a in alerts if a["camera_id"] == cam]
             per_camera[cam] = {
@@ -260,7 +272,7 @@ class Deployments:
                 "snapshot_id": dep["snapshot_id"],
             }
         other = [a for a in alerts if a["snapshot_id"] != dep["snapshot_id"]]
-        totals = {
+        totals: DeploymentTotals = {
             "hours": hours,
             "faces_scanned": sum(scanned.values()),
             **_counts(alerts),
@@ -272,7 +284,11 @@ class Deployments:
             "totals": totals,
             "per_camera": per_camera,
             "alerts": {
-                a["alert_id"]: {k: a[k] for k in ("camera_id", "status", "snapshot_id")}
+                a["alert_id"]: {
+                    "camera_id": a["camera_id"],
+                    "status": a["status"],
+                    "snapshot_id": a["snapshot_id"],
+                }
                 for a in alerts
             },
         }
@@ -302,7 +318,7 @@ class Deployments:
         return {r["camera_id"]: int(r["n"]) for r in rows}
 
     # -- the report -------------------------------------------------------------------------
-    def report(self, deployment_id: str) -> dict[str, Any]:
+    def report(self, deployment_id: str) -> DeploymentReport:
         """The record and its numbers, recomputed now (adjudications go on after the end)."""
         dep = self.get(deployment_id)
         return {
@@ -340,7 +356,7 @@ class Deployments:
         return json_path, html_path
 
 
-def _counts(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+def _counts(alerts: list[dict[str, Any]]) -> AlertCounts:
     by = Counter(a["status"] for a in alerts)
     confirmed, rejected = by.get("confirmed", 0), by.get("rejected", 0)
     decided = confirmed + rejected
@@ -353,9 +369,9 @@ def _counts(alerts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str, dict]:
+def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str, dict[str, Any]]:
     """Cameras as configured now (registry table, then the cameras file): list, threshold."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for r in catalog.rows("SELECT id, spec FROM live_cameras"):
         spec = json.loads(r["spec"])
         out[r["id"]] = {"list_name": spec.get("list_name"), "threshold": spec.get("threshold")}
@@ -374,12 +390,12 @@ def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str,
     return out
 
 
-def render_html(rep: dict[str, Any]) -> str:
+def render_html(rep: DeploymentReport) -> str:
     """A one-page post-deployment report (every value escaped)."""
     e = html.escape
     t = rep["totals"]
 
-    def pct(v):
+    def pct(v: float | None) -> str:
         return "n/a (none adjudicated)" if v is None else f"{v:.1%}"
 
     facts = [
@@ -450,7 +466,7 @@ Alerts not on the frozen list snapshot: {t["alerts_not_on_frozen_snapshot"]}.</s
 """
 
 
-def _threshold_text(c: dict[str, Any]) -> str:
+def _threshold_text(c: DeploymentCamera) -> str:
     text = f"{c['threshold']:.3f} ({c['threshold_how']})"
     if "threshold_at_end" in c:
         text += f", {c['threshold_at_end']:.3f} ({c['threshold_at_end_how']}) at the end"

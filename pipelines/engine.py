@@ -197,7 +197,7 @@ class FaceEngine:
         ]
         return self.embedder.embed_views(np.concatenate(views))
 
-    def probe_faces(self, paths: list[Path | str]) -> list[ProbeFace]:
+    def probe_faces(self, paths: Sequence[Path | str]) -> list[ProbeFace]:
         """All photos' faces, or EnrolmentError naming every bad photo (all or nothing)."""
         faces, problems = [], {}
         for p in paths:

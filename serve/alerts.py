@@ -17,11 +17,14 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from pipelines.images import encode_jpeg
 from pipelines.media import Media
+from pipelines.schemas import AlertRecord, ReviewedAlert
 from pipelines.store import FACES, MATCHES, VectorStore
 from serve.cameras import CameraSpec, redact_url
 from serve.live import AlertDraft, Face
@@ -35,7 +38,7 @@ SUBSCRIBER_QUEUE = 256
 REPLAY = 200
 
 
-def alert_record(draft: AlertDraft, camera: CameraSpec) -> dict[str, Any]:
+def alert_record(draft: AlertDraft, camera: CameraSpec) -> AlertRecord:
     """The alert as API clients, SSE subscribers and webhooks see it (no embedding)."""
     f = draft.face
     return {
@@ -64,15 +67,22 @@ def alert_record(draft: AlertDraft, camera: CameraSpec) -> dict[str, Any]:
     }
 
 
+def _crop(face: Face) -> np.ndarray:
+    """The face's crop: the analyser keeps one for every face it stores or alerts on."""
+    if face.crop is None:
+        raise ValueError("a face to be stored has no crop (the analyser dropped it)")
+    return face.crop
+
+
 class AlertRecorder:
     """Persistence of alerts, adjudications and (drills only) non-matching faces."""
 
     def __init__(self, store: VectorStore, media: Media, reviews: ReviewBook):
         self.store, self.media, self.reviews = store, media, reviews
 
-    def record(self, draft: AlertDraft, record: dict[str, Any]) -> None:
+    def record(self, draft: AlertDraft, record: AlertRecord) -> None:
         f = draft.face
-        thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(f.crop))
+        thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(_crop(f)))
         row = {
             "match_id": draft.alert_id,
             "embedding": f.embedding,
@@ -94,7 +104,7 @@ class AlertRecorder:
             "status": "pending",
         }
         self.store.upsert_matches([row])
-        self.reviews.add({**record, "thumbnail": thumbnail})
+        self.reviews.add(record, thumbnail)
 
     def set_status(self, alert_id: str, status: str) -> None:
         rows = self.store.query(MATCHES, ids=[alert_id])
@@ -103,7 +113,7 @@ class AlertRecorder:
         self.store.upsert(MATCHES, [{**rows[0], "status": status}])
 
     def drill_face(self, camera: CameraSpec, face_id: str, face: Face) -> None:
-        thumbnail = self.media.save("faces", face_id, encode_jpeg(face.crop))
+        thumbnail = self.media.save("faces", face_id, encode_jpeg(_crop(face)))
         row = {
             "id": face_id,
             "embedding": face.embedding,
@@ -118,7 +128,7 @@ class AlertRecorder:
         self.store.upsert(FACES, [row])
 
 
-def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+def sse(event: str, data: Mapping[str, Any], event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -134,7 +144,7 @@ class AlertFanout:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish_alert(self, record: dict[str, Any], public: dict[str, Any]) -> None:
+    def publish_alert(self, record: AlertRecord, public: ReviewedAlert) -> None:
         message = sse("alert", public, record["alert_id"])
         self._recent.append((record["alert_id"], message))
         self._broadcast(message)

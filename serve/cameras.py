@@ -184,7 +184,7 @@ def check_camera_host(url: str, allowed: Sequence[str], resolve: bool = True) ->
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
             raise CameraError(f"cannot resolve camera host {host}: {exc}") from None
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = sorted({str(info[4][0]) for info in infos})
     outside = [a for a in addresses if not _in_networks(a, networks)]
     if outside:
         raise CameraError(
@@ -199,7 +199,7 @@ def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> l
     ``$FACEWATCH_CAMERA_FILE_ROOTS`` (separated by ``os.pathsep``), symlinks resolved."""
     env = os.environ if environ is None else environ
     extra = [p.strip() for p in env.get(FILE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    return [Path(p).expanduser().resolve() for p in [Path(home) / VIDEOS_DIR, *extra]]
+    return [p.expanduser().resolve() for p in [Path(home) / VIDEOS_DIR, *map(Path, extra)]]
 
 
 def confine(path: Path, roots: Sequence[Path]) -> Path:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.catalog import Catalog, iso_utc
+from pipelines.schemas import AlertRecord, ReviewedAlert
 
 OUTCOMES = ("confirmed", "rejected")
 
@@ -34,7 +35,8 @@ class ReviewBook:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: AlertRecord, thumbnail: str = "") -> None:
+        """Store a new alert (pending); ``thumbnail``: its crop in the home's media."""
         with self.catalog.session() as db:
             db.execute(
                 "INSERT OR IGNORE INTO live_alerts (alert_id, camera_id, list_name, person_id,"
@@ -45,19 +47,19 @@ class ReviewBook:
                     record["list_name"],
                     record["person_id"],
                     iso_utc(record["alerted_at"]),
-                    json.dumps(record),
+                    json.dumps({**record, "thumbnail": thumbnail}),
                 ),
             )
 
-    def get(self, alert_id: str) -> dict[str, Any]:
+    def get(self, alert_id: str) -> ReviewedAlert:
         with self.catalog.session(write=False) as db:
             row = db.execute("SELECT * FROM live_alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         if row is None:
             raise ReviewError(f"no alert '{alert_id}'", 404)
         return _public(row)
 
-    def list(self, status: str, camera: str | None, limit: int) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM live_alerts WHERE 1=1", []
+    def list(self, status: str, camera: str | None, limit: int) -> list[ReviewedAlert]:
+        sql, args = "SELECT * FROM live_alerts WHERE 1=1", list[Any]()
         if status != "all":
             sql, args = sql + " AND status = ?", [*args, status]
         if camera:
@@ -67,7 +69,7 @@ class ReviewBook:
             rows = db.execute(sql, [*args, limit]).fetchall()
         return [_public(r) for r in rows]
 
-    def check_pending(self, alert_id: str) -> dict[str, Any]:
+    def check_pending(self, alert_id: str) -> ReviewedAlert:
         alert = self.get(alert_id)
         if alert["status"] != "pending":
             raise ReviewError(
@@ -75,7 +77,7 @@ class ReviewBook:
             )
         return alert
 
-    def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> dict[str, Any]:
+    def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> ReviewedAlert:
         if outcome not in OUTCOMES:
             raise ReviewError(f"outcome must be one of {', '.join(OUTCOMES)}", 422)
         with self.catalog.session() as db:
@@ -132,17 +134,17 @@ def summarise(counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _public(row: sqlite3.Row) -> dict[str, Any]:
-    record = json.loads(row["record"])
-    record.update(
-        status=row["status"],
-        decided_by=row["decided_by"],
-        decided_at=row["decided_at"],
-        note=row["note"] or "",
-        crop_url=f"/v1/alerts/{row['alert_id']}/crop",
-        photo_url=f"/v1/alerts/{row['alert_id']}/photo",
-    )
-    return record
+def _public(row: sqlite3.Row) -> ReviewedAlert:
+    record: AlertRecord = json.loads(row["record"])
+    return {
+        **record,
+        "status": row["status"],
+        "decided_by": row["decided_by"],
+        "decided_at": row["decided_at"],
+        "note": row["note"] or "",
+        "crop_url": f"/v1/alerts/{row['alert_id']}/crop",
+        "photo_url": f"/v1/alerts/{row['alert_id']}/photo",
+    }
 
 
 def adjudicate(
@@ -152,7 +154,7 @@ def adjudicate(
     outcome: str,
     note: str,
     actor: str,
-) -> dict[str, Any]:
+) -> ReviewedAlert:
     """Decide a pending alert in the book, then store the status in Milvus
     (``store_status``). Returns the decided alert; ReviewError 404/409/422/503."""
     decided = book.decide(alert_id, outcome, note, actor)
