@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RetentionConfig
-from pipelines.media import MediaPathError
+from pipelines.media import Media, MediaPathError
 from pipelines.paths import resolved
-from pipelines.store import FACES, MATCHES
+from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import Watchlists
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _run_classes(
     _expired(lists, policy, actor, run)
 
 
-def _age_filter(store, collection: str, cutoff: int) -> str:
+def _age_filter(store: VectorStore, collection: str, cutoff: int) -> str:
     """Rows stored before ``cutoff``; the face index counts from ``indexed_at`` if it has it."""
     if collection == FACES:
         fields = {f["name"] for f in store.client.describe_collection(FACES).get("fields", [])}
@@ -179,7 +179,7 @@ def _export_dirs(lists: Watchlists, given: tuple[Path, ...]) -> tuple[Path, ...]
     return tuple(sorted(d for d in dirs if (d / "thumbs").is_dir()))
 
 
-def _delete_media(media, rel: str) -> int:
+def _delete_media(media: Media, rel: str) -> int:
     try:
         return int(media.delete(rel))
     except MediaPathError:

@@ -81,11 +81,11 @@ class FaceDetections:
 
     @property
     def eye_distance(self) -> np.ndarray:
-        return np.linalg.norm(self.landmarks[:, 1] - self.landmarks[:, 0], axis=1)
+        return np.asarray(np.linalg.norm(self.landmarks[:, 1] - self.landmarks[:, 0], axis=1))
 
     @property
     def widths(self) -> np.ndarray:
-        return self.boxes[:, 2] - self.boxes[:, 0]
+        return np.asarray(self.boxes[:, 2] - self.boxes[:, 0])
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Quality:
         size = np.clip(self.eye_distance / 40.0, 0, 1)
         frontal = np.clip(1 - np.abs(self.yaw) / 60.0, 0, 1)
         sharp = np.clip(np.log1p(self.blur) / np.log1p(400.0), 0, 1)
-        return (size * frontal * sharp * self.score).astype(np.float32)
+        return np.asarray((size * frontal * sharp * self.score).astype(np.float32))
 
     def rejection_counts(self) -> dict[str, int]:
         reasons, counts = np.unique(self.reason[~self.passed].astype(str), return_counts=True)
