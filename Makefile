@@ -30,6 +30,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check pipelines serve jobs tests benchmarks docs
 	$(VENV)/bin/ruff format --check pipelines serve jobs tests benchmarks docs
+	$(VENV)/bin/mypy  # [tool.mypy] in pyproject.toml: strict for pipelines/, checked for serve/ and jobs/
 
 # The docs site, strict: a broken link, a missing page or a missing generated table fails.
 docs: $(VENV)/.installed-dev

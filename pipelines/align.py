@@ -52,12 +52,12 @@ def _normalised_weights(weights: np.ndarray | None, k: int) -> np.ndarray:
     w = np.asarray(weights, np.float64)
     if w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {k} non-negative numbers, not all zero; got {weights}")
-    return w / w.sum()
+    return np.asarray(w / w.sum())
 
 
 def apply_transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     pts = np.asarray(pts, np.float64)
-    return pts @ m[:, :2].T + m[:, 2]
+    return np.asarray(pts @ m[:, :2].T + m[:, 2])
 
 
 def invert_transform(m: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ def warp_chip(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 def scaled_template(template: np.ndarray, scale: float) -> np.ndarray:
     """``template`` scaled about its centre (> 1: the face fills more of the chip)."""
     centre = template.mean(axis=0)
-    return centre + (template - centre) * scale
+    return np.asarray(centre + (template - centre) * scale)
 
 
 def align_faces(

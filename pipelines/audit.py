@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipelines.errors import FacewatchError
 
@@ -137,7 +137,9 @@ class AuditLog:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return record
 
-    def _write(self, f, actor: str, action: str, details: dict[str, Any]) -> dict[str, Any]:
+    def _write(
+        self, f: BinaryIO, actor: str, action: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
         seq, prev = self._head(f)
         record = {
             "seq": seq + 1,
@@ -165,7 +167,7 @@ class AuditLog:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _head(self, f) -> tuple[int, str]:
+    def _head(self, f: BinaryIO) -> tuple[int, str]:
         """(seq, hash) of the last whole record (a torn tail after it is ignored here);
         ``AuditUnavailable`` naming its line if it is damaged."""
         start, line = self._last_whole_line(f)
@@ -180,18 +182,18 @@ class AuditLog:
         return int(r["seq"]), str(r["hash"])  # type: ignore[index]
 
     @staticmethod
-    def _newline_before(f, pos: int) -> int:
+    def _newline_before(f: BinaryIO, pos: int) -> int:
         """Offset of the last end of line before byte ``pos``, or -1."""
         while pos > 0:
             step = min(pos, 1 << 16)
             f.seek(pos - step)
             cut = f.read(step).rfind(b"\n")
             if cut >= 0:
-                return pos - step + cut
+                return int(pos - step + cut)
             pos -= step
         return -1
 
-    def _last_whole_line(self, f) -> tuple[int, bytes]:
+    def _last_whole_line(self, f: BinaryIO) -> tuple[int, bytes]:
         """(offset, bytes) of the last line that has its end of line; (0, b"") if none."""
         end = f.seek(0, os.SEEK_END)
         last = self._newline_before(f, end)
@@ -201,7 +203,7 @@ class AuditLog:
         f.seek(start)
         return start, f.read(last + 1 - start)
 
-    def _set_aside_torn_tail(self, f) -> dict[str, Any] | None:
+    def _set_aside_torn_tail(self, f: BinaryIO) -> dict[str, Any] | None:
         """A last line without its end of line: a whole record only missing the newline
         gets it; anything else moves to ``<log>.torn``. Returns what to record, or None."""
         f.seek(0, os.SEEK_END)

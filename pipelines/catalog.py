@@ -5,7 +5,15 @@ in Milvus under the same entry ids. SQLite may be opened by several processes at
 (WAL mode), which milvus-lite may not, so this is the control plane that the CLI and a
 running server share.
 
-Schema changes are numbered migrations applied in order (``PRAGMA user_version``).
+Every table in this file is created here, by numbered migrations applied in order
+(``PRAGMA user_version``); the stores that keep their rows here (the review book, the camera
+registry, deployments) take the ``Catalog`` and never create tables of their own. A new
+table is a new migration appended to ``MIGRATIONS``. Times are ISO-8601 UTC text
+(``utcnow``, ``iso_utc``): text in that one form sorts in time order, so SQL compares it.
+
+One connection policy: ``connect`` (WAL, a 30 s busy timeout, autocommit, foreign keys,
+rows by name). The catalog's own connection is shared; a store called from several
+threads opens a short ``session`` of its own with the same policy.
 """
 
 from __future__ import annotations
@@ -14,10 +22,15 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from pipelines.schemas import CalibrationRecord, ListRow
+
+# A Unix time (REAL seconds) in SQL as ``iso_utc`` writes it; NULL stays NULL.
+_ISO = "(strftime('%Y-%m-%dT%H:%M:%f', {0}, 'unixepoch') || '+00:00')"
 
 MIGRATIONS: list[str] = [
     """
@@ -92,11 +105,131 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sighting_reviews_case ON sighting_reviews(case_ref);
     """,
+    # 4: the live side's tables, until now made by their stores' constructors with Unix REAL
+    # times: the review book (live_alerts), the camera registry (live_cameras), deployments
+    # and their scanned-faces counter. A catalog that has them keeps every row, its times
+    # turned into ISO text; one that has not gets them empty.
+    f"""
+    CREATE TABLE IF NOT EXISTS live_alerts (
+        alert_id TEXT PRIMARY KEY, camera_id TEXT NOT NULL, list_name TEXT NOT NULL,
+        person_id TEXT NOT NULL, alerted_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', decided_by TEXT, decided_at REAL, note TEXT,
+        record TEXT NOT NULL
+    );
+    DROP INDEX IF EXISTS live_alerts_status;
+    ALTER TABLE live_alerts RENAME TO live_alerts_v3;
+    CREATE TABLE live_alerts (
+        alert_id TEXT PRIMARY KEY,
+        camera_id TEXT NOT NULL,
+        list_name TEXT NOT NULL,
+        person_id TEXT NOT NULL,
+        alerted_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'confirmed', 'rejected')),
+        decided_by TEXT,
+        decided_at TEXT,
+        note TEXT,
+        record TEXT NOT NULL
+    );
+    INSERT INTO live_alerts SELECT alert_id, camera_id, list_name, person_id,
+        {_ISO.format("alerted_at")}, status, decided_by, {_ISO.format("decided_at")}, note,
+        record FROM live_alerts_v3;
+    DROP TABLE live_alerts_v3;
+    CREATE INDEX live_alerts_status ON live_alerts(status, alerted_at);
+    CREATE INDEX live_alerts_camera ON live_alerts(camera_id, alerted_at);
+
+    CREATE TABLE IF NOT EXISTS live_cameras (
+        id TEXT PRIMARY KEY, spec TEXT NOT NULL, created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE live_cameras RENAME TO live_cameras_v3;
+    CREATE TABLE live_cameras (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO live_cameras SELECT id, spec, created_by, {_ISO.format("created_at")}
+        FROM live_cameras_v3;
+    DROP TABLE live_cameras_v3;
+
+    CREATE TABLE IF NOT EXISTS deployments (
+        deployment_id TEXT PRIMARY KEY, purpose TEXT NOT NULL, location TEXT NOT NULL,
+        list_name TEXT NOT NULL, snapshot_id TEXT NOT NULL, list_version INTEGER NOT NULL,
+        cameras_json TEXT NOT NULL, started_at REAL NOT NULL, started_by TEXT NOT NULL,
+        ended_at REAL, ended_by TEXT, summary_json TEXT
+    );
+    ALTER TABLE deployments RENAME TO deployments_v3;
+    CREATE TABLE deployments (
+        deployment_id TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        location TEXT NOT NULL,
+        list_name TEXT NOT NULL,
+        snapshot_id TEXT NOT NULL,
+        list_version INTEGER NOT NULL,
+        cameras_json TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        ended_at TEXT,
+        ended_by TEXT,
+        summary_json TEXT
+    );
+    INSERT INTO deployments SELECT deployment_id, purpose, location, list_name, snapshot_id,
+        list_version, cameras_json, {_ISO.format("started_at")}, started_by,
+        {_ISO.format("ended_at")}, ended_by, summary_json FROM deployments_v3;
+    DROP TABLE deployments_v3;
+
+    CREATE TABLE IF NOT EXISTS live_scanned (
+        camera_id TEXT NOT NULL, at REAL NOT NULL, faces INTEGER NOT NULL
+    );
+    DROP INDEX IF EXISTS live_scanned_camera;
+    ALTER TABLE live_scanned RENAME TO live_scanned_v3;
+    CREATE TABLE live_scanned (
+        camera_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        faces INTEGER NOT NULL
+    );
+    INSERT INTO live_scanned SELECT camera_id, {_ISO.format("at")}, faces FROM live_scanned_v3;
+    DROP TABLE live_scanned_v3;
+    CREATE INDEX live_scanned_camera ON live_scanned(camera_id, at);
+    """,
 ]
 
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds as the catalog stores a moment: ISO-8601 UTC text to the millisecond."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def unix_time(text: str) -> float:
+    """The Unix seconds of a time the catalog stored (``iso_utc`` or ``utcnow``)."""
+    return datetime.fromisoformat(text).timestamp()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the catalog file under its one policy: WAL (readers and one writer
+    across processes), a 30 s busy timeout, autocommit (``BEGIN`` only where asked),
+    foreign keys on, rows by column name."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def today() -> date:
@@ -110,12 +243,7 @@ def new_id(prefix: str) -> str:
 class Catalog:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db = connect(self.path)
         self._migrate()
 
     @classmethod
@@ -135,15 +263,23 @@ class Catalog:
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {i}")
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction on the catalog's shared connection."""
+        return _transaction(self.db)
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+    def session(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, closed after; ``write``: in one transaction. For a store
+        whose calls come from several threads (the live hub's), which must not share one."""
+        db = connect(self.path)
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            if write:
+                with _transaction(db):
+                    yield db
+            else:
+                yield db
+        finally:
+            db.close()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute(sql, args).fetchall()]
@@ -153,24 +289,31 @@ class Catalog:
         return dict(r) if r is not None else None
 
     # -- lists ----------------------------------------------------------------------------
-    def get_list(self, name: str) -> dict[str, Any] | None:
+    def get_list(self, name: str) -> ListRow | None:
         row = self.row("SELECT * FROM lists WHERE name = ?", name)
         if row is not None and row["calibration_json"]:
             row["calibration"] = json.loads(row["calibration_json"])
-        return row
+        return cast(ListRow | None, row)
 
-    def ensure_list(self, name: str, actor: str) -> dict[str, Any]:
+    def ensure_list(self, name: str, actor: str) -> ListRow:
         self.db.execute(
             "INSERT OR IGNORE INTO lists(name, created_at, created_by) VALUES (?, ?, ?)",
             (name, utcnow(), actor),
         )
-        return self.get_list(name)  # type: ignore[return-value]
+        row = self.get_list(name)
+        assert row is not None  # inserted just now, or there already
+        return row
 
-    def lists(self) -> list[dict[str, Any]]:
-        return [self.get_list(r["name"]) for r in self.rows("SELECT name FROM lists ORDER BY name")]
+    def lists(self) -> list[ListRow]:
+        names = [r["name"] for r in self.rows("SELECT name FROM lists ORDER BY name")]
+        return [row for row in map(self.get_list, names) if row is not None]
 
     def set_threshold(
-        self, name: str, threshold: float | None, source: str, calibration: dict | None = None
+        self,
+        name: str,
+        threshold: float | None,
+        source: str,
+        calibration: CalibrationRecord | None = None,
     ) -> None:
         self.db.execute(
             "UPDATE lists SET threshold = ?, threshold_source = ?, calibration_json = ? "

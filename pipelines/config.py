@@ -535,7 +535,8 @@ def redacted(model: BaseModel) -> dict[str, Any]:
     says secret (``SECRET_FIELD``), ``SecretStr``/``SecretBytes`` values, and the userinfo of
     any URL-like string (``scheme://user:pw@host``). Generic, so a secret field added later
     is hidden without a change here (its name or type must say what it is)."""
-    return _redact(model, "")
+    data: dict[str, Any] = _redact(model, "")
+    return data
 
 
 def _redact(value: Any, name: str) -> Any:

@@ -11,12 +11,13 @@ its numbers, computed from what the live side stored:
 - alerts and their adjudications: the review book (``live_alerts`` in the catalog's SQLite
   file, written by ``pipelines/live/review_book.py``: alert_id, camera_id, list_name, person_id,
   alerted_at, status pending|confirmed|rejected, record JSON with the snapshot id);
-- faces scanned: the ``live_scanned`` table below. The live hub adds each camera's count of
+- faces scanned: the ``live_scanned`` table. The live hub adds each camera's count of
   analysed faces with ``record_scanned(camera_id, n)`` (periodically, as deltas); nothing
   else about those faces is kept.
 
-Everything here is SQLite in the catalog file, so it works while a server holds the
-milvus-lite store. Times are Unix seconds (as the review book's).
+Everything here is SQLite in the catalog file (tables from the catalog's migration 4), so it
+works while a server holds the milvus-lite store. Times are stored and returned as the
+catalog's ISO-8601 UTC text; callers may pass Unix seconds (``at=``) for a scripted run.
 """
 
 from __future__ import annotations
@@ -25,17 +26,23 @@ import html
 import json
 import logging
 import re
-import sqlite3
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pipelines.audit import AuditLog
-from pipelines.catalog import Catalog, new_id
+from pipelines.catalog import Catalog, iso_utc, new_id, unix_time, utcnow
 from pipelines.errors import FacewatchError
 from pipelines.live.cameras import CameraError, load_cameras_file
+from pipelines.schemas import (
+    AlertCounts,
+    DeploymentCamera,
+    DeploymentReport,
+    DeploymentSummary,
+    DeploymentTotals,
+    ListRow,
+)
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import Watchlists, expected_fpir
 
@@ -44,45 +51,19 @@ logger = logging.getLogger(__name__)
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STATUSES = ("confirmed", "rejected", "pending")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments (
-    deployment_id TEXT PRIMARY KEY,
-    purpose TEXT NOT NULL,
-    location TEXT NOT NULL,
-    list_name TEXT NOT NULL,
-    snapshot_id TEXT NOT NULL,
-    list_version INTEGER NOT NULL,
-    cameras_json TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    started_by TEXT NOT NULL,
-    ended_at REAL,
-    ended_by TEXT,
-    summary_json TEXT
-);
-CREATE TABLE IF NOT EXISTS live_scanned (
-    camera_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    faces INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS live_scanned_camera ON live_scanned (camera_id, at)
-"""
-
 
 class DeploymentError(FacewatchError, ValueError):
     """A deployment operation was refused; the message says why."""
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+def _at(at: float | None) -> str:
+    """A moment as stored: ``at`` (Unix seconds) or now."""
+    return iso_utc(time.time() if at is None else at)
 
 
 class Deployments:
     def __init__(self, catalog: Catalog, audit: AuditLog):
         self.catalog, self.audit = catalog, audit
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            self.catalog.db.execute(statement)
 
     # -- the live side's counter ------------------------------------------------------------
     def record_scanned(self, camera_id: str, faces: int, at: float | None = None) -> None:
@@ -92,7 +73,7 @@ class Deployments:
         if faces:
             self.catalog.db.execute(
                 "INSERT INTO live_scanned VALUES (?,?,?)",
-                (camera_id, time.time() if at is None else at, int(faces)),
+                (camera_id, _at(at), int(faces)),
             )
 
     # -- start and end ------------------------------------------------------------------------
@@ -132,7 +113,7 @@ class Deployments:
                     snapshot_id,
                     frozen["version"],
                     json.dumps(per_camera),
-                    time.time() if at is None else at,
+                    _at(at),
                     actor,
                 ),
             )
@@ -172,7 +153,9 @@ class Deployments:
         return cameras
 
     @staticmethod
-    def _camera_terms(lists: Watchlists, lst: dict, spec: dict | None) -> dict[str, Any]:
+    def _camera_terms(
+        lists: Watchlists, lst: ListRow, spec: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """The threshold in force on a camera, and how it was set."""
         thr, how = lists.threshold(lst)
         terms: dict[str, Any] = {"configured": spec is not None}
@@ -204,10 +187,10 @@ class Deployments:
         dep = self.get(deployment_id)
         if dep["ended_at"] is not None:
             raise DeploymentError(
-                f"deployment {deployment_id} already ended at {iso(dep['ended_at'])} "
+                f"deployment {deployment_id} already ended at {dep['ended_at']} "
                 f"by {dep['ended_by']}"
             )
-        ended = time.time() if at is None else at
+        ended = _at(at)
         summary = self.summarise({**dep, "ended_at": ended})
         if lists is not None:
             self._threshold_changes(lists, dep, summary)
@@ -223,7 +206,9 @@ class Deployments:
             self.audit.append(actor, "deployment.end", deployment_id=deployment_id, **totals)
         return self.get(deployment_id)
 
-    def _threshold_changes(self, lists: Watchlists, dep: dict, summary: dict) -> None:
+    def _threshold_changes(
+        self, lists: Watchlists, dep: dict[str, Any], summary: DeploymentSummary
+    ) -> None:
         lst = lists.catalog.get_list(dep["list_name"])
         if lst is None:
             return
@@ -258,14 +243,15 @@ class Deployments:
                 return self.get(r["deployment_id"])
         return None
 
-    def summarise(self, dep: dict[str, Any]) -> dict[str, Any]:
+    def summarise(self, dep: dict[str, Any]) -> DeploymentSummary:
         """The numbers, from the review book and the scanned-faces counter, now.
 
         Alerts decided after the end count with their decision; alerts that retention has
         deleted since count as they stood at the end (the record keeps their ids and
         statuses, nothing biometric)."""
         start = dep["started_at"]
-        end = dep["ended_at"] if dep["ended_at"] is not None else time.time()
+        end = dep["ended_at"] if dep["ended_at"] is not None else _at(None)
+        hours = round((unix_time(end) - unix_time(start)) / 3600.0, 3)
         cameras = list(dep["cameras"])
         alerts = self._alerts(cameras, start, end)
         at_end = (dep.get("summary_at_end") or {}).get("alerts", {})
@@ -273,11 +259,11 @@ class Deployments:
         gone = [{"alert_id": i, **a} for i, a in at_end.items() if i not in present]
         alerts += gone
         scanned = self._scanned(cameras, start, end)
-        per_camera = {}
+        per_camera: dict[str, DeploymentCamera] = {}
         for cam in cameras:
             mine = [a for a in alerts if a["camera_id"] == cam]
             per_camera[cam] = {
-                "hours": round((end - start) / 3600.0, 3),
+                "hours": hours,
                 "faces_scanned": scanned.get(cam, 0),
                 **_counts(mine),
                 "threshold": dep["cameras"][cam]["threshold"],
@@ -286,42 +272,41 @@ class Deployments:
                 "snapshot_id": dep["snapshot_id"],
             }
         other = [a for a in alerts if a["snapshot_id"] != dep["snapshot_id"]]
-        totals = {
-            "hours": round((end - start) / 3600.0, 3),
+        totals: DeploymentTotals = {
+            "hours": hours,
             "faces_scanned": sum(scanned.values()),
             **_counts(alerts),
             "alerts_not_on_frozen_snapshot": len(other),
             "alerts_deleted_since_end": len(gone),
         }
         return {
-            "computed_at": iso(time.time()),
+            "computed_at": utcnow(),
             "totals": totals,
             "per_camera": per_camera,
             "alerts": {
-                a["alert_id"]: {k: a[k] for k in ("camera_id", "status", "snapshot_id")}
+                a["alert_id"]: {
+                    "camera_id": a["camera_id"],
+                    "status": a["status"],
+                    "snapshot_id": a["snapshot_id"],
+                }
                 for a in alerts
             },
         }
 
-    def _alerts(self, cameras: list[str], start: float, end: float) -> list[dict[str, Any]]:
+    def _alerts(self, cameras: list[str], start: str, end: str) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(cameras))
-        try:
-            rows = self.catalog.rows(
-                "SELECT alert_id, camera_id, status, record FROM live_alerts "
-                f"WHERE camera_id IN ({marks}) AND alerted_at >= ? AND alerted_at <= ?",
-                *cameras,
-                start,
-                end,
-            )
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            return []  # no live alert was ever stored in this home
+        rows = self.catalog.rows(
+            "SELECT alert_id, camera_id, status, record FROM live_alerts "
+            f"WHERE camera_id IN ({marks}) AND alerted_at >= ? AND alerted_at <= ?",
+            *cameras,
+            start,
+            end,
+        )
         for r in rows:
             r["snapshot_id"] = json.loads(r.pop("record")).get("snapshot_id", "")
         return rows
 
-    def _scanned(self, cameras: list[str], start: float, end: float) -> dict[str, int]:
+    def _scanned(self, cameras: list[str], start: str, end: str) -> dict[str, int]:
         marks = ",".join("?" * len(cameras))
         rows = self.catalog.rows(
             "SELECT camera_id, SUM(faces) AS n FROM live_scanned "
@@ -333,7 +318,7 @@ class Deployments:
         return {r["camera_id"]: int(r["n"]) for r in rows}
 
     # -- the report -------------------------------------------------------------------------
-    def report(self, deployment_id: str) -> dict[str, Any]:
+    def report(self, deployment_id: str) -> DeploymentReport:
         """The record and its numbers, recomputed now (adjudications go on after the end)."""
         dep = self.get(deployment_id)
         return {
@@ -343,9 +328,9 @@ class Deployments:
             "list": dep["list_name"],
             "list_version": dep["list_version"],
             "snapshot_id": dep["snapshot_id"],
-            "started_at": iso(dep["started_at"]),
+            "started_at": dep["started_at"],
             "started_by": dep["started_by"],
-            "ended_at": iso(dep["ended_at"]),
+            "ended_at": dep["ended_at"],
             "ended_by": dep["ended_by"],
             "status": "ended" if dep["ended_at"] is not None else "running",
             "cameras": dep["cameras"],
@@ -371,7 +356,7 @@ class Deployments:
         return json_path, html_path
 
 
-def _counts(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+def _counts(alerts: list[dict[str, Any]]) -> AlertCounts:
     by = Counter(a["status"] for a in alerts)
     confirmed, rejected = by.get("confirmed", 0), by.get("rejected", 0)
     decided = confirmed + rejected
@@ -384,16 +369,12 @@ def _counts(alerts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str, dict]:
+def configured_cameras(catalog: Catalog, cameras_file: Path | None) -> dict[str, dict[str, Any]]:
     """Cameras as configured now (registry table, then the cameras file): list, threshold."""
-    out: dict[str, dict] = {}
-    try:
-        for r in catalog.rows("SELECT id, spec FROM live_cameras"):
-            spec = json.loads(r["spec"])
-            out[r["id"]] = {"list_name": spec.get("list_name"), "threshold": spec.get("threshold")}
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
+    out: dict[str, dict[str, Any]] = {}
+    for r in catalog.rows("SELECT id, spec FROM live_cameras"):
+        spec = json.loads(r["spec"])
+        out[r["id"]] = {"list_name": spec.get("list_name"), "threshold": spec.get("threshold")}
     if cameras_file is not None and Path(cameras_file).is_file():
         try:
             specs = load_cameras_file(Path(cameras_file))
@@ -418,7 +399,7 @@ CAMERA_COLUMNS = (
 )
 
 
-def render_html(rep: dict[str, Any]) -> str:
+def render_html(rep: DeploymentReport) -> str:
     """A one-page post-deployment report (every value escaped)."""
     e = html.escape
     t = rep["totals"]
@@ -449,7 +430,7 @@ Alerts not on the frozen list snapshot: {t["alerts_not_on_frozen_snapshot"]}.</s
 """
 
 
-def _facts(rep: dict[str, Any]) -> list[tuple[str, str]]:
+def _facts(rep: DeploymentReport) -> list[tuple[str, str]]:
     """The report's summary table: (what, value) rows."""
     t = rep["totals"]
     precision = "n/a (none adjudicated)" if t["precision"] is None else f"{t['precision']:.1%}"
@@ -468,7 +449,7 @@ def _facts(rep: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _camera_cells(cam: str, c: dict[str, Any]) -> tuple:
+def _camera_cells(cam: str, c: DeploymentCamera) -> tuple[Any, ...]:
     """One camera's row, in the order of ``CAMERA_COLUMNS``."""
     return (
         cam,
@@ -483,7 +464,7 @@ def _camera_cells(cam: str, c: dict[str, Any]) -> tuple:
     )
 
 
-def _threshold_text(c: dict[str, Any]) -> str:
+def _threshold_text(c: DeploymentCamera) -> str:
     text = f"{c['threshold']:.3f} ({c['threshold_how']})"
     if "threshold_at_end" in c:
         text += f", {c['threshold_at_end']:.3f} ({c['threshold_at_end_how']}) at the end"

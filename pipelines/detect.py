@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ class FaceDetector:
     def __init__(self, config: DetectorConfig | None = None, device: str = "auto"):
         self.config = config or DetectorConfig()
         self.device = resolve_device(device)
-        self._mtcnn = None
+        self._mtcnn: Any = None  # facenet_pytorch.MTCNN, once loaded
 
     def load(self) -> FaceDetector:
         if self._mtcnn is None:
@@ -165,7 +167,10 @@ class FaceDetector:
         keep = _nms_per_frame(found_all, REGION_NMS_IOU)
         return found_all.select(keep)
 
-    def _collect(self, idx, boxes, probs, points, inv_scale: float) -> FaceDetections:
+    def _collect(
+        self, idx: Sequence[int], boxes: Any, probs: Any, points: Any, inv_scale: float
+    ) -> FaceDetections:
+        """MTCNN's per-frame answers (arrays, or None for a frame without faces)."""
         parts = []
         for j, frame_i in enumerate(idx):
             if boxes[j] is None:

@@ -140,7 +140,7 @@ class FaceEngine:
             ready = [i for i in range(len(frames)) if i not in done and (i == 0 or i - 1 in done)]
             index, boxes = [], []
             for i in ready:
-                prev = before if i == 0 else _faces_of(parts, i - 1)
+                prev = before if i == 0 and before is not None else _faces_of(parts, i - 1)
                 index += [i] * len(prev)
                 boxes.append(prev.boxes)
             parts.append(
@@ -174,7 +174,7 @@ class FaceEngine:
             path=str(path),
             sha256=sha256_file(path),
             embedding=embedding,
-            thumbnail=batch.crops[i],
+            thumbnail=_crops(batch)[i],
             quality_score=float(batch.quality.quality_score[i]),
             borderline=tuple(self.gate.borderline(batch.quality, i)),
             embedding_mode=mode,
@@ -198,7 +198,7 @@ class FaceEngine:
         ]
         return self.embedder.embed_views(np.concatenate(views))
 
-    def probe_faces(self, paths: list[Path | str]) -> list[ProbeFace]:
+    def probe_faces(self, paths: Sequence[Path | str]) -> list[ProbeFace]:
         """All photos' faces, or EnrolmentError naming every bad photo (all or nothing)."""
         faces, problems = [], {}
         for p in paths:
@@ -209,6 +209,12 @@ class FaceEngine:
         if problems:
             raise EnrolmentError(problems)
         return faces
+
+
+def _crops(batch: FaceBatch) -> list[np.ndarray]:
+    if batch.crops is None:
+        raise ValueError("the batch was detected without crops")
+    return batch.crops
 
 
 def _faces_of(parts: list[FaceDetections], frame: int) -> FaceDetections:

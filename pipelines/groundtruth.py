@@ -39,7 +39,7 @@ def _texture(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     grain = rng.normal(0, 4, size=(h // 4 + 1, (w + PAN) // 4 + 1)).astype(np.float32)
     base = base + np.kron(grain, np.ones((4, 4), np.float32))[:h, : w + PAN]
     rgb = np.stack([base, base * 0.9 + 20, base * 0.8 + 35], axis=2)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
 def _background(texture: np.ndarray, w: int, t: float) -> np.ndarray:
@@ -73,7 +73,9 @@ def render(
     for a in appearances:
         img = Image.fromarray(load_image(a.image))
         scale = a.height / img.height
-        photos[a] = np.asarray(img.resize((round(img.width * scale), a.height), Image.BILINEAR))
+        photos[a] = np.asarray(
+            img.resize((round(img.width * scale), a.height), Image.Resampling.BILINEAR)
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,12 +52,14 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
         top = float(arr.max()) if arr.size else 0.0
         # 16-bit data (PNG/TIFF I;16) spans 0..65535; I-mode may hold 16-bit values too.
         full = 65535.0 if top > 255 else 255.0
-        return np.clip(arr.astype(np.float32) * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(
+            np.clip(arr.astype(np.float32) * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
+        )
     if np.issubdtype(arr.dtype, np.floating):
         finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
         top = float(finite.max()) if finite.size else 0.0
         scale = 255.0 if top <= 1.0 else 1.0
-        return np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8))
     raise ImageError(f"unsupported pixel type {arr.dtype}")
 
 
@@ -64,7 +67,7 @@ def _composite_alpha(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Blend over white: transparent regions carry undefined colour otherwise."""
     a = alpha.astype(np.float32)[..., None] / 255.0
     out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
 
 
 def to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
@@ -110,7 +113,7 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
 
 
 @contextmanager
-def _image_errors(name: str):
+def _image_errors(name: str) -> Iterator[None]:
     """PIL's many failures as one ImageError that says what is wrong with the input."""
     try:
         with warnings.catch_warnings():

@@ -104,7 +104,7 @@ class Matcher:
     @property
     def review_gap(self) -> np.ndarray:
         """(P,) alert minus review threshold per person (0: no review tier)."""
-        return np.maximum(self.person_threshold - self.person_review_threshold, 0.0)
+        return np.asarray(np.maximum(self.person_threshold - self.person_review_threshold, 0.0))
 
     def person_scores(self, embeddings: np.ndarray, info: EmbedderInfo) -> np.ndarray:
         """(N, P) similarity of each face to each person: the mean of their best photo's
@@ -117,7 +117,7 @@ class Matcher:
         entry = faces @ self.gallery.embeddings.T  # (N, M)
         best = np.full((n, p), -np.inf, np.float32)
         np.maximum.at(best.T, self._entry_person, entry.T)
-        return ((best + faces @ self.templates.T) / 2).astype(np.float32)
+        return np.asarray(((best + faces @ self.templates.T) / 2).astype(np.float32))
 
     def match(self, embeddings: np.ndarray, info: EmbedderInfo, k: int = 3) -> FaceMatches:
         scores = self.person_scores(embeddings, info)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -32,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RetentionConfig
-from pipelines.media import MediaPathError
+from pipelines.media import Media, MediaPathError
 from pipelines.paths import resolved
-from pipelines.store import FACES, MATCHES
+from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import Watchlists
 
 logger = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def _run_classes(
     _expired(lists, policy, actor, run)
 
 
-def _age_filter(store, collection: str, cutoff: int) -> str:
+def _age_filter(store: VectorStore, collection: str, cutoff: int) -> str:
     """Rows stored before ``cutoff``; the face index counts from ``indexed_at`` if it has it."""
     if collection == FACES:
         fields = {f["name"] for f in store.client.describe_collection(FACES).get("fields", [])}
@@ -180,7 +179,7 @@ def _export_dirs(lists: Watchlists, given: tuple[Path, ...]) -> tuple[Path, ...]
     return tuple(sorted(d for d in dirs if (d / "thumbs").is_dir()))
 
 
-def _delete_media(media, rel: str) -> int:
+def _delete_media(media: Media, rel: str) -> int:
     try:
         return int(media.delete(rel))
     except MediaPathError:
@@ -222,13 +221,9 @@ def delete_orphan_photos(out_dir: Path) -> int:
 
 
 def _forget_reviews(lists: Watchlists, ids: list[str]) -> None:
-    """Drop the review-book rows of deleted alerts (table absent: nothing ever alerted)."""
+    """Drop the review-book rows of deleted alerts."""
     marks = ",".join("?" * len(ids))
-    try:
-        lists.catalog.db.execute(f"DELETE FROM live_alerts WHERE alert_id IN ({marks})", ids)
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
+    lists.catalog.db.execute(f"DELETE FROM live_alerts WHERE alert_id IN ({marks})", ids)
 
 
 def _expired(lists: Watchlists, policy: RetentionConfig, actor: str, run: RetentionRun) -> None:

@@ -73,7 +73,7 @@ def person_margin_per_face(table: FaceTable, rows: np.ndarray, person: int) -> n
     marg = table.cand_margin[rows]
     hit = cand == person
     floor = marg[:, -1]
-    return np.where(hit.any(axis=1), np.where(hit, marg, -np.inf).max(axis=1), floor)
+    return np.asarray(np.where(hit.any(axis=1), np.where(hit, marg, -np.inf).max(axis=1), floor))
 
 
 def decide_tracks(

@@ -54,7 +54,7 @@ class StoreLockedError(StoreError):
     pass
 
 
-def _fields(name: str) -> list[tuple[str, str, dict]]:
+def _fields(name: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(field, type, params) per collection; the vector field is added separately."""
     common = [
         ("source_id", "VARCHAR", {"max_length": ID_LEN}),
@@ -124,14 +124,14 @@ def check_lite_lock(db: Path) -> None:
         os.close(fd)
 
 
-def encode_box(box: Any) -> dict:
+def encode_box(box: Any) -> dict[str, Any]:
     """The stored form of a box: a JSON object, which milvus-lite and servers both accept."""
     if isinstance(box, dict):
         box = box.get(BOX_KEY)
     return {BOX_KEY: [] if box is None else [float(x) for x in box]}
 
 
-def decode_row(row: dict) -> dict:
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row as callers use it: ``box`` is a list (``[]`` when the row has none)."""
     box = row.get("box")
     if isinstance(box, dict):
@@ -233,7 +233,7 @@ class VectorStore:
         return self.bound
 
     # -- rows -----------------------------------------------------------------------------
-    def _rows(self, name: str, rows: list[dict]) -> list[dict]:
+    def _rows(self, name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         info = self._require()
         allowed = {f for f, _, _ in _fields(name)} | {"id", "embedding"}
         now = int(time.time())
@@ -251,7 +251,7 @@ class VectorStore:
         return out
 
     @staticmethod
-    def _defaults(name: str, row: dict) -> dict:
+    def _defaults(name: str, row: dict[str, Any]) -> dict[str, Any]:
         for field, kind, _ in _fields(name):
             if field not in row or row[field] is None:
                 row[field] = {"VARCHAR": "", "INT64": 0, "DOUBLE": 0.0, "FLOAT": 0.0, "JSON": {}}[
@@ -259,13 +259,13 @@ class VectorStore:
                 ]
         return row
 
-    def upsert(self, name: str, rows: list[dict]) -> int:
+    def upsert(self, name: str, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
         self.client.upsert(name, self._rows(name, rows))
         return len(rows)
 
-    def upsert_matches(self, rows: list[dict]) -> int:
+    def upsert_matches(self, rows: list[dict[str, Any]]) -> int:
         """Matches keyed by their deterministic id: writing one twice keeps one."""
         return self.upsert(MATCHES, [dict(r, id=r.get("id") or r["match_id"]) for r in rows])
 
@@ -276,7 +276,7 @@ class VectorStore:
         ids: list[str] | None = None,
         fields: list[str] | None = None,
         limit: int | None = None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         self._require()
         kwargs: dict[str, Any] = {"output_fields": fields or ["*"], "consistency_level": STRONG}
         if ids is not None:
@@ -316,7 +316,7 @@ class VectorStore:
         top_k: int,
         filter: str = "",
         fields: list[str] | None = None,
-    ) -> list[list[dict]]:
+    ) -> list[list[dict[str, Any]]]:
         """Nearest rows by inner product (cosine for our normalised embeddings)."""
         info = self._require()
         vecs = np.asarray(vectors, np.float32).reshape(-1, info.dim)

@@ -70,7 +70,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return (inter / np.maximum(union, 1e-9)).astype(np.float32)
+    return np.asarray((inter / np.maximum(union, 1e-9)).astype(np.float32))
 
 
 @dataclass
@@ -86,7 +86,7 @@ class _Track:
     def embedding(self) -> np.ndarray | None:
         if self.emb_sum is None:
             return None
-        return self.emb_sum / max(np.linalg.norm(self.emb_sum), 1e-9)
+        return np.asarray(self.emb_sum / max(np.linalg.norm(self.emb_sum), 1e-9))
 
 
 @dataclass
@@ -120,7 +120,9 @@ class Tracker:
             self._next_id += 1
         return ids
 
-    def _affinity(self, t, boxes, embeddings, has_embedding) -> np.ndarray:
+    def _affinity(
+        self, t: float, boxes: np.ndarray, embeddings: np.ndarray, has_embedding: np.ndarray
+    ) -> np.ndarray:
         cfg = self.config
         if not self._active or len(boxes) == 0:
             return np.zeros((len(boxes), len(self._active)))

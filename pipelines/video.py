@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,9 @@ class VideoError(FacewatchError, RuntimeError):
         self.path, self.reason, self.detail = path, reason, detail
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
-    def __reduce__(self):  # cross Ray's process boundary intact
+    def __reduce__(
+        self,
+    ) -> tuple[type[VideoError], tuple[str, str, str]]:  # cross Ray's process boundary intact
         return (VideoError, (self.path, self.reason, self.detail))
 
 
@@ -87,7 +90,7 @@ def find_videos(paths: list[Path], extensions: tuple[str, ...] = DEFAULT_EXTENSI
     return unique
 
 
-def _open(path: str):
+def _open(path: str) -> Any:  # a decord.VideoReader
     import decord
 
     if not os.path.isfile(path):
@@ -163,7 +166,7 @@ def _probe_pyav(path: str, first: VideoError) -> VideoInfo:
     return VideoInfo(path, n, fps, size[0], size[1], "pyav", declared)
 
 
-def _is_still_image(container) -> bool:
+def _is_still_image(container: Any) -> bool:
     """FFmpeg opens a photo as a one-frame "video" (jpeg_pipe, png_pipe, image2)."""
     name = container.format.name or ""
     return name.endswith("_pipe") or name.startswith("image2")
@@ -212,8 +215,11 @@ def read_frames(segment: Segment, chunk: int = 8) -> Iterator[tuple[list[int], n
         yield part, frames
 
 
-def _read_one_by_one(reader, path: str, part: list[int], first_exc: BaseException):
-    good_idx, good = [], []
+def _read_one_by_one(
+    reader: Any, path: str, part: list[int], first_exc: BaseException
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    good_idx: list[int] = []
+    good: list[np.ndarray] = []
     for i in part:
         try:
             good.append(reader[i].asnumpy())
@@ -227,11 +233,12 @@ def _read_one_by_one(reader, path: str, part: list[int], first_exc: BaseExceptio
     )
 
 
-def _read_pyav(segment: Segment, chunk: int):
+def _read_pyav(segment: Segment, chunk: int) -> Iterator[tuple[list[int], np.ndarray]]:
     import av
 
     wanted = set(segment.frame_indices)
-    idx, frames = [], []
+    idx: list[int] = []
+    frames: list[np.ndarray] = []
     with av.open(segment.path) as container:
         try:
             for i, frame in enumerate(container.decode(container.streams.video[0])):

@@ -16,9 +16,9 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -28,7 +28,14 @@ from pipelines.errors import FacewatchError
 from pipelines.home import Home
 from pipelines.images import encode_jpeg
 from pipelines.match import Gallery
-from pipelines.schemas import EmbedderInfo
+from pipelines.schemas import (
+    CalibrationRecord,
+    EmbedderInfo,
+    ListRow,
+    ListView,
+    PersonRow,
+    ReviewTierRecord,
+)
 from pipelines.store import TEXT_LEN, WATCHLIST
 from pipelines.text import UnsafeTextError, check_text
 
@@ -56,9 +63,18 @@ def checked(value: str | None, what: str, free_text: bool = False) -> str | None
         raise WatchlistError(str(exc)) from None
 
 
-def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
+def _calibration(row: ListRow | None) -> CalibrationRecord | None:
+    return row.get("calibration") if row else None
+
+
+def _review_tier(row: ListRow | None) -> ReviewTierRecord | None:
+    calibration = _calibration(row)
+    return calibration.get("review") if calibration else None
+
+
+def expected_fpir(calibration: CalibrationRecord | None, threshold: float) -> float | None:
     """FPIR the calibration measured at ``threshold`` (interpolated), if it recorded a curve."""
-    curve = (calibration or {}).get("curve")
+    curve = calibration.get("curve") if calibration else None
     if not curve:
         return None
     t, f = np.asarray(curve, float).T
@@ -66,7 +82,9 @@ def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
     return float(np.interp(threshold, t[order], f[order]))
 
 
-def expected_fpir_at_size(calibration: dict | None, threshold: float, size: int) -> float | None:
+def expected_fpir_at_size(
+    calibration: CalibrationRecord | None, threshold: float, size: int
+) -> float | None:
     """FPIR expected at ``threshold`` for a list of ``size`` people.
 
     A calibration measures FPIR on a list of ``list_size`` people. With independent false
@@ -75,7 +93,7 @@ def expected_fpir_at_size(calibration: dict | None, threshold: float, size: int)
     curve; the measured value unscaled when the calibration did not record its list size.
     """
     fpir = expected_fpir(calibration, threshold)
-    n0 = (calibration or {}).get("list_size")
+    n0 = calibration.get("list_size") if calibration else None
     if fpir is None or not n0 or size <= 0:
         return fpir
     return float(1.0 - (1.0 - min(fpir, 1.0)) ** (size / float(n0)))
@@ -154,7 +172,7 @@ class Watchlists:
             raise
         return person_id
 
-    def _audit_add(self, person: dict, faces: list[ProbeFace]) -> None:
+    def _audit_add(self, person: dict[str, Any], faces: list[ProbeFace]) -> None:
         self.home.audit.append(
             person["added_by"],
             "watchlist.add",
@@ -170,7 +188,7 @@ class Watchlists:
             images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
         )
 
-    def people_entries(self, list_name: str) -> list[dict]:
+    def people_entries(self, list_name: str) -> list[dict[str, Any]]:
         """The active entries (photos) of a list."""
         check_list_name(list_name)
         return self._active_entries(list_name, None)
@@ -229,7 +247,7 @@ class Watchlists:
             self.catalog.bump_version(list_name)
         return {"reembedded": [e["entry_id"] for e in found], "missing": missing}
 
-    def size_cap(self, list_row: dict | None) -> int:
+    def size_cap(self, list_row: ListRow | None) -> int:
         """The list's own cap, else ``governance.max_list_size``."""
         if list_row and list_row["size_cap"]:
             return int(list_row["size_cap"])
@@ -240,7 +258,7 @@ class Watchlists:
         lst = self.catalog.get_list(list_name)
         size = self.active_people(list_name) + 1
         thr, _ = self.threshold(lst)
-        calibration = (lst or {}).get("calibration")
+        calibration = _calibration(lst)
         fpir = expected_fpir_at_size(calibration, thr, size)
         expect = (
             f"expected FPIR at {size} people: {fpir:.3%} at threshold {thr:.3f}"
@@ -253,7 +271,7 @@ class Watchlists:
                 f"list '{list_name}' is at its size cap of {cap} active people; {expect}. "
                 "An admin may raise the cap: facewatch watchlist policy --size-cap"
             )
-        n0 = (calibration or {}).get("list_size")
+        n0 = calibration.get("list_size") if calibration else None
         if warn is not None and fpir is not None and n0 and size > int(n0):
             warn(f"list '{list_name}' grows past its calibrated size ({n0} people); {expect}")
 
@@ -266,7 +284,7 @@ class Watchlists:
         actor: str,
         size_cap: int | None = None,
         allow_minors: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ListRow:
         """Change a list's size cap or whether it may hold minors (audited)."""
         check_list_name(list_name)
         if size_cap is not None and size_cap < 1:
@@ -288,15 +306,23 @@ class Watchlists:
                 actor,
                 "watchlist.policy",
                 list=list_name,
-                before={k: before[k] for k in changes},
-                after={k: after[k] for k in changes},
+                before={k: dict(before)[k] for k in changes},
+                after={k: dict(after)[k] for k in changes},
                 expected_fpir_at_cap=expected_fpir_at_size(
                     after.get("calibration"), thr, self.size_cap(after)
                 ),
             )
         return after
 
-    def _check_add(self, name, faces, list_name, category, expires_on, minor) -> None:
+    def _check_add(
+        self,
+        name: str,
+        faces: list[ProbeFace],
+        list_name: str,
+        category: str,
+        expires_on: date | None,
+        minor: bool,
+    ) -> None:
         if not name.strip():
             raise WatchlistError("a person needs a name")
         checked(name, "a person's name")
@@ -346,7 +372,9 @@ class Watchlists:
         return person
 
     # -- reading --------------------------------------------------------------------------
-    def people(self, list_name: str | None = None, include_removed: bool = False) -> list[dict]:
+    def people(
+        self, list_name: str | None = None, include_removed: bool = False
+    ) -> list[PersonRow]:
         sql = (
             "SELECT p.*, COUNT(e.entry_id) AS images, "
             "COALESCE(SUM(e.embedding_mode != 'tta6'), 0) AS images_single_pass, "
@@ -362,25 +390,25 @@ class Watchlists:
         rows = self.catalog.rows(sql + " GROUP BY p.person_id ORDER BY p.created_at", *args)
         for r in rows:
             r["status"] = self._status(r)
-        return rows
+        return cast(list[PersonRow], rows)
 
     @staticmethod
-    def _status(person: dict, at: date | None = None) -> str:
+    def _status(person: Mapping[str, Any], at: date | None = None) -> str:
         if person["removed_at"]:
             return "removed"
         if person["expires_on"] and date.fromisoformat(person["expires_on"]) < (at or today()):
             return "expired"
         return "active"
 
-    def threshold(self, list_row: dict | None) -> tuple[float, str]:
+    def threshold(self, list_row: ListRow | None) -> tuple[float, str]:
         if list_row and list_row["threshold"] is not None:
             return float(list_row["threshold"]), list_row["threshold_source"]
         return self.default_threshold, f"{self.embedder.name} default"
 
-    def review_threshold(self, list_row: dict | None) -> tuple[float, str]:
+    def review_threshold(self, list_row: ListRow | None) -> tuple[float, str]:
         """The review tier's threshold of a list (never above its alert threshold)."""
         alert, _ = self.threshold(list_row)
-        review = ((list_row or {}).get("calibration") or {}).get("review")
+        review = _review_tier(list_row)
         if review and review.get("threshold") is not None:
             how = f"calibrated for {review['target_candidate_rate']:g} false candidates/face"
             return min(float(review["threshold"]), alert), how
@@ -388,23 +416,24 @@ class Watchlists:
             return alert, "no review tier"
         return min(self.default_review_threshold, alert), f"{self.embedder.name} default"
 
-    def lists(self) -> list[dict]:
-        out = []
+    def lists(self) -> list[ListView]:
+        out: list[ListView] = []
         for lst in self.catalog.lists():
             active = [p for p in self.people(lst["name"]) if p["status"] == "active"]
             thr, how = self.threshold(lst)
             review, review_how = self.review_threshold(lst)
             calibration = lst.get("calibration")
-            lst.update(
-                active_people=len(active),
-                threshold_in_force=thr,
-                threshold_how=how,
-                expected_fpir=expected_fpir_at_size(calibration, thr, len(active)),
-                review_threshold_in_force=review,
-                review_threshold_how=review_how,
-                expected_candidate_rate=expected_fpir_at_size(calibration, review, len(active)),
-            )
-            out.append(lst)
+            view: ListView = {
+                **lst,
+                "active_people": len(active),
+                "threshold_in_force": thr,
+                "threshold_how": how,
+                "expected_fpir": expected_fpir_at_size(calibration, thr, len(active)),
+                "review_threshold_in_force": review,
+                "review_threshold_how": review_how,
+                "expected_candidate_rate": expected_fpir_at_size(calibration, review, len(active)),
+            }
+            out.append(view)
         return out
 
     def snapshot(self, list_name: str, at: date | None = None) -> str:
@@ -421,7 +450,7 @@ class Watchlists:
         )
         return sid
 
-    def _active_entries(self, list_name: str | None, at: date | None) -> list[dict]:
+    def _active_entries(self, list_name: str | None, at: date | None) -> list[dict[str, Any]]:
         sql = (
             "SELECT e.*, p.name, p.list_name, p.expires_on, p.removed_at FROM entries e "
             "JOIN persons p ON p.person_id = e.person_id WHERE p.removed_at IS NULL"
@@ -489,7 +518,7 @@ class Watchlists:
 
     def _gallery_entries(
         self, list_name: str | None, at: date | None, snapshot_id: str | None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """The active entries of one list (or every list), of its snapshot if one is given."""
         if list_name is not None:  # None: every list; "" is a mistake, not "every list"
             check_list_name(list_name)
@@ -504,7 +533,7 @@ class Watchlists:
             entries = [e for e in entries if e["entry_id"] in keep]
         return entries
 
-    def _entry_vectors(self, entries: list[dict]) -> dict[str, Any]:
+    def _entry_vectors(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Each entry's embedding from the store; every one must be there."""
         vectors = {
             r["id"]: r["embedding"]
@@ -517,7 +546,14 @@ class Watchlists:
             raise WatchlistError(f"store and catalog disagree: no vectors for {missing[:3]}")
         return vectors
 
-    def _review_thresholds(self, entries, names, alert, override, actor) -> np.ndarray:
+    def _review_thresholds(
+        self,
+        entries: list[dict[str, Any]],
+        names: list[str],
+        alert: np.ndarray,
+        override: float | None,
+        actor: str | None,
+    ) -> np.ndarray:
         """Per entry: the review threshold in force, never above the entry's alert one."""
         if override is not None:
             if np.any(override > alert + 1e-6):
@@ -540,10 +576,11 @@ class Watchlists:
         for n in names:
             row = self.catalog.get_list(n)
             per_list[n] = self.review_threshold(row)[0]
-            review = ((row or {}).get("calibration") or {}).get("review")
-            per_person.update((review or {}).get("person_thresholds") or {})
+            review = _review_tier(row)
+            per_person.update((review.get("person_thresholds") if review else None) or {})
         out = [per_person.get(e["person_id"], per_list[e["list_name"]]) for e in entries]
-        return np.minimum(np.asarray(out, np.float32), alert)
+        capped: np.ndarray = np.minimum(np.asarray(out, np.float32), alert)
+        return capped
 
     def snapshot_entries(self, snapshot_id: str) -> dict[str, Any]:
         """A frozen snapshot: its list, version, time and the entry ids it named."""
@@ -557,11 +594,11 @@ class Watchlists:
         """Per-person thresholds of lists calibrated per person (people added later: none)."""
         out: dict[str, float] = {}
         for name in list_names:
-            calibration = (self.catalog.get_list(name) or {}).get("calibration") or {}
-            out.update(calibration.get("person_thresholds") or {})
+            calibration = _calibration(self.catalog.get_list(name))
+            out.update((calibration.get("person_thresholds") if calibration else None) or {})
         return out
 
-    def record_calibration(self, list_name: str, record: dict, actor: str) -> str:
+    def record_calibration(self, list_name: str, record: CalibrationRecord, actor: str) -> str:
         """Set the list's threshold from a calibration ``record`` and audit it."""
         if self.catalog.get_list(list_name) is None:
             raise WatchlistError(f"no such list: {list_name}")
@@ -588,13 +625,20 @@ class Watchlists:
             )
         return how
 
-    def _threshold_in_force(self, list_name, override, actor, warn, size=None) -> float:
+    def _threshold_in_force(
+        self,
+        list_name: str,
+        override: float | None,
+        actor: str | None,
+        warn: Callable[[str], None] | None,
+        size: int | None = None,
+    ) -> float:
         lst = self.catalog.get_list(list_name)
         thr, how = self.threshold(lst)
         if override is None:
             return thr
         if override < thr and warn is not None:
-            fpir = expected_fpir_at_size((lst or {}).get("calibration"), override, size or 0)
+            fpir = expected_fpir_at_size(_calibration(lst), override, size or 0)
             expect = (
                 f"expected FPIR {fpir:.3%} at {size} people (calibrated)"
                 if fpir is not None

@@ -16,14 +16,17 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from pipelines.images import encode_jpeg
 from pipelines.live.analyser import AlertDraft, Face
 from pipelines.live.cameras import CameraSpec, redact_url
 from pipelines.live.review_book import ReviewBook
 from pipelines.media import Media
+from pipelines.schemas import AlertRecord, ReviewedAlert
 from pipelines.store import FACES, MATCHES, VectorStore
 from serve.webhooks import WebhookDispatcher
 
@@ -34,15 +37,22 @@ SUBSCRIBER_QUEUE = 256
 REPLAY = 200
 
 
+def _crop(face: Face) -> np.ndarray:
+    """The face's crop: the analyser keeps one for every face it stores or alerts on."""
+    if face.crop is None:
+        raise ValueError("a face to be stored has no crop (the analyser dropped it)")
+    return face.crop
+
+
 class AlertRecorder:
     """Persistence of alerts, adjudications and (drills only) non-matching faces."""
 
     def __init__(self, store: VectorStore, media: Media, reviews: ReviewBook):
         self.store, self.media, self.reviews = store, media, reviews
 
-    def record(self, draft: AlertDraft, record: dict[str, Any]) -> None:
+    def record(self, draft: AlertDraft, record: AlertRecord) -> None:
         f = draft.face
-        thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(f.crop))
+        thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(_crop(f)))
         row = {
             "match_id": draft.alert_id,
             "embedding": f.embedding,
@@ -64,7 +74,7 @@ class AlertRecorder:
             "status": "pending",
         }
         self.store.upsert_matches([row])
-        self.reviews.add({**record, "thumbnail": thumbnail})
+        self.reviews.add(record, thumbnail)
 
     def set_status(self, alert_id: str, status: str) -> None:
         rows = self.store.query(MATCHES, ids=[alert_id])
@@ -73,7 +83,7 @@ class AlertRecorder:
         self.store.upsert(MATCHES, [{**rows[0], "status": status}])
 
     def drill_face(self, camera: CameraSpec, face_id: str, face: Face) -> None:
-        thumbnail = self.media.save("faces", face_id, encode_jpeg(face.crop))
+        thumbnail = self.media.save("faces", face_id, encode_jpeg(_crop(face)))
         row = {
             "id": face_id,
             "embedding": face.embedding,
@@ -88,7 +98,7 @@ class AlertRecorder:
         self.store.upsert(FACES, [row])
 
 
-def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+def sse(event: str, data: Mapping[str, Any], event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -104,7 +114,7 @@ class AlertFanout:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish_alert(self, record: dict[str, Any], public: dict[str, Any]) -> None:
+    def publish_alert(self, record: AlertRecord, public: ReviewedAlert) -> None:
         message = sse("alert", public, record["alert_id"])
         self._recent.append((record["alert_id"], message))
         self._broadcast(message)

@@ -24,9 +24,21 @@ from starlette.datastructures import Headers
 from pipelines.config import Settings, redacted
 from pipelines.images import ImageError, ImageTooLarge, check_image_header
 from pipelines.live.cameras import CAMERA_ID
+from pipelines.schemas import ReviewedAlert
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
+from serve.responses import (
+    AlertList,
+    CameraList,
+    CameraStatus,
+    FrameResult,
+    Health,
+    MatchList,
+    PublicConfig,
+    Removed,
+    Stats,
+)
 from serve.review_page import review_page
 from serve.webhooks import public_hook_url
 
@@ -52,7 +64,14 @@ ROUTES = [  # (method, path, permission) for the docs; None: public
     ("POST", "/v1/lists/refresh", P.LISTS),
     ("GET", "/v1/matches", P.SEARCH),
     ("GET", "/v1/config", P.CONFIG),
+    ("GET", "/openapi.json", P.STATS),
 ]
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+}
+JPEG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+}
 
 
 class HubClient(Protocol):
@@ -106,10 +125,10 @@ def make_gate(tokens: TokenTable, hub: HubClient):
         if need_ == PUBLIC:
             return None
         header = Headers(scope=scope).get("authorization")
-        if need_ is None:
-            result = tokens.authenticate(header)
-        else:
+        if isinstance(need_, Permission):
             result = tokens.authorize(header, need_)
+        else:
+            result = tokens.authenticate(header)
         if isinstance(result, Principal):
             return None
         client = scope.get("client")
@@ -121,7 +140,7 @@ def make_gate(tokens: TokenTable, hub: HubClient):
 
 
 def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAPI:
-    app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="facewatch", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     install_error_handlers(app)
 
     gate = make_gate(tokens, hub)
@@ -165,7 +184,7 @@ def _refused(hub: HubClient, method: str, path: str, client: str, failure: AuthF
 def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
     alert_id = Path(..., pattern=ALERT_ID)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz() -> JSONResponse:
         try:
             await hub.call("ping")
@@ -177,17 +196,17 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
     async def review(who: Principal = Depends(need(P.REVIEW))) -> HTMLResponse:
         return review_page(who.name, who.can(P.ADJUDICATE))
 
-    @app.get("/v1/alerts")
+    @app.get("/v1/alerts", response_model=AlertList)
     async def alerts(
         status: Literal["pending", "confirmed", "rejected", "all"] = "pending",
         camera: str | None = Query(None, pattern=CAMERA_ID),
         limit: int = Query(50, ge=1, le=500),
         _: Principal = Depends(need(P.REVIEW)),
-    ) -> dict:
+    ) -> dict[str, Any]:
         return {"alerts": await hub.call("list_alerts", status, camera, limit)}
 
-    @app.get("/v1/alerts/stream")
-    async def stream(request: Request, _: Principal = Depends(need(P.REVIEW))):
+    @app.get("/v1/alerts/stream", response_class=StreamingResponse, responses=SSE)
+    async def stream(request: Request, _: Principal = Depends(need(P.REVIEW))) -> StreamingResponse:
         last = request.headers.get("last-event-id")
         return StreamingResponse(
             hub.stream("subscribe", last[:64] if last else None),
@@ -195,11 +214,13 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/v1/alerts/{alert_id}")
-    async def alert(alert_id: str = alert_id, _: Principal = Depends(need(P.REVIEW))) -> dict:
+    @app.get("/v1/alerts/{alert_id}", response_model=ReviewedAlert)
+    async def alert(
+        alert_id: str = alert_id, _: Principal = Depends(need(P.REVIEW))
+    ) -> ReviewedAlert:
         return await hub.call("get_alert", alert_id)
 
-    @app.get("/v1/alerts/{alert_id}/{kind}")
+    @app.get("/v1/alerts/{alert_id}/{kind}", response_class=Response, responses=JPEG)
     async def media(
         kind: Literal["crop", "photo"],
         alert_id: str = alert_id,
@@ -208,41 +229,46 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         data = await hub.call("alert_media", alert_id, kind, who.name)
         return Response(data, media_type="image/jpeg")
 
-    @app.post("/v1/alerts/{alert_id}/adjudication")
+    @app.post("/v1/alerts/{alert_id}/adjudication", response_model=ReviewedAlert)
     async def adjudicate(
         body: Adjudication,
         alert_id: str = alert_id,
         who: Principal = Depends(need(P.ADJUDICATE)),
-    ) -> dict:
+    ) -> ReviewedAlert:
         return await hub.call("adjudicate", alert_id, body.outcome, body.note, who.name)
 
-    @app.get("/v1/stats")
-    async def stats(_: Principal = Depends(need(P.STATS))) -> dict:
+    @app.get("/v1/stats", response_model=Stats)
+    async def stats(_: Principal = Depends(need(P.STATS))) -> dict[str, Any]:
         return await hub.call("stats")
 
 
 def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:
     camera_id = Path(..., pattern=CAMERA_ID)
 
-    @app.get("/v1/cameras")
-    async def cameras(_: Principal = Depends(need(P.CAMERAS_READ))) -> dict:
+    @app.get("/v1/cameras", response_model=CameraList)
+    async def cameras(_: Principal = Depends(need(P.CAMERAS_READ))) -> dict[str, Any]:
         return {"cameras": await hub.call("cameras")}
 
-    @app.post("/v1/cameras", status_code=201)
+    @app.post("/v1/cameras", status_code=201, response_model=CameraStatus)
     async def add(
         spec: dict[str, Any] = Body(...), who: Principal = Depends(need(P.CAMERAS_WRITE))
-    ) -> dict:
+    ) -> dict[str, Any]:
         # validated by the hub (Fleet.admit): the video-folder rule needs the hub's home and
         # file system, and a check here first would say whether any path exists on this one
         return await hub.call("add_camera", spec, who.name)
 
-    @app.delete("/v1/cameras/{camera_id}")
+    @app.delete("/v1/cameras/{camera_id}", response_model=Removed)
     async def remove(
         camera_id: str = camera_id, who: Principal = Depends(need(P.CAMERAS_WRITE))
-    ) -> dict:
+    ) -> dict[str, Any]:
         return await hub.call("remove_camera", camera_id, who.name)
 
-    @app.post("/v1/cameras/{camera_id}/frames")
+    @app.post(
+        "/v1/cameras/{camera_id}/frames",
+        status_code=202,
+        response_model=FrameResult,
+        responses={200: {"model": FrameResult, "description": "analysed (wait=true)"}},
+    )
     async def push(
         request: Request,
         camera_id: str = camera_id,
@@ -286,11 +312,12 @@ async def _image_body(request: Request, max_pixels: int) -> bytes:
 
 
 def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> None:
-    @app.post("/v1/lists/refresh")
-    async def refresh(who: Principal = Depends(need(P.LISTS))) -> dict:
+    @app.post("/v1/lists/refresh", response_model=dict[str, dict[str, Any]])
+    async def refresh(who: Principal = Depends(need(P.LISTS))) -> dict[str, Any]:
+        """Each camera's watch list after the reload, by camera id."""
         return await hub.call("refresh_lists", who.name)
 
-    @app.get("/v1/matches")
+    @app.get("/v1/matches", response_model=MatchList)
     async def matches(
         case: str = Query("", max_length=200),
         reason: str = Query("", max_length=1000),
@@ -299,18 +326,18 @@ def _admin_routes(app: FastAPI, settings: Settings, hub: HubClient, need) -> Non
         source: Literal["live", "archive", "all"] = "all",
         limit: int = Query(100, ge=1, le=1000),
         who: Principal = Depends(need(P.SEARCH)),
-    ) -> dict:
+    ) -> dict[str, Any]:
         if settings.governance.require_case and not (case.strip() and reason.strip()):
             raise HTTPException(422, "a search needs a purpose: give case and reason")
         query = {"person": person, "list": list_name, "source": source, "limit": limit}
         return await hub.call("search_matches", query, case, reason, who.name)
 
-    @app.get("/v1/config")
-    async def config(_: Principal = Depends(need(P.CONFIG))) -> dict:
+    @app.get("/v1/config", response_model=PublicConfig)
+    async def config(_: Principal = Depends(need(P.CONFIG))) -> dict[str, Any]:
         return public_config(settings)
 
 
-def public_config(settings: Settings) -> dict:
+def public_config(settings: Settings) -> dict[str, Any]:
     """The effective configuration without secrets: every secret-bearing field redacted
     (``pipelines.config.redacted``: by name, by SecretStr, URL userinfo), API tokens as
     name and role only, and each webhook as ``scheme://host[:port]/…`` (paths and queries

@@ -81,17 +81,20 @@ def compose(
     pool = build_pool(settings, gpus_available)
     if POOL_DEPLOYMENT in overrides:
         pool = _rebind_pool(settings, gpus_available, overrides[POOL_DEPLOYMENT])
-    hub = LiveHub.options(ray_actor_options=LIGHT, **overrides.get(HUB_DEPLOYMENT, {})).bind(
-        data, pool, cameras
-    )
-    return Api.options(ray_actor_options=LIGHT, **overrides.get(API_DEPLOYMENT, {})).bind(data, hub)
+    # @serve.deployment makes each class a Deployment (.options, .bind); mypy sees the class
+    hub_options = {"ray_actor_options": LIGHT, **overrides.get(HUB_DEPLOYMENT, {})}
+    hub = LiveHub.options(**hub_options).bind(data, pool, cameras)  # type: ignore[attr-defined]
+    api_options = {"ray_actor_options": LIGHT, **overrides.get(API_DEPLOYMENT, {})}
+    return Api.options(**api_options).bind(data, hub)  # type: ignore[attr-defined]
 
 
 def _rebind_pool(settings: Settings, gpus: bool, override: dict[str, Any]):
     from serve.pool import FacePool, pool_options
 
     options = {**pool_options(settings, gpus), **override}
-    return FacePool.options(**options).bind(settings.model_dump(mode="json"))
+    return FacePool.options(**options).bind(  # type: ignore[attr-defined]  # a Deployment
+        settings.model_dump(mode="json")
+    )
 
 
 def _cluster_has_gpus() -> bool:

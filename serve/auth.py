@@ -156,7 +156,9 @@ class TokenTable:
     @classmethod
     def from_config(cls, config: ApiConfig, environ: Mapping[str, str] | None = None):
         env = os.environ if environ is None else environ
-        entries = [(t.name, t.role, t.sha256, tuple(t.cameras)) for t in config.tokens]
+        entries: list[tuple[str, str, str, tuple[str, ...]]] = [
+            (t.name, t.role, t.sha256, tuple(t.cameras)) for t in config.tokens
+        ]
         entries += parse_env_tokens(env.get(config.tokens_env, ""))
         return cls(entries)
 

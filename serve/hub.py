@@ -48,7 +48,6 @@ from serve.webhooks import WebhookDispatcher
 logger = logging.getLogger(__name__)
 
 HUB_DEPLOYMENT = "LiveHub"
-LIVE_DB = "catalog.sqlite"  # our tables live beside the catalog's, in its SQLite file
 DRILL_WARNING = (
     "DRILL MODE: live.keep_nonmatches is on. Faces of people who match NO watch list are "
     "being KEPT (crops and embeddings in fw_faces). Never run this on a real deployment."
@@ -107,8 +106,8 @@ class LiveHub:
         self.store = VectorStore.open(self.settings)  # fails now if another process has it
         self.audit, self.media = self.home.audit, self.home.media
         self.lists: Watchlists | None = None  # once the pool has told us its embedder
-        self.reviews = ReviewBook(self.home.path / LIVE_DB)
-        self.registry = CameraRegistry(self.home.path / LIVE_DB)
+        self.reviews = ReviewBook(self.home.catalog)  # their tables: in the catalog's file
+        self.registry = CameraRegistry(self.home.catalog)
         self.deployments = Deployments(self.home.catalog, self.audit)
         self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
         self._next_retention = 0.0  # monotonic; the first round runs at start-up

@@ -233,6 +233,8 @@ class CameraRunner:
             frame, decode = self._raw.popleft()
             data, frame.data = frame.data, None
             try:
+                if data is None:  # each queued frame carries its bytes once
+                    raise ValueError("a pushed frame was queued without its bytes")
                 frame.image = await decode(data)
             except asyncio.CancelledError:
                 raise
@@ -249,6 +251,8 @@ class CameraRunner:
         while True:
             await self._inflight.acquire()
             frame = await self.slot.get()
+            if frame.image is None:  # the decoder puts only decoded frames in the slot
+                raise RuntimeError("an undecoded frame reached analysis")
             task = asyncio.ensure_future(self._analyse(frame.image))
             await self._order.put((frame, task))
 

@@ -72,7 +72,8 @@ def ray_token_auth(home: Path, environ: dict[str, str] | None = None) -> str:
 def refresh_ray_auth_cache() -> None:
     """Ray caches its config and token per process; make it see what we just set (Ray's
     own ``_enable_token_auth`` does the same)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    # compiled (Cython) names that Ray's stubs for _raylet do not list
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

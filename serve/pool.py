@@ -61,8 +61,9 @@ class FacePool:
         # are the ones that run niced.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facepool")
         self.chunk = pool.archive_chunk_frames
-        self._live_batch.set_max_batch_size(pool.live_max_batch_size)
-        self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)
+        # @serve.batch adds these setters; its type hints keep the plain method's type
+        self._live_batch.set_max_batch_size(pool.live_max_batch_size)  # type: ignore[attr-defined]
+        self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)  # type: ignore[attr-defined]
         self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
         self._last_live = float("-inf")
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
@@ -192,6 +193,7 @@ def pool_options(settings: Settings, gpus_available: bool) -> dict[str, Any]:
 
 def build_pool(settings: Settings, gpus_available: bool = False):
     """The FacePool application bound to ``settings`` (nothing is loaded until deployed)."""
-    return FacePool.options(**pool_options(settings, gpus_available)).bind(
+    options = pool_options(settings, gpus_available)
+    return FacePool.options(**options).bind(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
         settings.model_dump(mode="json")
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from typing import Any
 
 from pipelines.config import Settings
 from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
@@ -87,7 +88,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
 
     if ray.is_initialized():
         return False
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **common)
         return False
@@ -100,7 +101,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     _stop_orphans(ray_temp_dir())
     cores = os.cpu_count() or 1
     pool_cpus = settings.pool.num_cpus * settings.pool.num_replicas if settings else 0
-    local = {
+    local: dict[str, Any] = {
         "address": "local",
         # One logical CPU beyond the pool's for the light stages (decode, matching).
         "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,

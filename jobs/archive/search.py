@@ -17,15 +17,16 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from jobs.archive import runtime
-from jobs.archive.search_stages import FACE_COLUMNS, FaceStage, decode_segment
+from jobs.archive.search_stages import FaceStage, decode_segment
 from pipelines.config import Settings
 from pipelines.images import sha256_file
 from pipelines.match import Gallery, Matcher
-from pipelines.schemas import Match, Sighting
+from pipelines.schemas import FACE_ROW_PER_FACE, Match, Sighting
 from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
 from pipelines.track import Tracker, TrackerConfig
 from pipelines.video import VideoError, VideoInfo, find_videos, plan_segments
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 # of a block whose actor died are reported as lost. Without restarts Ray also skips its
 # notice about actor constructor arguments kept in the object store. Ray 2.60 has no named
 # parameter for this yet and calls the keyword form deprecated (see _quiet_ray_warnings).
-_NO_RESTARTS = {"max_restarts": 0, "max_task_retries": 0}
+_NO_RESTARTS: dict[str, Any] = {"max_restarts": 0, "max_task_retries": 0}
 FACE_STAGE_MEMORY = 768 * 1024**2  # bytes each FaceStage actor asks Ray for
 PROBE_TIMEOUT_S = 1800.0  # opening a file (PyAV counts a damaged file's frames by decoding it)
 
@@ -304,13 +305,13 @@ class ArchiveSearch:
                 continue
             faces += 1
             close += int(batch["cand_margin"][i][0] >= 0)
-            for k in FACE_COLUMNS:
+            for k in FACE_ROW_PER_FACE:
                 p.rows[k].append(batch[k][i])
         self.progress.advance(frames, faces, close)
         for fid in {str(f) for f in batch["file_id"]}:
-            p = pending.get(fid)
-            if p is not None and p.seen >= p.expected:
-                self._finish(p)
+            done = pending.get(fid)
+            if done is not None and done.seen >= done.expected:
+                self._finish(done)
                 del pending[fid]
 
     # -- per file -------------------------------------------------------------------------
@@ -341,14 +342,14 @@ class ArchiveSearch:
             t=arr["t"][order],
             frame_index=arr["frame_index"][order],
             face_index=arr["face_index"][order],
-            boxes=np.stack(arr["box"])[order],
+            boxes=np.stack(rows["box"])[order],
             passed=arr["passed"][order].astype(bool),
             quality=arr["quality"][order],
-            cand_person=np.stack(arr["cand_person"])[order],
-            cand_score=np.stack(arr["cand_score"])[order],
-            cand_margin=np.stack(arr["cand_margin"])[order],
+            cand_person=np.stack(rows["cand_person"])[order],
+            cand_score=np.stack(rows["cand_score"])[order],
+            cand_margin=np.stack(rows["cand_margin"])[order],
         )
-        emb = np.stack(arr["embedding"])[order]
+        emb = np.stack(rows["embedding"])[order]
         crops = [rows["crop"][i] for i in order]
         return table, emb, crops
 
@@ -456,7 +457,7 @@ def archive_match(
         source_path=path,
         frame_index=int(table.frame_index[r]),
         timestamp_s=round(float(table.t[r]), 3),
-        box=tuple(float(x) for x in table.boxes[r]),
+        box=_box(table.boxes[r]),
         track_id=int(track_id),
         face_index=int(table.face_index[r]),
         snapshot_id=snapshot_id,
@@ -490,3 +491,8 @@ def archive_match_id(file_id: str, table: FaceTable, r: int, person_id: str, cas
 
 def _reason(exc: VideoError) -> str:
     return exc.reason + (f": {exc.detail}" if exc.detail else "")
+
+
+def _box(row: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in row)
+    return x1, y1, x2, y2

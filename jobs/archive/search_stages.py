@@ -17,7 +17,13 @@ import numpy as np
 
 from pipelines.images import encode_jpeg
 from pipelines.match import Gallery, Matcher
-from pipelines.schemas import FaceBatch, concat_batches
+from pipelines.schemas import (
+    FACE_ROW,
+    FaceBatch,
+    concat_batches,
+    face_row_columns,
+    face_row_defaults,
+)
 from pipelines.video import Segment, VideoError, read_frames
 from serve.priority import lower_cpu_priority
 
@@ -81,25 +87,6 @@ def decode_segment(batch: dict[str, np.ndarray], chunk: int = 4):
             yield _error_batch(seg, reason, len(segment.frame_indices) - done)
 
 
-# The columns of one face in a batch the FaceStage emits (and the driver collects per file).
-FACE_COLUMNS = (
-    "frame_index",
-    "t",
-    "face_index",
-    "box",
-    "passed",
-    "reason",
-    "quality",
-    "embedding",
-    "cand_person",
-    "cand_score",
-    "cand_margin",
-    "crop",
-)
-# Every row: a face, or a file's error or end marker (``kind``), with its file's id.
-ROW_COLUMNS = ("kind", "file_id", *FACE_COLUMNS, "error", "n_missing", "n_faces")
-
-
 class FaceStage:
     """Ray Data callable class: frames -> face rows, through the shared FacePool."""
 
@@ -151,10 +138,13 @@ class FaceStage:
             matches.margin[~faces.passed] = -np.inf
             for j, i in enumerate(good):
                 rows.frame(batch, int(i), int((faces.detections.frame_index == j).sum()))
+            crops = faces.crops
+            if crops is None:  # self._faces asks the engine for crops
+                raise RuntimeError("the face engine returned no crops")
             for f in face_order(faces.detections.frame_index, faces.detections.boxes):
                 close = matches.margin[f, 0] >= -self.candidate_margin
                 close = close or bool(self.crop_all and faces.passed[f])
-                crop = encode_jpeg(faces.crops[f]) if close else b""
+                crop = encode_jpeg(crops[f]) if close else b""
                 rows.face(
                     batch, int(good[faces.detections.frame_index[f]]), faces, matches, f, crop
                 )
@@ -184,27 +174,12 @@ class _Rows:
 
     def __init__(self, dim: int):
         self.dim = dim
-        self.cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
+        self.cols: dict[str, list] = {c.name: [] for c in FACE_ROW}
         self._face_counter: dict[tuple[str, int], int] = {}
 
     def _add(self, **values: Any) -> None:
-        defaults = {
-            "face_index": -1,
-            "box": np.zeros(4, np.float32),
-            "passed": False,
-            "reason": "",
-            "quality": 0.0,
-            "embedding": np.zeros(self.dim, np.float32),
-            "cand_person": np.full(TOP_K, -1, np.int32),
-            "cand_score": np.full(TOP_K, -np.inf, np.float32),
-            "cand_margin": np.full(TOP_K, -np.inf, np.float32),
-            "crop": b"",
-            "error": "",
-            "n_missing": 0,
-            "n_faces": 0,
-        }
-        defaults.update(values)
-        for k, v in defaults.items():
+        row = {**face_row_defaults(self.dim, TOP_K), **values}
+        for k, v in row.items():
             self.cols[k].append(v)
 
     def _base(self, batch: dict, i: int) -> dict[str, Any]:
@@ -247,14 +222,4 @@ class _Rows:
         )
 
     def columns(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in self.cols.items():
-            if k in ("box", "embedding", "cand_person", "cand_score", "cand_margin"):
-                width = {"box": 4, "embedding": self.dim}.get(k, TOP_K)
-                dtype = np.int32 if k == "cand_person" else np.float32
-                out[k] = np.asarray(v, dtype).reshape(len(v), width)
-            elif k in ("kind", "file_id", "reason", "error", "crop"):
-                out[k] = np.array(v, dtype=object)
-            else:
-                out[k] = np.asarray(v)
-        return out
+        return face_row_columns(self.cols, self.dim, TOP_K)

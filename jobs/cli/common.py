@@ -11,6 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -63,7 +64,7 @@ def get_context(ctx: typer.Context) -> Context:
     return obj
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> None:
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print a clear error and exit (2: usage or config; 3: partial; 1: unexpected)."""
     safe = escape(shown(message, keep_lines=True))  # a name in it cannot steer the terminal
     console.print(f"[bold red]error:[/] {safe}", highlight=False, soft_wrap=True)

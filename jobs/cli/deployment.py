@@ -13,7 +13,7 @@ from rich.table import Table
 from jobs.cli.common import console, current_actor, fail
 from jobs.cli.options import JsonOpt
 from jobs.cli.watchlist import open_lists
-from pipelines.deployments import Deployments, iso
+from pipelines.deployments import Deployments
 
 app = typer.Typer(help="Deployment records: why, where, which cameras, which frozen list.")
 
@@ -106,7 +106,7 @@ def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             d["location"],
             f"{d['list_name']} v{d['list_version']}",
             ",".join(d["cameras"]),
-            iso(d["started_at"]) or "",
-            iso(d["ended_at"]) or "running",
+            d["started_at"],
+            d["ended_at"] or "running",
         )
     console.print(table)

@@ -230,11 +230,12 @@ def _evaluate_plan(settings, plan, enroll_per_id: int, batch_size: int, quiet: b
 
     engine = local_engine(settings)
     engine.load(warmup=False)
-    faces = _extract_sets(engine, plan, batch_size, quiet=quiet)
+    gallery_faces, distractor_faces = _extract_sets(engine, plan, batch_size, quiet=quiet)
     default = engine.embedder.default_threshold
     return wl.evaluate(
         plan,
-        *faces,
+        gallery_faces,
+        distractor_faces,
         engine.info,
         default,
         enroll_per_id,
@@ -268,7 +269,8 @@ def _extract_sets(engine, plan, batch_size: int, quiet: bool):
                     engine.detector, engine.embedder, engine.gate, paths, batch_size, progress
                 )
             )
-    return out
+    gallery, distractors = out
+    return gallery, distractors
 
 
 def _print_watchlist(m: dict[str, Any], written: dict[str, str]) -> None:

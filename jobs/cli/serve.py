@@ -127,10 +127,9 @@ def _call(method: str, url: str, headers: dict, **kwargs) -> dict:
 def _registry(ctx: typer.Context):
     from pipelines.home import Home
     from pipelines.live.cameras import CameraRegistry
-    from serve.hub import LIVE_DB
 
     home = Home.open(get_context(ctx).settings())
-    return home, CameraRegistry(home.path / LIVE_DB)
+    return home, CameraRegistry(home.catalog)
 
 
 ServerOpt = typer.Option(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -136,7 +138,8 @@ def ls(
     )
     notes = []
     for p in people:  # names as stored: escaped, never markup or terminal control
-        cells = (p["person_id"], p["name"], p["list_name"], p["category"], p["images"])
+        cells: tuple[object, ...] = (p["person_id"], p["name"], p["list_name"], p["category"])
+        cells += (p["images"],)
         cells += (p["added_by"], p["created_at"][:10], p["expires_on"] or "-", p["status"])
         table.add_row(*(Text(shown(c)) for c in cells))
         if _person_notes(p):
@@ -148,7 +151,7 @@ def ls(
             console.print(line)
 
 
-def _list_line(lst: dict) -> str:
+def _list_line(lst: Mapping[str, Any]) -> str:
     n = lst["active_people"]
 
     def rate(value: float | None, what: str) -> str:
@@ -169,7 +172,7 @@ def _list_line(lst: dict) -> str:
     )
 
 
-def _person_notes(p: dict) -> str:
+def _person_notes(p: Mapping[str, Any]) -> str:
     """Why a person may be found less often than they could be."""
     if p["status"] != "active":
         return ""

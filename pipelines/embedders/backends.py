@@ -75,7 +75,8 @@ class DlibResnetEmbedder(Embedder):
         return self
 
     def _forward(self, chips: torch.Tensor) -> torch.Tensor:
-        return self._model(chips)
+        out: torch.Tensor = self.model()(chips)
+        return out
 
 
 def torch_home() -> Path:
@@ -172,7 +173,8 @@ class FacenetEmbedder(Embedder):
 
     def _forward(self, chips: torch.Tensor) -> torch.Tensor:
         x = chips.permute(0, 3, 1, 2).float()
-        return self._model((x - 127.5) / 128.0)
+        out: torch.Tensor = self.model()((x - 127.5) / 128.0)
+        return out
 
 
 def build_embedder(config: EmbedderConfig, device: torch.device) -> Embedder:

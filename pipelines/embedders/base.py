@@ -57,6 +57,12 @@ class Embedder(ABC):
     def _forward(self, chips: torch.Tensor) -> torch.Tensor:
         """(N, S, S, 3) uint8 on device -> (N, D) raw embeddings."""
 
+    def model(self) -> torch.nn.Module:
+        """The loaded network (``load`` first)."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: the model is not loaded")
+        return self._model
+
     @torch.inference_mode()
     def embed(self, chips: np.ndarray, batch_size: int = 64) -> np.ndarray:
         if self._model is None:

@@ -22,6 +22,7 @@ definition, not the file (see dlib_resnet.py).
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,14 +108,15 @@ class Reader:
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
 
-    def alias(self) -> tuple[int, int, int, int]:
+    # builtins.: inside this class, ``int`` and ``bool`` name the reader's methods
+    def alias(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         version = self.int()
         if version != 1:
             raise DlibFormatError(f"alias tensor version {version}, expected 1, at {self.pos}")
-        return tuple(self.int() for _ in range(4))  # type: ignore[return-value]
+        return self.int(), self.int(), self.int(), self.int()
 
     @property
-    def done(self) -> bool:
+    def done(self) -> builtins.bool:
         return self.pos == len(self.data)
 
 

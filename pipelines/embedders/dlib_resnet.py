@@ -96,9 +96,12 @@ def _conv(con: Layer, affine: Layer) -> nn.Conv2d:
     conv = nn.Conv2d(
         w.shape[1], w.shape[0], p["kernel"], stride=p["stride"], padding=p["padding"], bias=True
     )
+    bias = conv.bias
+    if bias is None:  # made with bias=True just above
+        raise DlibFormatError("a convolution without its bias")
     with torch.no_grad():
         conv.weight.copy_(w * gamma[:, None, None, None])
-        conv.bias.copy_(b * gamma + beta)
+        bias.copy_(b * gamma + beta)
     return conv
 
 
@@ -115,6 +118,8 @@ def pad_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class DlibResNet(nn.Module):
     """(N, 150, 150, 3) RGB chips, 0..255 -> (N, 128) descriptors (not normalised)."""
+
+    means: torch.Tensor  # a registered buffer: the mean colour dlib subtracts
 
     def __init__(self, net: DlibNet):
         super().__init__()
@@ -133,6 +138,8 @@ class DlibResNet(nn.Module):
             if layer.kind == "con":
                 pending_con = layer
             elif layer.kind == "affine":
+                if pending_con is None:
+                    raise DlibFormatError("an affine layer without its convolution before it")
                 self.convs.append(_conv(pending_con, layer))
                 self.program.append(("conv", len(self.convs) - 1))
             elif layer.kind in ("max_pool", "avg_pool"):

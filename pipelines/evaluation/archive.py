@@ -27,6 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import FacewatchError
 from pipelines.evaluation.identification import Rate
@@ -81,8 +82,9 @@ def _appearance(path: Path, i: int, row: object) -> Appearance:
         raise TruthError(f"{where}: 'person' must be a non-empty string")
     if label not in (WANTED, DISTRACTOR):
         raise TruthError(f"{where}: 'label' must be 'wanted' or 'distractor', not {label!r}")
-    numbers = (start, end)
-    if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
+    if not (isinstance(start, int | float) and isinstance(end, int | float)) or not all(
+        math.isfinite(x) for x in (start, end)
+    ):
         raise TruthError(f"{where}: 'start_s' and 'end_s' must be numbers of seconds")
     if not 0 <= start <= end:
         raise TruthError(f"{where}: needs 0 <= start_s <= end_s, got {start}-{end}")
@@ -95,7 +97,7 @@ def _overlaps(a: Appearance, f: Found, slack_s: float) -> bool:
     )
 
 
-def score(truth: list[Appearance], found: list[Found], slack_s: float = 1.0) -> dict:
+def score(truth: list[Appearance], found: list[Found], slack_s: float = 1.0) -> dict[str, Any]:
     """Recall, precision and false candidates of ``found`` against ``truth``."""
     wanted = [a for a in truth if a.wanted]
     n_distractors = sum(not a.wanted for a in truth)

@@ -25,6 +25,7 @@ from pipelines.evaluation import identification as ident
 from pipelines.evaluation.faces import ImageFaces
 from pipelines.evaluation.watchlist import EvaluationInputError, unusable_counts
 from pipelines.match import Gallery, Matcher
+from pipelines.schemas import CalibrationRecord, FpirMeasurement, ReviewTierRecord
 
 CURVE_POINTS = 40
 TAIL_K = 10  # per-person offset: mean of a person's top-k scores over the cohort faces
@@ -80,7 +81,7 @@ def _check(
         )
 
 
-def review_record(shifted: np.ndarray, candidate_rate: float) -> dict:
+def review_record(shifted: np.ndarray, candidate_rate: float) -> ReviewTierRecord:
     """The review tier measured on the same non-mated scores as the alert tier."""
     threshold = ident.threshold_for_fpir(shifted, candidate_rate)
     achieved = ident.Rate(int((shifted >= threshold).sum()), len(shifted))
@@ -99,7 +100,7 @@ def calibrate(
     target_fpir: float,
     distractors: Path | str,
     candidate_rate: float = DEFAULT_CANDIDATE_RATE,
-) -> dict:
+) -> CalibrationRecord:
     """The calibration record for ``gallery`` measured on ``faces`` (non-mated): the alert
     threshold for ``target_fpir`` and the review threshold for ``candidate_rate``."""
     usable = faces.usable()
@@ -118,7 +119,13 @@ def calibrate(
     }
 
 
-def _measured(achieved: ident.Rate, target_fpir, gallery, faces, distractors) -> dict:
+def _measured(
+    achieved: ident.Rate,
+    target_fpir: float,
+    gallery: Gallery,
+    faces: ImageFaces,
+    distractors: Path | str,
+) -> FpirMeasurement:
     no_face, rejected = unusable_counts(faces)
     return {
         "target_fpir": target_fpir,
@@ -142,7 +149,7 @@ def calibrate_per_person(
     target_fpir: float,
     distractors: Path | str,
     candidate_rate: float = DEFAULT_CANDIDATE_RATE,
-) -> dict:
+) -> CalibrationRecord:
     """Per-person thresholds that tame "lambs" (people many strangers resemble).
 
     The distractor identities are split in two halves. On the cohort half, each person's

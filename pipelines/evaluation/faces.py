@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipelines.align import align_faces
 from pipelines.detect import FaceDetector
 from pipelines.embedders.base import Embedder
+from pipelines.engine import FaceEngine
 from pipelines.images import load_image
 from pipelines.quality import QualityGate
 from pipelines.schemas import FaceDetections
@@ -70,10 +72,11 @@ class ImageFaces:
         return ImageFaces(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
     def save(self, path: Path | str, **meta: np.ndarray | str) -> None:
-        arrays = {f.name: getattr(self, f.name) for f in fields(self)}
+        arrays: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         arrays["paths"] = arrays["paths"].astype(str)
         arrays["reason"] = arrays["reason"].astype(str)
-        np.savez_compressed(path, **arrays, **{f"meta_{k}": np.asarray(v) for k, v in meta.items()})
+        arrays.update({f"meta_{k}": np.asarray(v) for k, v in meta.items()})
+        np.savez_compressed(path, **arrays)
 
     @classmethod
     def load(cls, path: Path | str) -> tuple[ImageFaces, dict[str, np.ndarray]]:
@@ -125,7 +128,15 @@ def extract_faces(
     return ImageFaces.concat(parts)
 
 
-def _embed_batch(frames, paths, dets, rows, found, embedder: Embedder, gate: QualityGate):
+def _embed_batch(
+    frames: list[np.ndarray],
+    paths: Sequence[Path],
+    dets: FaceDetections,
+    rows: np.ndarray,
+    found: np.ndarray,
+    embedder: Embedder,
+    gate: QualityGate,
+) -> ImageFaces:
     out = _blank(paths, embedder.info.dim)
     out.found[:] = found
     chosen = dets.select(rows[found])
@@ -194,7 +205,7 @@ def reembed(
     return out
 
 
-def photo_embeddings(faces: ImageFaces, rows: np.ndarray, engine) -> np.ndarray:
+def photo_embeddings(faces: ImageFaces, rows: np.ndarray, engine: FaceEngine) -> np.ndarray:
     """The faces of ``rows`` embedded as enrolment embeds a photo (``FaceEngine.probe_face``:
     with test-time augmentation when ``photo_tta`` is on), from the cached detections."""
     out = np.zeros((len(rows), engine.info.dim), np.float32)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -318,7 +319,7 @@ def list_size_scaling(
 def _size_row(size, draws, threshold, target, fp: list[Rate], tp: list[Rate], thr) -> dict:
     pooled_fp = Rate(sum(r.k for r in fp), sum(r.n for r in fp))
     pooled_tp = Rate(sum(r.k for r in tp), sum(r.n for r in tp))
-    fvals = [r.value for r in fp]
+    fvals = [r.value for r in fp if r.value is not None]
     return {
         "list_size": size,
         "sub_lists": draws,
@@ -376,7 +377,8 @@ def per_group(
         raise ValueError("every search needs a group")
     hit = searches.mated_correct & (searches.mated_score >= threshold)
     alarm = searches.nonmated_score >= threshold
-    fnir_all = 1 - searches.tpir(threshold).value if searches.n_mated else None
+    tpir_all = searches.tpir(threshold).value if searches.n_mated else None
+    fnir_all = None if tpir_all is None else 1 - tpir_all
     fpir_all = searches.fpir(threshold).value
     rates = []
     for g in sorted(set(mg) | set(ng)):
@@ -394,21 +396,22 @@ def per_group(
 
 def _ratio(rates: Mapping[str, Rate]) -> dict:
     """Worst (highest error) group over best; None with a note when it cannot be said."""
-    if len(rates) < 2:
+    values = {g: r.value for g, r in rates.items() if r.value is not None}  # n > 0
+    if len(values) < 2:
         return {"ratio": None, "note": "fewer than two groups have enough samples"}
-    worst = max(rates, key=lambda g: rates[g].value)
-    best = min(rates, key=lambda g: rates[g].value)
-    if rates[best].value == 0:
+    worst = max(values, key=values.__getitem__)
+    best = min(values, key=values.__getitem__)
+    if values[best] == 0:
         return {
             "ratio": None,
             "worst": worst,
             "best": best,
             "note": f"group {best!r} has no errors: the ratio is unbounded",
         }
-    return {"ratio": rates[worst].value / rates[best].value, "worst": worst, "best": best}
+    return {"ratio": values[worst] / values[best], "worst": worst, "best": best}
 
 
-def as_jsonable(obj):
+def as_jsonable(obj: Any) -> Any:
     """Dataclasses and numpy values to plain JSON types, non-finite floats to None."""
     if hasattr(obj, "to_dict"):
         return as_jsonable(obj.to_dict())

@@ -334,7 +334,7 @@ def pair_scores(pairs: Sequence[Pair], keys: Sequence[ImageKey], emb: np.ndarray
     row = {k: i for i, k in enumerate(keys)}
     a = emb[[row[p.a] for p in pairs]]
     b = emb[[row[p.b] for p in pairs]]
-    return np.einsum("nd,nd->n", a, b).astype(np.float64)
+    return np.asarray(np.einsum("nd,nd->n", a, b).astype(np.float64))
 
 
 # ---------------------------------------------------------------------------- report

@@ -6,6 +6,7 @@ import csv
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 LIST_SIZE_COLUMNS = (
     "list_size",
@@ -25,7 +26,9 @@ LIST_SIZE_COLUMNS = (
 )
 
 
-def write_outputs(metrics: dict, out: Path, curves: dict[str, dict] | None = None) -> dict:
+def write_outputs(
+    metrics: dict[str, Any], out: Path, curves: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Write every file into ``out``; returns {kind: path}. ``curves``: extra DET curves to
     draw beside this one, by label (e.g. a peer's)."""
     out = Path(out)
@@ -43,7 +46,7 @@ def write_outputs(metrics: dict, out: Path, curves: dict[str, dict] | None = Non
     return {k: str(v) for k, v in paths.items()}
 
 
-def plot_det(curves: dict[str, dict], path: Path) -> None:
+def plot_det(curves: dict[str, dict[str, Any]], path: Path) -> None:
     """FNIR against FPIR, both on log axes (points with a zero rate are left off)."""
     import matplotlib
 
@@ -68,7 +71,7 @@ def plot_det(curves: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_list_sizes(rows: list[dict], path: Path) -> None:
+def write_list_sizes(rows: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=LIST_SIZE_COLUMNS, extrasaction="ignore")
         w.writeheader()
@@ -83,7 +86,7 @@ def pct(rate: float | None, digits: int = 2) -> str:
     return "n/a" if rate is None else f"{rate:.{digits}%}"
 
 
-def ci(d: dict) -> str:
+def ci(d: dict[str, Any]) -> str:
     low, high = d["ci95"]
     return f"{pct(d['rate'])} [{pct(low)}, {pct(high)}] ({d['k']}/{d['n']})"
 
@@ -96,7 +99,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def operating_rows(m: dict) -> list[list[str]]:
+def operating_rows(m: dict[str, Any]) -> list[list[str]]:
     rows = []
     for key, p in m["operating_points"].items():
         thr = "n/a" if p["threshold"] is None else f"{p['threshold']:.4f}"
@@ -109,7 +112,7 @@ def operating_rows(m: dict) -> list[list[str]]:
     return rows
 
 
-def group_rows(per_group: dict) -> list[list[str]]:
+def group_rows(per_group: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, g in per_group["groups"].items():
         few = []
@@ -121,13 +124,13 @@ def group_rows(per_group: dict) -> list[list[str]]:
     return rows
 
 
-def ratio_text(r: dict) -> str:
+def ratio_text(r: dict[str, Any]) -> str:
     if r.get("ratio") is None:
-        return r.get("note", "n/a")
+        return str(r.get("note", "n/a"))
     return f"{r['ratio']:.2f} ({r['worst']} vs {r['best']})"
 
 
-def render_html(m: dict, paths: dict[str, Path]) -> str:
+def render_html(m: dict[str, Any], paths: dict[str, Path]) -> str:
     parts = [
         "<!doctype html><meta charset='utf-8'><title>facewatch watch-list evaluation</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"

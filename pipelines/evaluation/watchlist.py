@@ -22,6 +22,7 @@ import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ def report(
     list_sizes: list[int] | None = None,
     groups: dict[str, str] | None = None,
     seeds: int = 5,
-) -> dict:
+) -> dict[str, Any]:
     """The metrics document: summary, unusable probes, DET, list sizes, per group."""
     s = ev.searches
     out = {"embedder": ev.embedder, **ident.summary(s, ev.default_threshold)}
@@ -258,10 +259,13 @@ def report(
         )
     if groups is not None:
         out["per_group"] = group_report(ev, s, groups, out["threshold_at_fpir"])
-    return ident.as_jsonable(out)
+    jsonable: dict[str, Any] = ident.as_jsonable(out)
+    return jsonable
 
 
-def group_report(ev: Evaluation, s: ident.Searches, groups: dict[str, str], at: dict) -> dict:
+def group_report(
+    ev: Evaluation, s: ident.Searches, groups: dict[str, str], at: dict[str, Any]
+) -> dict[str, Any]:
     """Per-group rates at the default threshold and at the threshold for FPIR 1e-3."""
     mg = [groups.get(i, UNGROUPED) for i in ev.mated_ids]
     ng = [groups.get(i, UNGROUPED) for i in ev.nonmated_ids]

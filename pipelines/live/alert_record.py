@@ -6,13 +6,13 @@ Python, so the hub (serve/) and the stores share one definition of its fields.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pipelines.live.analyser import AlertDraft
 from pipelines.live.cameras import CameraSpec, redact_url
+from pipelines.schemas import AlertRecord
 
 
-def alert_record(draft: AlertDraft, camera: CameraSpec) -> dict[str, Any]:
+def alert_record(draft: AlertDraft, camera: CameraSpec) -> AlertRecord:
     """The alert as API clients, SSE subscribers and webhooks see it (no embedding)."""
     f = draft.face
     return {

@@ -204,6 +204,8 @@ class LiveAnalyser:
 
     def _draft(self, track, person_id, margin, faces, seq) -> AlertDraft:
         m = self.matcher
+        if m is None:  # decided on the matcher's candidates: it is set
+            raise RuntimeError("an alert was decided without a watch list")
         p = m.person_ids.index(person_id)
         scores = [
             float(f.cand_score[f.cand_person.index(person_id)])

@@ -46,6 +46,7 @@ from pydantic import (
     field_validator,
 )
 
+from pipelines.catalog import Catalog, iso_utc
 from pipelines.errors import FacewatchError
 from pipelines.paths import resolved
 from pipelines.text import check_text
@@ -185,7 +186,7 @@ def check_camera_host(url: str, allowed: Sequence[str], resolve: bool = True) ->
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
             raise CameraError(f"cannot resolve camera host {host}: {exc}") from None
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = sorted({str(info[4][0]) for info in infos})
     outside = [a for a in addresses if not _in_networks(a, networks)]
     if outside:
         raise CameraError(
@@ -200,7 +201,7 @@ def camera_file_roots(home: Path, environ: Mapping[str, str] | None = None) -> l
     ``$FACEWATCH_CAMERA_FILE_ROOTS`` (separated by ``os.pathsep``), symlinks resolved."""
     env = os.environ if environ is None else environ
     extra = [p.strip() for p in env.get(FILE_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    return [Path(p).expanduser().resolve() for p in [Path(home) / VIDEOS_DIR, *extra]]
+    return [p.expanduser().resolve() for p in [Path(home) / VIDEOS_DIR, *map(Path, extra)]]
 
 
 def confine(path: Path, roots: Sequence[Path]) -> Path:
@@ -331,35 +332,20 @@ def load_cameras_file(path: Path) -> list[CameraSpec]:
 
 
 class CameraRegistry:
-    """Cameras added through the API or CLI, in SQLite (one small table of our own)."""
+    """Cameras added through the API or CLI: the ``live_cameras`` table (catalog migration
+    4). Each call opens its own short catalog session (the hub calls from two threads)."""
 
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS live_cameras (
-        id TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        created_at REAL NOT NULL
-    )"""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(self.SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
 
     def add(self, spec: CameraSpec, actor: str, record: Callable[[], Any] | None = None) -> None:
         """``record`` (the audit append) runs in the same transaction: if it fails, the
         camera is not registered."""
         try:
-            with self._connect() as db:
+            with self.catalog.session() as db:
                 db.execute(
                     "INSERT INTO live_cameras (id, spec, created_by, created_at) VALUES (?,?,?,?)",
-                    (spec.id, spec.model_dump_json(), actor, time.time()),
+                    (spec.id, spec.model_dump_json(), actor, iso_utc(time.time())),
                 )
                 if record is not None:
                     record()
@@ -368,7 +354,7 @@ class CameraRegistry:
 
     def remove(self, camera_id: str, record: Callable[[], Any] | None = None) -> None:
         """As ``add``: no record, no removal."""
-        with self._connect() as db:
+        with self.catalog.session() as db:
             n = db.execute("DELETE FROM live_cameras WHERE id = ?", (camera_id,)).rowcount
             if n == 0:
                 raise CameraError(f"no camera '{camera_id}'", status=404)
@@ -389,7 +375,7 @@ class CameraRegistry:
         self.remove(camera_id, record)
 
     def all(self) -> list[CameraSpec]:
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             rows = db.execute("SELECT spec FROM live_cameras ORDER BY id").fetchall()
         return [_stored_spec(r[0]) for r in rows]
 

@@ -14,10 +14,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from pipelines.catalog import Catalog, iso_utc
 from pipelines.errors import FacewatchError
+from pipelines.schemas import AlertRecord, ReviewedAlert
 
 OUTCOMES = ("confirmed", "rejected")
 
@@ -31,36 +32,15 @@ class ReviewError(FacewatchError, ValueError):
 
 
 class ReviewBook:
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS live_alerts (
-        alert_id TEXT PRIMARY KEY,
-        camera_id TEXT NOT NULL,
-        list_name TEXT NOT NULL,
-        person_id TEXT NOT NULL,
-        alerted_at REAL NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        decided_by TEXT,
-        decided_at REAL,
-        note TEXT,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS live_alerts_status ON live_alerts (status, alerted_at);
-    """
+    """The ``live_alerts`` table (catalog migration 4). Each call opens its own short
+    catalog session: the hub calls from its I/O thread and its event loop."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(self.SCHEMA)
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
-
-    def add(self, record: dict[str, Any]) -> None:
-        with self._connect() as db:
+    def add(self, record: AlertRecord, thumbnail: str = "") -> None:
+        """Store a new alert (pending); ``thumbnail``: its crop in the home's media."""
+        with self.catalog.session() as db:
             db.execute(
                 "INSERT OR IGNORE INTO live_alerts (alert_id, camera_id, list_name, person_id,"
                 " alerted_at, record) VALUES (?,?,?,?,?,?)",
@@ -69,30 +49,30 @@ class ReviewBook:
                     record["camera_id"],
                     record["list_name"],
                     record["person_id"],
-                    record["alerted_at"],
-                    json.dumps(record),
+                    iso_utc(record["alerted_at"]),
+                    json.dumps({**record, "thumbnail": thumbnail}),
                 ),
             )
 
-    def get(self, alert_id: str) -> dict[str, Any]:
-        with self._connect() as db:
+    def get(self, alert_id: str) -> ReviewedAlert:
+        with self.catalog.session(write=False) as db:
             row = db.execute("SELECT * FROM live_alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         if row is None:
             raise ReviewError(f"no alert '{alert_id}'", 404)
         return _public(row)
 
-    def list(self, status: str, camera: str | None, limit: int) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM live_alerts WHERE 1=1", []
+    def list(self, status: str, camera: str | None, limit: int) -> list[ReviewedAlert]:
+        sql, args = "SELECT * FROM live_alerts WHERE 1=1", list[Any]()
         if status != "all":
             sql, args = sql + " AND status = ?", [*args, status]
         if camera:
             sql, args = sql + " AND camera_id = ?", [*args, camera]
         sql += " ORDER BY alerted_at DESC LIMIT ?"
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             rows = db.execute(sql, [*args, limit]).fetchall()
         return [_public(r) for r in rows]
 
-    def check_pending(self, alert_id: str) -> dict[str, Any]:
+    def check_pending(self, alert_id: str) -> ReviewedAlert:
         alert = self.get(alert_id)
         if alert["status"] != "pending":
             raise ReviewError(
@@ -100,14 +80,14 @@ class ReviewBook:
             )
         return alert
 
-    def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> dict[str, Any]:
+    def decide(self, alert_id: str, outcome: str, note: str, actor: str) -> ReviewedAlert:
         if outcome not in OUTCOMES:
             raise ReviewError(f"outcome must be one of {', '.join(OUTCOMES)}", 422)
-        with self._connect() as db:
+        with self.catalog.session() as db:
             n = db.execute(
                 "UPDATE live_alerts SET status = ?, decided_by = ?, decided_at = ?, note = ?"
                 " WHERE alert_id = ? AND status = 'pending'",
-                (outcome, actor, time.time(), note, alert_id),
+                (outcome, actor, iso_utc(time.time()), note, alert_id),
             ).rowcount
         if n == 0:
             self.check_pending(alert_id)  # raises 404 or 409
@@ -115,7 +95,7 @@ class ReviewBook:
 
     def undo(self, alert_id: str, outcome: str, actor: str) -> None:
         """Back to pending: the decision ``actor`` just made could not be stored in Milvus."""
-        with self._connect() as db:
+        with self.catalog.session() as db:
             db.execute(
                 "UPDATE live_alerts SET status = 'pending', decided_by = NULL,"
                 " decided_at = NULL, note = NULL"
@@ -124,7 +104,7 @@ class ReviewBook:
             )
 
     def stats(self) -> dict[str, Any]:
-        with self._connect() as db:
+        with self.catalog.session(write=False) as db:
             rows = db.execute(
                 "SELECT camera_id, list_name, status, COUNT(*) AS n FROM live_alerts"
                 " GROUP BY camera_id, list_name, status"
@@ -157,17 +137,17 @@ def summarise(counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _public(row: sqlite3.Row) -> dict[str, Any]:
-    record = json.loads(row["record"])
-    record.update(
-        status=row["status"],
-        decided_by=row["decided_by"],
-        decided_at=row["decided_at"],
-        note=row["note"] or "",
-        crop_url=f"/v1/alerts/{row['alert_id']}/crop",
-        photo_url=f"/v1/alerts/{row['alert_id']}/photo",
-    )
-    return record
+def _public(row: sqlite3.Row) -> ReviewedAlert:
+    record: AlertRecord = json.loads(row["record"])
+    return {
+        **record,
+        "status": row["status"],
+        "decided_by": row["decided_by"],
+        "decided_at": row["decided_at"],
+        "note": row["note"] or "",
+        "crop_url": f"/v1/alerts/{row['alert_id']}/crop",
+        "photo_url": f"/v1/alerts/{row['alert_id']}/photo",
+    }
 
 
 def adjudicate(
@@ -177,7 +157,7 @@ def adjudicate(
     outcome: str,
     note: str,
     actor: str,
-) -> dict[str, Any]:
+) -> ReviewedAlert:
     """Decide a pending alert in the book, then store the status in Milvus
     (``store_status``). Returns the decided alert; ReviewError 404/409/422/503."""
     decided = book.decide(alert_id, outcome, note, actor)

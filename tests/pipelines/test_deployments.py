@@ -32,9 +32,9 @@ def live(engine, tmp_path, faces):
     lists = Watchlists(home, engine.info, engine.embedder.default_threshold)
     lists.add("Obama", [faces["obama"]], "officer", "events", "wanted", "warrant")
     lists.add("Biden", [faces["biden"]], "officer", "events", "missing", "family")
-    registry = CameraRegistry(home.catalog.path)  # as the hub: the catalog file
+    registry = CameraRegistry(home.catalog)  # as the hub
     registry.add(CameraSpec(id="gate-a", url="push", list="events", threshold=0.95), "admin")
-    reviews = ReviewBook(home.catalog.path)
+    reviews = ReviewBook(home.catalog)
     recorder = AlertRecorder(home.vectors(), home.media, reviews)
     yield home, lists, recorder, reviews
     home.close()

@@ -27,7 +27,7 @@ def _live_alert(lists, face, n, status):
     from pipelines.live.review_book import ReviewBook
     from serve.alerts import AlertRecorder
 
-    reviews = ReviewBook(lists.home.catalog.path)
+    reviews = ReviewBook(lists.home.catalog)
     recorder = AlertRecorder(lists.home.vectors(), lists.home.media, reviews)
     f = Face(
         0.0, n, time.time(), 0, np.array([1.0, 2, 50, 60]), 1.0, face.embedding, face.thumbnail

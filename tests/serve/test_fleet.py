@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pipelines.audit import AuditLog
+from pipelines.catalog import Catalog
 from pipelines.config import LiveConfig, Settings
 from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from pipelines.match import Gallery
@@ -72,7 +73,7 @@ async def noop_analyse(frame):  # never called: no frames are pushed here
 @pytest.mark.timeout(30)
 def test_cameras_in_a_running_deployment_match_its_frozen_snapshot(tmp_path):
     state = FakeCatalogState()
-    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    registry = CameraRegistry(Catalog(tmp_path / "cams.sqlite"))
     specs = [CameraSpec(id=c, url="push", list_name="wanted") for c in ("gate-a", "gate-b")]
 
     async def scenario():
@@ -129,7 +130,7 @@ class HubShell:
     def __init__(self, tmp_path, analyse):
         home = tmp_path / "home"
         self.state = FakeCatalogState()
-        self.registry = CameraRegistry(home / "catalog.sqlite")
+        self.registry = CameraRegistry(Catalog.open(home))
         self.audit = AuditLog(home / "audit.log")
         self._auth_failures = FailureThrottle()
         self.live = LiveConfig()
@@ -184,7 +185,7 @@ def leftover_tasks() -> list[asyncio.Task]:
 @pytest.mark.timeout(30)
 def test_a_camera_that_cannot_start_shows_an_error_and_the_others_start(tmp_path, monkeypatch):
     monkeypatch.delenv("CAM_GATE_PASSWORD", raising=False)
-    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    registry = CameraRegistry(Catalog(tmp_path / "cams.sqlite"))
     gate = "rtsp://viewer:${CAM_GATE_PASSWORD}@192.0.2.1/s"
     for cid, url in (("a-door", "push"), ("b-gate", gate), ("c-kiosk", "push")):
         registry.add(CameraSpec(id=cid, url=url), "admin")
@@ -348,7 +349,7 @@ def test_a_camera_that_could_not_start_is_tried_again(tmp_path, monkeypatch):
     (set to 0 here) the next reconcile starts it; before, it stayed in 'error' until restart."""
     import serve.fleet as fleet_mod
 
-    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    registry = CameraRegistry(Catalog(tmp_path / "cams.sqlite"))
     registry.add(CameraSpec(id="kiosk", url="push"), "admin")
     state, calls = FakeCatalogState(), []
 
@@ -641,7 +642,7 @@ def test_requests_are_authenticated_before_their_body_is_read(tmp_path):
 def test_a_camera_at_an_address_outside_the_allowed_networks_is_not_added(tmp_path):
     """Checked when the camera is added, for a host written as an address (no DNS lookup
     then; names are resolved and checked before each connection, see test_live_units)."""
-    registry = CameraRegistry(tmp_path / "cams.sqlite")
+    registry = CameraRegistry(Catalog(tmp_path / "cams.sqlite"))
     state = FakeCatalogState()
     policy = LiveConfig(allowed_camera_networks=["10.0.0.0/8"])
     fleet = Fleet(policy, registry, [], noop_analyse, None, state.load_gallery, state.versions)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.catalog import Catalog
 from pipelines.config import ApiConfig, LiveConfig, WebhookConfig
 from pipelines.live.analyser import LiveAnalyser, alert_id
 from pipelines.live.cameras import (
@@ -873,7 +874,7 @@ class FakeMatchStore:
 def review_book(tmp_path):
     from pipelines.live.review_book import ReviewBook
 
-    book = ReviewBook(tmp_path / "reviews.sqlite")
+    book = ReviewBook(Catalog(tmp_path / "reviews.sqlite"))
     record = {"alert_id": "a1", "camera_id": "cam", "list_name": "l", "person_id": "p"}
     book.add({**record, "alerted_at": 1.0})
     return book

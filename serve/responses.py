@@ -1,0 +1,151 @@
+"""The HTTP API's answers, declared: FastAPI checks each route's answer against its model
+and publishes the models in the OpenAPI schema, so a client can be generated from it.
+
+Alert records and counts are the core's TypedDicts (``pipelines.schemas``), the same types
+the hub and the review book return. Models allow extra keys: a field the hub adds is passed
+on, not dropped, and shows up here when it is declared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.schemas import AlertCounts, ReviewedAlert
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+
+
+class AlertList(BaseModel):
+    alerts: list[ReviewedAlert] = Field(description="newest first")
+
+
+class LiveCounters(_Open):
+    state: str
+    analysed_fps: float
+    frames_analysed: int
+    drops: int
+    drop_rate: float
+
+
+class Stats(_Open):
+    """Alerts by review state overall, per camera and per list; live counters per camera."""
+
+    alerts: int
+    confirmed: int
+    rejected: int
+    pending: int
+    precision: float | None = Field(description="confirmed of adjudicated; None before any")
+    per_camera: dict[str, AlertCounts]
+    per_list: dict[str, AlertCounts]
+    live: dict[str, LiveCounters]
+    non_match_data: str = Field(description="whether faces that matched no one are kept")
+    stored: dict[str, int]
+    webhooks: dict[str, int]
+    sse_subscribers: int
+
+
+class Latency(BaseModel):
+    p50: float
+    p99: float
+
+
+class CameraStatus(_Open):
+    """A camera's spec (URL without its password) and its running state."""
+
+    id: str
+    url: str
+    kind: Literal["stream", "file", "push"]
+    fps: float | None = None
+    list: str | None = None
+    threshold: float | None = None
+    loop: bool = True
+    origin: str | None = Field(None, description="'config' (cameras file) or 'api'")
+    state: str
+    connected: bool | None = None
+    analysed_fps: float | None = None
+    frames_received: int | None = None
+    frames_analysed: int | None = None
+    frames_skipped: int | None = None
+    drops: int | None = None
+    drop_rate: float | None = None
+    reconnects: int | None = None
+    errors: int | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    latency_ms: Latency | None = None
+    active_tracks: int | None = None
+    counters: dict[str, float] | None = None
+    watchlist: dict[str, Any] | None = Field(None, description="the list the camera matches")
+
+
+class CameraList(BaseModel):
+    cameras: list[CameraStatus]
+
+
+class Removed(BaseModel):
+    removed: str = Field(description="the removed camera's id")
+
+
+class FrameResult(_Open):
+    """A pushed frame's fate: queued or skipped now; with ``wait``, analysed, dropped or
+    failed, with counts and alert ids only."""
+
+    status: Literal["queued", "skipped", "analysed", "dropped", "error"]
+    seq: int
+    reason: str | None = None
+    faces: int | None = None
+    usable_faces: int | None = None
+    alerts: list[str] | None = None
+    api_ms: float
+
+
+class StoredMatch(_Open):
+    """A stored match (live alert or archive match), without its embedding."""
+
+    id: str
+    person_id: str
+    person_name: str | None = None
+    list_name: str | None = None
+    score: float
+    source: str = Field(description="'live' or 'archive'")
+    source_id: str | None = None
+    source_path: str | None = None
+    frame_index: int | None = None
+    timestamp_s: float | None = None
+    box: list[float] | None = None
+    thumbnail: str | None = None
+    case_ref: str | None = None
+    created_at: int | None = Field(None, description="Unix seconds")
+    track_id: int | None = None
+    face_index: int | None = None
+    snapshot_id: str | None = None
+    status: str | None = None
+
+
+class MatchList(BaseModel):
+    matches: list[StoredMatch]
+
+
+class PublicConfig(_Open):
+    """The effective configuration without secrets (tokens: name and role only), by
+    section as in ``conf/facewatch.yaml``."""
+
+    home: str | None
+    allow_shared_home: bool
+    detector: dict[str, Any]
+    quality: dict[str, Any]
+    embedder: dict[str, Any]
+    pool: dict[str, Any]
+    store: dict[str, Any]
+    search: dict[str, Any]
+    governance: dict[str, Any]
+    live: dict[str, Any]
+    api: dict[str, Any]
