@@ -75,6 +75,7 @@ def _register() -> None:
         cli_search,
         cli_serve,
         cli_sightings,
+        cli_status,
         cli_watchlist,
     )
 
@@ -89,7 +90,7 @@ def _register() -> None:
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)
-    for module in (cli_search, cli_serve, cli_index, cli_doctor):
+    for module in (cli_search, cli_serve, cli_index, cli_doctor, cli_status):
         module.register(app)
 
 

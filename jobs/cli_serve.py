@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -47,12 +48,25 @@ def serve(
     ),
     host: str | None = typer.Option(None, "--host", help="HTTP bind address (default 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", min=1, max=65535, help="HTTP port (8000)"),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="port of Ray's Prometheus metrics agent (default: Ray picks one)",
+    ),
 ) -> None:
     """Start the live server (Ray Serve on a local Ray); runs until Ctrl-C or SIGTERM.
 
     The global --config (before 'serve') is the facewatch settings file; this --config is
     the Serve config (deployments, HTTP address)."""
-    from serve.local import ServeConfigError, read_serve_file, start_local, stop_local
+    from serve.local import (
+        METRICS_PORT_ENV,
+        ServeConfigError,
+        read_serve_file,
+        start_local,
+        stop_local,
+    )
 
     c = get_context(ctx)
     if serve_config is None and DEFAULT_SERVE_CONFIG.is_file():
@@ -62,6 +76,8 @@ def serve(
     except ServeConfigError as exc:
         fail(str(exc))
     sf.args = _with_cli_settings(sf.args, c)
+    if metrics_port is not None:
+        os.environ[METRICS_PORT_ENV] = str(metrics_port)
     stop = threading.Event()
 
     def on_stop_signals() -> None:
