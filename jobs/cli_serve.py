@@ -63,6 +63,7 @@ def serve(
     from serve.local import (
         METRICS_PORT_ENV,
         ServeConfigError,
+        metrics_endpoint,
         read_serve_file,
         start_local,
         stop_local,
@@ -96,6 +97,7 @@ def serve(
     url = f"http://{host or sf.host}:{port or sf.port}"
     console.print(f"facewatch live server on {url} (home {settings.resolved_home()})")
     console.print(f"review page: {url}/review   health: {url}/healthz   Ctrl-C stops it")
+    console.print(f"Prometheus metrics: {metrics_endpoint() or 'not exported'}")
     stop.wait()
     console.print("stopping ...")
     stop_local()

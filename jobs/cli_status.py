@@ -115,8 +115,8 @@ def store_rows(settings) -> dict[str, Any]:
 
 def _table(title: str, columns: list[str], rows: list[list[Any]], note: str = "") -> Table:
     table = Table(title=title, caption=note or None, title_justify="left")
-    for c in columns:
-        table.add_column(c)
+    for i, c in enumerate(columns):  # the first column names the row: never cut short
+        table.add_column(c, no_wrap=i == 0, min_width=len(c) if i else None)
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
     return table
@@ -157,7 +157,7 @@ def tables(data: dict[str, Any]) -> list[Table]:
         ),
         _table(
             "Searches in progress",
-            ["search", "state", "files done+failed/all", "progress", "frames/s", "ETA", "started"],
+            ["search", "state", "files", "progress", "frames/s", "ETA", "started"],
             searches,
         ),
         _table(

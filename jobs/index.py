@@ -24,6 +24,7 @@ import numpy as np
 
 from jobs import runtime
 from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.search_monitor import monitored
 from pipelines.config import Settings
 from pipelines.home import Home
 from pipelines.match import Gallery
@@ -154,7 +155,8 @@ def index_archive(
     """
     writer = FaceIndexWriter(home, case)
     runtime.start_ray(ray_address, settings)
-    with runtime.face_pool(settings, info) as app:
+    watched = monitored(home.path, progress or Progress(), kind="index")
+    with runtime.face_pool(settings, info) as app, watched as progress:
         job = ArchiveSearch(settings, empty_gallery(info), out, fps, progress, on_faces=writer)
         result = job.run(paths, app)
     return IndexRun(result, writer.counts)

@@ -70,8 +70,9 @@ class SearchProgressFile:
         self._write(force=True)
 
     def advance(self, frames: int) -> None:
+        first = self.state["frames_done"] == 0 and frames > 0  # the first rate: an ETA
         self.state["frames_done"] += int(frames)
-        self._write()
+        self._write(force=first)
 
     def file_done(self, failed: bool, video_s: float) -> None:
         self.state["files_failed" if failed else "files_done"] += 1

@@ -196,6 +196,17 @@ def metrics_port_option(environ: dict[str, str] | None = None) -> dict[str, int]
     return {"_metrics_export_port": int(raw)}
 
 
+def metrics_endpoint() -> str | None:
+    """Where Prometheus scrapes this node's metrics agent (Ray's own and facewatch's)."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == me and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None
+
+
 def ray_cpus(settings) -> int:
     """The pool's CPUs plus one for the hub, the API, the proxy and archive stages."""
     pool = settings.pool
