@@ -148,9 +148,13 @@ _made: dict[str, Any] = {}
 
 
 def _in_replica() -> bool:
-    from ray.serve import context
+    from ray import serve as ray_serve
 
-    return context._get_internal_replica_context() is not None
+    try:
+        ray_serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - RayServeException: not in a Serve replica
+        return False
+    return True
 
 
 def _make(spec: MetricSpec):

@@ -10,6 +10,7 @@ what Prometheus stored, and the server's ``GET /v1/status``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -96,7 +97,11 @@ def metrics_stack(tmp_path_factory, data):
         base = f"http://127.0.0.1:{port}"
         with LoopbackPrometheus(tmp / "prom", [f"127.0.0.1:{metrics_port}"], free_port()) as prom:
             scene = run_scene(tmp, base, prom, clip, data, home)
-            yield scene | {"endpoint": metrics_endpoint(), "metrics_port": metrics_port}
+            yield scene | {
+                "endpoint": metrics_endpoint(),
+                "metrics_port": metrics_port,
+                "home": home,
+            }
     except PrometheusUnavailable as exc:
         pytest.fail(str(exc))
     finally:
@@ -119,7 +124,9 @@ def run_scene(tmp: Path, base: str, prom, clip: Path, data: Path, home: Path) ->
         time.sleep(0.2)
     log = (tmp / "search.log").read_text()
     assert search.returncode == 3, log[-3000:]  # 3: one file could not be searched
-    camera = helpers.wait_until(lambda: ended(base), 120, "the camera to play the clip")
+    helpers.wait_until(lambda: ended(base), 120, "the camera to play the clip")
+    time.sleep(3)  # the frames still at the pool when the file ended are analysed
+    camera = ended(base)
     alerts = httpx.get(f"{base}/v1/alerts", headers=auth(OP)).json()["alerts"]
     assert len(alerts) == 1, alerts
     body = {"outcome": "confirmed", "note": "metrics test"}
@@ -162,10 +169,16 @@ def test_counters_rose_with_plausible_values(metrics_stack):
     prom, camera = metrics_stack["prom"], metrics_stack["camera"]
     analysed = camera["frames_analysed"]
     expected = FPS * metrics_stack["duration_s"]  # the clip is played once, in real time
-    assert 0.6 * expected <= analysed <= expected + 3, (analysed, expected)
     assert prom.value("sum(ray_facewatch_camera_frames_analysed_total)") == analysed
-    dropped = prom.value("sum(ray_facewatch_camera_frames_dropped_total)") or 0
-    assert analysed + dropped == pytest.approx(expected, abs=0.25 * expected)
+    dropped = prom.value("sum(ray_facewatch_camera_frames_dropped_total)")
+    assert dropped == camera["drops"]
+    # every frame the camera let through (fps x seconds) was analysed or, when a newer one
+    # came first, dropped; on a quiet machine nearly all are analysed, and even on a
+    # loaded one (other tests, the search) the pool keeps up with a good share of them
+    assert analysed + dropped == pytest.approx(expected, rel=0.25), (analysed, dropped)
+    assert analysed >= 0.25 * expected, (analysed, dropped, expected)
+    received = prom.value("sum(ray_facewatch_camera_frames_received_total)")
+    assert received == camera["frames_received"] >= analysed + dropped  # decoded: 30 fps
     count = "sum(ray_facewatch_frame_to_result_seconds_count)"
     assert prom.value(count) == analysed
     assert prom.value('sum(ray_facewatch_alerts_raised_total{camera="cam-door"})') == 1
@@ -248,6 +261,19 @@ def test_status_route_for_admin_and_operator_only(metrics_stack):
     assert status["outbox"]["depth"] == 0
     assert status["retention"]["last_run"]["actor"] == "live-hub (schedule)"
     assert status["searches"] == []  # the search ran in another home
+
+    def refused() -> list[dict]:  # audited like every route (serve.api's gate)
+        log = (metrics_stack["home"] / "audit.log").read_text().splitlines()
+        records = [json.loads(line) for line in log]
+        return [r for r in records if r["action"] == "auth.failure"]
+
+    record = helpers.wait_until(
+        lambda: [r for r in refused() if r["details"]["path"] == "/v1/status"], 30, "audit"
+    )
+    assert {(r["actor"], r["details"]["status"]) for r in record} == {
+        ("anonymous", 401),
+        ("inv-1", 403),
+    }
 
 
 @pytest.mark.timeout(180)
