@@ -4,6 +4,7 @@
   field's type, default, limits and ``Field(description=...)``);
 - ``docs/reference/cli.md`` from the typer app ``jobs.cli.app:app`` (every command, its help and
   its options, as ``--help`` shows them);
+- ``docs/generated/metrics.md``, every Prometheus metric, from ``serve.metrics.METRICS``;
 - the accuracy and benchmark tables under ``docs/generated/`` from
   ``benchmarks/results/*.json``, which the accuracy and performance pages include.
 
@@ -221,6 +222,25 @@ def code_map() -> str:
     return "\n".join(out)
 
 
+# --- metrics reference ----------------------------------------------------------------------
+
+
+def metrics_reference() -> str:
+    """Every facewatch metric as Prometheus sees it, from ``serve.metrics.METRICS``."""
+    from serve.metrics import ALLOWED_LABELS, METRICS
+
+    rows = ["| metric (as scraped) | type | labels | what |", "|---|---|---|---|"]
+    for spec in METRICS.values():
+        labels = ", ".join(code(k) for k in spec.labels) or "-"
+        what = spec.help + (
+            f" (buckets {', '.join(map(str, spec.buckets))})" if spec.buckets else ""
+        )
+        rows.append(f"| {code(spec.exported)} | {spec.kind} | {labels} | {cell(what)} |")
+    bounded = ["| label | its values |", "|---|---|"]
+    bounded += [f"| {code(k)} | {cell(v)} |" for k, v in ALLOWED_LABELS.items()]
+    return "\n".join(rows) + "\n\n" + "\n".join(bounded) + "\n"
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -228,6 +248,7 @@ def pages() -> dict[str, str]:
     """Every generated page, by its path under docs/."""
     out = {"reference/config.md": config_reference(), "reference/cli.md": cli_reference()}
     out["generated/code-map.md"] = HEADER + code_map()
+    out["generated/metrics.md"] = HEADER + metrics_reference()
     results = ROOT / "benchmarks" / "results"
     out.update({f"generated/{n}": HEADER + t for n, t in gen_tables.tables(results).items()})
     return out

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pipelines.errors import FacewatchError
+from pipelines.observe import emit
 
 GENESIS = "0" * 64
 
@@ -123,18 +124,23 @@ class AuditLog:
         self.path = Path(path)
 
     def append(self, actor: str, action: str, **details: Any) -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                self._head(f)  # a damaged log takes nothing, not even the torn-tail repair
-                torn = self._set_aside_torn_tail(f)
-                if torn is not None:
-                    self._write(f, "audit", "audit.torn_record_set_aside", torn)
-                record = self._write(f, actor, action, details)
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    self._head(f)  # a damaged log takes nothing, not even the torn-tail repair
+                    torn = self._set_aside_torn_tail(f)
+                    if torn is not None:
+                        self._write(f, "audit", "audit.torn_record_set_aside", torn)
+                    record = self._write(f, actor, action, details)
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        except BaseException:
+            emit("facewatch_audit_appends", 1, outcome="failed")
+            raise
+        emit("facewatch_audit_appends", 1, outcome="ok")
         return record
 
     def _write(

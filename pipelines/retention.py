@@ -32,7 +32,9 @@ from typing import Any
 
 from pipelines.config import RetentionConfig
 from pipelines.media import Media, MediaPathError
+from pipelines.observe import emit
 from pipelines.paths import resolved
+from pipelines.status import write_last_retention
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.watchlist import Watchlists
 
@@ -101,6 +103,10 @@ def run_retention(
         audit.append(actor, "retention.run", **run.row(), error=f"{type(exc).__name__}: {exc}")
         raise
     audit.append(actor, "retention.run", **run.row())
+    if not dry_run:
+        for data_class, n in run.deleted.items():
+            emit("facewatch_retention_deletions", n, data_class=data_class)
+        write_last_retention(lists.home.path, actor, run.row())
     logger.info("retention %s: %s", "dry run" if dry_run else "run", run.deleted)
     return run
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from pipelines.config import Settings, redact_userinfo
 from pipelines.errors import FacewatchError
+from pipelines.observe import timed_write
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,9 @@ class VectorStore:
     def upsert(self, name: str, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        self.client.upsert(name, self._rows(name, rows))
+        prepared = self._rows(name, rows)
+        with timed_write(name):
+            self.client.upsert(name, prepared)
         return len(rows)
 
     def upsert_matches(self, rows: list[dict[str, Any]]) -> int:
@@ -295,11 +298,12 @@ class VectorStore:
         self._require()
         if ids is not None and not ids:
             return 0
-        res = (
-            self.client.delete(name, ids=ids)
-            if ids is not None
-            else self.client.delete(name, filter=filter)
-        )
+        with timed_write(name):
+            res = (
+                self.client.delete(name, ids=ids)
+                if ids is not None
+                else self.client.delete(name, filter=filter)
+            )
         return len(res) if isinstance(res, list) else int(res.get("delete_count", 0))
 
     def count(self, name: str, filter: str = "") -> int:

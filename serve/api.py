@@ -57,6 +57,7 @@ ROUTES = [  # (method, path, permission) for the docs; None: public
     ("GET", "/v1/alerts/{id}/photo", P.REVIEW),
     ("POST", "/v1/alerts/{id}/adjudication", P.ADJUDICATE),
     ("GET", "/v1/stats", P.STATS),
+    ("GET", "/v1/status", P.STATUS),
     ("GET", "/v1/cameras", P.CAMERAS_READ),
     ("POST", "/v1/cameras", P.CAMERAS_WRITE),
     ("DELETE", "/v1/cameras/{id}", P.CAMERAS_WRITE),
@@ -240,6 +241,10 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
     @app.get("/v1/stats", response_model=Stats)
     async def stats(_: Principal = Depends(need(P.STATS))) -> dict[str, Any]:
         return await hub.call("stats")
+
+    @app.get("/v1/status")
+    async def status(_: Principal = Depends(need(P.STATUS))) -> dict:
+        return await hub.call("status")
 
 
 def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:

@@ -39,6 +39,7 @@ class Permission(str, Enum):
     ADJUDICATE = "adjudicate"  # confirm or reject an alert
     SEARCH = "search"  # query stored matches, live and archive
     STATS = "stats"
+    STATUS = "status"  # the operations view: cameras, pool, searches, store, outbox
     CAMERAS_READ = "cameras:read"
     CAMERAS_WRITE = "cameras:write"
     FRAMES = "frames"  # push frames for a camera
@@ -48,7 +49,13 @@ class Permission(str, Enum):
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "operator": frozenset(
-        {Permission.REVIEW, Permission.ADJUDICATE, Permission.STATS, Permission.CAMERAS_READ}
+        {
+            Permission.REVIEW,
+            Permission.ADJUDICATE,
+            Permission.STATS,
+            Permission.STATUS,
+            Permission.CAMERAS_READ,
+        }
     ),
     "investigator": frozenset({Permission.SEARCH, Permission.STATS}),
     "admin": frozenset(
@@ -59,6 +66,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.LISTS,
             Permission.CONFIG,
             Permission.STATS,
+            Permission.STATUS,
         }
     ),
     "camera": frozenset({Permission.FRAMES}),

@@ -34,15 +34,26 @@ from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, came
 from pipelines.live.review_book import ReviewBook, adjudicate
 from pipelines.retention import run_retention
 from pipelines.schemas import EmbedderInfo
-from pipelines.store import FACES, MATCHES, VectorStore
+from pipelines.status import read_last_retention, read_searches, utc_now
+from pipelines.store import FACES, MATCHES, WATCHLIST, VectorStore
 from pipelines.text import check_text
 from pipelines.watchlist import Watchlists
+from serve import metrics
 from serve.alerts import AlertFanout, AlertRecorder
 from serve.auth import FailureThrottle
 from serve.fleet import Fleet
 from serve.http import HubError
+from serve.hub_metrics import (
+    PENDING_SQL,
+    PERIOD_S,
+    HubMetrics,
+    alert_adjudicated,
+    alert_raised,
+    prime_counters,
+)
 from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
+from serve.pool_stats import read_replicas
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -97,9 +108,11 @@ def hub_errors(fn):
 class LiveHub:
     def __init__(self, settings: dict, pool, cameras: list[dict]):
         bind_replica_to_node()
+        metrics.install()  # the store's, audit log's and retention's emits, as Ray metrics
         self.settings = Settings.model_validate(settings)
         self.live = self.settings.live
         self.pool = pool
+        self.hub_metrics = HubMetrics()
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="hub-io")
         self._cpu_pool = ThreadPoolExecutor(2, thread_name_prefix="hub-decode")
         self.home = Home.open(self.settings)
@@ -146,7 +159,9 @@ class LiveHub:
             logger.exception("live hub failed to start")
             return
         self.ready.set()
+        prime_counters((WATCHLIST, MATCHES, FACES))
         self._tasks.add(asyncio.ensure_future(self._upkeep()))
+        self._tasks.add(asyncio.ensure_future(self._metrics_loop()))
         logger.info("live hub ready: %d camera(s)", len(self.fleet.runners))
 
     async def _upkeep(self) -> None:
@@ -166,6 +181,27 @@ class LiveHub:
             if self.live.keep_nonmatches and time.monotonic() - last_warning > 600:
                 logger.warning(DRILL_WARNING)
                 last_warning = time.monotonic()
+
+    async def _metrics_loop(self) -> None:
+        """Sample cameras, webhooks, pending alerts and (less often) store rows into Ray
+        metrics (serve.hub_metrics)."""
+        while True:
+            try:
+                await self._sample_metrics()
+            except Exception:  # noqa: BLE001 - keep sampling; the next round retries
+                logger.exception("metrics sample failed")
+            await asyncio.sleep(PERIOD_S)
+
+    async def _sample_metrics(self) -> None:
+        m = self.hub_metrics
+        m.cameras_sample(self.fleet.statuses())
+        m.webhooks_sample(dict(self.fanout.webhooks.counters), self.fanout.webhooks.pending)
+        m.pending_sample(await self._io(self.home.catalog.rows, PENDING_SQL))
+        if m.rows_due():
+            m.rows_sample(await self._io(self._row_counts))
+
+    def _row_counts(self) -> dict[str, int]:
+        return {name: self.store.count(name) for name in (WATCHLIST, MATCHES, FACES)}
 
     async def _audit_refusals(self) -> None:
         """The refused requests left out of the audit log in the last window, counted."""
@@ -364,6 +400,7 @@ class LiveHub:
             list_name=alert["list_name"],
         )
         self.fanout.publish_decision(decided)
+        alert_adjudicated(alert["camera_id"], alert["list_name"], outcome)
         return decided
 
     async def stats(self) -> dict:
@@ -380,6 +417,24 @@ class LiveHub:
         summary["webhooks"] = dict(self.fanout.webhooks.counters)
         summary["sse_subscribers"] = self.fanout.subscribers
         return summary
+
+    async def status(self) -> dict:
+        """Everything ``GET /v1/status`` and ``facewatch status`` show, at a glance."""
+        await self._ready()
+        hooks = self.fanout.webhooks
+        rows = self.hub_metrics.rows or await self._io(self._row_counts)
+        return {
+            "generated_at": utc_now(),
+            "cameras": [camera_row(c) for c in self.fleet.statuses()],
+            "pool": {"replicas": await self._io(read_replicas)},
+            "searches": await self._io(read_searches, self.home.path),
+            "store": {"backend": self.store.where.split(" at /")[0], "rows": rows},
+            "outbox": {"depth": hooks.pending, "hooks": len(hooks.hooks), **hooks.counters},
+            "retention": {
+                "interval_h": self.settings.governance.retention.interval_h,
+                "last_run": await self._io(read_last_retention, self.home.path),
+            },
+        }
 
     def _stored_counts(self) -> dict[str, int]:
         """Rows in Milvus written by the live path: alerts, and (drills only) faces."""
@@ -418,6 +473,12 @@ class LiveHub:
         )
 
 
+def camera_row(c: dict[str, Any]) -> dict[str, Any]:
+    """A camera as the status page shows it."""
+    keys = ("id", "state", "fps", "analysed_fps", "frames_analysed", "drops", "reconnects")
+    return {k: c.get(k) for k in keys} | {"list": c.get("list"), "last_error": c["last_error"]}
+
+
 def _home_relative(path: str, home: Path) -> str:
     """Gallery photos are absolute paths; alerts keep them relative to the home, so no
     server path leaves in the API and a moved home still works."""
@@ -443,6 +504,7 @@ class _Sink:
             return
         public = await self.hub._io(self.hub.reviews.get, draft.alert_id)
         self.hub.fanout.publish_alert(record, public)
+        alert_raised(draft.camera_id, draft.list_name, draft.trigger_received_at)
 
     async def drill_face(self, camera: CameraSpec, track_id: int, face: Face) -> None:
         face_id = f"drill_{camera.id}_{track_id}_{face.seq}_{face.face_index}"

@@ -33,6 +33,7 @@ from pipelines.live.cameras import (
 )
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
+from serve import metrics
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,8 @@ class CameraRunner:
         self._done_at.append(now)
         latency_ms = (now - frame.t) * 1000
         self._latency_ms.append(latency_ms)
+        metrics.record("facewatch_camera_frames_analysed", 1, camera=self.spec.id)
+        metrics.record("facewatch_frame_to_result_seconds", latency_ms / 1000, camera=self.spec.id)
         for draft in outcome.alerts:
             self._spawn(self._sink.alert(draft, self.spec))
         for track_id, face in outcome.drill_faces:

@@ -40,6 +40,9 @@ AUTH_MODE_ENV = "RAY_AUTH_MODE"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+# Prometheus scrapes Ray's metrics agent on this port (``facewatch serve --metrics-port``);
+# unset, Ray picks a free one and lists it in its service-discovery file
+METRICS_PORT_ENV = "FACEWATCH_METRICS_PORT"
 
 
 class ServeConfigError(FacewatchError, ValueError):
@@ -178,12 +181,34 @@ def start_ray_local(num_cpus: int | None = None) -> bool:
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
+        **metrics_port_option(),
         _node_ip_address="127.0.0.1",
         _temp_dir=str(ray_temp_dir()),
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
     return True
+
+
+def metrics_port_option(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """``ray.init``'s metrics export port from ``METRICS_PORT_ENV``, if set."""
+    raw = (os.environ if environ is None else environ).get(METRICS_PORT_ENV, "").strip()
+    if not raw:
+        return {}
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ServeConfigError(f"{METRICS_PORT_ENV}={raw!r}: expected a port number")
+    return {"_metrics_export_port": int(raw)}
+
+
+def metrics_endpoint() -> str | None:
+    """Where Prometheus scrapes this node's metrics agent (Ray's own and facewatch's)."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == me and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None
 
 
 def ray_cpus(settings) -> int:

@@ -29,7 +29,9 @@ from ray import serve as ray_serve
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
 from pipelines.schemas import FaceBatch, FaceDetections, concat_batches, split_batch
+from serve import metrics
 from serve.loopback import bind_replica_to_node
+from serve.pool_stats import PoolReporter
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,9 @@ class FacePool:
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)  # type: ignore[attr-defined]
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)  # type: ignore[attr-defined]
         self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        self.busy_by_lane = {LIVE: 0.0, ARCHIVE: 0.0}
         self._last_live = float("-inf")
+        self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
 
     async def _run(
@@ -81,7 +85,13 @@ class FacePool:
             loop = asyncio.get_running_loop()
             work = functools.partial(self.engine.process, frames, with_crops, whole, before)
             out = await loop.run_in_executor(self.executor, work)
-            self.stats["busy_s"] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.stats["busy_s"] += took
+            self.busy_by_lane[priority] += took
+            lane = "live" if priority == LIVE else "archive"
+            labels = {"deployment": POOL_DEPLOYMENT, "lane": lane}
+            metrics.record("facewatch_pool_batch_size", len(frames), **labels)
+            metrics.record("facewatch_pool_frames", len(frames), **labels)
             return out
 
     async def live(self, frame: np.ndarray) -> FaceBatch:
@@ -157,6 +167,15 @@ class FacePool:
     def check_health(self) -> None:
         if not self.engine._loaded:
             raise RuntimeError("models not loaded")
+
+
+def _start_reporter(busy_by_lane: dict[int, float], queued) -> asyncio.Task | None:
+    """This replica's metrics and status row, every few seconds (serve.pool_stats)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # built outside an event loop (a test): nothing to report to
+        return None
+    return loop.create_task(PoolReporter(POOL_DEPLOYMENT, busy_by_lane, queued).run())
 
 
 def whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:

@@ -58,6 +58,10 @@ class PriorityGate:
     def queued(self) -> int:
         return sum(1 for _, _, f in self._waiting if not f.done())
 
+    def queued_by(self, priority: int) -> int:
+        """Calls of one lane waiting for the gate."""
+        return sum(1 for p, _, f in self._waiting if p == priority and not f.done())
+
 
 class LiveActivity:
     """Counts live requests in a replica (from arrival, including time spent collecting a

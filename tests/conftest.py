@@ -60,6 +60,7 @@ HEAVY_FIXTURES = frozenset(
         "pool_without_serve",  # FacePool replicas outside Serve (tests/serve/test_priority.py)
         "milvus_server",  # a real Milvus 2.3 server in a network namespace
         "store_settings",  # a store on each backend (one of them a Milvus server)
+        "metrics_stack",  # a live server, a search and Prometheus (tests/serve/test_prometheus.py)
     }
 )
 

@@ -26,6 +26,7 @@ import numpy as np
 from jobs.archive import runtime
 from jobs.archive.report import ERROR_SCHEMA, write_table
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.archive.search_monitor import monitored
 from pipelines.config import Settings
 from pipelines.home import Home
 from pipelines.match import Gallery
@@ -156,7 +157,8 @@ def index_archive(
     """
     writer = FaceIndexWriter(home, case)
     runtime.start_ray(ray_address, settings)
-    with runtime.face_pool(settings, info) as app:
+    watched = monitored(home.path, progress or Progress(), kind="index")
+    with runtime.face_pool(settings, info) as app, watched as progress:
         job = ArchiveSearch(settings, empty_gallery(info), out, fps, progress, on_faces=writer)
         result = job.run(paths, app)
     return IndexRun(result, writer.counts)

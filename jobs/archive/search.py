@@ -101,6 +101,10 @@ class Progress:
     total: Callable[[int, int], None] = lambda files, frames: None
     advance: Callable[[int, int, int], None] = lambda frames, faces, matches: None
     file_done: Callable[[str], None] = lambda path: None
+    # for metrics and the status page (jobs.archive.search_monitor): each finished file, and how
+    # many files failed before their search began (could not be opened)
+    file_result: Callable[[FileResult], None] = lambda result: None
+    files_failed: Callable[[int], None] = lambda n: None
 
 
 # (file, its faces in time order, their embeddings, JPEG crops, track ids)
@@ -216,6 +220,7 @@ class ArchiveSearch:
         segments, pending, errors = self.plan(paths)
         results = [p.result for p in pending.values()]
         self.progress.total(len(pending), sum(p.expected for p in pending.values()))
+        self.progress.files_failed(len({e.path for e in errors} - {r.path for r in results}))
         if segments:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
@@ -334,6 +339,7 @@ class ArchiveSearch:
         if self.on_file is not None:
             self.on_file(res, {"errors": rows.get("errors", [])})
         self.progress.file_done(res.path)
+        self.progress.file_result(res)
 
     def _table(self, rows: dict[str, list]) -> tuple[FaceTable, np.ndarray, list[bytes]]:
         order = np.lexsort((np.asarray(rows["face_index"]), np.asarray(rows["frame_index"])))

@@ -14,6 +14,7 @@ import numpy as np
 from jobs.archive import runtime
 from jobs.archive.report import link_media, render_report, write_outputs, write_summary
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
+from jobs.archive.search_monitor import monitored
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.errors import FacewatchError
@@ -111,13 +112,14 @@ class SearchSetup:
         local = runtime.start_ray(ray_address, self.settings)
         # A pool started in a Ray that ends with this process goes with it: no need to
         # wait for Serve to take it down first.
-        with runtime.face_pool(self.settings, self.gallery.embedder, cleanup=not local) as app:
+        pool = runtime.face_pool(self.settings, self.gallery.embedder, cleanup=not local)
+        with pool as app, monitored(self.home.path, progress) as watched:
             job = ArchiveSearch(
                 self.settings,
                 self.gallery,
                 out,
                 fps,
-                progress,
+                watched,
                 on_file=lambda res, _extra: self._persist(res, out),
                 case=self.case,
             )

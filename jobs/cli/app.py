@@ -75,6 +75,7 @@ def _register() -> None:
         search,
         serve,
         sightings,
+        status,
         watchlist,
     )
 
@@ -89,7 +90,7 @@ def _register() -> None:
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)
-    for module in (search, serve, index, doctor):
+    for module in (search, serve, index, doctor, status):
         module.register(app)
 
 

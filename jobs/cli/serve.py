@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -47,18 +48,33 @@ def serve(
     ),
     host: str | None = typer.Option(None, "--host", help="HTTP bind address (default 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", min=1, max=65535, help="HTTP port (8000)"),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="port of Ray's Prometheus metrics agent (default: Ray picks one)",
+    ),
 ) -> None:
     """Start the live server (Ray Serve on a local Ray); runs until Ctrl-C or SIGTERM.
 
     The global --config (before 'serve') is the facewatch settings file; this --config is
     the Serve config (deployments, HTTP address)."""
-    from serve.local import read_serve_file, start_local, stop_local
+    from serve.local import (
+        METRICS_PORT_ENV,
+        metrics_endpoint,
+        read_serve_file,
+        start_local,
+        stop_local,
+    )
 
     c = get_context(ctx)
     if serve_config is None and DEFAULT_SERVE_CONFIG.is_file():
         serve_config = DEFAULT_SERVE_CONFIG
     sf = read_serve_file(serve_config)
     sf.args = _with_cli_settings(sf.args, c)
+    if metrics_port is not None:
+        os.environ[METRICS_PORT_ENV] = str(metrics_port)
     stop = threading.Event()
 
     def on_stop_signals() -> None:
@@ -77,6 +93,7 @@ def serve(
     url = f"http://{host or sf.host}:{port or sf.port}"
     console.print(f"facewatch live server on {url} (home {settings.resolved_home()})")
     console.print(f"review page: {url}/review   health: {url}/healthz   Ctrl-C stops it")
+    console.print(f"Prometheus metrics: {metrics_endpoint() or 'not exported'}")
     stop.wait()
     console.print("stopping ...")
     stop_local()

@@ -144,6 +144,7 @@ class LiveAnalyser:
             self.counters[f"rejected_{reason}"] += n
         ids = self.tracker.update(t, batch.detections.boxes, batch.embeddings, passed)
         cands = self._candidates(batch, passed)
+        self.counters["faces_matched"] += sum(1 for people, _, _ in cands.values() if people)
         quality = batch.quality.quality_score
         touched = set()
         for i, tid in enumerate(ids.tolist()):

@@ -208,3 +208,12 @@ def wait_until(predicate, timeout: float, what: str):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.25)
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as ``saved`` had them (None: unset)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

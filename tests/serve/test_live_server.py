@@ -97,11 +97,7 @@ def server(tmp_path_factory, data, receiver):
         yield base, home
     finally:
         stop_local(shutdown_ray=owned_ray)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        helpers.restore_env(saved)
         refresh_ray_auth_cache()  # later clusters in this session must not use our token
 
 
