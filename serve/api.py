@@ -26,7 +26,7 @@ from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.cameras import CAMERA_ID
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
-from serve.pushlimit import PushBudget, read_frame, too_many
+from serve.pushlimit import PushBudget, read_frame
 from serve.review import review_page
 from serve.webhooks import public_hook_url
 
@@ -271,7 +271,7 @@ async def _frame_body(request: Request, camera_id: str, budget: PushBudget, max_
     declared = request.headers.get("content-length")
     wait_s = budget.retry_after_s(camera_id)
     if wait_s > 0:
-        raise too_many(camera_id, wait_s)
+        raise await budget.refusal(camera_id, wait_s)
     if declared is not None and declared.isdigit():
         budget.charge(camera_id, int(declared))
         return await read_frame(request, max_pixels)

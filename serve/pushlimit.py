@@ -8,8 +8,12 @@ camera (issue 13 item 4), although its own camera analyses only ``live.fps`` of 
 - ``PushBudget``: each camera may push ``live.max_push_bytes_per_s`` on average (a token
   bucket holding one second's worth; a frame is let in while the bucket is not in debt,
   so any single frame under the body limit gets through). Over it, the answer is 429 with
-  ``Retry-After``, from the headers alone: the body is never read. The budget is per
-  camera, so a flood costs its own camera's frames, never another's.
+  ``Retry-After``, from the headers alone: the body is never read, and the connection is
+  closed rather than drained. The answer is held back until the budget would let the
+  frame in (at most ``HOLD_S``, at most ``MAX_HELD`` requests at once): a client that
+  ignores ``Retry-After`` and retries at once would otherwise cost a request's overhead
+  in the proxy and the API at full speed. The budget is per camera, so a flood costs its
+  own camera's frames, never another's.
 - ``read_frame``: the first ``HEAD_BYTES`` of the body are read and the image header is
   checked on them (413 over the pixel limit, 415/422 not an image) before the rest is
   read, so an oversized frame costs a header read, not a transfer of its megabytes.
@@ -17,6 +21,7 @@ camera (issue 13 item 4), although its own camera analyses only ``live.fps`` of 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +32,8 @@ from pipelines.images import ImageError, ImageTooLarge, check_image_header
 
 HEAD_BYTES = 64 * 1024  # a PNG's size is in its first 33 bytes; a JPEG's SOF usually early
 MAX_TRACKED = 4096  # cameras whose budget is remembered; full buckets are forgotten first
+HOLD_S = 1.0  # the longest a refused push is held before its 429
+MAX_HELD = 64  # refused pushes held at once (more are answered at once)
 IMAGE_TYPES = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
 
 
@@ -39,6 +46,7 @@ class PushBudget:
         self.rate, self.clock = float(bytes_per_s), clock
         self._level: dict[str, tuple[float, float]] = {}  # camera -> (bytes, at)
         self.refused = 0
+        self.held = 0  # refused pushes being held back now
 
     def _now_level(self, camera_id: str) -> float:
         now = self.clock()
@@ -58,17 +66,24 @@ class PushBudget:
         if len(self._level) > MAX_TRACKED:
             self._forget_full()
 
+    async def refusal(self, camera_id: str, wait_s: float) -> HTTPException:
+        """The 429 for a push over budget, after holding it back (see the module)."""
+        if self.held < MAX_HELD:
+            self.held += 1
+            try:
+                await asyncio.sleep(min(wait_s, HOLD_S))
+            finally:
+                self.held -= 1
+        return HTTPException(
+            429,
+            f"camera '{camera_id}' pushes more than live.max_push_bytes_per_s: "
+            f"retry in {wait_s:.1f} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s))), "Connection": "close"},
+        )
+
     def _forget_full(self) -> None:
         for cam in [c for c in self._level if self._now_level(c) >= self.rate]:
             del self._level[cam]
-
-
-def too_many(camera_id: str, wait_s: float) -> HTTPException:
-    return HTTPException(
-        429,
-        f"camera '{camera_id}' pushes more than live.max_push_bytes_per_s: retry in {wait_s:.1f} s",
-        headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
-    )
 
 
 async def read_frame(request: Request, max_pixels: int) -> bytes:
@@ -109,7 +124,10 @@ def _header_ok(data: bytes | bytearray, max_pixels: int, final: bool) -> bool:
     try:
         check_image_header(bytes(data), "frame", max_pixels)
     except ImageTooLarge as exc:
-        raise HTTPException(413, f"{exc} (live.max_push_pixels)") from None
+        # the rest of the body is left unread: close the connection rather than drain it
+        raise HTTPException(
+            413, f"{exc} (live.max_push_pixels)", headers={"Connection": "close"}
+        ) from None
     except ImageError as exc:
         if final:
             raise HTTPException(422, str(exc)) from None
