@@ -314,6 +314,14 @@ class LiveConfig(Strict):
         "8 MP one as 26), so big frames slow their own camera's analysis, not the shared "
         "pool's other cameras",
     )
+    detect_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="look for faces in a camera's whole frame on every Nth analysed frame; "
+        "in the frames between, only around the faces of its last result (1: every frame "
+        "whole). A face that walks in is found at the next whole frame",
+    )
     max_push_bytes_per_s: int = Field(
         8 * 1024 * 1024,
         ge=64 * 1024,

@@ -28,7 +28,7 @@ from ray import serve as ray_serve
 
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
-from pipelines.schemas import FaceBatch, FaceDetections, concat_batches, split_batch
+from pipelines.schemas import FaceBatch, concat_batches, split_batch
 from serve.loopback import bind_replica_to_node
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
@@ -63,36 +63,36 @@ class FacePool:
         self.chunk = pool.archive_chunk_frames
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)
-        self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        self.stats = {"live_frames": 0, "live_region_frames": 0, "archive_frames": 0, "busy_s": 0.0}
         self._last_live = float("-inf")
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
 
-    async def _run(
-        self,
-        priority: int,
-        frames: list[np.ndarray],
-        with_crops: bool,
-        whole: list[bool] | None = None,
-        before: FaceDetections | None = None,
-    ) -> FaceBatch:
+    async def _run(self, priority: int, work: functools.partial) -> FaceBatch:
+        """``work`` (an engine call) on the model thread, when the gate lets it in."""
         async with self.gate.slot(priority):
             t0 = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            work = functools.partial(self.engine.process, frames, with_crops, whole, before)
-            out = await loop.run_in_executor(self.executor, work)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, work)
             self.stats["busy_s"] += time.perf_counter() - t0
             return out
 
-    async def live(self, frame: np.ndarray) -> FaceBatch:
-        """Faces in one live frame, with crops (for alerts)."""
+    async def live(self, frame: np.ndarray, regions: np.ndarray | None = None) -> FaceBatch:
+        """Faces in one live frame, with crops (for alerts): searched whole, or with
+        ``regions`` ((n, 4) boxes) only around those boxes (none: no face, no work)."""
         async with self.live_activity.request():
-            return await self._live_batch(frame)
+            return await self._live_batch(frame, regions)
 
     @ray_serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _live_batch(self, frames: list[np.ndarray]) -> list[FaceBatch]:
+    async def _live_batch(
+        self, frames: list[np.ndarray], regions: list[np.ndarray | None]
+    ) -> list[FaceBatch]:
+        """Frames of all cameras in one model call, whole and region searches together."""
         self.stats["live_frames"] += len(frames)
+        self.stats["live_region_frames"] += sum(r is not None for r in regions)
         self._last_live = time.monotonic()
-        return split_batch(await self._run(LIVE, list(frames), with_crops=True))
+        work = functools.partial(
+            self.engine.process_regions, list(frames), list(regions), with_crops=True
+        )
+        return split_batch(await self._run(LIVE, work))
 
     async def archive(
         self,
@@ -116,7 +116,8 @@ class FacePool:
             chunk = list(frames[start : start + size])
             flags = None if whole is None else whole[start : start + size]
             t0 = time.perf_counter()
-            part = await self._run(ARCHIVE, chunk, with_crops, flags, before)
+            work = functools.partial(self.engine.process, chunk, with_crops, flags, before)
+            part = await self._run(ARCHIVE, work)
             parts.append(part)
             last = part.detections.frame_index == len(chunk) - 1
             before = part.detections.select(last)
