@@ -29,7 +29,7 @@ Capacity: "live only" is also measured with each camera count of ``--sweep``; th
 count that holds the target (every camera at its fps, p99 frame-to-result at most 500 ms,
 under 1% dropped) is reported.
 
-Run: ``.venv/bin/python benchmarks/bench_live.py [--cameras 8] [--seconds 40] [--sweep 4,10]
+Run: ``.venv/bin/python benchmarks/bench_live.py [--cameras 8] [--seconds 40] [--sweep 4,6,10]
 [--note "what else ran"]`` (about 8 minutes on 2 cores). Prints a table, writes
 benchmarks/results/bench_live.json. ``--no-archive`` leaves the archive phase out (a short
 check of the abusive-pusher phase); ``--phase-seconds`` is ``--seconds``.
@@ -365,7 +365,7 @@ def main() -> int:
         "--archive-video-s", type=float, default=600.0, help="length of the archive video"
     )
     ap.add_argument(
-        "--sweep", default="4,10", help="also measure live only with these camera counts"
+        "--sweep", default="4,6,10", help="also measure live only with these camera counts"
     )
     ap.add_argument("--note", default="", help="what else ran on the machine (kept in the JSON)")
     ap.add_argument("--abuse-threads", type=int, default=4, help="abusive pusher's threads")
