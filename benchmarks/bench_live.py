@@ -519,6 +519,8 @@ def report(results: dict, args, startup_s: float) -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            # Ray starts its workers (the pool replicas among them) 15 above this, at most 19
+            "niceness_of_this_process": os.nice(0),
         },
         "args": {k: str(v) for k, v in vars(args).items()},
         "server_startup_s": round(startup_s, 1),
