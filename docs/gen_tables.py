@@ -243,6 +243,7 @@ def live(bench: dict[str, Any]) -> str:
             "pool replicas read back",
             lambda p: f"{p['pool']['replicas_seen_after']} of {p['pool']['replicas']}",
         ),
+        ("machine load average (1 min)", _phase_load),
     ]
     rows = [[label] + [fn(p) for p in phases.values()] for label, fn in spec]
     met = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in bench["targets_met"].items())
@@ -252,7 +253,46 @@ def live(bench: dict[str, Any]) -> str:
         + table(header, rows)
         + f"\np99 with the archive search / without: **{bench['p99_ratio_archive_vs_alone']}**; "
         + f"with one abusive pusher / without: **{bench.get('p99_ratio_abuser_vs_alone', '-')}**. "
-        f"Targets: {met}.\n"
+        f"Targets: {met}.\n" + _live_capacity(bench)
+    )
+
+
+def _phase_load(p: dict[str, Any]) -> str:
+    """The 1-minute load average next to the phase (before it, or else after it)."""
+    load = p.get("load_average_before") or p.get("load_average_after")
+    return f"{load[0]:g}" if load else "-"
+
+
+def _live_capacity(bench: dict[str, Any]) -> str:
+    cap, note = bench.get("capacity"), bench.get("note")
+    out = ""
+    if cap:
+        out += (
+            f"\nLargest camera count measured that holds the target (5 fps each, p99 at most "
+            f"500 ms, under 1% dropped): **{cap['largest_holding_target']}** (measured: "
+            f"{', '.join(map(str, cap['measured']))}).\n"
+        )
+    if note:
+        out += f"\nMachine during the run: {note}\n"
+    return out
+
+
+def live_cost(bench: dict[str, Any]) -> str:
+    rows = [
+        [
+            mode,
+            f"{m['model_ms_per_camera_frame']:.0f} ms",
+            f"{bench['speedup_vs_whole_per_frame'][mode]:.2f}x",
+            m["faces_found"],
+            m["usable_faces"],
+        ]
+        for mode, m in bench["modes"].items()
+    ]
+    header = ["mode", "model time per camera frame", "speed-up", "faces found", "usable"]
+    note = f" Machine: {bench['note']}" if bench.get("note") else ""
+    return (
+        f"{bench['args']['cameras']} cameras, {bench['camera_frames']} camera frames, one "
+        f"model thread.{note}\n\n" + table(header, rows)
     )
 
 
@@ -547,6 +587,7 @@ def tables(results: Path) -> dict[str, str]:
         "archive-speed.md": archive_speed(seeds[0]),
         "archive-recall.md": archive_recall(seeds),
         "live.md": live(load(results, "bench_live.json")),
+        "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
         "index-small.md": index_small(index),
         "index-million.md": index_million(index),
     }

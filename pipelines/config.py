@@ -318,6 +318,22 @@ class LiveConfig(Strict):
         "8 MP one as 26), so big frames slow their own camera's analysis, not the shared "
         "pool's other cameras",
     )
+    detect_every: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="look for faces in a camera's whole frame on every Nth analysed frame; "
+        "in the frames between, only around the faces of its last result (1: every frame "
+        "whole). A face that walks in is found at the next whole frame",
+    )
+    max_push_bytes_per_s: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes a push camera may send per second on average (per API replica; "
+        "one second's worth as a burst); more is refused 429 from the headers, before the "
+        "body is read, so one camera's flood of big frames costs its own frames only",
+    )
     push_queue: int = Field(
         1,
         ge=1,

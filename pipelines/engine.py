@@ -102,7 +102,47 @@ class FaceEngine:
         ``FaceDetector.detect_regions``). Default: every frame searched whole.
         """
         self.load(warmup=False)
-        dets = self._detect(frames, whole, before)
+        return self._faces(frames, self._detect(frames, whole, before), with_crops)
+
+    def process_regions(
+        self,
+        frames: list[np.ndarray],
+        regions: Sequence[np.ndarray | None],
+        with_crops: bool = False,
+    ) -> FaceBatch:
+        """Like ``process``, for frames of different cameras in one call: ``regions[i]``
+        None searches frame i whole; an (n, 4) array of boxes searches it only around
+        those boxes (``FaceDetector.detect_regions``, all such regions of all frames in
+        one batch); an empty array finds no face in it at no cost."""
+        self.load(warmup=False)
+        return self._faces(frames, self.detect_regions(frames, regions), with_crops)
+
+    def detect_regions(
+        self, frames: list[np.ndarray], regions: Sequence[np.ndarray | None]
+    ) -> FaceDetections:
+        if len(regions) != len(frames):
+            raise ValueError(f"{len(regions)} region sets for {len(frames)} frames")
+        whole = [i for i, r in enumerate(regions) if r is None]
+        parts = []
+        if whole:
+            found = self.detector.detect([frames[i] for i in whole])
+            found.frame_index = np.asarray(whole, np.int32)[found.frame_index]
+            parts.append(found)
+        near = [
+            (i, np.asarray(r, np.float32).reshape(-1, 4))
+            for i, r in enumerate(regions)
+            if r is not None
+        ]
+        near = [(i, r) for i, r in near if len(r)]
+        if near:
+            index = np.concatenate([np.full(len(r), i, np.int32) for i, r in near])
+            boxes = np.concatenate([r for _, r in near])
+            parts.append(self.detector.detect_regions(frames, index, boxes))
+        dets = FaceDetections.concat(parts)
+        return dets.select(np.argsort(dets.frame_index, kind="stable"))
+
+    def _faces(self, frames: list[np.ndarray], dets: FaceDetections, with_crops: bool):
+        """Alignment, quality, embeddings and (optionally) crops of detected faces."""
         size = self.embedder.chip_size
         chips, _ = align_faces(
             frames, dets, self.embedder.template, size, self.embedder.template_weights

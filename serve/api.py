@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve as ray_serve
 from starlette.datastructures import Headers
 
-from pipelines.config import Settings, redacted
-from pipelines.images import ImageError, ImageTooLarge, check_image_header
+from pipelines.config import LiveConfig, Settings, redacted
 from pipelines.live.cameras import CAMERA_ID
 from pipelines.schemas import ReviewedAlert
 from serve.auth import AuthFailure, Permission, Principal, TokenTable
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
+from serve.pushlimit import PushBudget, read_frame
 from serve.responses import (
     AlertList,
     CameraList,
@@ -45,7 +45,6 @@ from serve.webhooks import public_hook_url
 logger = logging.getLogger(__name__)
 
 ALERT_ID = r"^a_[0-9a-f]{24}$"
-IMAGE_TYPES = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
 P = Permission
 ROUTES = [  # (method, path, permission) for the docs; None: public
     ("GET", "/healthz", None),
@@ -159,7 +158,7 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
         return check
 
     _alert_routes(app, hub, need)
-    _camera_routes(app, hub, need, settings.live.max_push_pixels)
+    _camera_routes(app, hub, need, settings.live)
     _admin_routes(app, settings, hub, need)
     return app
 
@@ -247,8 +246,9 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         return await hub.call("status")
 
 
-def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:
+def _camera_routes(app: FastAPI, hub: HubClient, need, live: LiveConfig) -> None:
     camera_id = Path(..., pattern=CAMERA_ID)
+    budget = PushBudget(live.max_push_bytes_per_s)
 
     @app.get("/v1/cameras", response_model=CameraList)
     async def cameras(_: Principal = Depends(need(P.CAMERAS_READ))) -> dict[str, Any]:
@@ -290,29 +290,24 @@ def _camera_routes(app: FastAPI, hub: HubClient, need, max_pixels: int) -> None:
             )
             _refused(hub, request.method, request.url.path, _client(request), failure)
             raise HTTPException(403, failure.message)
-        data = await _image_body(request, max_pixels)
+        data = await _frame_body(request, camera_id, budget, live.max_push_pixels)
         result = await hub.call("push_frame", camera_id, data, wait)
         result["api_ms"] = round((time.time() - received) * 1000, 1)
         return JSONResponse(result, status_code=200 if wait else 202)
 
 
-async def _image_body(request: Request, max_pixels: int) -> bytes:
-    """The frame, its header checked here (refusals never travel to the hub): 413 over
-    ``live.max_push_pixels``, 422 not an image. The hub checks again before decoding."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in IMAGE_TYPES:
-        raise HTTPException(415, "send the frame as image/jpeg or image/png")
-    data = await request.body()
-    if not data:
-        raise HTTPException(400, "empty body: send one JPEG or PNG frame")
-    if not data.startswith(IMAGE_TYPES[ctype]):
-        raise HTTPException(415, f"the body is not a {ctype.split('/')[1].upper()} image")
-    try:
-        check_image_header(data, "frame", max_pixels)
-    except ImageTooLarge as exc:
-        raise HTTPException(413, f"{exc} (live.max_push_pixels)") from None
-    except ImageError as exc:
-        raise HTTPException(422, str(exc)) from None
+async def _frame_body(request: Request, camera_id: str, budget: PushBudget, max_pixels: int):
+    """The frame, within its camera's byte budget (429 from the headers, body unread) and
+    its header checked here (refusals never travel to the hub; it checks again)."""
+    declared = request.headers.get("content-length")
+    wait_s = budget.retry_after_s(camera_id)
+    if wait_s > 0:
+        raise await budget.refusal(camera_id, wait_s)
+    if declared is not None and declared.isdigit():
+        budget.charge(camera_id, int(declared))
+        return await read_frame(request, max_pixels)
+    data = await read_frame(request, max_pixels)  # chunked: charged once read
+    budget.charge(camera_id, len(data))
     return data
 
 

@@ -270,8 +270,8 @@ class LiveHub:
         return await loop.run_in_executor(self._io_pool, functools.partial(fn, *args, **kwargs))
 
     # -- what the fleet needs --------------------------------------------------------------
-    async def _analyse(self, frame: np.ndarray):
-        return await self.pool.live.remote(frame)
+    async def _analyse(self, frame: np.ndarray, regions: np.ndarray | None):
+        return await self.pool.live.remote(frame, regions)
 
     async def _decode(self, data: bytes) -> np.ndarray:
         loop = asyncio.get_running_loop()

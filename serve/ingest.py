@@ -48,7 +48,8 @@ class AlertSink(Protocol):
     async def drill_face(self, camera: CameraSpec, track_id: int, face: Face) -> None: ...
 
 
-Analyse = Callable[[np.ndarray], Awaitable[FaceBatch]]
+# (frame, regions): regions None searches the whole frame, else only around those boxes
+Analyse = Callable[[np.ndarray, np.ndarray | None], Awaitable[FaceBatch]]
 Decode = Callable[[bytes], Awaitable[np.ndarray]]
 
 
@@ -82,6 +83,9 @@ class CameraRunner:
         self.start_error: str | None = None
         self.failed_at: float | None = None  # monotonic time of the failed start
         self._seq = 0
+        self._dispatched = 0  # frames sent to the pool, for detect_every
+        self.region_frames = 0  # of which searched only around the last faces
+        self._last_faces: tuple[float, np.ndarray] | None = None  # (t, boxes) last result
         self._done_at: deque[float] = deque(maxlen=1024)
         self._latency_ms: deque[float] = deque(maxlen=256)
         self.errors = 0
@@ -254,8 +258,23 @@ class CameraRunner:
             frame = await self.slot.get()
             if frame.image is None:  # the decoder puts only decoded frames in the slot
                 raise RuntimeError("an undecoded frame reached analysis")
-            task = asyncio.ensure_future(self._analyse(frame.image))
+            regions = self._regions(frame.t)
+            self.region_frames += regions is not None
+            task = asyncio.ensure_future(self._analyse(frame.image, regions))
             await self._order.put((frame, task))
+
+    def _regions(self, t: float) -> np.ndarray | None:
+        """Where to look for faces in the frame taken at ``t``: None (the whole frame) on
+        every ``detect_every``-th frame, and when the last result is missing or older than
+        a track lives; otherwise around the faces of the last result (none there: no
+        search at all, until the next whole frame)."""
+        n, self._dispatched = self._dispatched, self._dispatched + 1
+        every, last = self.policy.detect_every, self._last_faces
+        if every <= 1 or n % every == 0 or last is None:
+            return None
+        if t - last[0] > self.policy.track_max_gap_s:
+            return None
+        return last[1]
 
     async def _consume(self) -> None:
         while True:
@@ -276,6 +295,7 @@ class CameraRunner:
 
     def _apply(self, frame: PendingFrame, batch: FaceBatch) -> None:
         outcome = self.analyser.update(frame.t, frame.seq, frame.received_at, batch)
+        self._last_faces = (frame.t, batch.detections.boxes.copy())
         frame.image = None
         now = time.monotonic()
         self._done_at.append(now)
@@ -312,6 +332,7 @@ class CameraRunner:
             "frames_received": src.frames_received,
             "frames_analysed": analysed,
             "frames_skipped": self.skipped,
+            "frames_region_searched": self.region_frames,
             "drops": drops + self.decode_dropped,
             "drop_rate": round((drops + self.decode_dropped) / max(1, drops + analysed), 4),
             "reconnects": src.reconnects,

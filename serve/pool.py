@@ -28,7 +28,7 @@ from ray import serve as ray_serve
 
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, set_torch_threads
-from pipelines.schemas import FaceBatch, FaceDetections, concat_batches, split_batch
+from pipelines.schemas import FaceBatch, concat_batches, split_batch
 from serve import metrics
 from serve.loopback import bind_replica_to_node
 from serve.pool_stats import PoolReporter
@@ -66,44 +66,47 @@ class FacePool:
         # @serve.batch adds these setters; its type hints keep the plain method's type
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)  # type: ignore[attr-defined]
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)  # type: ignore[attr-defined]
-        self.stats = {"live_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        self.stats = {"live_frames": 0, "live_region_frames": 0, "archive_frames": 0, "busy_s": 0.0}
         self.busy_by_lane = {LIVE: 0.0, ARCHIVE: 0.0}
         self._last_live = float("-inf")
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
 
-    async def _run(
-        self,
-        priority: int,
-        frames: list[np.ndarray],
-        with_crops: bool,
-        whole: list[bool] | None = None,
-        before: FaceDetections | None = None,
-    ) -> FaceBatch:
+    async def _run(self, priority: int, work: functools.partial) -> FaceBatch:
+        """``work`` (an engine call) on the model thread, when the gate lets it in."""
         async with self.gate.slot(priority):
             t0 = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            work = functools.partial(self.engine.process, frames, with_crops, whole, before)
-            out = await loop.run_in_executor(self.executor, work)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, work)
             took = time.perf_counter() - t0
             self.stats["busy_s"] += took
             self.busy_by_lane[priority] += took
-            lane = "live" if priority == LIVE else "archive"
-            labels = {"deployment": POOL_DEPLOYMENT, "lane": lane}
-            metrics.record("facewatch_pool_batch_size", len(frames), **labels)
-            metrics.record("facewatch_pool_frames", len(frames), **labels)
+            n = len(work.args[0])  # every engine call takes its frames first
+            labels = {
+                "deployment": POOL_DEPLOYMENT,
+                "lane": "live" if priority == LIVE else "archive",
+            }
+            metrics.record("facewatch_pool_batch_size", n, **labels)
+            metrics.record("facewatch_pool_frames", n, **labels)
             return out
 
-    async def live(self, frame: np.ndarray) -> FaceBatch:
-        """Faces in one live frame, with crops (for alerts)."""
+    async def live(self, frame: np.ndarray, regions: np.ndarray | None = None) -> FaceBatch:
+        """Faces in one live frame, with crops (for alerts): searched whole, or with
+        ``regions`` ((n, 4) boxes) only around those boxes (none: no face, no work)."""
         async with self.live_activity.request():
-            return await self._live_batch(frame)
+            return await self._live_batch(frame, regions)
 
     @ray_serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _live_batch(self, frames: list[np.ndarray]) -> list[FaceBatch]:
+    async def _live_batch(
+        self, frames: list[np.ndarray], regions: list[np.ndarray | None]
+    ) -> list[FaceBatch]:
+        """Frames of all cameras in one model call, whole and region searches together."""
         self.stats["live_frames"] += len(frames)
+        self.stats["live_region_frames"] += sum(r is not None for r in regions)
         self._last_live = time.monotonic()
-        return split_batch(await self._run(LIVE, list(frames), with_crops=True))
+        work = functools.partial(
+            self.engine.process_regions, list(frames), list(regions), with_crops=True
+        )
+        return split_batch(await self._run(LIVE, work))
 
     async def archive(
         self,
@@ -127,7 +130,8 @@ class FacePool:
             chunk = list(frames[start : start + size])
             flags = None if whole is None else whole[start : start + size]
             t0 = time.perf_counter()
-            part = await self._run(ARCHIVE, chunk, with_crops, flags, before)
+            work = functools.partial(self.engine.process, chunk, with_crops, flags, before)
+            part = await self._run(ARCHIVE, work)
             parts.append(part)
             last = part.detections.frame_index == len(chunk) - 1
             before = part.detections.select(last)

@@ -66,7 +66,7 @@ class FakeCatalogState:
         return self.frozen.get(camera_id)
 
 
-async def noop_analyse(frame):  # never called: no frames are pushed here
+async def noop_analyse(frame, regions=None):  # never called: no frames are pushed here
     raise AssertionError("no analysis expected")
 
 
@@ -114,7 +114,7 @@ class StalledPool:
     def __init__(self):
         self.called = asyncio.Event()
 
-    async def live(self, frame):
+    async def live(self, frame, regions=None):
         self.called.set()
         await asyncio.Event().wait()
 
@@ -162,7 +162,9 @@ class ShellClient:
         self.notified.append(asyncio.ensure_future(getattr(self.shell, method)(*args)))
 
 
-def api_client(shell: HubShell, client: ShellClient | None = None) -> httpx.AsyncClient:
+def api_client(
+    shell: HubShell, client: ShellClient | None = None, settings: Settings | None = None
+) -> httpx.AsyncClient:
     tokens = TokenTable(
         [
             ("ops", "admin", hash_token(ADMIN)),
@@ -170,7 +172,7 @@ def api_client(shell: HubShell, client: ShellClient | None = None) -> httpx.Asyn
             ("door", "camera", hash_token(DOOR)),  # named like its camera: bound to it
         ]
     )
-    app = create_app(Settings(), tokens, client or ShellClient(shell))
+    app = create_app(settings or Settings(), tokens, client or ShellClient(shell))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fw")
 
 
@@ -508,6 +510,106 @@ def test_a_frame_over_the_pixel_limit_is_refused_413_before_it_is_decoded(tmp_pa
     assert status == 413 and "2000x1001" in message and "max_push_pixels" in message
 
 
+class CountedBody:
+    """A request body sent in chunks, counting the chunks the server has taken."""
+
+    def __init__(self, data: bytes, chunk: int = 16 * 1024):
+        self.data, self.chunk, self.taken = data, chunk, 0
+
+    async def __aiter__(self):
+        for i in range(0, len(self.data), self.chunk):
+            self.taken += 1
+            yield self.data[i : i + self.chunk]
+
+    def push(self, c: httpx.AsyncClient, token: str, camera: str):
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/png"}
+        headers["Content-Length"] = str(len(self.data))
+        return c.post(f"/v1/cameras/{camera}/frames", content=self, headers=headers)
+
+
+def png_claiming(width: int, height: int, total: int) -> bytes:
+    """A PNG header saying ``width`` x ``height``, padded to ``total`` bytes (the pixels
+    are never read: what is refused from the header must not need them)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    head = b"\x89PNG\r\n\x1a\n" + chunk
+    return head + struct.pack(">I", total - len(head) - 8) + b"IDAT" + bytes(total - len(head) - 8)
+
+
+@pytest.mark.timeout(30)
+def test_an_oversized_frame_is_refused_from_its_first_bytes_without_reading_the_rest(tmp_path):
+    shell = CountingShell(tmp_path, noop_analyse)
+    body = CountedBody(png_claiming(6300, 6330, 4 * 1024 * 1024))  # as in the hostile probe
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell) as c:
+            r = await c.post("/v1/cameras", json={"id": "kiosk", "url": "push"}, headers=as_admin())
+            assert r.status_code == 201, r.text
+            refused = await body.push(c, CAMERA, "kiosk")
+        await shell.fleet.stop_all()
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert refused.status_code == 413 and "6300x6330" in refused.json()["error"]
+    assert body.taken * body.chunk <= 64 * 1024 + body.chunk  # the head only, of 4 MB
+    assert shell.decoded == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_over_its_byte_budget_gets_429_unread_and_other_cameras_do_not(tmp_path):
+    shell = CountingShell(tmp_path, noop_analyse)
+    settings = Settings(live={"max_push_bytes_per_s": 64 * 1024})
+    frame = png_claiming(640, 480, 100 * 1024)  # 100 KB: more than a second's budget
+
+    async def scenario():
+        await shell.fleet.refresh_lists()
+        async with api_client(shell, settings=settings) as c:
+            for cid in ("kiosk", "door"):
+                r = await c.post("/v1/cameras", json={"id": cid, "url": "push"}, headers=as_admin())
+                assert r.status_code == 201, r.text
+            first = await CountedBody(frame).push(c, CAMERA, "kiosk")
+            second_body = CountedBody(frame)
+            second = await second_body.push(c, CAMERA, "kiosk")
+            other = await CountedBody(frame).push(c, DOOR, "door")
+            received = {
+                cid: shell.fleet.get(cid).source.frames_received for cid in ("kiosk", "door")
+            }
+        await shell.fleet.stop_all()
+        return first, second, second_body.taken, other, received
+
+    first, second, taken, other, received = asyncio.run(scenario())
+    assert first.status_code == 202  # a full bucket lets any single frame in
+    assert second.status_code == 429 and "max_push_bytes_per_s" in second.json()["error"]
+    assert int(second.headers["retry-after"]) >= 1 and second.headers["connection"] == "close"
+    assert taken == 0  # refused from the headers: the body was never read
+    assert other.status_code == 202  # the budget is per camera
+    assert received == {"kiosk": 1, "door": 1}  # the refused frame never reached the hub
+
+
+def test_push_budget_refills_at_its_rate_and_lets_a_frame_in_while_not_in_debt():
+    from serve.pushlimit import PushBudget
+
+    now = [0.0]
+    budget = PushBudget(100, clock=lambda: now[0])
+    assert budget.retry_after_s("a") == 0
+    budget.charge("a", 150)  # one frame bigger than the bucket: in, into debt
+    assert budget.retry_after_s("a") == pytest.approx(0.5)
+    assert budget.retry_after_s("b") == 0  # another camera is not charged
+    now[0] = 0.5
+    assert budget.retry_after_s("a") == 0
+    budget.charge("a", 10)
+    now[0] = 100.0  # a long pause refills to one second's worth, no more
+    budget.charge("a", 100)
+    assert budget.retry_after_s("a") == 0
+    budget.charge("a", 1)
+    assert budget.retry_after_s("a") == pytest.approx(0.01)
+    assert budget.refused == 2
+
+
 def empty_batch() -> object:
     from pipelines.schemas import FaceBatch, FaceDetections, Quality
 
@@ -550,7 +652,7 @@ async def _flood(pool, held: HeldDecode):
     async def real_decode(data: bytes) -> np.ndarray:
         return await loop.run_in_executor(pool, decode_image, data, "frame", 8_000_000)
 
-    async def analyse(frame):
+    async def analyse(frame, regions=None):
         return empty_batch()
 
     a, b = (
