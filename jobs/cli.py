@@ -66,6 +66,7 @@ def _register() -> None:
     # Explicit, so a missing module is an import error, not a silently absent command.
     from jobs import (
         cli_audit,
+        cli_cluster,
         cli_deployment,
         cli_doctor,
         cli_evaluate,
@@ -86,6 +87,7 @@ def _register() -> None:
         "deployment": cli_deployment.app,
         "retention": cli_retention.app,
         "sightings": cli_sightings.app,
+        "cluster": cli_cluster.app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

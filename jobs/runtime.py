@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 SERVE_APP = "facewatch"  # the app `facewatch serve` deploys; its FacePool is reused
 JOB_POOL_APP = "facewatch-pool"  # a pool started by a job when no server is running
 POOL_START_TIMEOUT_S = 600.0  # how long a job's stages wait for pool replicas to load
+RAY_ADDRESS_ENV = "FACEWATCH_RAY_ADDRESS"  # the cluster to join (jobs/cluster.py sets it)
 LOCAL_START_ATTEMPTS = 2  # starts of a local Ray before giving up (see start_ray)
 
 
@@ -78,8 +79,10 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     """Connect to ``address``, or start Ray locally bound to 127.0.0.1.
 
     True when this call started a local Ray: it then ends with this process, and takes
-    everything started in it along (``ray.shutdown`` at exit).
+    everything started in it along (``ray.shutdown`` at exit). Without ``address``,
+    ``$FACEWATCH_RAY_ADDRESS`` names the cluster (``facewatch cluster run`` sets it).
     """
+    address = address or os.environ.get(RAY_ADDRESS_ENV) or None
     prepare_env(local=not address)
     quiet_ray()
     import ray
