@@ -76,6 +76,7 @@ def _register() -> None:
         cli_search,
         cli_serve,
         cli_sightings,
+        cli_store,
         cli_watchlist,
     )
 
@@ -88,6 +89,7 @@ def _register() -> None:
         "retention": cli_retention.app,
         "sightings": cli_sightings.app,
         "cluster": cli_cluster.app,
+        "store": cli_store.app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

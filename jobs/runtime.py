@@ -94,6 +94,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         ray.init(address=address, **common)
         return False
     from serve.local import keep_ray_on_loopback, ray_temp_dir, ray_token_auth
+    from serve.placement import local_resources
 
     private_umask()  # Ray's processes, and what they write, stay private too
     if settings is not None:  # as `facewatch serve`: the token in the home, 0600
@@ -107,6 +108,8 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         # One logical CPU beyond the pool's for the light stages (decode, matching).
         "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,
         "include_dashboard": False,
+        # one node is the home and the pool at once: it offers every placement resource
+        "resources": local_resources(settings),
         "_node_ip_address": "127.0.0.1",
         "_temp_dir": str(ray_temp_dir()),  # facewatch doctor finds orphans by it
     }
@@ -147,11 +150,13 @@ def _probe(path: str):
     return probe(path)
 
 
-def probe_remote():
-    """``probe`` as a Ray task: a decoder crash on a hostile file kills a worker, not us."""
+def probe_remote(settings: Settings | None = None):
+    """``probe`` as a Ray task, on the nodes that decode (``placement.workers``): a decoder
+    crash on a hostile file kills a worker, not us."""
     import ray
 
-    return ray.remote(num_cpus=0.25, max_retries=0)(_probe)
+    resources = dict(settings.placement.workers) if settings is not None else {}
+    return ray.remote(num_cpus=0.25, max_retries=0, resources=resources)(_probe)
 
 
 def _running_pool_app() -> str | None:
@@ -184,15 +189,19 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     from ray import serve as ray_serve
     from ray.serve.api import _run as serve_run_async  # serve.run, minus the wait
 
-    from serve.pool import POOL_DEPLOYMENT, build_pool
+    from serve.placement import actor_wants, check_placement
+    from serve.pool import POOL_DEPLOYMENT, build_pool, pool_options
 
     app = _running_pool_app()
     owned = app is None
     if owned:
         if expect is not None:  # the pool will embed with the configured embedder
             _check_embedder(_configured_embedder(settings), expect)
-        ray_serve.start(proxy_location="Disabled")
         gpus = ray.cluster_resources().get("GPU", 0) > 0
+        check_placement(
+            {POOL_DEPLOYMENT: actor_wants(pool_options(settings, gpus)["ray_actor_options"])}
+        )
+        ray_serve.start(proxy_location="Disabled")
         pool = build_pool(settings, gpus)
         serve_run_async(pool, _blocking=False, name=JOB_POOL_APP, route_prefix=None)
         app = JOB_POOL_APP
@@ -316,9 +325,12 @@ def pool_errors_fail():
     """For the CLI: a pool that cannot start (exit 1) or that embeds with another embedder
     than the store's (exit 2, a configuration error) is a clear error, not a traceback."""
     from jobs.common import EXIT_UNEXPECTED, fail
+    from serve.placement import PlacementError
 
     try:
         yield
+    except PlacementError as exc:
+        fail(str(exc))
     except PoolStartError as exc:
         logging.getLogger(__name__).info("Serve's report on the face pool:\n%s", exc.details)
         fail(f"{exc} (-v shows Serve's whole report)", EXIT_UNEXPECTED)

@@ -14,6 +14,7 @@ the server runs uses the same replicas (live first) instead of loading a second 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ from serve.api import Api
 from serve.auth import TokenTable
 from serve.cameras import load_cameras_file
 from serve.hub import HUB_DEPLOYMENT, LiveHub
-from serve.pool import POOL_DEPLOYMENT, build_pool
+from serve.placement import actor_wants, check_placement, check_store_for_cluster
+from serve.pool import POOL_DEPLOYMENT, FacePool, pool_options
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "facewatch"  # jobs.runtime.SERVE_APP
 API_DEPLOYMENT = "Api"
@@ -78,20 +82,40 @@ def compose(
     if settings.live.cameras_file is not None:
         cameras = [c.model_dump() for c in load_cameras_file(settings.live.cameras_file)]
     data = settings.model_dump(mode="json")
-    pool = build_pool(settings, gpus_available)
-    if POOL_DEPLOYMENT in overrides:
-        pool = _rebind_pool(settings, gpus_available, overrides[POOL_DEPLOYMENT])
-    hub = LiveHub.options(ray_actor_options=LIGHT, **overrides.get(HUB_DEPLOYMENT, {})).bind(
-        data, pool, cameras
-    )
-    return Api.options(ray_actor_options=LIGHT, **overrides.get(API_DEPLOYMENT, {})).bind(data, hub)
+    options = _options(settings, gpus_available, overrides)
+    _check_placement(settings, options)
+    pool = FacePool.options(**options[POOL_DEPLOYMENT]).bind(data)
+    hub = LiveHub.options(**options[HUB_DEPLOYMENT]).bind(data, pool, cameras)
+    return Api.options(**options[API_DEPLOYMENT]).bind(data, hub)
 
 
-def _rebind_pool(settings: Settings, gpus: bool, override: dict[str, Any]):
-    from serve.pool import FacePool, pool_options
+def _options(settings: Settings, gpus: bool, overrides: dict[str, dict[str, Any]]):
+    """Each deployment's options: ours, then conf/serve.yaml's on top (its
+    ``ray_actor_options`` merged key by key, so a placement there keeps our CPU share)."""
+    ours = {
+        POOL_DEPLOYMENT: pool_options(settings, gpus),
+        HUB_DEPLOYMENT: {"ray_actor_options": LIGHT},
+        API_DEPLOYMENT: {"ray_actor_options": LIGHT},
+    }
+    merged = {}
+    for name, base in ours.items():
+        override = overrides.get(name, {})
+        actor = {**base.get("ray_actor_options", {}), **override.get("ray_actor_options", {})}
+        merged[name] = {**base, **override, "ray_actor_options": actor}
+    return merged
 
-    options = {**pool_options(settings, gpus), **override}
-    return FacePool.options(**options).bind(settings.model_dump(mode="json"))
+
+def _check_placement(settings: Settings, options: dict[str, dict[str, Any]]) -> None:
+    """On a running cluster, a deployment no node can host fails the deploy now, clearly
+    (serve/placement.py), instead of waiting forever for its replicas."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    wants = {name: actor_wants(o["ray_actor_options"]) for name, o in options.items()}
+    check_placement(wants)
+    hub = options[HUB_DEPLOYMENT]["ray_actor_options"].get("resources") or {}
+    logger.info(check_store_for_cluster(settings, hub))  # LiveHub writes the store
 
 
 def _cluster_has_gpus() -> bool:
