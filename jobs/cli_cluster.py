@@ -32,8 +32,8 @@ def _directory(ctx: typer.Context, directory: Path | None) -> Path:
 def up(
     ctx: typer.Context,
     workers: int = typer.Option(2, "--workers", min=1, max=8, help="worker (pool) nodes"),
-    worker_cpus: float = typer.Option(1.0, "--worker-cpus", min=0.5, help="CPUs per worker"),
-    head_cpus: float = typer.Option(1.0, "--head-cpus", min=0.5, help="CPUs of the head"),
+    worker_cpus: int = typer.Option(1, "--worker-cpus", min=1, max=64, help="CPUs per worker"),
+    head_cpus: int = typer.Option(1, "--head-cpus", min=1, max=64, help="CPUs of the head"),
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
 ) -> None:
     """Start a head (the home node) and N worker nodes on 127.0.0.1, in a private network

@@ -48,8 +48,8 @@ class ClusterSpec:
     """The nodes to start. Resource names match conf/serve.yaml and conf/facewatch.yaml."""
 
     workers: int = 2
-    head_cpus: float = 1.0
-    worker_cpus: float = 1.0
+    head_cpus: int = 1  # Ray takes whole logical CPUs per node
+    worker_cpus: int = 1
     home_resource: str = "facewatch_home"
     pool_resource: str = "facewatch_pool"
     # how much of each custom resource a node holds (placements ask for small fractions)
@@ -149,7 +149,7 @@ def _wait_ready(directory: Path, proc: subprocess.Popen, timeout_s: float) -> Cl
     log = (directory / LOG_FILE).read_text(errors="replace")[-3000:]
     raise ClusterError(
         f"the test cluster did not start (exit {proc.poll()}; `unshare -n` needs "
-        f"CAP_SYS_ADMIN): {log}"
+        f"CAP_SYS_ADMIN); the supervisor's log ends: {log}"
     )
 
 

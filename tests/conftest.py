@@ -134,14 +134,15 @@ def store_settings(request, tmp_path):
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A real Ray cluster for the session: a head (the home node, ``facewatch_home``) and two
-    worker nodes (``facewatch_pool``), one CPU each, on 127.0.0.1 in a private network
+    worker nodes (``facewatch_pool``, 2 logical CPUs each: a pool replica and the archive
+    stages beside it), on 127.0.0.1 in a private network
     namespace (jobs/cluster.py). Drivers join it through ``handle.run`` / ``handle.command``;
     this test process stays outside, in the machine's namespace."""
     from jobs.cluster import ClusterError, ClusterSpec, down, up
 
     where = tmp_path_factory.mktemp("cluster")
     try:
-        handle = up(where, ClusterSpec(workers=2))
+        handle = up(where, ClusterSpec(workers=2, worker_cpus=2))
     except ClusterError as exc:
         pytest.fail(f"these tests need the multi-node test cluster: {exc}")
     try:

@@ -52,7 +52,7 @@ def test_status_shows_a_home_node_and_two_pool_nodes_on_loopback(ray_cluster):
     workers = [n for n in nodes if not n["head"]]
     assert len(heads) == 1 and "facewatch_home" in heads[0]["resources"]
     assert len(workers) == 2
-    assert all("facewatch_pool" in n["resources"] and n["cpus"] == 1 for n in workers)
+    assert all("facewatch_pool" in n["resources"] and n["cpus"] == 2 for n in workers)
 
 
 @pytest.mark.timeout(240)
