@@ -8,7 +8,7 @@ export RAY_NODE_IP_ADDRESS ?= 127.0.0.1
 DEMO_HOME ?= $(CURDIR)/.facewatch/demo-home
 DEMO_OUT ?= $(CURDIR)/demo-out
 
-.PHONY: demo test test-fast docs lint format install install-dev bench clean
+.PHONY: demo test test-fast test-cluster cluster-up cluster-down docs lint format install install-dev bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,18 @@ test: lint docs
 # The unit tier: no Ray, no models, no servers, no browser (under a minute).
 test-fast: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest -q -m unit
+
+# The tests on the multi-node Ray cluster (also part of `make test`).
+test-cluster: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest -q -m cluster
+
+# A head and two worker nodes on 127.0.0.1 in a private network namespace (needs root or
+# CAP_SYS_ADMIN for `unshare -n`); `facewatch cluster run -- COMMAND` uses it.
+cluster-up: $(VENV)/.installed
+	$(PY) -m jobs.cli cluster up --workers 2
+
+cluster-down: $(VENV)/.installed
+	$(PY) -m jobs.cli cluster down
 
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix pipelines serve jobs tests benchmarks docs

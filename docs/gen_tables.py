@@ -296,6 +296,39 @@ def live_cost(bench: dict[str, Any]) -> str:
     )
 
 
+def cluster_scaling(bench: dict[str, Any]) -> str:
+    """benchmarks/bench_cluster.py: the same search on 1 and on 2 pool nodes."""
+    rows = []
+    for r in bench["runs"]:
+        st = r["stages"]
+        rows.append(
+            [
+                r["pool_nodes"],
+                f"{r['job_wall_s']:.1f} s",
+                r["frames"],
+                f"{st['decode_s']:.1f} s",
+                f"{st['pool_s']:.1f} s",
+                f"{st['rest_s']:.1f} s",
+                f"{st['store_writes_s']:.3f} s",
+                ", ".join(r["sightings"]) or "-",
+            ]
+        )
+    header = ["pool nodes", "job wall", "frames", "decode", "pool (busy)", "rest", "store"]
+    model = bench["paper_10_gpu_nodes"]
+    rates = ", ".join(f"{k} {v:g}" for k, v in model["frames_per_s"].items())
+    return (
+        table([*header, "found"], rows)
+        + f"\nSpeed-up 1 -> 2 pool nodes: **{bench['speedup']}x** (efficiency "
+        f"{pct(bench['efficiency'], 0)}); the same people found: {bench['same_sightings']}. "
+        f"Machine: {bench['machine']['cpus']} cores, load average before/after "
+        f"{bench['machine']['load_before'][0]:g} / {bench['machine']['load_after'][0]:g} "
+        f"({bench['others_running'] or 'nothing else noted'}).\n\n"
+        f"On paper, {model['nodes']} GPU pool nodes (each replica assumed "
+        f"{model['assumed_gpu_speedup_per_replica']:g}x one CPU thread), frames per second "
+        f"each stage sustains: {rates}; the wall: **{model['wall']}**.\n"
+    )
+
+
 def index_small(bench: dict[str, Any]) -> str:
     real = bench["real"]
     rows = [
@@ -589,5 +622,6 @@ def tables(results: Path) -> dict[str, str]:
         "live.md": live(load(results, "bench_live.json")),
         "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
         "index-small.md": index_small(index),
+        "cluster-scaling.md": cluster_scaling(load(results, "bench_cluster.json")),
         "index-million.md": index_million(index),
     }

@@ -155,6 +155,36 @@ class PoolConfig(Strict):
     )
 
 
+Resources = dict[str, Annotated[float, Field(gt=0)]]
+
+
+class PlacementConfig(Strict):
+    """Where work runs on a multi-node Ray cluster, by custom resource (``ray start
+    --resources``); empty: anywhere. On one node facewatch's local Ray holds every resource
+    named here (``serve.placement.local_resources``), so one config serves both. Serve's
+    deployments are placed in conf/serve.yaml (``ray_actor_options.resources``)."""
+
+    home: Resources = Field(
+        default_factory=lambda: {"facewatch_home": 0.01},
+        description="what the node that holds the home offers: stateful parts, the store "
+        "writer when milvus-lite is used",
+    )
+    pool: Resources = Field(
+        default_factory=lambda: {"facewatch_pool": 0.01},
+        description="asked by each FacePool replica a job starts (pool nodes; GPUs in production)",
+    )
+    workers: Resources = Field(
+        default_factory=lambda: {"facewatch_pool": 0.01},
+        description="asked by the archive stages: probing, decoding, the face stage "
+        "(near the pool)",
+    )
+    lite_writers_on_home: bool = Field(
+        False,
+        description="allow milvus-lite on a multi-node cluster: every writer is pinned to the "
+        "home node (home resources set); otherwise a cluster needs a Milvus server",
+    )
+
+
 class StoreConfig(Strict):
     """Where embeddings, matches and the face index live (Milvus)."""
 
@@ -416,6 +446,7 @@ class Settings(Strict):
     embedder: EmbedderConfig = DlibResnetConfig()
     pool: PoolConfig = PoolConfig()
     store: StoreConfig = StoreConfig()
+    placement: PlacementConfig = PlacementConfig()
     search: SearchConfig = SearchConfig()
     governance: GovernanceConfig = GovernanceConfig()
     live: LiveConfig = LiveConfig()

@@ -14,6 +14,7 @@ the server runs uses the same replicas (live first) instead of loading a second 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ from pipelines.live.cameras import load_cameras_file
 from serve.api import Api
 from serve.auth import TokenTable
 from serve.hub import HUB_DEPLOYMENT, LiveHub
-from serve.pool import POOL_DEPLOYMENT, build_pool
+from serve.placement import actor_wants, check_placement, check_store_for_cluster
+from serve.pool import POOL_DEPLOYMENT, FacePool, pool_options
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "facewatch"  # jobs.archive.runtime.SERVE_APP
 API_DEPLOYMENT = "Api"
@@ -78,23 +82,43 @@ def compose(
     if settings.live.cameras_file is not None:
         cameras = [c.model_dump() for c in load_cameras_file(settings.live.cameras_file)]
     data = settings.model_dump(mode="json")
-    pool = build_pool(settings, gpus_available)
-    if POOL_DEPLOYMENT in overrides:
-        pool = _rebind_pool(settings, gpus_available, overrides[POOL_DEPLOYMENT])
+    options = _options(settings, gpus_available, overrides)
+    _check_placement(settings, options)
     # @serve.deployment makes each class a Deployment (.options, .bind); mypy sees the class
-    hub_options = {"ray_actor_options": LIGHT, **overrides.get(HUB_DEPLOYMENT, {})}
-    hub = LiveHub.options(**hub_options).bind(data, pool, cameras)  # type: ignore[attr-defined]
-    api_options = {"ray_actor_options": LIGHT, **overrides.get(API_DEPLOYMENT, {})}
-    return Api.options(**api_options).bind(data, hub)  # type: ignore[attr-defined]
-
-
-def _rebind_pool(settings: Settings, gpus: bool, override: dict[str, Any]):
-    from serve.pool import FacePool, pool_options
-
-    options = {**pool_options(settings, gpus), **override}
-    return FacePool.options(**options).bind(  # type: ignore[attr-defined]  # a Deployment
-        settings.model_dump(mode="json")
+    pool = FacePool.options(**options[POOL_DEPLOYMENT]).bind(data)  # type: ignore[attr-defined]
+    hub = LiveHub.options(**options[HUB_DEPLOYMENT]).bind(  # type: ignore[attr-defined]
+        data, pool, cameras
     )
+    return Api.options(**options[API_DEPLOYMENT]).bind(data, hub)  # type: ignore[attr-defined]
+
+
+def _options(settings: Settings, gpus: bool, overrides: dict[str, dict[str, Any]]):
+    """Each deployment's options: ours, then conf/serve.yaml's on top (its
+    ``ray_actor_options`` merged key by key, so a placement there keeps our CPU share)."""
+    ours = {
+        POOL_DEPLOYMENT: pool_options(settings, gpus),
+        HUB_DEPLOYMENT: {"ray_actor_options": LIGHT},
+        API_DEPLOYMENT: {"ray_actor_options": LIGHT},
+    }
+    merged = {}
+    for name, base in ours.items():
+        override = overrides.get(name, {})
+        actor = {**base.get("ray_actor_options", {}), **override.get("ray_actor_options", {})}
+        merged[name] = {**base, **override, "ray_actor_options": actor}
+    return merged
+
+
+def _check_placement(settings: Settings, options: dict[str, dict[str, Any]]) -> None:
+    """On a running cluster, a deployment no node can host fails the deploy now, clearly
+    (serve/placement.py), instead of waiting forever for its replicas."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    wants = {name: actor_wants(o["ray_actor_options"]) for name, o in options.items()}
+    check_placement(wants)
+    hub = options[HUB_DEPLOYMENT]["ray_actor_options"].get("resources") or {}
+    logger.info(check_store_for_cluster(settings, hub))  # LiveHub writes the store
 
 
 def _cluster_has_gpus() -> bool:

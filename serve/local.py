@@ -32,6 +32,7 @@ import yaml
 from pipelines.errors import FacewatchError
 from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
+from serve.placement import local_resources
 from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 logger = logging.getLogger(__name__)
@@ -170,8 +171,9 @@ def ray_temp_dir() -> Path:
     return path
 
 
-def start_ray_local(num_cpus: int | None = None) -> bool:
-    """A local Ray on 127.0.0.1 (token auth set up by the caller); False if already up."""
+def start_ray_local(num_cpus: int | None = None, resources: dict | None = None) -> bool:
+    """A local Ray on 127.0.0.1 (token auth set up by the caller); False if already up.
+    ``resources``: the placement resources it offers (serve.placement.local_resources)."""
     import ray
 
     if ray.is_initialized():
@@ -180,6 +182,7 @@ def start_ray_local(num_cpus: int | None = None) -> bool:
     ray.init(
         address="local",
         num_cpus=num_cpus,
+        resources=resources,
         include_dashboard=False,
         **metrics_port_option(),
         _node_ip_address="127.0.0.1",
@@ -249,7 +252,7 @@ def start_local(
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
     hide_serve_routes()
-    start_ray_local(ray_cpus(settings))
+    start_ray_local(ray_cpus(settings), local_resources(settings, serve_file.overrides))
     if after_ray is not None:
         after_ray()
     ray_serve.start(

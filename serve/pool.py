@@ -208,10 +208,10 @@ def pool_options(settings: Settings, gpus_available: bool) -> dict[str, Any]:
     num_gpus = pool.num_gpus
     if num_gpus == 0 and gpus_available and pool.device in ("auto", "cuda"):
         num_gpus = round(1.0 / pool.num_replicas, 3)  # share one GPU across replicas
-    return {
-        "num_replicas": pool.num_replicas,
-        "ray_actor_options": {"num_cpus": pool.num_cpus, "num_gpus": num_gpus},
-    }
+    options: dict[str, Any] = {"num_cpus": pool.num_cpus, "num_gpus": num_gpus}
+    if settings.placement.pool:  # pool nodes of a cluster (serve/placement.py)
+        options["resources"] = dict(settings.placement.pool)
+    return {"num_replicas": pool.num_replicas, "ray_actor_options": options}
 
 
 def build_pool(settings: Settings, gpus_available: bool = False):

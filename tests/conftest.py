@@ -61,6 +61,7 @@ HEAVY_FIXTURES = frozenset(
         "milvus_server",  # a real Milvus 2.3 server in a network namespace
         "store_settings",  # a store on each backend (one of them a Milvus server)
         "metrics_stack",  # a live server, a search and Prometheus (tests/serve/test_prometheus.py)
+        "ray_cluster",  # a head + 2 worker Ray nodes in a network namespace (jobs/cluster.py)
     }
 )
 
@@ -129,3 +130,23 @@ def store_settings(request, tmp_path):
         inside.close()
         admin.drop_database(name)
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real Ray cluster for the session: a head (the home node, ``facewatch_home``) and two
+    worker nodes (``facewatch_pool``, 2 logical CPUs each: a pool replica and the archive
+    stages beside it), on 127.0.0.1 in a private network
+    namespace (jobs/cluster.py). Drivers join it through ``handle.run`` / ``handle.command``;
+    this test process stays outside, in the machine's namespace."""
+    from jobs.cluster import ClusterError, ClusterSpec, down, up
+
+    where = tmp_path_factory.mktemp("cluster")
+    try:
+        handle = up(where, ClusterSpec(workers=2, worker_cpus=2))
+    except ClusterError as exc:
+        pytest.fail(f"these tests need the multi-node test cluster: {exc}")
+    try:
+        yield handle
+    finally:
+        down(where)

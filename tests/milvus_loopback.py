@@ -88,8 +88,13 @@ async def _inside(data: Path) -> None:
 
 # -- outside: the test side ----------------------------------------------------------------
 class MilvusLoopbackServer:
-    def __init__(self, data: Path):
+    """``inside``: a command prefix that enters an existing private namespace (the test
+    cluster's ``nsenter``, jobs/cluster.py); the server then runs there, and its URI is
+    for processes in that namespace (no relay to this one)."""
+
+    def __init__(self, data: Path, inside: list[str] | None = None):
         self.data = Path(data)
+        self.inside = inside
         self.proc: subprocess.Popen | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -116,8 +121,11 @@ class MilvusLoopbackServer:
             raise MilvusServerUnavailable("`unshare` (util-linux) is not installed")
         self.data.mkdir(parents=True, exist_ok=True)
         inner = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} {self.data}"
+        argv = ["unshare", "-n", "sh", "-c", inner]
+        if self.inside is not None:
+            argv = [*self.inside, sys.executable, str(Path(__file__).resolve()), str(self.data)]
         self.proc = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c", inner],
+            argv,
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -132,6 +140,9 @@ class MilvusLoopbackServer:
                 f"(`unshare -n` needs CAP_SYS_ADMIN, e.g. root or a privileged container): "
                 f"first line {line!r}, exit {self.proc.poll()}, stderr: {err[-2000:]}"
             )
+        if self.inside is not None:
+            self.port = int(line.split()[1])  # the server's own port, in that namespace
+            return
         self._start_relay()
 
     def _first_line(self) -> str:

@@ -117,10 +117,12 @@ def _unknown_options(line: str, root) -> list[str]:
     """The options of one command line that its command does not have."""
     tokens = [t.strip("[]|") for t in shlex.split(line, comments=True)[1:]]
     command, wrong, skip = root, [], False
-    for token in tokens:
+    for i, token in enumerate(tokens):
         if skip or not token:
             skip = False
             continue
+        if token == "--":  # `facewatch cluster run -- COMMAND`: a facewatch command follows
+            return wrong + _unknown_options(shlex.join(["facewatch", *tokens[i + 1 :]]), root)
         if command is root and token in GLOBAL_VALUE_OPTIONS:
             skip = True
         elif token.startswith("-"):

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 SERVE_APP = "facewatch"  # the app `facewatch serve` deploys; its FacePool is reused
 JOB_POOL_APP = "facewatch-pool"  # a pool started by a job when no server is running
 POOL_START_TIMEOUT_S = 600.0  # how long a job's stages wait for pool replicas to load
+RAY_ADDRESS_ENV = "FACEWATCH_RAY_ADDRESS"  # the cluster to join (jobs/cluster.py sets it)
 LOCAL_START_ATTEMPTS = 2  # starts of a local Ray before giving up (see start_ray)
 
 
@@ -80,8 +81,10 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
     """Connect to ``address``, or start Ray locally bound to 127.0.0.1.
 
     True when this call started a local Ray: it then ends with this process, and takes
-    everything started in it along (``ray.shutdown`` at exit).
+    everything started in it along (``ray.shutdown`` at exit). Without ``address``,
+    ``$FACEWATCH_RAY_ADDRESS`` names the cluster (``facewatch cluster run`` sets it).
     """
+    address = address or os.environ.get(RAY_ADDRESS_ENV) or None
     prepare_env(local=not address)
     quiet_ray()
     import ray
@@ -93,6 +96,7 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         ray.init(address=address, **common)
         return False
     from serve.local import keep_ray_on_loopback, ray_temp_dir, ray_token_auth
+    from serve.placement import local_resources
 
     private_umask()  # Ray's processes, and what they write, stay private too
     if settings is not None:  # as `facewatch serve`: the token in the home, 0600
@@ -106,6 +110,8 @@ def start_ray(address: str | None = None, settings: Settings | None = None) -> b
         # One logical CPU beyond the pool's for the light stages (decode, matching).
         "num_cpus": max(cores, int(pool_cpus + 0.999)) + 1,
         "include_dashboard": False,
+        # one node is the home and the pool at once: it offers every placement resource
+        "resources": local_resources(settings),
         "_node_ip_address": "127.0.0.1",
         "_temp_dir": str(ray_temp_dir()),  # facewatch doctor finds orphans by it
     }
@@ -147,11 +153,13 @@ def probe_video(path: str):
     return probe(path)
 
 
-def probe_remote():
-    """``probe`` as a Ray task: a decoder crash on a hostile file kills a worker, not us."""
+def probe_remote(settings: Settings | None = None):
+    """``probe`` as a Ray task, on the nodes that decode (``placement.workers``): a decoder
+    crash on a hostile file kills a worker, not us."""
     import ray
 
-    return ray.remote(num_cpus=0.25, max_retries=0)(probe_video)
+    resources = dict(settings.placement.workers) if settings is not None else {}
+    return ray.remote(num_cpus=0.25, max_retries=0, resources=resources)(probe_video)
 
 
 def _running_pool_app() -> str | None:
@@ -184,15 +192,19 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     from ray import serve as ray_serve
     from ray.serve.api import _run as serve_run_async  # serve.run, minus the wait
 
-    from serve.pool import POOL_DEPLOYMENT, build_pool
+    from serve.placement import actor_wants, check_placement
+    from serve.pool import POOL_DEPLOYMENT, build_pool, pool_options
 
     app = _running_pool_app()
     owned = app is None
     if owned:
         if expect is not None:  # the pool will embed with the configured embedder
             check_embedder(_configured_embedder(settings), expect)
-        ray_serve.start(proxy_location="Disabled")
         gpus = ray.cluster_resources().get("GPU", 0) > 0
+        check_placement(
+            {POOL_DEPLOYMENT: actor_wants(pool_options(settings, gpus)["ray_actor_options"])}
+        )
+        ray_serve.start(proxy_location="Disabled")
         pool = build_pool(settings, gpus)
         serve_run_async(pool, _blocking=False, name=JOB_POOL_APP, route_prefix=None)
         app = JOB_POOL_APP

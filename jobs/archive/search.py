@@ -23,6 +23,7 @@ import numpy as np
 
 from jobs.archive import runtime
 from jobs.archive.search_stages import FaceStage, decode_segment
+from jobs.archive.shared_files import unreadable_on_workers
 from pipelines.config import Settings
 from pipelines.images import sha256_file
 from pipelines.match import Gallery, Matcher
@@ -165,7 +166,11 @@ class ArchiveSearch:
                 shown = str(p).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 reason = "the file name is not valid UTF-8: rename the file to search it"
                 errors.append(FileError(shown, reason, "open"))
-        probes = [runtime.probe_remote().remote(str(p)) for p in files]
+        # a file the decoding nodes cannot read as the driver does: one error row each
+        for path, reason in unreadable_on_workers(files, self.settings).items():
+            files.remove(path)
+            errors.append(FileError(str(path), reason, "open"))
+        probes = [runtime.probe_remote(self.settings).remote(str(p)) for p in files]
         for path, ref in zip(files, probes, strict=True):
             try:
                 info = ray.get(ref, timeout=PROBE_TIMEOUT_S)
@@ -257,6 +262,7 @@ class ArchiveSearch:
         import ray.data
 
         chunk = self.settings.pool.archive_chunk_frames
+        workers = dict(self.settings.placement.workers)
         return (
             ray.data.from_items(segments, override_num_blocks=len(segments))
             # One decoder by default: it reads a 720p segment's sampled frames many times
@@ -267,6 +273,7 @@ class ArchiveSearch:
                 decode_segment,
                 batch_size=1,
                 num_cpus=0.25,
+                resources=workers,  # decode on worker nodes, near the pool
                 compute=ray.data.TaskPoolStrategy(size=self.settings.search.decoders),
             )
             .map_batches(
@@ -280,6 +287,7 @@ class ArchiveSearch:
                 batch_size=chunk * self.settings.pool.num_replicas,
                 compute=ray.data.ActorPoolStrategy(size=self._stage_actors(len(segments))),
                 num_cpus=0.1,
+                resources=workers,
                 # measured: up to about 440 MiB each (Python, Ray, numpy, the list in
                 # memory); said up front with Ray's 25% headroom, so Ray places them
                 # knowingly and does not warn mid-job

@@ -26,6 +26,7 @@ from pipelines.store import TEXT_LEN, StoreError
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
+from serve.placement import check_store_for_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ class SearchSetup:
             self.actor, "export.search", case=self.case, target=self.target, out=str(out.resolve())
         )
         local = runtime.start_ray(ray_address, self.settings)
+        # this driver writes the store, from the home's node: milvus-lite on a cluster
+        # only if the config pins writers there (serve/placement.py)
+        logger.info(check_store_for_cluster(self.settings, dict(self.settings.placement.home)))
         # A pool started in a Ray that ends with this process goes with it: no need to
         # wait for Serve to take it down first.
         pool = runtime.face_pool(self.settings, self.gallery.embedder, cleanup=not local)

@@ -66,6 +66,7 @@ def _register() -> None:
     # Explicit, so a missing module is an import error, not a silently absent command.
     from jobs.cli import (
         audit,
+        cluster,
         deployment,
         doctor,
         evaluate,
@@ -76,6 +77,7 @@ def _register() -> None:
         serve,
         sightings,
         status,
+        store,
         watchlist,
     )
 
@@ -87,6 +89,8 @@ def _register() -> None:
         "deployment": deployment.app,
         "retention": retention.app,
         "sightings": sightings.app,
+        "cluster": cluster.app,
+        "store": store.app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

@@ -470,7 +470,7 @@ def test_a_file_whose_decoder_hangs_is_skipped(data, ray_address, monkeypatch, t
         return runtime.probe_video(path)
 
     fake_task = ray.remote(num_cpus=0.25)(fake_stuck_probe)
-    monkeypatch.setattr(runtime, "probe_remote", lambda: fake_task)
+    monkeypatch.setattr(runtime, "probe_remote", lambda *_: fake_task)
     monkeypatch.setattr(search_mod, "PROBE_TIMEOUT_S", 2.0)
     info = EmbedderInfo("fake-space", "1", 4)
     empty = Gallery(np.zeros((0, 4), np.float32), [], [], [], [], [], info, np.zeros(0))

@@ -17,9 +17,9 @@ import pytest
 
 from pipelines.config import LiveConfig
 from pipelines.images import encode_jpeg
+from pipelines.live.cameras import CameraSpec
 from pipelines.schemas import EmbedderInfo, FaceBatch, FaceDetections, Quality
 from pipelines.track import iou_matrix
-from pipelines.live.cameras import CameraSpec
 from serve.ingest import CameraRunner
 from serve.sources import Pacer
 
