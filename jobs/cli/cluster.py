@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 
 from jobs import cluster
-from jobs.cli.common import EXIT_UNEXPECTED, console, emit_json, fail, get_context
+from jobs.cli.common import console, emit_json, fail, get_context
+from pipelines.errors import EXIT_UNEXPECTED
 
 app = typer.Typer(help="A multi-node Ray cluster on this machine (head + worker nodes).")
 

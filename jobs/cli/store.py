@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from jobs.cli.common import EXIT_UNEXPECTED, console, current_actor, emit_json, fail, get_context
+from jobs.cli.common import console, current_actor, emit_json, fail, get_context
 from pipelines.config import redact_userinfo
+from pipelines.errors import EXIT_UNEXPECTED
 from pipelines.home import Home
 from pipelines.store import StoreError, VectorStore
 from pipelines.store_migrate import migrate
