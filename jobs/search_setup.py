@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jobs import runtime
 from jobs.common import local_engine
+from jobs.resume import CompletionBook, search_key
 from jobs.search import ArchiveSearch, FileResult, Progress, SearchResult
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
@@ -42,6 +43,7 @@ class SearchSetup:
     case: str
     reason: str
     target: str  # "list:NAME", "all lists" or "probe:HASH,..."
+    resumed: list[str] = field(default_factory=list)  # files done by an earlier run
 
     @classmethod
     def prepare(
@@ -107,6 +109,9 @@ class SearchSetup:
         self.home.audit.append(
             self.actor, "export.search", case=self.case, target=self.target, out=str(out.resolve())
         )
+        key = search_key(self.settings, self.gallery, self.case, self.target, fps, out)
+        book = CompletionBook(self.home.catalog, key)
+        self.resumed = book.skipped
         local = runtime.start_ray(ray_address, self.settings)
         # A pool started in a Ray that ends with this process goes with it: no need to
         # wait for Serve to take it down first.
@@ -117,12 +122,19 @@ class SearchSetup:
                 out,
                 fps,
                 progress,
-                on_file=lambda res, _extra: self._persist(res, out),
+                on_file=lambda res, _extra: self._persist(res, out, book),
                 case=self.case,
+                restore=book.restorer(),
             )
             return job.run(self.paths, app)
 
-    def _persist(self, res: FileResult, out: Path) -> None:
+    def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
+        """The file's matches to the store and thumbnails to disk, then (only then) its
+        completion record, so a rerun of this search skips it."""
+        self._store(res, out)
+        book.record(res)
+
+    def _store(self, res: FileResult, out: Path) -> None:
         rows = []
         for m in res.matches:
             crop = m.extra.pop("crop", b"")
@@ -144,6 +156,7 @@ class SearchSetup:
             "searched for": self.target,
             "files searched": len(result.files),
             "files failed": len(result.errors),
+            "files resumed": len(self.resumed),
             "video": f"{result.video_s:.1f}s",
             "frames analysed": sum(f.frames for f in result.files),
             "faces": sum(f.faces for f in result.files),
@@ -161,6 +174,7 @@ class SearchSetup:
             "target": self.target,
             "files": len(result.files),
             "files_failed": len(result.errors),
+            "files_resumed": len(self.resumed),
             "video_s": round(result.video_s, 3),
             "frames": sum(f.frames for f in result.files),
             "faces": sum(f.faces for f in result.files),
