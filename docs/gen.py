@@ -5,7 +5,8 @@
 - ``docs/reference/cli.md`` from the typer app ``jobs.cli:app`` (every command, its help and
   its options, as ``--help`` shows them);
 - the accuracy and benchmark tables under ``docs/generated/`` from
-  ``benchmarks/results/*.json``, which the accuracy and performance pages include.
+  ``benchmarks/results/*.json``, which the accuracy and performance pages include;
+- the bad-input table from ``tests/bad_input_cases.py`` (the corpus the tests check).
 
 Run ``.venv/bin/python -m docs.gen`` after changing any of those sources; ``tests/test_docs.py``
 fails while a committed page differs from what this writes. The output depends only on the
@@ -221,6 +222,23 @@ def code_map() -> str:
     return "\n".join(out)
 
 
+def bad_input_table() -> str:
+    """The bad-input corpus (tests/bad_input_cases.py, the table tests/test_bad_input.py
+    checks) as a Markdown table."""
+    import runpy
+
+    cases = runpy.run_path(str(ROOT / "tests" / "bad_input_cases.py"))["CASES"]
+    rows = ["| entry point | bad input | answer | message says |", "|---|---|---|---|"]
+    for c in cases:
+        answer, _, fragment = (c.expect + " | ").partition(" | ")
+        shown = "accepted" if c.expect == "ok" else answer
+        rows.append(
+            f"| {cell(c.entry)} | {cell(c.kind)} | {cell(shown)} | "
+            f"{code(fragment.strip(' |')) if fragment.strip(' |') else ''} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -228,6 +246,7 @@ def pages() -> dict[str, str]:
     """Every generated page, by its path under docs/."""
     out = {"reference/config.md": config_reference(), "reference/cli.md": cli_reference()}
     out["generated/code-map.md"] = HEADER + code_map()
+    out["generated/bad-input.md"] = HEADER + bad_input_table()
     results = ROOT / "benchmarks" / "results"
     out.update({f"generated/{n}": HEADER + t for n, t in gen_tables.tables(results).items()})
     return out
