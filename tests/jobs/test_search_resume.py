@@ -1,12 +1,19 @@
-"""Fault 3 of issue 16: a `facewatch search` process killed part way (a real SIGKILL of the
-CLI process), then rerun with the same arguments.
+"""Faults 1 and 3 of issue 16, against an undisturbed run of the same search.
 
-The rerun must skip the files the killed run completed (their completion records in the
-catalog, written after their matches were stored), search the rest, and end with the same
-match ids and sightings as an undisturbed run of the same search; the store must hold each
-match once. Real Ray, FacePool, MTCNN, dlib-resnet and milvus-lite; the inputs are copies
-of the Hamilton clip remuxed with different metadata, so each is its own file (its own
-content hash) with the same faces.
+Fault 1: the FacePool replica's worker process is killed (SIGKILL) while a search runs;
+the search must complete with the same matches and sightings (Serve replaces the replica;
+the calls lost with it are asked again, jobs/search_stages.py).
+
+Fault 3: a `facewatch search` process killed part way (a real SIGKILL of the CLI process),
+then rerun with the same arguments. The rerun must skip the files the killed run completed
+(their completion records in the catalog, written after their matches were stored), search
+the rest, and end with the same match ids and sightings as an undisturbed run of the same
+search; the store must hold each match once.
+
+The module's last test opens the store in this process: milvus-lite keeps its lock until
+the process exits, so no search of this home may follow it. Real Ray, FacePool, MTCNN,
+dlib-resnet and milvus-lite; the inputs are copies of the Hamilton clip remuxed with
+different metadata, so each is its own file (its own content hash) with the same faces.
 """
 
 from __future__ import annotations
@@ -14,68 +21,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-from videofiles import remux
+import searchruns as runs
 
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
 from pipelines.store import MATCHES
 
-ROOT = Path(__file__).resolve().parents[2]
 N_FILES = 5
 CASE = ["--case", "FAULT-3", "--reason", "fault test: search killed and resumed"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _cmd(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", "--home", str(home), *args]
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, FACEWATCH_USER="tester", PYTHONPATH=str(ROOT))
-
-
-def _run(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _cmd(home, *args), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400
-    )
-
-
-def _completed(home: Path) -> int:
-    """Completion records in the catalog, read as another process would (WAL)."""
-    path = home / "catalog.sqlite"
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute("SELECT count(*) FROM search_files").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not there yet
-        return 0
-    finally:
-        db.close()
-
-
 @pytest.fixture(scope="module")
 def archive(data, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("archive")
-    for i in range(N_FILES):
-        remux(data / "video" / "short_hamilton_clip.mp4", folder / f"cam{i}.mp4", title=f"c{i}")
-    return folder
+    return runs.copies_of_the_clip(data, tmp_path_factory.mktemp("archive"), N_FILES)
 
 
 @pytest.fixture(scope="module")
 def enrolled_home(data, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("home")
-    proc = _run(
+    proc = runs.run(
         home, "watchlist", "add", "Lin-Manuel Miranda", str(data / "known/lin-manuel-miranda.png")
     )
     assert proc.returncode == 0, proc.stderr
@@ -85,62 +55,77 @@ def enrolled_home(data, tmp_path_factory) -> Path:
 def _kill_part_way(home: Path, args: list[str]) -> int:
     """Start the search, SIGKILL it once its first file is recorded complete; returns how
     many files were recorded when it died."""
-    proc = subprocess.Popen(
-        _cmd(home, *args), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while _completed(home) < 1:
-            assert proc.poll() is None, f"the search ended before the kill: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no file was completed in 300 s"
-            time.sleep(0.1)  # another process's progress: nothing to wait on but the catalog
+    before = runs.completed(home)  # other searches' records in this home
+    with runs.killed_on_exit(runs.start(home, args)) as proc:
+        runs.when_a_file_is_done(home, proc)
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
-    return _completed(home)
+    return runs.completed(home) - before
 
 
-def _outputs(out: Path) -> tuple[list[str], list[tuple]]:
-    ids = sorted(pq.read_table(out / "matches.parquet").column("match_id").to_pylist())
-    keys = ("sighting_id", "person_id", "source_id", "start_s", "end_s", "best_score", "tier")
-    rows = pq.read_table(out / "sightings.parquet").to_pylist()
-    return ids, sorted(tuple(r[k] for k in keys) for r in rows)
+def _args(archive: Path, ray_address: str, out: Path) -> list[str]:
+    return ["search", str(archive), "--list", "default", *CASE, "--ray-address", ray_address,
+            "--out", str(out), "--json"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def undisturbed(archive, enrolled_home, ray_address, tmp_path_factory):
+    """The same search, run with nothing killed: (match ids, sightings)."""
+    out = tmp_path_factory.mktemp("undisturbed")
+    proc = runs.run(enrolled_home, *_args(archive, ray_address, out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["files_resumed"] == 0
+    ids, sightings = runs.outputs(out)
+    assert ids and len(ids) == len(set(ids))
+    assert len({s[2] for s in sightings}) == N_FILES  # Lin-Manuel found in every copy
+    return ids, sightings
+
+
+def _pool_replica_pids(ray_address: str) -> list[int]:
+    return runs.my_ray_processes("FacePool")
+
+
+@pytest.mark.timeout(600)
+def test_a_pool_replica_killed_mid_search_loses_nothing(
+    archive, enrolled_home, ray_address, undisturbed, tmp_path
+):
+    out = tmp_path / "out"
+    with runs.killed_on_exit(runs.start(enrolled_home, _args(archive, ray_address, out))) as proc:
+        runs.when_a_file_is_done(enrolled_home, proc)
+        pids = _pool_replica_pids(ray_address)
+        assert pids, "no FacePool replica to kill"
+        for pid in pids:  # workers of the Ray this module started
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=500)
+    assert proc.returncode == 0, err[-3000:]
+    assert not set(pids) & set(_pool_replica_pids(ray_address))  # the replicas really were replaced
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"] == N_FILES and summary["files_failed"] == 0
+    assert runs.outputs(out) == undisturbed
 
 
 @pytest.mark.timeout(900)
 def test_a_killed_search_rerun_skips_finished_files_and_equals_an_undisturbed_run(
-    archive, enrolled_home, ray_address, tmp_path
+    archive, enrolled_home, ray_address, undisturbed, tmp_path
 ):
-    home = enrolled_home
-    resumed_out, clean_out = tmp_path / "resumed", tmp_path / "clean"
-    args = ["search", str(archive), "--list", "default", *CASE, "--ray-address", ray_address]
-    done_at_kill = _kill_part_way(home, [*args, "--out", str(resumed_out)])
+    home, out = enrolled_home, tmp_path / "resumed"
+    done_at_kill = _kill_part_way(home, _args(archive, ray_address, out))
     assert 1 <= done_at_kill < N_FILES, "the kill must fall part way through the search"
 
-    rerun = _run(home, *args, "--out", str(resumed_out), "--json")
+    rerun = runs.run(home, *_args(archive, ray_address, out))
     assert rerun.returncode == 0, rerun.stderr
-    summary = json.loads((resumed_out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["files_resumed"] == done_at_kill  # skipped, from their records
     assert summary["files"] == N_FILES and summary["files_failed"] == 0
+    ids, sightings = runs.outputs(out)
+    assert (ids, sightings) == undisturbed  # 0 lost, 0 duplicated, the same sightings
+    for mid in ids:
+        assert (out / "thumbs" / f"{mid}.jpg").is_file()
 
-    clean = _run(home, *args, "--out", str(clean_out), "--json")  # another out: a new key
-    assert clean.returncode == 0, clean.stderr
-    assert json.loads((clean_out / "summary.json").read_text())["files_resumed"] == 0
 
-    resumed_ids, resumed_sightings = _outputs(resumed_out)
-    clean_ids, clean_sightings = _outputs(clean_out)
-    assert resumed_ids and len(resumed_ids) == len(set(resumed_ids))  # 0 duplicated
-    assert resumed_ids == clean_ids  # 0 lost
-    assert resumed_sightings == clean_sightings
-    assert len({s[2] for s in clean_sightings}) == N_FILES  # Lin-Manuel found in every copy
-    for mid in resumed_ids:
-        assert (resumed_out / "thumbs" / f"{mid}.jpg").is_file()
-
-    settings = Settings(home=home)
+def test_the_store_holds_each_match_once(enrolled_home, undisturbed):
+    """After every run of this module (killed, resumed, disturbed) on the same case."""
+    settings = Settings(home=enrolled_home)
     with Home.open(settings, FaceEngine(settings).info) as h:
         stored = h.vectors().query(MATCHES, filter='case_ref == "FAULT-3"', fields=["id"])
-    assert sorted(r["id"] for r in stored) == clean_ids  # each match stored once
+    assert sorted(r["id"] for r in stored) == undisturbed[0]
