@@ -113,7 +113,7 @@ def inside(home: Path, out: Path, replicas: int) -> dict:
     import ray
     from ray import serve as ray_serve
 
-    from jobs import runtime
+    from jobs.archive import runtime
     from jobs.cluster_status import node_rows, replica_rows
     from pipelines.config import load_settings
 

@@ -6,7 +6,8 @@
   its options, as ``--help`` shows them);
 - ``docs/generated/metrics.md``, every Prometheus metric, from ``serve.metrics.METRICS``;
 - the accuracy and benchmark tables under ``docs/generated/`` from
-  ``benchmarks/results/*.json``, which the accuracy and performance pages include.
+  ``benchmarks/results/*.json``, which the accuracy and performance pages include;
+- the bad-input table from ``tests/bad_input_cases.py`` (the corpus the tests check).
 
 Run ``.venv/bin/python -m docs.gen`` after changing any of those sources; ``tests/test_docs.py``
 fails while a committed page differs from what this writes. The output depends only on the
@@ -241,6 +242,23 @@ def metrics_reference() -> str:
     return "\n".join(rows) + "\n\n" + "\n".join(bounded) + "\n"
 
 
+def bad_input_table() -> str:
+    """The bad-input corpus (tests/bad_input_cases.py, the table tests/test_bad_input.py
+    checks) as a Markdown table."""
+    import runpy
+
+    cases = runpy.run_path(str(ROOT / "tests" / "bad_input_cases.py"))["CASES"]
+    rows = ["| entry point | bad input | answer | message says |", "|---|---|---|---|"]
+    for c in cases:
+        answer, _, fragment = (c.expect + " | ").partition(" | ")
+        shown = "accepted" if c.expect == "ok" else answer
+        rows.append(
+            f"| {cell(c.entry)} | {cell(c.kind)} | {cell(shown)} | "
+            f"{code(fragment.strip(' |')) if fragment.strip(' |') else ''} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -249,6 +267,7 @@ def pages() -> dict[str, str]:
     out = {"reference/config.md": config_reference(), "reference/cli.md": cli_reference()}
     out["generated/code-map.md"] = HEADER + code_map()
     out["generated/metrics.md"] = HEADER + metrics_reference()
+    out["generated/bad-input.md"] = HEADER + bad_input_table()
     results = ROOT / "benchmarks" / "results"
     out.update({f"generated/{n}": HEADER + t for n, t in gen_tables.tables(results).items()})
     return out

@@ -193,6 +193,36 @@ MIGRATIONS: list[str] = [
     DROP TABLE live_scanned_v3;
     CREATE INDEX live_scanned_camera ON live_scanned(camera_id, at);
     """,
+    # 5: nothing lost when parts die (issue 16). A search's per-file completion record,
+    # written after that file's matches are stored, so a rerun of the same search skips it;
+    # and the durable webhook outbox: a delivery is kept here until its receiver acknowledged
+    # it, so it survives a restart of `facewatch serve`.
+    """
+    CREATE TABLE search_files (
+        search_key TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        completed_at TEXT NOT NULL,
+        result_json TEXT NOT NULL,
+        PRIMARY KEY (search_key, file_id)
+    );
+    CREATE TABLE webhook_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        hook_url TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        camera_id TEXT NOT NULL,
+        body_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'delivered', 'refused', 'failed')),
+        done_at TEXT,
+        UNIQUE (hook_url, idempotency_key)
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox(state, hook_url, camera_id, seq);
+    """,
 ]
 
 

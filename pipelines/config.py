@@ -224,6 +224,13 @@ class SearchConfig(Strict):
         description="a track's score for a person: the mean of its best n margins (1: its "
         "single best frame decides, so one spurious frame can make a sighting)",
     )
+    store_retry_s: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="how long a file's writes to the store are retried (capped backoff) "
+        "before the search stops with exit 1, naming the files not stored",
+    )
     video_extensions: tuple[str, ...] = Field(
         (
             ".mp4",
@@ -298,7 +305,20 @@ class WebhookConfig(Strict):
     """One receiver of live alerts."""
 
     url: str = Field(..., description="http(s) endpoint that receives each alert as JSON")
-    max_attempts: int = Field(6, ge=1, le=50, description="deliveries tried before giving up")
+    max_attempts: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="attempts before a delivery is set aside as failed (0: no limit; it is "
+        "kept in the outbox and retried until give_up_after_s)",
+    )
+    give_up_after_s: float = Field(
+        86400.0,
+        gt=0,
+        le=30 * 86400,
+        description="a delivery not acknowledged this long after its alert is set aside as "
+        "failed (logged, counted)",
+    )
     backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay, doubled each try")
     backoff_max_s: float = Field(30.0, gt=0, le=3600, description="cap on the retry delay")
     timeout_s: float = Field(5.0, gt=0, le=120, description="per-attempt HTTP timeout")

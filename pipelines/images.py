@@ -121,7 +121,13 @@ def _image_errors(name: str) -> Iterator[None]:
             yield
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own limit (about 89 MP) can come before ours: say so, not "unknown format"
+        raise ImageTooLarge(
+            f"{name}: too many pixels to decode safely, over the limit (a decompression "
+            f"bomb?): {exc}"
+        ) from None
+    except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None

@@ -1,5 +1,5 @@
 """Alerts leave the hub in three ways: stored (Milvus + media + review book), pushed to
-Server-Sent-Event subscribers, and posted to webhooks.
+Server-Sent-Event subscribers, and posted to webhooks (from the durable outbox).
 
 - ``AlertRecorder`` is synchronous and runs on the hub's single store thread: the crop is
   saved as JPEG under the home's media folder, the match row (with the best face's
@@ -118,7 +118,7 @@ class AlertFanout:
         message = sse("alert", public, record["alert_id"])
         self._recent.append((record["alert_id"], message))
         self._broadcast(message)
-        self.webhooks.submit({"event": "alert", **public}, key=record["alert_id"])
+        self.webhooks.wake()  # its deliveries are already in the outbox (serve/hub.py)
 
     def publish_decision(self, public: dict[str, Any]) -> None:
         self._broadcast(sse("adjudication", public))

@@ -53,6 +53,7 @@ from serve.hub_metrics import (
 )
 from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
+from serve.outbox import Outbox
 from serve.pool_stats import read_replicas
 from serve.webhooks import WebhookDispatcher
 
@@ -126,7 +127,12 @@ class LiveHub:
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self._auth_failures = FailureThrottle()  # audit records of refused requests
         self.recorder = AlertRecorder(self.store, self.media, self.reviews)
-        self.fanout = AlertFanout(WebhookDispatcher(self.live.webhooks))
+        # webhook deliveries wait in the home's catalog until acknowledged (serve/outbox.py);
+        # the senders start with what an earlier server left there
+        self.outbox = Outbox(self.home.catalog.path)
+        self.outbox.prune()
+        self.fanout = AlertFanout(WebhookDispatcher(self.live.webhooks, self.outbox))
+        self.fanout.webhooks.start()
         self.fleet = Fleet(
             self.live,
             self.registry,
@@ -251,7 +257,8 @@ class LiveHub:
         for task in list(self._tasks):
             task.cancel()
         await self.fleet.stop_all()
-        await self.fanout.webhooks.close()
+        await self.fanout.webhooks.close()  # what is pending stays in the outbox
+        await self._io(self.outbox.close)
         await self._io(self.store.close)
         await self._io(self.home.close)
         self._io_pool.shutdown(wait=False)
@@ -414,7 +421,7 @@ class LiveHub:
         }
         summary["non_match_data"] = "KEPT (drill)" if self.live.keep_nonmatches else "discarded"
         summary["stored"] = await self._io(self._stored_counts)
-        summary["webhooks"] = dict(self.fanout.webhooks.counters)
+        summary["webhooks"] = await self._io(self.fanout.webhooks.stats)
         summary["sse_subscribers"] = self.fanout.subscribers
         return summary
 
@@ -489,7 +496,8 @@ def _home_relative(path: str, home: Path) -> str:
 
 
 class _Sink:
-    """Where a camera's decisions go: stored first, then pushed (SSE) and posted."""
+    """Where a camera's decisions go: stored first, then kept in the webhook outbox, then
+    pushed (SSE) and posted."""
 
     def __init__(self, hub: LiveHub):
         self.hub = hub
@@ -503,6 +511,14 @@ class _Sink:
             logger.exception("alert %s could not be stored; not sent", draft.alert_id)
             return
         public = await self.hub._io(self.hub.reviews.get, draft.alert_id)
+        try:  # kept for the webhooks before it is announced: a restart loses no delivery
+            await self.hub._io(
+                self.hub.fanout.webhooks.enqueue, {"event": "alert", **public}, draft.alert_id,
+                camera.id,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - stored and shown; only the webhooks miss it
+            logger.exception("alert %s: its webhook deliveries could not be kept", draft.alert_id)
+            self.hub.fanout.webhooks.causes["outbox error"] += 1
         self.hub.fanout.publish_alert(record, public)
         alert_raised(draft.camera_id, draft.list_name, draft.trigger_received_at)
 

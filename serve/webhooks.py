@@ -1,19 +1,25 @@
-"""Posting alerts to webhooks: retries with capped exponential backoff, and an idempotency
-key, so a receiver that saw an attempt whose answer was lost can drop the repeat.
+"""Posting alerts to webhooks: at least once, from a durable outbox, with capped
+exponential backoff and an idempotency key, so a receiver that saw an attempt whose answer
+was lost can drop the repeat.
 
 Every attempt carries the same ``Idempotency-Key`` (the alert id, stable per camera, track
 and person). A 2xx answer ends the delivery; 408, 429, 5xx and network errors are retried;
-any other 4xx means the receiver refuses this alert, so it is not retried. Each delivery
-is its own task, so one slow receiver or alert never holds up another. Logs show a hook
-only as ``scheme://host[:port]/…``: its userinfo, path and query may hold its token. That
-includes httpx's own request log line, which would show the whole URL.
+any other 4xx means the receiver refuses this alert, so it is not retried. Deliveries live
+in the outbox (serve/outbox.py) until acknowledged, so a receiver that is down for a while,
+or a restart of `facewatch serve`, loses none: one sender per hook sends each camera's
+alerts in order, and cameras side by side, so one camera's stuck alert never holds up
+another's. Every failed attempt is logged with its cause and counted (``/v1/stats``).
+Logs show a hook only as ``scheme://host[:port]/…``: its userinfo, path and query may
+hold its token. That includes httpx's own request log line, which would show the whole URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.config import WebhookConfig
+from serve.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +79,13 @@ def backoff_delay(hook: WebhookConfig, attempt: int, jitter: float = 0.1) -> flo
 
 
 class WebhookDispatcher:
-    def __init__(self, hooks: list[WebhookConfig], concurrency: int = 8):
+    def __init__(self, hooks: list[WebhookConfig], outbox: Outbox | None = None, concurrency=8):
         self.hooks = hooks
+        self.outbox = outbox
         self.counters: Counter[str] = Counter()
+        self.causes: Counter[str] = Counter()  # failed attempts by cause (bounded: no URLs)
         self._tasks: set[asyncio.Task] = set()
+        self._wake: dict[str, asyncio.Event] = {}
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
         _HTTPX_LOG.hosts.update(public_hook_url(h.url) for h in hooks)
@@ -86,52 +96,139 @@ class WebhookDispatcher:
             self._client = httpx.AsyncClient(follow_redirects=False)
         return self._client
 
-    def submit(self, event: dict[str, Any], key: str) -> None:
-        """Deliver ``event`` to every hook in the background."""
+    # -- the outbox ------------------------------------------------------------------------
+    def start(self) -> None:
+        """One sender per hook, on the running loop; each starts with what an earlier
+        server left pending."""
+        if self.outbox is None:
+            raise RuntimeError("a dispatcher without an outbox has nothing to send from")
         for hook in self.hooks:
-            task = asyncio.ensure_future(self.deliver(hook, event, key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if hook.url not in self._wake:
+                self._wake[hook.url] = asyncio.Event()
+                self._spawn(self._sender(hook))
 
-    async def deliver(self, hook: WebhookConfig, event: dict[str, Any], key: str) -> bool:
+    def enqueue(self, event: dict[str, Any], key: str, camera_id: str) -> int:
+        """Keep ``event`` in the outbox for every hook (blocking: call from an I/O thread);
+        call ``wake`` once it is announced."""
+        if self.outbox is None or not self.hooks:
+            return 0
+        return self.outbox.add([h.url for h in self.hooks], key, camera_id, event)
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def _sender(self, hook: WebhookConfig) -> None:
+        wake = self._wake[hook.url]
+        while True:
+            wake.clear()
+            try:
+                heads = await asyncio.to_thread(self.outbox.heads, hook.url)
+                due = [r for r in heads if r["due_in_s"] <= 0]
+                if due:
+                    await asyncio.gather(*(self._send(hook, r) for r in due))
+                    continue
+            except Exception:  # noqa: BLE001 - the outbox keeps the rows; try again soon
+                logger.exception("webhook %s: outbox failed", public_hook_url(hook.url))
+                self.causes["outbox error"] += 1
+                heads = [{"due_in_s": 1.0}]
+            wait = min((r["due_in_s"] for r in heads), default=60.0)
+            try:
+                await asyncio.wait_for(wake.wait(), max(0.02, wait))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send(self, hook: WebhookConfig, row: dict[str, Any]) -> None:
+        attempt = row["attempts"] + 1
+        key = row["idempotency_key"]
         headers = {"Idempotency-Key": key, "User-Agent": "facewatch-webhook/1"}
-        for attempt in range(1, hook.max_attempts + 1):
+        headers["X-Facewatch-Attempt"] = str(attempt)
+        outcome, cause = await self._attempt(hook, json.loads(row["body_json"]), headers)
+        ob, seq = self.outbox, row["seq"]
+        if outcome == "ok":
+            self.counters["delivered"] += 1
+            await asyncio.to_thread(ob.finish, seq, attempt, "delivered")
+        elif outcome == "refused" or self._given_up(hook, attempt, row["age_s"]):
+            self.counters["refused" if outcome == "refused" else "failed"] += 1
+            logger.error(
+                "webhook %s: gave up on %s after %d attempt(s): %s",
+                public_hook_url(hook.url), key, attempt, cause,
+            )  # fmt: skip
+            await asyncio.to_thread(ob.finish, seq, attempt, outcome_state(outcome), cause)
+        else:
+            self.counters["retries"] += 1
+            delay = backoff_delay(hook, attempt)
+            await asyncio.to_thread(ob.retry_later, seq, attempt, delay, cause)
+
+    @staticmethod
+    def _given_up(hook: WebhookConfig, attempt: int, age_s: float) -> bool:
+        return bool(hook.max_attempts and attempt >= hook.max_attempts) or (
+            age_s >= hook.give_up_after_s
+        )
+
+    # -- one delivery, in memory (no outbox) ----------------------------------------------
+    async def deliver(self, hook: WebhookConfig, event: dict[str, Any], key: str) -> bool:
+        """Deliver ``event`` now, retrying within this call (the hook's limits apply)."""
+        headers = {"Idempotency-Key": key, "User-Agent": "facewatch-webhook/1"}
+        started, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
             headers["X-Facewatch-Attempt"] = str(attempt)
-            outcome = await self._attempt(hook, event, headers)
+            outcome, cause = await self._attempt(hook, event, headers)
             if outcome == "ok":
                 self.counters["delivered"] += 1
                 return True
-            if outcome == "refused" or attempt == hook.max_attempts:
+            if outcome == "refused" or self._given_up(hook, attempt, time.monotonic() - started):
                 break
             self.counters["retries"] += 1
             await asyncio.sleep(backoff_delay(hook, attempt))
         self.counters["failed"] += 1
         logger.error(
-            "webhook %s: gave up on %s after %d attempt(s)", public_hook_url(hook.url), key, attempt
-        )
+            "webhook %s: gave up on %s after %d attempt(s): %s",
+            public_hook_url(hook.url), key, attempt, cause,
+        )  # fmt: skip
         return False
 
-    async def _attempt(self, hook: WebhookConfig, event: dict, headers: dict) -> str:
+    async def _attempt(self, hook: WebhookConfig, event: dict, headers: dict) -> tuple[str, str]:
+        """``ok``, ``retry`` or ``refused``, and the cause of a failure."""
         try:
             async with self._limit:
                 r = await self._http().post(
                     hook.url, json=event, headers=headers, timeout=hook.timeout_s
                 )
         except httpx.HTTPError as exc:
-            logger.warning("webhook %s: %s", public_hook_url(hook.url), type(exc).__name__)
-            return "retry"
+            cause = type(exc).__name__  # never str(exc): it may show the whole URL
+            logger.warning("webhook %s: %s", public_hook_url(hook.url), cause)
+            self.causes[cause] += 1
+            return "retry", cause
         if 200 <= r.status_code < 300:
-            return "ok"
+            return "ok", ""
+        cause = f"HTTP {r.status_code}"
         logger.warning("webhook %s: answered %d", public_hook_url(hook.url), r.status_code)
-        return "retry" if retryable(r.status_code) else "refused"
+        self.causes[cause] += 1
+        return ("retry" if retryable(r.status_code) else "refused"), cause
 
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/v1/stats`` (blocking when there is an outbox: an I/O thread)."""
+        out: dict[str, Any] = dict(self.counters)
+        out["causes"] = dict(self.causes)
+        if self.outbox is not None:
+            out["outbox"] = self.outbox.counts()
+        return out
 
     async def close(self) -> None:
+        """Stop sending; what is pending stays in the outbox for the next server."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+
+
+def outcome_state(outcome: str) -> str:
+    return "refused" if outcome == "refused" else "failed"

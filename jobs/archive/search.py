@@ -135,6 +135,7 @@ class ArchiveSearch:
         on_file: Callable[[FileResult, dict], None] | None = None,
         on_faces: FacesCallback | None = None,
         case: str = "",
+        restore: Callable[[str, str, VideoInfo], FileResult | None] | None = None,
     ):
         self.settings = settings
         self.gallery = gallery
@@ -146,6 +147,10 @@ class ArchiveSearch:
         self.on_file = on_file  # persists a finished file (matches to Milvus, thumbnails)
         # the face index (jobs/archive/index.py): every face of a file, with thumbnails and tracks
         self.on_faces = on_faces
+        # a file completed by an earlier run of the same search (jobs/resume.py): its
+        # stored result, or None to search it
+        self.restore = restore
+        self.restored: list[FileResult] = []
         # never from the thresholds: the same footage gives the same tracks at any threshold;
         # a track continues from the sampled frame just before (1.5 sampling intervals)
         self.tracker_config = TrackerConfig.for_embedder(
@@ -199,8 +204,8 @@ class ArchiveSearch:
                     )
                 )
             file_id = sha256_file(path)
-            if file_id in pending:  # the same content under two names: search it once
-                continue
+            if file_id in pending or self._restored(str(path), file_id, info):
+                continue  # the same content under two names (searched once), or done before
             segs = plan_segments(info, file_id, self.fps, self.settings.search.segment_s)
             n = sum(len(s.frame_indices) for s in segs)
             pending[file_id] = _Pending(FileResult(str(path), file_id, info), n)
@@ -223,7 +228,7 @@ class ArchiveSearch:
 
         t0 = time.perf_counter()
         segments, pending, errors = self.plan(paths)
-        results = [p.result for p in pending.values()]
+        results = [p.result for p in pending.values()] + self.restored
         self.progress.total(len(pending), sum(p.expected for p in pending.values()))
         self.progress.files_failed(len({e.path for e in errors} - {r.path for r in results}))
         if segments:
@@ -295,6 +300,14 @@ class ArchiveSearch:
                 **_NO_RESTARTS,
             )
         )
+
+    def _restored(self, path: str, file_id: str, info: VideoInfo) -> bool:
+        if any(r.file_id == file_id for r in self.restored):
+            return True
+        res = self.restore(path, file_id, info) if self.restore is not None else None
+        if res is not None:
+            self.restored.append(res)
+        return res is not None
 
     @staticmethod
     def _stage_actors(n_segments: int) -> int:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jobs.archive import runtime
 from jobs.archive.report import link_media, render_report, write_outputs, write_summary
+from jobs.archive.resume import CompletionBook, search_key
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from jobs.archive.search_monitor import monitored
 from pipelines.config import Settings
@@ -45,6 +46,7 @@ class SearchSetup:
     case: str
     reason: str
     target: str  # "list:NAME", "all lists" or "probe:HASH,..."
+    resumed: list[str] = field(default_factory=list)  # files done by an earlier run
 
     @classmethod
     def prepare(
@@ -110,6 +112,9 @@ class SearchSetup:
         self.home.audit.append(
             self.actor, "export.search", case=self.case, target=self.target, out=str(out.resolve())
         )
+        key = search_key(self.settings, self.gallery, self.case, self.target, fps, out)
+        book = CompletionBook(self.home.catalog, key)
+        self.resumed = book.skipped
         local = runtime.start_ray(ray_address, self.settings)
         # this driver writes the store, from the home's node: milvus-lite on a cluster
         # only if the config pins writers there (serve/placement.py)
@@ -124,12 +129,19 @@ class SearchSetup:
                 out,
                 fps,
                 watched,
-                on_file=lambda res, _extra: self._persist(res, out),
+                on_file=lambda res, _extra: self._persist(res, out, book),
                 case=self.case,
+                restore=book.restorer(),
             )
             return job.run(self.paths, app)
 
-    def _persist(self, res: FileResult, out: Path) -> None:
+    def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
+        """The file's matches to the store and thumbnails to disk, then (only then) its
+        completion record, so a rerun of this search skips it."""
+        self._store(res, out)
+        book.record(res)
+
+    def _store(self, res: FileResult, out: Path) -> None:
         rows = []
         for m in res.matches:
             crop = m.extra.pop("crop", b"")
@@ -151,6 +163,7 @@ class SearchSetup:
             "searched for": self.target,
             "files searched": len(result.files),
             "files failed": len(result.errors),
+            "files resumed": len(self.resumed),
             "video": f"{result.video_s:.1f}s",
             "frames analysed": sum(f.frames for f in result.files),
             "faces": sum(f.faces for f in result.files),
@@ -168,6 +181,7 @@ class SearchSetup:
             "target": self.target,
             "files": len(result.files),
             "files_failed": len(result.errors),
+            "files_resumed": len(self.resumed),
             "video_s": round(result.video_s, 3),
             "frames": sum(f.frames for f in result.files),
             "faces": sum(f.faces for f in result.files),

@@ -11,6 +11,8 @@ analysed frame, for progress and counts) and "error" (a segment that could not b
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,9 @@ from pipelines.video import Segment, VideoError, read_frames
 from serve.priority import lower_cpu_priority
 
 TOP_K = 5
+POOL_RETRY_S = 300.0  # how long a chunk is retried while the pool replaces a dead replica
+
+logger = logging.getLogger(__name__)
 
 
 def previous_sampled(sampled: tuple[int, ...]) -> dict[int, int]:
@@ -116,14 +121,36 @@ class FaceStage:
     def _faces(self, frames: list[np.ndarray], follows: list[bool]) -> FaceBatch:
         """Send the frames to the pool ``chunk`` at a time, all chunks at once, so that every
         replica has work even when only this actor has frames to give."""
-        calls = [
-            self.pool.archive.remote(
-                frames[i : i + self.chunk], True, [False] + follows[i + 1 : i + self.chunk]
-            )
+        args = [
+            (frames[i : i + self.chunk], True, [False] + follows[i + 1 : i + self.chunk])
             for i in range(0, len(frames), self.chunk)
         ]
-        parts = [c.result() for c in calls]
+        calls = [self.pool.archive.remote(*a) for a in args]
+        parts = [self._result(c, a) for c, a in zip(calls, args, strict=True)]
         return parts[0] if len(parts) == 1 else concat_batches(parts)
+
+    def _result(self, call, args: tuple) -> FaceBatch:
+        """The pool's answer; a replica that died with the call in flight (Serve replaces
+        it, but loses what it was doing) is asked again, with capped backoff, for up to
+        ``POOL_RETRY_S``. A pool call is a pure function of its frames, so the answer is
+        the one the dead replica would have given."""
+        import ray.exceptions
+
+        deadline, delay = time.monotonic() + POOL_RETRY_S, 0.5
+        while True:
+            try:
+                return call.result()
+            except ray.exceptions.RayActorError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning(
+                    "a FacePool replica died with a call in flight (%s); asking again in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                time.sleep(delay)  # Serve is starting a replacement: nothing to wait on
+                delay = min(delay * 2, 10.0)
+                call = self.pool.archive.remote(*args)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         ok = np.array([e == "" for e in batch["error"]], bool)

@@ -19,3 +19,21 @@ def cli(tmp_path, monkeypatch):
         return runner.invoke(app, ["--home", str(tmp_path / "home"), *args])
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray and one FacePool for the whole module (torn down at its end); searches
+    reach it with ``--ray-address``, as they find a running `facewatch serve`."""
+    import ray
+
+    from jobs.archive import runtime
+    from pipelines.config import Settings
+
+    started = not ray.is_initialized()
+    settings = Settings()
+    runtime.start_ray(None, settings)
+    with runtime.face_pool(settings):
+        yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
+from videofiles import remux
 
 from jobs.cli.app import app
 from pipelines import groundtruth
@@ -53,22 +54,6 @@ def cli(home):
         return runner.invoke(app, ["--home", str(home), *args], input=input, catch_exceptions=False)
 
     return invoke
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray and one FacePool for the whole module (torn down at its end)."""
-    import ray
-
-    from jobs.archive import runtime
-
-    started = not ray.is_initialized()
-    settings = Settings()
-    runtime.start_ray(None, settings)
-    with runtime.face_pool(settings):
-        yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
 
 
 def _facewatch(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -236,23 +221,11 @@ def test_a_probe_photo_search_finds_that_person(cli, data, enrolled, ray_address
 
 
 # -- bad files mixed into a folder ---------------------------------------------------------
-def _remux_faststart(src: Path, dst: Path) -> None:
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
-        stream = o.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            o.mux(packet)
-
-
 def test_bad_files_are_recorded_and_the_rest_completes(cli, data, enrolled, ray_address, tmp_path):
     folder = tmp_path / "archive"
     (folder / "day2").mkdir(parents=True)
     full = tmp_path / "full.mp4"
-    _remux_faststart(data / CLIP, full)
+    remux(data / CLIP, full, faststart=True)
     (folder / "cut.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "notes.mp4").write_text("minutes of the meeting, not a video\n")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from videofiles import remux
 
 from pipelines.video import (
     VideoError,
@@ -59,20 +59,6 @@ def test_read_frames_gives_the_sampled_frames(data):
     assert all(f.shape[1:] == (360, 640, 3) and f.dtype == np.uint8 for _, f in got)
 
 
-def _remux(src: Path, dst: Path) -> None:
-    """Remux (MP4 with its index at the front), so a truncated copy opens but breaks mid-way."""
-    import av
-
-    opts = {"movflags": "faststart"} if dst.suffix == ".mp4" else {}
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options=opts) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            out.mux(packet)
-
-
 @pytest.mark.parametrize("kind", ["zero", "text", "truncated_head", "missing"])
 def test_unreadable_files_raise_a_clear_error(tmp_path, data, kind):
     path = tmp_path / f"{kind}.mp4"
@@ -92,7 +78,7 @@ def test_unreadable_files_raise_a_clear_error(tmp_path, data, kind):
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 def test_a_file_truncated_mid_stream_is_read_up_to_the_break(tmp_path, data, container):
     full = tmp_path / f"full.{container}"
-    _remux(data / CLIP, full)
+    remux(data / CLIP, full, faststart=container == "mp4")
     cut = tmp_path / f"cut.{container}"
     cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.5)])
     info = probe(str(cut))

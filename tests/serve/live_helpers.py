@@ -46,6 +46,17 @@ def mpegts_bytes(path: Path) -> bytes:
     return buf.getvalue()
 
 
+def push_frame(client: httpx.Client, camera: str, jpeg: bytes) -> dict:
+    """One JPEG to a push camera, waiting for its analysis; the answer must be 200."""
+    r = client.post(
+        f"/v1/cameras/{camera}/frames?wait=true",
+        content=jpeg,
+        headers={"Content-Type": "image/jpeg"},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 class SSEReader(threading.Thread):
     """Subscribes to /v1/alerts/stream and puts (event, data) on ``events``."""
 
@@ -217,3 +228,52 @@ def restore_env(saved: dict[str, str | None]) -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+class OutageReceiver:
+    """A webhook receiver that can be down for a while: ``down`` closes its listening socket
+    (senders get connection refused), ``up`` listens again on the same port. It records
+    every delivery it answers, and processes each idempotency key once, in arrival order."""
+
+    def __init__(self):
+        self.deliveries: list[dict] = []
+        self.processed: dict[str, dict] = {}  # key -> event, in the order first seen
+        self._lock = threading.Lock()
+        self.port = 0
+        self.server: ThreadingHTTPServer | None = None
+        self.up()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def _handler(self):
+        outer = self
+
+        class Handler(_Quiet):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                key = self.headers.get("Idempotency-Key", "")
+                with outer._lock:
+                    outer.deliveries.append({"key": key, "camera_id": body.get("camera_id")})
+                    outer.processed.setdefault(key, body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        return Handler
+
+    def up(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def keys_by_camera(self) -> dict[str, list[str]]:
+        with self._lock:
+            out: dict[str, list[str]] = {}
+            for key, event in self.processed.items():
+                out.setdefault(event.get("camera_id", ""), []).append(key)
+            return out

@@ -115,13 +115,7 @@ def pushed(server, data):
         out = []
         with httpx.Client(base_url=base, headers=auth(CAM), timeout=60) as c:
             for jpeg in frames:
-                r = c.post(
-                    f"/v1/cameras/{camera}/frames?wait=true",
-                    content=jpeg,
-                    headers={"Content-Type": "image/jpeg"},
-                )
-                assert r.status_code == 200, r.text
-                out.append(r.json())
+                out.append(helpers.push_frame(c, camera, jpeg))
         return out
 
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
