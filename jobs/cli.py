@@ -69,6 +69,7 @@ def _register() -> None:
         cli_deployment,
         cli_doctor,
         cli_evaluate,
+        cli_evidence,
         cli_index,
         cli_models,
         cli_retention,
@@ -86,6 +87,8 @@ def _register() -> None:
         "deployment": cli_deployment.app,
         "retention": cli_retention.app,
         "sightings": cli_sightings.app,
+        "case": cli_evidence.case_app,
+        "evidence": cli_evidence.evidence_app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

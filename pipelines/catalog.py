@@ -92,6 +92,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sighting_reviews_case ON sighting_reviews(case_ref);
     """,
+    # 6: investigators' cases (pipelines.cases): who opened each, why, who authorised it,
+    # and which other investigators an admin let in
+    """
+    CREATE TABLE cases (
+        case_ref TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        authorised_by TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE case_grants (
+        case_ref TEXT NOT NULL REFERENCES cases(case_ref),
+        grantee TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        PRIMARY KEY (case_ref, grantee)
+    );
+    """,
 ]
 
 

@@ -348,7 +348,7 @@ class ApiToken(Strict):
     """One API token, stored as its sha256."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who (audited)")
-    role: Literal["operator", "investigator", "admin", "camera"] = Field(
+    role: Literal["operator", "investigator", "admin", "camera", "auditor"] = Field(
         ..., description="what the token may do"
     )
     sha256: str = Field(
