@@ -25,7 +25,7 @@ from pipelines.audit import AuditLog
 from pipelines.catalog import Catalog, utcnow
 from pipelines.text import UnsafeTextError, check_text
 
-CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"
+CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _CASE_REF = re.compile(CASE_REF)
 TEXT_MAX = 1000
 READ, WORK, GRANT = "read", "work", "grant"
@@ -50,7 +50,7 @@ class Actor:
 def check_case_ref(ref: str) -> str:
     if not isinstance(ref, str) or not _CASE_REF.match(ref):
         raise CaseError(
-            "a case reference is 1-64 letters, digits, '.', '_', '/' or '-', "
+            "a case reference is 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return ref

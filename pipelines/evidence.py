@@ -75,6 +75,16 @@ def case_records(audit: AuditLog, case_ref: str) -> tuple[list[dict], list[dict]
     return mine, [c for c in chain if c["seq"] <= last]
 
 
+def source_file(searched: list[Path], source_path: str, sha256: str | None = None) -> Path | None:
+    """The searched file a sighting came from: same name (a search may have been run from
+    another folder, so its path may be relative) and, given ``sha256``, same content."""
+    name = Path(source_path).name
+    for f in searched:
+        if f.name == name and (sha256 is None or sha256_path(f) == sha256):
+            return f
+    return None
+
+
 def case_searches(records: list[dict]) -> tuple[list[Path], list[Path]]:
     """(search output folders, paths searched) from the case's audit records."""
     outs = [Path(r["details"]["out"]) for r in records if r["action"] == "export.search"]
@@ -115,8 +125,10 @@ def add_clips(parts: BundleParts, decisions: list[dict], scratch: Path) -> None:
             continue
         name = f"clips/{d['sighting_id']}.mp4"
         lo, hi = clip_span(d["start_s"], d["end_s"])
+        searched = [Path(src["path"]) for src in parts.sources]
+        source = source_file(searched, d["source_path"]) or Path(d["source_path"])
         try:
-            clip = cut_clip(Path(d["source_path"]), lo, hi, scratch / f"{d['sighting_id']}.mp4")
+            clip = cut_clip(source, lo, hi, scratch / f"{d['sighting_id']}.mp4")
         except ClipError as exc:
             raise EvidenceError(f"sighting {d['sighting_id']}: no clip ({exc})") from None
         parts.add_file(name, clip.path)
@@ -174,7 +186,7 @@ def verify_bundle(path: Path) -> Verdict:
     data = Path(path).read_bytes()
     try:
         files = read_entries(data)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, KeyError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, KeyError, EOFError) as exc:
         return Verdict(False, [f"not a readable bundle: {exc}"], {})
     problems: list[str] = []
     manifest = _check_manifest(files, problems)
@@ -203,7 +215,7 @@ def read_entries(data: bytes) -> dict[str, bytes]:
                 raise ValueError(f"{info.filename} is in the ZIP twice")
             try:
                 out[info.filename] = z.read(info)
-            except zipfile.BadZipFile as exc:
+            except Exception as exc:  # noqa: BLE001 - a changed header byte can raise anything
                 raise ValueError(f"entry {info.filename}: {exc}") from None
     return out
 

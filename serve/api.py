@@ -29,6 +29,8 @@ from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
 from serve.review import review_page
 from serve.webhooks import public_hook_url
+from serve.workspace_api import ROUTES as WORKSPACE_ROUTES
+from serve.workspace_api import workspace_routes
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ ROUTES = [  # (method, path, permission) for the docs; None: public
     ("POST", "/v1/lists/refresh", P.LISTS),
     ("GET", "/v1/matches", P.SEARCH),
     ("GET", "/v1/config", P.CONFIG),
+    *WORKSPACE_ROUTES,
 ]
 
 
@@ -141,6 +144,7 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
     _alert_routes(app, hub, need)
     _camera_routes(app, hub, need, settings.live.max_push_pixels)
     _admin_routes(app, settings, hub, need)
+    workspace_routes(app, hub, need)
     return app
 
 

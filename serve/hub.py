@@ -24,6 +24,7 @@ import numpy as np
 from ray import serve as ray_serve
 
 from pipelines.audit import AuditUnavailable
+from pipelines.cases import Actor, CaseError
 from pipelines.config import Settings
 from pipelines.deployments import Deployments
 from pipelines.home import Home
@@ -34,6 +35,7 @@ from pipelines.schemas import EmbedderInfo
 from pipelines.store import FACES, MATCHES, VectorStore
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.watchlist import WatchlistError, Watchlists
+from pipelines.workspace import Workspace
 from serve.alerts import AlertFanout, AlertRecorder, alert_record
 from serve.auth import FailureThrottle
 from serve.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
@@ -77,7 +79,7 @@ def hub_errors(fn):
     async def wrapper(*args, **kwargs):
         try:
             return await fn(*args, **kwargs)
-        except (CameraError, ReviewError) as exc:
+        except (CameraError, ReviewError, CaseError) as exc:
             raise HubError(exc.status, str(exc)) from None
         except (ImageError, MediaPathError, WatchlistError, UnsafeTextError) as exc:
             raise HubError(422, str(exc)) from None
@@ -110,6 +112,7 @@ class LiveHub:
         self.reviews = ReviewBook(self.home.path / LIVE_DB)
         self.registry = CameraRegistry(self.home.path / LIVE_DB)
         self.deployments = Deployments(self.home.catalog, self.audit)
+        self.workspace = Workspace(self.home)  # investigators' cases (serve.workspace_api)
         self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self._auth_failures = FailureThrottle()  # audit records of refused requests
@@ -409,6 +412,11 @@ class LiveHub:
         rows = await self._io(self.store.query, "fw_matches", where, limit=query["limit"])
         rows.sort(key=lambda r: r.get("created_at", 0), reverse=True)
         return {"matches": [public_match(r) for r in rows]}
+
+    @hub_errors
+    async def case_act(self, op: str, actor: str, role: str, *args: Any) -> Any:
+        """An act of the investigator workspace (``pipelines.workspace``), on the io thread."""
+        return await self._io(self.workspace.call, op, Actor(actor, role), *args)
 
     async def auth_failure(self, details: dict) -> None:
         """A refused request: 401s as ``anonymous``, 403s as the token's name (its id,
