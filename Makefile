@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[dev]'
 	bash .ci/ensure-chromium
+	bash .ci/ensure-axe
 	touch $@
 
 install: $(VENV)/.installed

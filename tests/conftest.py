@@ -60,6 +60,8 @@ HEAVY_FIXTURES = frozenset(
         "pool_without_serve",  # FacePool replicas outside Serve (tests/serve/test_priority.py)
         "milvus_server",  # a real Milvus 2.3 server in a network namespace
         "store_settings",  # a store on each backend (one of them a Milvus server)
+        "workspace_server",  # the workspace app on uvicorn (tests/serve/workspace_helpers.py)
+        "browser",  # Debian's chromium through Playwright
     }
 )
 
