@@ -93,7 +93,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sighting_reviews_case ON sighting_reviews(case_ref);
     """,
     # 6: investigators' cases (pipelines.cases): who opened each, why, who authorised it,
-    # and which other investigators an admin let in
+    # which other investigators an admin let in, and the searches started from the browser
     """
     CREATE TABLE cases (
         case_ref TEXT PRIMARY KEY,
@@ -109,6 +109,19 @@ MIGRATIONS: list[str] = [
         granted_at TEXT NOT NULL,
         PRIMARY KEY (case_ref, grantee)
     );
+    CREATE TABLE case_searches (
+        search_id TEXT PRIMARY KEY,
+        case_ref TEXT NOT NULL REFERENCES cases(case_ref),
+        started_by TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        out_dir TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        ended_at TEXT
+    );
+    CREATE INDEX case_searches_case ON case_searches(case_ref);
     """,
 ]
 

@@ -30,6 +30,7 @@ from pipelines.evidence import (
 )
 from pipelines.home import Home
 from pipelines.schemas import Sighting
+from pipelines.search_jobs import SearchJobs
 from pipelines.sighting_reviews import ReviewError, SightingReviews, load_sightings, precision
 from pipelines.video import find_videos
 
@@ -37,10 +38,12 @@ SIGHTING_ID = r"^s_[0-9a-f]{8,64}$"
 
 
 class Workspace:
-    def __init__(self, home: Home):
+    def __init__(self, home: Home, ray_address: str | None = None):
         self.home = home
         self.book = CaseBook(home.catalog, home.audit)
         self.reviews = SightingReviews(home)
+        self.jobs = SearchJobs(home, home.settings, self.book)
+        self.ray_address = ray_address  # where searches started here run (None: their own)
 
     def call(self, op: str, who: Actor, *args: Any) -> Any:
         """One act by name; every expected failure leaves as a CaseError with a status."""
@@ -53,6 +56,12 @@ class Workspace:
             "clip": self.clip,
             "decide": self.decide,
             "export": self.export,
+            "browse": self.jobs.browse,
+            "probe": self.jobs.add_probe,
+            "search": self.search,
+            "searches": self.jobs.searches,
+            "search_status": self.jobs.status,
+            "search_cancel": self.jobs.cancel,
         }
         if op not in acts:
             raise CaseError(f"no workspace act {op!r}", 404)
@@ -63,6 +72,9 @@ class Workspace:
 
     def create(self, who: Actor, body: dict[str, str]) -> dict[str, Any]:
         return self.book.create(body["case_ref"], body["reason"], body["authorised_by"], who)
+
+    def search(self, who: Actor, ref: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.jobs.start(who, ref, spec, self.ray_address)
 
     def grant(self, who: Actor, ref: str, grantee: str) -> dict[str, Any]:
         return self.book.grant(ref, grantee, who)

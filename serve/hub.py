@@ -112,7 +112,8 @@ class LiveHub:
         self.reviews = ReviewBook(self.home.path / LIVE_DB)
         self.registry = CameraRegistry(self.home.path / LIVE_DB)
         self.deployments = Deployments(self.home.catalog, self.audit)
-        self.workspace = Workspace(self.home)  # investigators' cases (serve.workspace_api)
+        # investigators' cases (serve.workspace_api); their searches run on this cluster
+        self.workspace = Workspace(self.home, _cluster_address())
         self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self._auth_failures = FailureThrottle()  # audit records of refused requests
@@ -430,6 +431,12 @@ class LiveHub:
         await self._io(
             self.audit.append, actor, "auth.failure", **details, repeats_left_out=left_out
         )
+
+
+def _cluster_address() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
 
 
 def _home_relative(path: str, home: Path) -> str:

@@ -16,11 +16,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Path
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.cases import CASE_REF
+from pipelines.search_jobs import LIST_NAME
 from pipelines.workspace import SIGHTING_ID
 from serve.auth import Permission, Principal
 
@@ -36,6 +37,12 @@ ROUTES = [
     ("GET", "/v1/cases/{ref}/sightings/{id}/clip", P.CASES),
     ("POST", "/v1/cases/{ref}/sightings/{id}/decision", P.CASES),
     ("POST", "/v1/cases/{ref}/evidence", P.CASES),
+    ("GET", "/v1/archive", P.CASES),
+    ("POST", "/v1/cases/{ref}/probes", P.CASES),
+    ("GET", "/v1/cases/{ref}/searches", P.CASES),
+    ("POST", "/v1/cases/{ref}/searches", P.CASES),
+    ("GET", "/v1/cases/{ref}/searches/{id}", P.CASES),
+    ("POST", "/v1/cases/{ref}/searches/{id}/cancel", P.CASES),
 ]
 PRIVATE = {"Cache-Control": "no-store"}
 
@@ -52,6 +59,14 @@ class Grant(BaseModel):
     grantee: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
+class NewSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(..., min_length=1, max_length=100)
+    probes: list[str] = Field(default_factory=list, max_length=10)
+    list_name: str | None = Field(None, pattern=LIST_NAME)
+    fps: float | None = Field(None, gt=0.05, le=60)
+
+
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["confirmed", "rejected", "unsure"]
@@ -62,9 +77,9 @@ def workspace_routes(app: FastAPI, hub, need) -> None:
     ref_ = Path(..., pattern=CASE_REF)
     sid_ = Path(..., pattern=SIGHTING_ID)
     member = need(P.CASES)
+    search_routes(app, hub, need)
 
-    async def act(who: Principal, op: str, *args: Any) -> Any:
-        return await hub.call("case_act", op, who.name, who.role, *args)
+    act = _acts(hub)
 
     @app.get("/workspace", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -125,6 +140,56 @@ def workspace_routes(app: FastAPI, hub, need) -> None:
             "X-Bundle-SHA256": got["sha256"],
         }
         return Response(got["zip"], media_type="application/zip", headers=headers)
+
+
+def _acts(hub):
+    """``act(who, op, *args)``: one workspace act in the hub, as the token's name and role."""
+
+    async def act(who: Principal, op: str, *args: Any) -> Any:
+        return await hub.call("case_act", op, who.name, who.role, *args)
+
+    return act
+
+
+def search_routes(app: FastAPI, hub, need) -> None:
+    """Searches in a case: the archive browser, probe uploads, start, progress, cancel."""
+    ref_ = Path(..., pattern=CASE_REF)
+    search_id = Path(..., pattern=r"^sr_[0-9a-f]{12}$")
+    member = need(P.CASES)
+
+    act = _acts(hub)
+
+    @app.get("/v1/archive")
+    async def browse(
+        path: str = Query("", max_length=1000), who: Principal = Depends(member)
+    ) -> dict:
+        return await act(who, "browse", path)
+
+    @app.post("/v1/cases/{ref}/probes", status_code=201)
+    async def probe(request: Request, ref: str = ref_, who: Principal = Depends(member)) -> dict:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("image/jpeg", "image/png"):
+            raise HTTPException(415, "send the probe photo as image/jpeg or image/png")
+        data = await request.body()
+        if not data:
+            raise HTTPException(400, "empty body: send one JPEG or PNG photo")
+        return await act(who, "probe", ref, data)
+
+    @app.get("/v1/cases/{ref}/searches")
+    async def searches(ref: str = ref_, who: Principal = Depends(member)) -> dict:
+        return {"searches": await act(who, "searches", ref)}
+
+    @app.post("/v1/cases/{ref}/searches", status_code=202)
+    async def start(body: NewSearch, ref: str = ref_, who: Principal = Depends(member)) -> dict:
+        return await act(who, "search", ref, body.model_dump())
+
+    @app.get("/v1/cases/{ref}/searches/{sid}")
+    async def status(ref: str = ref_, sid: str = search_id, who: Principal = Depends(member)):
+        return JSONResponse(await act(who, "search_status", ref, sid), headers=PRIVATE)
+
+    @app.post("/v1/cases/{ref}/searches/{sid}/cancel")
+    async def cancel(ref: str = ref_, sid: str = search_id, who: Principal = Depends(member)):
+        return await act(who, "search_cancel", ref, sid)
 
 
 @lru_cache(maxsize=1)

@@ -4,8 +4,8 @@ export the bundle, and ``facewatch evidence verify`` it (and a copy with one byt
 
 The workspace app runs in process on 127.0.0.1 (uvicorn; ``LiveHub``'s own ``case_act`` on
 a real home: tests/serve/workspace_helpers.py), because the workspace needs no model pool.
-The search itself is a real ``facewatch search --probe ... --case OP-1`` process (Ray,
-MTCNN, dlib-resnet): starting a search from the page is not built yet (issue 17, item 3).
+The search is started from the page: the workspace runs ``facewatch search --probe ...
+--case OP-1`` as a detached process (Ray, MTCNN, dlib-resnet), and the page follows it.
 Every page is checked with axe-core (the npm package, installed by .ci/ensure-axe) for
 serious or critical violations, and screenshotted under the test's tmp folder.
 """
@@ -74,13 +74,14 @@ def browser():
 @pytest.fixture(scope="module")
 def workspace_server(tmp_path_factory):
     home_dir = tmp_path_factory.mktemp("ws-home")
-    with Home.open(Settings(home=home_dir / "home")) as home, served(home) as base:
+    settings = Settings(home=home_dir / "home", workspace={"archive_roots": [ROOT / "examples"]})
+    with Home.open(settings) as home, served(home) as base:
         yield base, home
 
 
 @pytest.fixture(scope="module")
 def investigated(workspace_server, browser, tmp_path_factory):
-    """Steps 1-8 in the browser (the search by the CLI in between); what was seen."""
+    """Steps 1-8 in the browser; what was seen."""
     base, home = workspace_server
     shots = tmp_path_factory.mktemp("ws-shots")
     seen: dict = {"shots": shots, "axe": {}, "errors": []}
@@ -95,12 +96,7 @@ def investigated(workspace_server, browser, tmp_path_factory):
     page.get_by_label("Authorised by").fill(CASE["authorised_by"])
     page.get_by_role("button", name="Create case").click()
     page.locator("#case-title").filter(has_text="Case OP-1").wait_for(timeout=20_000)
-    search = facewatch(
-        home.path, "search", "examples/short_hamilton_clip.mp4", "--probe",
-        "examples/lin-manuel-miranda.png", "--case", "OP-1", "--reason", CASE["reason"],
-        "--out", str(tmp_path_factory.mktemp("ws-search")),
-    )  # fmt: skip
-    assert search.returncode == 0, search.stderr[-2000:]
+    search_in_the_browser(page, shots)
     page.get_by_role("button", name="All cases").click()
     seen["axe"]["cases"] = axe_serious(page)
     page.screenshot(path=str(shots / "2-cases.png"), full_page=True)
@@ -125,6 +121,22 @@ def investigated(workspace_server, browser, tmp_path_factory):
     return seen
 
 
+def search_in_the_browser(page, shots: Path) -> None:
+    """Steps 3-4: upload the probe photo, pick the clip in the archive browser, start the
+    search, follow its progress to the end."""
+    page.locator("#search-box summary").click()
+    page.get_by_role("button", name="open examples").click()
+    page.get_by_label("short_hamilton_clip.mp4").check()
+    page.get_by_label("Probe photo (JPEG or PNG; one face)").set_input_files(
+        str(ROOT / "examples" / "lin-manuel-miranda.png")
+    )
+    page.locator("#probes").filter(has_text="1 accepted").wait_for(timeout=20_000)
+    page.get_by_role("button", name="Start search").click()
+    page.locator("#progress").filter(has_text="running").wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "2-searching.png"), full_page=True)
+    page.locator("#progress").filter(has_text="done").wait_for(timeout=280_000)
+
+
 def play_clip(page) -> dict:
     """Wait until the video stands at the sighting's start, play it, see it advance."""
     page.wait_for_function(
@@ -137,6 +149,7 @@ def play_clip(page) -> dict:
         " return {t: v.currentTime, start: Number(v.dataset.start),"
         " offset: Number(v.dataset.offset)}; }"
     )
+    page.locator("#clip").scroll_into_view_if_needed()  # chromium pauses muted video off screen
     page.evaluate("() => document.getElementById('clip').play()")
     page.wait_for_function(
         f"() => {{ const v = document.getElementById('clip');"
@@ -169,10 +182,11 @@ def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_
     assert bad.returncode == 1 and "NOT intact" in bad.stderr and "entry" in bad.stderr
     _, home = workspace_server
     actions = {r["action"] for r in home.audit.records() if r["details"].get("case") == "OP-1"}
-    expected = {"case.create", "search", "export.search", "case.open", "case.view_face",
+    expected = {"case.create", "case.probe_upload", "case.search_start", "search",
+                "export.search", "case.open", "case.view_face",
                 "case.view_clip", "sighting.review", "evidence.export"}  # fmt: skip
     assert expected <= actions, expected - actions
-    for name in ("1-login", "2-cases", "3-case", "4-exported"):
+    for name in ("1-login", "2-searching", "2-cases", "3-case", "4-exported"):
         assert (seen["shots"] / f"{name}.png").stat().st_size > 0
 
 
