@@ -20,6 +20,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[dev]'
 	bash .ci/ensure-chromium
 	bash .ci/ensure-prometheus
+	bash .ci/ensure-axe
 	touch $@
 
 install: $(VENV)/.installed

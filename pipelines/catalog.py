@@ -223,6 +223,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX webhook_outbox_due ON webhook_outbox(state, hook_url, camera_id, seq);
     """,
+    # 6: investigators' cases (pipelines.cases): who opened each, why, who authorised it,
+    # which other investigators an admin let in, and the searches started from the browser
+    """
+    CREATE TABLE cases (
+        case_ref TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        authorised_by TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE case_grants (
+        case_ref TEXT NOT NULL REFERENCES cases(case_ref),
+        grantee TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        PRIMARY KEY (case_ref, grantee)
+    );
+    CREATE TABLE case_searches (
+        search_id TEXT PRIMARY KEY,
+        case_ref TEXT NOT NULL REFERENCES cases(case_ref),
+        started_by TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        out_dir TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        ended_at TEXT
+    );
+    CREATE INDEX case_searches_case ON case_searches(case_ref);
+    """,
 ]
 
 

@@ -284,6 +284,22 @@ class RetentionConfig(Strict):
     )
 
 
+class WorkspaceConfig(Strict):
+    """The investigators' web workspace: which archive it may search, upload limits."""
+
+    archive_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders the workspace may browse and search (nothing outside them; "
+        "none: searches from the browser are off)",
+    )
+    max_probe_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="largest probe photo"
+    )
+    max_probe_pixels: int = Field(
+        40_000_000, ge=10_000, description="largest probe photo, width x height"
+    )
+
+
 class GovernanceConfig(Strict):
     """Purpose, list size and retention rules."""
 
@@ -418,7 +434,7 @@ class ApiToken(Strict):
     """One API token, stored as its sha256."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who (audited)")
-    role: Literal["operator", "investigator", "admin", "camera"] = Field(
+    role: Literal["operator", "investigator", "admin", "camera", "auditor"] = Field(
         ..., description="what the token may do"
     )
     sha256: str = Field(
@@ -471,6 +487,7 @@ class Settings(Strict):
     governance: GovernanceConfig = GovernanceConfig()
     live: LiveConfig = LiveConfig()
     api: ApiConfig = ApiConfig()
+    workspace: WorkspaceConfig = WorkspaceConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -41,6 +41,8 @@ from serve.responses import (
 )
 from serve.review_page import review_page
 from serve.webhooks import public_hook_url
+from serve.workspace_api import ROUTES as WORKSPACE_ROUTES
+from serve.workspace_api import workspace_routes
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ ROUTES = [  # (method, path, permission) for the docs; None: public
     ("GET", "/v1/matches", P.SEARCH),
     ("GET", "/v1/config", P.CONFIG),
     ("GET", "/openapi.json", P.STATS),
+    *WORKSPACE_ROUTES,
 ]
 SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
@@ -160,6 +163,7 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
     _alert_routes(app, hub, need)
     _camera_routes(app, hub, need, settings.live)
     _admin_routes(app, settings, hub, need)
+    workspace_routes(app, hub, need)
     return app
 
 

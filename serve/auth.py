@@ -7,7 +7,8 @@ Why it looks like this:
 - Lookups compare every configured hash with ``hmac.compare_digest``, without an early
   exit, so response time does not reveal how close a guess came.
 - A role is a set of permissions, checked per route. ``operator`` reviews and adjudicates,
-  ``investigator`` searches, ``admin`` manages cameras, lists and config, and ``camera``
+  ``investigator`` searches and works in its cases, ``auditor`` reads every case, ``admin``
+  manages cameras, lists and config and grants access to cases, and ``camera``
   may only push frames, and only to its own camera(s): a token named like a camera, or
   bound by ``cameras`` (a device should not hold an admin token).
 - Browsers cannot attach a bearer header to a page load, so the same token is accepted as
@@ -31,7 +32,7 @@ from enum import Enum
 from pipelines.config import CAMERA_ID_PATTERN, ApiConfig
 from pipelines.errors import FacewatchError
 
-ROLES = ("operator", "investigator", "admin", "camera")
+ROLES = ("operator", "investigator", "admin", "camera", "auditor")
 
 
 class Permission(str, Enum):
@@ -45,6 +46,7 @@ class Permission(str, Enum):
     FRAMES = "frames"  # push frames for a camera
     LISTS = "lists"  # reload watch lists
     CONFIG = "config"  # read the effective configuration
+    CASES = "cases"  # the investigator workspace: which case, and what in it, is per case
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -57,7 +59,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.CAMERAS_READ,
         }
     ),
-    "investigator": frozenset({Permission.SEARCH, Permission.STATS}),
+    "investigator": frozenset({Permission.SEARCH, Permission.STATS, Permission.CASES}),
     "admin": frozenset(
         {
             Permission.CAMERAS_READ,
@@ -67,9 +69,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.CONFIG,
             Permission.STATS,
             Permission.STATUS,
+            Permission.CASES,
         }
     ),
     "camera": frozenset({Permission.FRAMES}),
+    # reads every case and its audit records (pipelines.cases decides per case), decides
+    # nothing, searches nothing
+    "auditor": frozenset({Permission.CASES}),
 }
 
 

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 JSON_BODY_LIMIT = 64 * 1024
 FRAME_PATH_SUFFIX = "/frames"
+# image bodies (camera frames, probe photos) may be up to api.max_body_bytes; JSON is small
+IMAGE_PATH_SUFFIXES = (FRAME_PATH_SUFFIX, "/probes")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -90,7 +92,7 @@ class Guard:
             await _send_json(send, *refusal)
             return
         path = scope.get("path", "")
-        limit = self.frames_max if path.endswith(FRAME_PATH_SUFFIX) else self.json_max
+        limit = self.frames_max if path.endswith(IMAGE_PATH_SUFFIXES) else self.json_max
         received = 0
 
         async def limited() -> Message:
@@ -115,7 +117,7 @@ class Guard:
 
     def _refuse(self, scope: Scope) -> tuple[int, dict] | None:
         path = scope.get("path", "")
-        limit = self.frames_max if path.endswith(FRAME_PATH_SUFFIX) else self.json_max
+        limit = self.frames_max if path.endswith(IMAGE_PATH_SUFFIXES) else self.json_max
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():

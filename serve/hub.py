@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from ray import serve as ray_serve
 
+from pipelines.cases import Actor
 from pipelines.config import Settings
 from pipelines.deployments import Deployments
 from pipelines.errors import FacewatchError
@@ -38,6 +39,7 @@ from pipelines.status import read_last_retention, read_searches, utc_now
 from pipelines.store import FACES, MATCHES, WATCHLIST, VectorStore
 from pipelines.text import check_text
 from pipelines.watchlist import Watchlists
+from pipelines.workspace import Workspace
 from serve import metrics
 from serve.alerts import AlertFanout, AlertRecorder
 from serve.auth import FailureThrottle
@@ -123,6 +125,8 @@ class LiveHub:
         self.reviews = ReviewBook(self.home.catalog)  # their tables: in the catalog's file
         self.registry = CameraRegistry(self.home.catalog)
         self.deployments = Deployments(self.home.catalog, self.audit)
+        # investigators' cases (serve.workspace_api); their searches run on this cluster
+        self.workspace = Workspace(self.home, _cluster_address())
         self._scanned: dict[str, tuple[int, int]] = {}  # camera -> (runner id, faces reported)
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self._auth_failures = FailureThrottle()  # audit records of refused requests
@@ -466,6 +470,11 @@ class LiveHub:
         rows.sort(key=lambda r: r.get("created_at", 0), reverse=True)
         return {"matches": [public_match(r) for r in rows]}
 
+    @hub_errors
+    async def case_act(self, op: str, actor: str, role: str, *args: Any) -> Any:
+        """An act of the investigator workspace (``pipelines.workspace``), on the io thread."""
+        return await self._io(self.workspace.call, op, Actor(actor, role), *args)
+
     async def auth_failure(self, details: dict) -> None:
         """A refused request: 401s as ``anonymous``, 403s as the token's name (its id,
         never its value), throttled per client, reason and actor."""
@@ -484,6 +493,12 @@ def camera_row(c: dict[str, Any]) -> dict[str, Any]:
     """A camera as the status page shows it."""
     keys = ("id", "state", "fps", "analysed_fps", "frames_analysed", "drops", "reconnects")
     return {k: c.get(k) for k in keys} | {"list": c.get("list"), "last_error": c["last_error"]}
+
+
+def _cluster_address() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
 
 
 def _home_relative(path: str, home: Path) -> str:

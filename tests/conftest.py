@@ -62,6 +62,8 @@ HEAVY_FIXTURES = frozenset(
         "store_settings",  # a store on each backend (one of them a Milvus server)
         "metrics_stack",  # a live server, a search and Prometheus (tests/serve/test_prometheus.py)
         "ray_cluster",  # a head + 2 worker Ray nodes in a network namespace (jobs/cluster.py)
+        "workspace_server",  # the workspace app on uvicorn (tests/serve/workspace_helpers.py)
+        "browser",  # Debian's chromium through Playwright
     }
 )
 

@@ -70,6 +70,7 @@ def _register() -> None:
         deployment,
         doctor,
         evaluate,
+        evidence,
         index,
         models,
         retention,
@@ -91,6 +92,8 @@ def _register() -> None:
         "sightings": sightings.app,
         "cluster": cluster.app,
         "store": store.app,
+        "case": evidence.case_app,
+        "evidence": evidence.evidence_app,
     }
     for name, group in groups.items():
         app.add_typer(group, name=name)

@@ -14,6 +14,7 @@ from jobs.archive.report import (
 from jobs.archive.review import rank
 from jobs.archive.search import Progress as SearchProgress
 from jobs.archive.search import SearchResult
+from jobs.archive.search_progress import ProgressFile
 from jobs.archive.search_setup import SearchSetup, check_numbers, check_videos
 from jobs.cli.common import (
     EXIT_PARTIAL,
@@ -62,6 +63,9 @@ def search(
         False, "--indexed", help="search the face index (facewatch index) instead of decoding"
     ),
     top_k: int = typer.Option(1000, "--top-k", help="with --indexed: nearest faces per photo"),
+    progress_file: Path | None = typer.Option(
+        None, "--progress-file", help="also write progress to this JSON file (the workspace)"
+    ),
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
     if indexed:
@@ -92,14 +96,16 @@ def search(
     )
     try:
         with json_stdout(as_json):  # no Ray output in the JSON
-            result = run_with_progress(setup, out, fps, ray_address, quiet=as_json)
+            result = run_with_progress(setup, out, fps, ray_address, as_json, progress_file)
     finally:
         setup.close()
     report_outputs(setup, result, out, as_json)
     raise typer.Exit(_exit_code(result))
 
 
-def run_with_progress(setup: SearchSetup, out: Path, fps, ray_address, quiet: bool) -> SearchResult:
+def run_with_progress(
+    setup: SearchSetup, out: Path, fps, ray_address, quiet: bool, progress_file: Path | None = None
+) -> SearchResult:
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -126,7 +132,16 @@ def run_with_progress(setup: SearchSetup, out: Path, fps, ray_address, quiet: bo
             bar.update(frames_task, advance=frames, info=info)
 
         progress = SearchProgress(total, advance, lambda _p: bar.advance(files_task))
-        return setup.run(out, fps, ray_address, progress)
+        if progress_file is None:
+            return setup.run(out, fps, ray_address, progress)
+        noted = ProgressFile(progress_file, fps or setup.settings.search.fps)
+        try:
+            result = setup.run(out, fps, ray_address, noted.callbacks(progress))
+        except BaseException:
+            noted.finish("failed")
+            raise
+        noted.finish("done")
+        return result
 
 
 def report_outputs(setup: SearchSetup, result: SearchResult, out: Path, as_json: bool) -> None:

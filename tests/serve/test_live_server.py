@@ -10,6 +10,7 @@ matches "other"; both receive the same frames of short_hamilton_clip.mp4.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import json
 import os
@@ -298,33 +299,62 @@ def test_no_api_act_happens_when_the_audit_log_is_damaged(server, pushed):
     assert cli("audit", "verify", home=home).returncode == 0
 
 
-def test_review_page_confirm_in_chromium(server, pushed):
+@contextlib.contextmanager
+def officer_browser(**options):
+    """A browser context of Debian's chromium, signed in as officer-1 (HTTP Basic)."""
     from playwright.sync_api import sync_playwright
 
-    base, _ = server
-    alert_id = pushed["events"][0][1]["alert_id"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
         try:
-            ctx = browser.new_context(
-                http_credentials={"username": "officer", "password": TOKENS["officer-1"][1]}
-            )
-            page = ctx.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{base}/review")
-            card = page.locator(f'article[data-alert-id="{alert_id}"]')
-            card.wait_for(timeout=20_000)
-            assert "Lin-Manuel Miranda" in card.inner_text()
-            assert card.locator("img").count() == 2
-            card.locator("textarea").fill("same person, checked the tattoo")
-            card.get_by_role("button", name="Confirm").click()
-            card.locator(".outcome").filter(has_text="confirmed by officer-1").wait_for(
-                timeout=20_000
-            )
-            assert errors == []
+            creds = {"username": "officer", "password": TOKENS["officer-1"][1]}
+            yield browser.new_context(http_credentials=creds, **options)
         finally:
             browser.close()
+
+
+def test_review_page_fits_a_390px_phone(server, pushed, tmp_path):
+    """At 390x844 the page is no wider than the screen, and the pending alert's name,
+    score and Confirm/Reject buttons are on screen and at least 44 px tall (a thumb)."""
+    base, _ = server
+    alert_id = pushed["events"][0][1]["alert_id"]
+    with officer_browser(viewport={"width": 390, "height": 844}) as ctx:
+        page = ctx.new_page()
+        page.goto(f"{base}/review")
+        card = page.locator(f'article[data-alert-id="{alert_id}"]')
+        card.wait_for(timeout=20_000)
+        card.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "review-390.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+        for part in (card.locator(".who"), card.locator(".score")):
+            box = part.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        for name in ("Confirm", "Reject"):
+            button = card.get_by_role("button", name=name)
+            box = button.bounding_box()
+            assert button.is_visible() and box, name
+            assert box["height"] >= 44 and box["x"] + box["width"] <= 390, (name, box)
+        assert card.bounding_box()["height"] <= 844  # one alert fits one screen
+    assert (tmp_path / "review-390.png").stat().st_size > 0
+
+
+def test_review_page_confirm_in_chromium(server, pushed):
+    base, _ = server
+    alert_id = pushed["events"][0][1]["alert_id"]
+    with officer_browser() as ctx:
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/review")
+        card = page.locator(f'article[data-alert-id="{alert_id}"]')
+        card.wait_for(timeout=20_000)
+        assert "Lin-Manuel Miranda" in card.inner_text()
+        assert card.locator("img").count() == 2
+        card.locator("textarea").fill("same person, checked the tattoo")
+        card.get_by_role("button", name="Confirm").click()
+        card.locator(".outcome").filter(has_text="confirmed by officer-1").wait_for(timeout=20_000)
+        assert errors == []
     stored = httpx.get(f"{base}/v1/alerts/{alert_id}", headers=auth(OP)).json()
     assert (stored["status"], stored["decided_by"]) == ("confirmed", "officer-1")
     assert stored["note"] == "same person, checked the tattoo"

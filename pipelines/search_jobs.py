@@ -1,0 +1,306 @@
+"""Searches started from the browser: ``facewatch search`` as a detached process per search.
+
+A search takes minutes to hours; a web request must not. So the workspace starts the same
+``facewatch search --case REF`` that an investigator would type, as its own process in its
+own session (it outlives the request, and a restart of the server), with
+``--progress-file`` for the page to poll, and records it in ``case_searches``. Reusing the
+CLI means one search path: the same purpose checks, audit records, outputs and store.
+
+What the browser may name is confined: archive paths are ``ROOT/relative`` under the
+configured ``workspace.archive_roots`` (resolved, so neither ``..`` nor a symlink leaves
+them), and probe photos are files this module stored after checking them as images first.
+A cancel interrupts the process (SIGINT, so it shuts its Ray down; then SIGKILL to its
+group); what it stored before stays stored, and the search's state says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.cases import WORK, Actor, CaseBook, CaseError
+from pipelines.catalog import new_id, utcnow
+from pipelines.config import Settings
+from pipelines.home import Home
+from pipelines.images import ImageError, check_image_header, decode_image
+from pipelines.video import DEFAULT_EXTENSIONS
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: ``python -m jobs.cli`` runs here
+PROBE_ID = r"^pr_[0-9a-f]{16}$"
+LIST_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+CANCEL_GRACE_S = 20.0
+
+
+class SearchJobs:
+    def __init__(self, home: Home, settings: Settings, book: CaseBook):
+        self.home, self.settings, self.book = home, settings, book
+        self.roots = [Path(r).expanduser().resolve() for r in settings.workspace.archive_roots]
+        self._procs: dict[str, subprocess.Popen] = {}  # started by this process: reaped here
+
+    # -- the archive, confined to its roots ------------------------------------------------
+    def resolve(self, name: str) -> Path:
+        """``"N/relative/path"`` -> the path under root N; nothing outside the roots."""
+        head, _, rest = str(name).partition("/")
+        if not head.isdigit() or int(head) >= len(self.roots):
+            raise CaseError(
+                f"{name!r}: an archive path is ROOT/path, ROOT one of 0.."
+                f"{len(self.roots) - 1} (workspace.archive_roots)"
+            )
+        root = self.roots[int(head)]
+        path = (root / rest).resolve()
+        if not path.is_relative_to(root) or not path.exists():
+            raise CaseError(f"{name!r}: no such file or folder under archive root {head}", 404)
+        return path
+
+    def browse(self, who: Actor, name: str) -> dict[str, Any]:
+        """The folders and videos in one archive folder ("" lists the roots)."""
+        if who.role not in ("investigator", "auditor"):
+            raise CaseError("only investigators and auditors browse the archive", 403)
+        self.home.audit.append(who.name, "archive.browse", path=str(name)[:1000])
+        if not name:
+            return {
+                "path": "",
+                "entries": [
+                    {"name": r.name or str(i), "path": str(i), "kind": "dir"}
+                    for i, r in enumerate(self.roots)
+                ],
+            }
+        folder = self.resolve(name)
+        if not folder.is_dir():
+            raise CaseError(f"{name!r} is not a folder", 422)
+        entries = []
+        for child in sorted(folder.iterdir())[:2000]:
+            kind = "dir" if child.is_dir() else "video"
+            if kind == "video" and child.suffix.lower() not in DEFAULT_EXTENSIONS:
+                continue
+            entries.append(
+                {"name": child.name, "path": f"{name.rstrip('/')}/{child.name}", "kind": kind}
+            )
+        return {"path": name, "entries": entries}
+
+    # -- probe photos ---------------------------------------------------------------------
+    def add_probe(self, who: Actor, ref: str, data: bytes) -> dict[str, Any]:
+        """Store a probe photo for the case after checking it as an image (size, header,
+        decoding). Whether it holds one usable face is checked by the search itself, which
+        refuses it with the reason."""
+        self.book.require(ref, who, WORK)
+        ws = self.settings.workspace
+        if len(data) > ws.max_probe_bytes:
+            raise CaseError(f"the photo is over {ws.max_probe_bytes} bytes", 413)
+        try:
+            check_image_header(data, "probe photo", ws.max_probe_pixels)
+            image = decode_image(data, "probe photo", ws.max_probe_pixels)
+        except ImageError as exc:
+            raise CaseError(str(exc), 422) from None
+        probe_id = "pr_" + hashlib.sha256(data).hexdigest()[:16]
+        ext = ".png" if data.startswith(b"\x89PNG") else ".jpg"
+        folder = self._case_dir(ref) / "probes"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.home.audit.append(
+            who.name,
+            "case.probe_upload",
+            case=ref,
+            probe=probe_id,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        (folder / f"{probe_id}{ext}").write_bytes(data)
+        return {"probe_id": probe_id, "width": image.shape[1], "height": image.shape[0]}
+
+    def _case_dir(self, ref: str) -> Path:
+        return self.home.path / "cases" / ref
+
+    def _probe(self, ref: str, probe_id: str) -> Path:
+        found = sorted((self._case_dir(ref) / "probes").glob(f"{probe_id}.*"))
+        if not found:
+            raise CaseError(f"no probe {probe_id} in case {ref}: upload it first", 404)
+        return found[0]
+
+    # -- start, follow, cancel ------------------------------------------------------------
+    def start(self, who: Actor, ref: str, spec: dict[str, Any], ray_address: str | None = None):
+        """Start ``facewatch search`` for the case, detached; return its row."""
+        case = self.book.require(ref, who, WORK)
+        if not self.roots:
+            raise CaseError("searches from the browser are off: no workspace.archive_roots", 409)
+        paths = [self.resolve(p) for p in spec.get("paths", [])]
+        probes = [self._probe(ref, p) for p in spec.get("probes", [])]
+        if not paths or bool(probes) == bool(spec.get("list_name")):
+            raise CaseError("a search needs archive paths and either probe photos or one list")
+        search_id = new_id("sr")
+        out = self._case_dir(ref) / "searches" / search_id
+        out.mkdir(parents=True, mode=0o700)
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "--home",
+            str(self.home.path),
+            "search",
+            *map(str, paths),
+            "--case",
+            ref,
+            "--reason",
+            case["reason"],
+            "--out",
+            str(out),
+            "--progress-file",
+            str(out / "progress.json"),
+        ]
+        cmd += [a for p in probes for a in ("--probe", str(p))]
+        cmd += ["--list", spec["list_name"]] if spec.get("list_name") else []
+        cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
+        cmd += ["--ray-address", ray_address] if ray_address else []
+        self.home.audit.append(
+            who.name,
+            "case.search_start",
+            case=ref,
+            search_id=search_id,
+            paths=[str(p) for p in paths],
+            probes=spec.get("probes", []),
+            list=spec.get("list_name"),
+            fps=spec.get("fps"),
+        )
+        proc = self._spawn(cmd, out, who.name)
+        self._procs[search_id] = proc
+        self.home.catalog.db.execute(
+            "INSERT INTO case_searches(search_id, case_ref, started_by, started_at, pid, out_dir,"
+            " spec_json, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+            (search_id, ref, who.name, utcnow(), proc.pid, str(out), json.dumps(spec)),
+        )
+        return self.status(who, ref, search_id)
+
+    @staticmethod
+    def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen:
+        env = dict(os.environ, FACEWATCH_USER=actor)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        with open(out / "search.log", "ab") as log:
+            return subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _row(self, ref: str, search_id: str) -> dict[str, Any]:
+        row = self.home.catalog.row(
+            "SELECT * FROM case_searches WHERE search_id = ? AND case_ref = ?", search_id, ref
+        )
+        if row is None:
+            raise CaseError(f"no search {search_id} in case {ref}", 404)
+        return row
+
+    def status(self, who: Actor, ref: str, search_id: str) -> dict[str, Any]:
+        """The search's state and progress (files, video-seconds, faces, ETA)."""
+        self.book.require(ref, who)
+        row = self._row(ref, search_id)
+        if row["state"] == "running":
+            row = self._settle(row)
+        progress = _progress(Path(row["out_dir"]))
+        keep = ("search_id", "started_by", "started_at", "state", "message", "ended_at")
+        return {**{k: row[k] for k in keep}, "progress": progress}
+
+    def searches(self, who: Actor, ref: str) -> list[dict[str, Any]]:
+        rows = self.home.catalog.rows(
+            "SELECT search_id FROM case_searches WHERE case_ref = ? ORDER BY started_at", ref
+        )
+        return [self.status(who, ref, r["search_id"]) for r in rows]
+
+    def _exit_code(self, row: dict[str, Any]) -> int | None:
+        """The process's exit code, or None while it runs (a process another server
+        started is followed by its pid; it left its exit in the log only)."""
+        proc = self._procs.get(row["search_id"])
+        if proc is not None:
+            return proc.poll()
+        try:
+            os.kill(row["pid"], 0)
+            return None
+        except ProcessLookupError:
+            return -1
+
+    def _settle(self, row: dict[str, Any]) -> dict[str, Any]:
+        code = self._exit_code(row)
+        if code is None:
+            return row
+        out = Path(row["out_dir"])
+        state = "done" if code in (0, 3) and (out / "sightings.parquet").is_file() else "failed"
+        message = "" if state == "done" else _last_error(out / "search.log")
+        return self._end(row, state, message)
+
+    def _end(self, row: dict[str, Any], state: str, message: str) -> dict[str, Any]:
+        self.home.catalog.db.execute(
+            "UPDATE case_searches SET state = ?, message = ?, ended_at = ? "
+            "WHERE search_id = ? AND state = 'running'",
+            (state, message, utcnow(), row["search_id"]),
+        )
+        self._procs.pop(row["search_id"], None)
+        return self._row(row["case_ref"], row["search_id"])
+
+    def cancel(self, who: Actor, ref: str, search_id: str) -> dict[str, Any]:
+        """Interrupt the search; it keeps what it stored, and its state says so."""
+        self.book.require(ref, who, WORK)
+        row = self._row(ref, search_id)
+        if row["state"] != "running" or self._exit_code(row) is not None:
+            raise CaseError(f"search {search_id} is not running ({row['state']})", 409)
+        self.home.audit.append(who.name, "case.search_cancel", case=ref, search_id=search_id)
+        _interrupt(row["pid"], self._procs.get(search_id))
+        progress = _progress(Path(row["out_dir"]))
+        message = (
+            f"cancelled by {who.name} after {progress.get('files_done', 0)} of "
+            f"{progress.get('files_total') or '?'} files: the matches stored before "
+            "stay stored (and audited); the search wrote no report"
+        )
+        self._end(row, "cancelled", message)
+        return self.status(who, ref, search_id)
+
+
+def _interrupt(pid: int, proc: subprocess.Popen | None) -> None:
+    """SIGINT to the search's process group (it shuts its local Ray down), SIGKILL after
+    ``CANCEL_GRACE_S``; the group is the search's own session, nothing else."""
+    try:
+        os.killpg(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        if proc is None and not _alive(pid):
+            break
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait(10)
+
+
+def _progress(out: Path) -> dict[str, Any]:
+    path = out / "progress.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _last_error(log: Path) -> str:
+    """The search's own last words (its 'error: ...' line), for the page."""
+    if not log.is_file():
+        return "the search ended without a log"
+    lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["the search ended without a message"])[-1][:500]

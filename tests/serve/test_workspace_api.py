@@ -1,0 +1,233 @@
+"""The workspace's routes on the real FastAPI app (``create_app``), in process: real tokens,
+a real home (catalog, audit log) and ``LiveHub``'s own ``case_act``; no Ray, because the
+workspace needs no model pool. Sightings come from the browser test's real search
+(tests/serve/test_workspace_browser.py); these cover cases, roles and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from workspace_helpers import as_, workspace_app
+
+from pipelines.config import Settings
+from pipelines.home import Home
+
+
+@pytest.fixture
+def home(tmp_path):
+    with Home.open(Settings(home=tmp_path / "home")) as h:
+        yield h
+
+
+def run(home: Home, scenario):
+    async def go():
+        transport = httpx.ASGITransport(app=workspace_app(home))
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            out = await scenario(c)
+        await asyncio.sleep(0.05)  # the refusals' audit records (fire-and-forget)
+        return out
+
+    return asyncio.run(go())
+
+
+NEW = {"case_ref": "OP-7", "reason": "burglary, 3 High St", "authorised_by": "DI Shaw"}
+
+
+@pytest.mark.timeout(30)
+def test_cases_roles_and_audited_refusals(home):
+    async def scenario(c):
+        made = await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        again = await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        by_auditor = await c.post("/v1/cases", json=NEW | {"case_ref": "X-1"}, headers=as_("aud"))
+        ben = await c.get("/v1/cases/OP-7", headers=as_("ben"))
+        ben_list = await c.get("/v1/cases", headers=as_("ben"))
+        aud = await c.get("/v1/cases/OP-7", headers=as_("aud"))
+        ops = await c.get("/v1/cases", headers=as_("ops"))
+        nobody = await c.get("/v1/cases")
+        ana_grants = await c.post(
+            "/v1/cases/OP-7/grants", json={"grantee": "ben"}, headers=as_("ana")
+        )
+        grant = await c.post("/v1/cases/OP-7/grants", json={"grantee": "ben"}, headers=as_("root"))
+        ben_after = await c.get("/v1/cases/OP-7", headers=as_("ben"))
+        return (
+            made,
+            again,
+            by_auditor,
+            ben,
+            ben_list,
+            aud,
+            ops,
+            nobody,
+            ana_grants,
+            grant,
+            ben_after,
+        )
+
+    made, again, by_auditor, ben, ben_list, aud, ops, nobody, ana_grants, grant, ben_after = run(
+        home, scenario
+    )
+    assert made.status_code == 201 and made.json()["owner"] == "ana"
+    assert again.status_code == 409 and by_auditor.status_code == 403
+    assert ben.status_code == 403 and "ben may not read in case OP-7" in ben.json()["error"]
+    assert ben_list.json()["cases"] == []
+    assert aud.status_code == 200 and aud.json()["may_decide"] is False
+    assert ops.status_code == 403 and nobody.status_code == 401
+    assert ana_grants.status_code == 403 and grant.json()["grants"] == ["ben"]
+    assert ben_after.status_code == 200 and ben_after.json()["may_decide"] is True
+    records = list(home.audit.records())
+    refused = [
+        (r["actor"], r["details"].get("case")) for r in records if r["action"] == "case.refused"
+    ]
+    assert ("ben", "OP-7") in refused and ("aud", "X-1") in refused
+    failures = [
+        (r["actor"], r["details"]["status"]) for r in records if r["action"] == "auth.failure"
+    ]
+    assert ("ops", 403) in failures and ("anonymous", 401) in failures  # role gate, by token name
+    assert home.audit.verify().ok
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("POST", "/v1/cases", {"case_ref": "../x", "reason": "r", "authorised_by": "a"}, 422),
+        ("POST", "/v1/cases", {"case_ref": "A-1", "reason": "", "authorised_by": "a"}, 422),
+        ("POST", "/v1/cases", NEW | {"owner": "ben"}, 422),  # no field the server sets
+        ("GET", "/v1/cases/OP-7/sightings/x;rm/clip", None, 422),
+        ("GET", "/v1/cases/OP-7/sightings/s_0123456789ab/clip", None, 404),
+        ("POST", "/v1/cases/OP-7/sightings/s_0123456789ab/decision", {"decision": "maybe"}, 422),
+        ("GET", "/v1/cases/NOPE-1", None, 404),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_change_nothing(home, method, path, body, status):
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        return await c.request(method, path, json=body, headers=as_("ana"))
+
+    r = run(home, scenario)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]
+    assert [c["case_ref"] for c in home.catalog.rows("SELECT * FROM cases")] == ["OP-7"]
+
+
+@pytest.mark.timeout(30)
+def test_the_page_is_public_has_a_strict_csp_and_no_inline_handlers(home):
+    async def scenario(c):
+        return await c.get("/workspace")
+
+    r = run(home, scenario)
+    csp = r.headers["content-security-policy"]
+    assert r.status_code == 200 and "default-src 'none'" in csp and "'unsafe-inline'" not in csp
+    assert "localStorage" not in r.text and "sessionStorage" not in r.text
+    assert " onclick=" not in r.text and " onload=" not in r.text and "onsubmit" not in r.text
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def archive_home(tmp_path):
+    settings = Settings(home=tmp_path / "home", workspace={"archive_roots": [EXAMPLES]})
+    with Home.open(settings) as h:
+        yield h
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "path, status, words",
+    [
+        ("0/../../etc", 404, "no such file or folder under archive root 0"),
+        ("0/../README.md", 404, "no such file or folder under archive root 0"),
+        ("/etc/passwd", 422, "an archive path is ROOT/path"),
+        ("1/x", 422, "an archive path is ROOT/path"),
+    ],
+)
+def test_the_archive_browser_and_searches_stay_under_the_archive_roots(
+    archive_home, path, status, words
+):
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        roots = await c.get("/v1/archive", headers=as_("ana"))
+        inside = await c.get("/v1/archive?path=0", headers=as_("ana"))
+        browse = await c.get("/v1/archive", params={"path": path}, headers=as_("ana"))
+        spec = {"paths": [path], "probes": []}
+        start = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        return roots, inside, browse, start
+
+    roots, inside, browse, start = run(archive_home, scenario)
+    assert [e["name"] for e in roots.json()["entries"]] == ["examples"]
+    names = {e["name"] for e in inside.json()["entries"]}
+    assert "short_hamilton_clip.mp4" in names and "obama.jpg" not in names  # videos only
+    for r in (browse, start):
+        assert r.status_code == status and words in r.json()["error"], r.text
+    assert archive_home.catalog.rows("SELECT * FROM case_searches") == []
+
+
+@pytest.mark.timeout(30)
+def test_a_probe_upload_is_checked_as_an_image_first(archive_home):
+    photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
+
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        post = functools.partial(c.post, "/v1/cases/OP-7/probes")
+        text = await post(content=b"hello", headers=as_("ana") | {"Content-Type": "text/plain"})
+        fake = await post(
+            content=b"\x89PNG\r\n\x1a\nnot really",
+            headers=as_("ana") | {"Content-Type": "image/png"},
+        )
+        ben = await post(content=photo, headers=as_("ben") | {"Content-Type": "image/png"})
+        good = await post(content=photo, headers=as_("ana") | {"Content-Type": "image/png"})
+        return text, fake, ben, good
+
+    text, fake, ben, good = run(archive_home, scenario)
+    assert text.status_code == 415
+    assert fake.status_code == 422 and "probe photo" in fake.json()["error"]
+    assert ben.status_code == 403
+    assert good.status_code == 201 and good.json()["width"] > 0, good.text
+    stored = list((archive_home.path / "cases" / "OP-7" / "probes").iterdir())
+    assert [p.name for p in stored] == [good.json()["probe_id"] + ".png"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.integration  # a real search process (Ray, MTCNN, dlib-resnet), then cancelled
+def test_a_cancelled_search_stops_its_process_and_says_what_it_kept(archive_home):
+    photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
+
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        probe = await c.post(
+            "/v1/cases/OP-7/probes",
+            content=photo,
+            headers=as_("ana") | {"Content-Type": "image/png"},
+        )
+        spec = {"paths": ["0/short_hamilton_clip.mp4"], "probes": [probe.json()["probe_id"]]}
+        started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        assert started.status_code == 202, started.text
+        sid = started.json()["search_id"]
+        for _ in range(300):  # until Ray and the pool run and the files are counted
+            st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
+            if st["progress"].get("state") == "running" or st["state"] != "running":
+                break
+            await asyncio.sleep(0.5)
+        assert st["state"] == "running" and st["progress"]["files_total"] == 1, st
+        aud = await c.post(f"/v1/cases/OP-7/searches/{sid}/cancel", headers=as_("aud"))
+        cancelled = await c.post(f"/v1/cases/OP-7/searches/{sid}/cancel", headers=as_("ana"))
+        again = await c.post(f"/v1/cases/OP-7/searches/{sid}/cancel", headers=as_("ana"))
+        listed = await c.get("/v1/cases/OP-7/searches", headers=as_("aud"))
+        return started.json(), aud, cancelled.json(), again, listed.json()
+
+    started, aud, cancelled, again, listed = run(archive_home, scenario)
+    assert started["state"] == "running" and aud.status_code == 403
+    assert cancelled["state"] == "cancelled" and "stay stored" in cancelled["message"]
+    assert again.status_code == 409 and listed["searches"][0]["state"] == "cancelled"
+    pid = archive_home.catalog.row("SELECT pid FROM case_searches")["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the search's whole process group is gone
+    actions = [r["action"] for r in archive_home.audit.records()]
+    assert "case.search_start" in actions and "case.search_cancel" in actions
