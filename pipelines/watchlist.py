@@ -54,6 +54,11 @@ def checked(value: str | None, what: str, free_text: bool = False) -> str | None
         raise WatchlistError(str(exc)) from None
 
 
+def _images(faces: list[ProbeFace]) -> list[dict[str, str]]:
+    """The photos of an enrolment as the audit log records them."""
+    return [{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces]
+
+
 def expected_fpir(calibration: dict | None, threshold: float) -> float | None:
     """FPIR the calibration measured at ``threshold`` (interpolated), if it recorded a curve."""
     curve = (calibration or {}).get("curve")
@@ -108,15 +113,117 @@ class Watchlists:
         minor: bool = False,
         image_source: str | None = None,
         warn: Callable[[str], None] | None = None,
+        person_id: str | None = None,
     ) -> str:
+        """Enrol a new person; ``person_id`` None: a fresh id (a bulk import derives its own,
+        see ``pipelines.manifest.person_id_for``, and must not reuse one)."""
         self._check_add(name, faces, list_name, category, expires_on, minor)
         checked(reason, "a reason", free_text=True)
         checked(authorised_by, "--authorised-by")
         checked(image_source, "an image source")
         self._check_size(list_name, warn)
         self.home.audit.check()  # fail before any photo or vector is written
+        person_id = person_id or new_id("p")
+
+        def person(db) -> None:
+            self.catalog.ensure_list(list_name, actor)
+            db.execute(
+                "INSERT INTO persons(person_id, list_name, name, category, reason, "
+                "authorised_by, added_by, created_at, expires_on, minor, image_source) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    person_id,
+                    list_name,
+                    name,
+                    category,
+                    reason,
+                    authorised_by,
+                    actor,
+                    utcnow(),
+                    expires_on.isoformat() if expires_on else None,
+                    int(minor),
+                    image_source,
+                ),
+            )
+
+        def audit() -> None:
+            self.home.audit.append(
+                actor,
+                "watchlist.add",
+                person_id=person_id,
+                name=name,
+                list=list_name,
+                category=category,
+                reason=reason,
+                authorised_by=authorised_by,
+                expires_on=expires_on.isoformat() if expires_on else None,
+                minor=minor,
+                image_source=image_source,
+                images=_images(faces),
+            )
+
+        self._write_entries(person_id, list_name, faces, person, audit)
+        return person_id
+
+    @staticmethod
+    def _insert_entries(db, person_id: str, entries: list, thumbs: list[str]) -> None:
+        for (eid, f), thumb in zip(entries, thumbs, strict=True):
+            db.execute(
+                "INSERT INTO entries(entry_id, person_id, image_sha256, source_name, "
+                "thumbnail, quality, created_at, embedding_mode, borderline) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    eid,
+                    person_id,
+                    f.sha256,
+                    f.path.rsplit("/", 1)[-1],
+                    thumb,
+                    f.quality_score,
+                    utcnow(),
+                    f.embedding_mode,
+                    ",".join(f.borderline),
+                ),
+            )
+
+    def add_photos(
+        self, person_id: str, faces: list[ProbeFace], actor: str, reason: str
+    ) -> list[str]:
+        """More photos of a person already on a list (a bulk import run again with new
+        photos). Audited as ``watchlist.add_photos``; all or nothing, as ``add``. Returns
+        the new entry ids."""
+        checked(reason, "a reason", free_text=True)
+        person = self.catalog.row("SELECT * FROM persons WHERE person_id = ?", person_id)
+        if person is None or person["removed_at"]:
+            raise WatchlistError(f"no active person {person_id} to add photos to")
+        if not faces:
+            raise WatchlistError("adding photos needs at least one photo")
+        self.home.audit.check()
+        list_name = person["list_name"]
+
+        def audit() -> None:
+            self.home.audit.append(
+                actor,
+                "watchlist.add_photos",
+                person_id=person_id,
+                list=list_name,
+                reason=reason,
+                images=_images(faces),
+            )
+
+        return self._write_entries(person_id, list_name, faces, lambda _db: None, audit)
+
+    def _write_entries(
+        self,
+        person_id: str,
+        list_name: str,
+        faces: list[ProbeFace],
+        before: Callable[[Any], None],
+        audit: Callable[[], None],
+    ) -> list[str]:
+        """Store the faces' vectors and thumbnails, then, in one catalog transaction,
+        ``before(db)``, their entries, a version bump and ``audit()``: no record, no
+        enrolment. On any failure nothing is left behind. Returns the entry ids."""
         store = self.home.vectors()
-        person_id = new_id("p")
         entries = [(new_id("e"), f) for f in faces]
         thumbs = [
             self.home.media.save("watchlist", eid, encode_jpeg(f.thumbnail)) for eid, f in entries
@@ -137,64 +244,17 @@ class Watchlists:
             store.upsert(WATCHLIST, rows)
             stored = True
             with self.catalog.transaction() as db:
-                self.catalog.ensure_list(list_name, actor)
-                db.execute(
-                    "INSERT INTO persons(person_id, list_name, name, category, reason, "
-                    "authorised_by, added_by, created_at, expires_on, minor, image_source) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        person_id,
-                        list_name,
-                        name,
-                        category,
-                        reason,
-                        authorised_by,
-                        actor,
-                        utcnow(),
-                        expires_on.isoformat() if expires_on else None,
-                        int(minor),
-                        image_source,
-                    ),
-                )
-                for (eid, f), thumb in zip(entries, thumbs, strict=True):
-                    db.execute(
-                        "INSERT INTO entries(entry_id, person_id, image_sha256, source_name, "
-                        "thumbnail, quality, created_at, embedding_mode, borderline) "
-                        "VALUES (?,?,?,?,?,?,?,?,?)",
-                        (
-                            eid,
-                            person_id,
-                            f.sha256,
-                            f.path.rsplit("/", 1)[-1],
-                            thumb,
-                            f.quality_score,
-                            utcnow(),
-                            f.embedding_mode,
-                            ",".join(f.borderline),
-                        ),
-                    )
+                before(db)
+                self._insert_entries(db, person_id, entries, thumbs)
                 self.catalog.bump_version(list_name)
-                self.home.audit.append(  # in the transaction: no record, no enrolment
-                    actor,
-                    "watchlist.add",
-                    person_id=person_id,
-                    name=name,
-                    list=list_name,
-                    category=category,
-                    reason=reason,
-                    authorised_by=authorised_by,
-                    expires_on=expires_on.isoformat() if expires_on else None,
-                    minor=minor,
-                    image_source=image_source,
-                    images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
-                )
+                audit()  # in the transaction: no record, no enrolment
         except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
             if stored:  # (a store that refused the write may be gone: do not ask it again)
                 store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
             for t in thumbs:
                 self.home.media.delete(t)
             raise
-        return person_id
+        return [eid for eid, _ in entries]
 
     def people_entries(self, list_name: str) -> list[dict]:
         """The active entries (photos) of a list."""
