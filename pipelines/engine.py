@@ -196,28 +196,50 @@ class FaceEngine:
         """The one quality-passing face in a photo, or ImageError saying why not."""
         path = Path(path)
         image = load_image(path, self.settings.detector.max_pixels)
-        batch = self.process([image], with_crops=True)
-        ok = np.flatnonzero(batch.passed)
-        if len(batch) == 0:
-            raise ImageError(f"{path}: no face found")
-        if len(ok) == 0:
-            why = ", ".join(sorted(set(batch.quality.reason.astype(str))))
-            raise ImageError(f"{path}: {len(batch)} face(s) found, none passes quality ({why})")
-        if len(ok) > 1:
-            raise ImageError(f"{path}: {len(ok)} usable faces; a photo must show exactly one")
-        i = int(ok[0])
-        embedding, mode = batch.embeddings[i], "single"
-        if self.settings.embedder.photo_tta:
-            embedding = self.photo_embedding(image, batch.detections.select(np.array([i])))
-            mode = PHOTO_MODE
+        face = self.probe_images([image])[0]
+        if isinstance(face, str):
+            raise ImageError(f"{path}: {face}")
+        face.path, face.sha256 = str(path), sha256_file(path)
+        return face
+
+    def probe_images(self, images: list[np.ndarray]) -> list[ProbeFace | str]:
+        """Per decoded photo, its one quality-passing face (``path`` and ``sha256`` left
+        for the caller), or why it has none. Detection runs as one batch (MTCNN batches
+        photos of one size), and the photo TTA's network passes of all photos together."""
+        if not images:
+            return []
+        batch = self.process(images, with_crops=True)
+        out: list[ProbeFace | str] = []
+        chosen: list[int] = []
+        for k in range(len(images)):
+            rows = np.flatnonzero(batch.detections.frame_index == k)
+            ok = rows[batch.passed[rows]]
+            if len(rows) == 0:
+                out.append("no face found")
+            elif len(ok) == 0:
+                why = ", ".join(sorted(set(batch.quality.reason[rows].astype(str))))
+                out.append(f"{len(rows)} face(s) found, none passes quality ({why})")
+            elif len(ok) > 1:
+                out.append(f"{len(ok)} usable faces; a photo must show exactly one")
+            else:
+                chosen.append(int(ok[0]))
+                out.append(self._probe(batch, int(ok[0])))
+        if self.settings.embedder.photo_tta and chosen:
+            faces = batch.detections.select(np.asarray(chosen))
+            tta = self.photo_embeddings([images[int(k)] for k in faces.frame_index], faces)
+            done = [f for f in out if isinstance(f, ProbeFace)]
+            for face, embedding in zip(done, tta, strict=True):
+                face.embedding, face.embedding_mode = embedding, PHOTO_MODE
+        return out
+
+    def _probe(self, batch: FaceBatch, i: int) -> ProbeFace:
         return ProbeFace(
-            path=str(path),
-            sha256=sha256_file(path),
-            embedding=embedding,
+            path="",
+            sha256="",
+            embedding=batch.embeddings[i],
             thumbnail=_crops(batch)[i],
             quality_score=float(batch.quality.quality_score[i]),
             borderline=tuple(self.gate.borderline(batch.quality, i)),
-            embedding_mode=mode,
         )
 
     def photo_embedding(self, image: np.ndarray, face: FaceDetections) -> np.ndarray:
@@ -225,18 +247,23 @@ class FaceEngine:
         ``PHOTO_SCALES`` of the template, each with its mirror image (6 passes). Photos are
         few and their faces are what every video face is compared with, so the extra passes
         cost little and steady the embedding (LFW: 98.97% against 98.40% plain, bench_lfw)."""
-        face.frame_index = np.zeros(len(face), np.int32)
+        return self.photo_embeddings([image], face)[0]
+
+    def photo_embeddings(self, images: list[np.ndarray], faces: FaceDetections) -> np.ndarray:
+        """``photo_embedding`` of face i in ``images[i]``, for all faces at once: (N, D)."""
+        faces = faces.select(np.arange(len(faces)))
+        faces.frame_index = np.arange(len(faces), dtype=np.int32)
         views = [
             align_faces(
-                [image],
-                face,
+                images,
+                faces,
                 scaled_template(self.embedder.template, scale),
                 self.embedder.chip_size,
                 self.embedder.template_weights,
             )[0]
             for scale in PHOTO_SCALES
         ]
-        return self.embedder.embed_views(np.concatenate(views))
+        return self.embedder.embed_views_many(np.stack(views, axis=1))
 
     def probe_faces(self, paths: Sequence[Path | str]) -> list[ProbeFace]:
         """All photos' faces, or EnrolmentError naming every bad photo (all or nothing)."""

@@ -73,30 +73,41 @@ class FaceMatches:
 
 
 class Matcher:
-    """Scores faces against a gallery, person by person."""
+    """Scores faces against a gallery, person by person.
+
+    Built for lists of 100k people (benchmarks/bench_match.py): a batch of faces costs
+    two matrix products (photos and templates), a per-person maximum and a partial sort
+    for the top k (``np.argpartition``, not a sort of every person). When every person has
+    one photo, their template is that photo and the best-photo score is the template
+    score: one product is all it takes. Per-person fields are built with array operations.
+    """
 
     def __init__(self, gallery: Gallery):
         self.gallery = gallery
         self.person_ids = gallery.people
         index = {p: i for i, p in enumerate(self.person_ids)}
         self._entry_person = np.array([index[p] for p in gallery.person_ids], np.int64)
-        self.person_threshold = np.zeros(len(self.person_ids), np.float32)
-        self.person_review_threshold = np.zeros(len(self.person_ids), np.float32)
+        p = len(self.person_ids)
         review = (
             gallery.review_thresholds
             if gallery.review_thresholds is not None
             else gallery.thresholds
         )
-        self.person_names = [""] * len(self.person_ids)
-        self.person_lists = [""] * len(self.person_ids)
-        self.person_photo = [""] * len(self.person_ids)
-        for e, p in enumerate(self._entry_person):
-            self.person_threshold[p] = gallery.thresholds[e]
-            self.person_review_threshold[p] = review[e]
-            self.person_names[p] = gallery.person_names[e]
-            self.person_lists[p] = gallery.list_names[e]
-            self.person_photo[p] = self.person_photo[p] or gallery.photos[e]
-        templates = np.zeros((len(self.person_ids), gallery.embeddings.shape[1]), np.float64)
+        # per person, from its entries (the last entry's thresholds, the first's name)
+        self.person_threshold = np.zeros(p, np.float32)
+        self.person_review_threshold = np.zeros(p, np.float32)
+        self.person_threshold[self._entry_person] = gallery.thresholds
+        self.person_review_threshold[self._entry_person] = review
+        first = np.unique(self._entry_person, return_index=True)[1]
+        self.person_names = [gallery.person_names[e] for e in first]
+        self.person_lists = [gallery.list_names[e] for e in first]
+        self.person_photo = [""] * p
+        for e in range(len(gallery.photos) - 1, -1, -1):  # the first photo a person has
+            self.person_photo[self._entry_person[e]] = (
+                gallery.photos[e] or self.person_photo[self._entry_person[e]]
+            )
+        self._one_photo_each = len(self._entry_person) == p
+        templates = np.zeros((p, gallery.embeddings.shape[1]), np.float64)
         np.add.at(templates, self._entry_person, gallery.embeddings.astype(np.float64))
         norms = np.linalg.norm(templates, axis=1, keepdims=True)
         self.templates = (templates / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -113,11 +124,15 @@ class Matcher:
         n, p = len(embeddings), len(self.person_ids)
         if n == 0 or p == 0:
             return np.zeros((n, p), np.float32)
-        faces = embeddings.astype(np.float32)
+        faces = np.ascontiguousarray(embeddings, np.float32)
+        if self._one_photo_each:  # template == photo (up to rounding): one product
+            return faces @ self.templates.T
         entry = faces @ self.gallery.embeddings.T  # (N, M)
         best = np.full((n, p), -np.inf, np.float32)
         np.maximum.at(best.T, self._entry_person, entry.T)
-        return np.asarray(((best + faces @ self.templates.T) / 2).astype(np.float32))
+        best += faces @ self.templates.T
+        best *= 0.5
+        return best
 
     def match(self, embeddings: np.ndarray, info: EmbedderInfo, k: int = 3) -> FaceMatches:
         scores = self.person_scores(embeddings, info)
@@ -129,8 +144,19 @@ class Matcher:
         if p:
             margins = scores - self.person_threshold[None, :]
             kk = min(k, p)
-            top = np.argsort(-margins, axis=1)[:, :kk]
+            top = _top_k(margins, kk)
             person[:, :kk] = top
             score[:, :kk] = np.take_along_axis(scores, top, axis=1)
             margin[:, :kk] = np.take_along_axis(margins, top, axis=1)
         return FaceMatches(person, score, margin)
+
+
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) column indices of each row's k largest values, largest first: a partial
+    sort, then a sort of the k alone (O(P) per row, not O(P log P))."""
+    if k >= values.shape[1]:
+        return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    part.sort(axis=1)  # index order first, so the stable sort below breaks ties by index
+    vals = np.take_along_axis(values, part, axis=1)
+    return np.take_along_axis(part, np.argsort(-vals, axis=1, kind="stable"), axis=1)

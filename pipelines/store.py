@@ -43,6 +43,17 @@ EMBEDDER_PROPERTY = "facewatch.embedder"
 ID_LEN, TEXT_LEN, PATH_LEN = 64, 512, 2048
 BOX_KEY = "xyxy"  # box is stored as {BOX_KEY: [x1, y1, x2, y2]}
 STRONG = "Strong"
+# The face index holds millions of rows (one per archive face): a graph index on its vectors
+# (HNSW) and scalar indexes on the fields indexed search and retention filter on (source,
+# case, time, and the tracks read back), so neither a probe search nor a read-back scans
+# the collection. milvus-lite 3.x and Milvus 2.4+ build INVERTED indexes; a Milvus 2.3
+# server refuses them, and gets its own kinds instead (Trie for text, STL_SORT for numbers).
+HNSW = {"M": 16, "efConstruction": 128}
+INDEXED_FIELDS = {
+    FACES: ("source_id", "source_path", "case_ref", "track_id", "timestamp_s", "indexed_at")
+}
+LEGACY_SCALAR = {"VARCHAR": "Trie", "INT64": "STL_SORT", "DOUBLE": "STL_SORT", "FLOAT": "STL_SORT"}
+MAX_EF = 32768  # HNSW's search list may not be longer
 
 
 class StoreError(FacewatchError, RuntimeError):
@@ -145,6 +156,7 @@ class VectorStore:
         self.client = client
         self.where = where
         self.bound: EmbedderInfo | None = None
+        self.hnsw: set[str] = set()  # collections whose vectors have an HNSW index
 
     @classmethod
     def open(cls, settings: Settings) -> VectorStore:
@@ -189,7 +201,29 @@ class VectorStore:
             else:
                 self._create(name, info)
         self.bound = info
+        self._check_indexes()
         return self
+
+    def _check_indexes(self) -> None:
+        """Note which collections search by HNSW; warn about a face index made before it
+        had its indexes (it still works, by scanning)."""
+        for name in INDEXED_FIELDS:
+            described = [
+                self.client.describe_index(name, i) for i in self.client.list_indexes(name)
+            ]
+            kinds = {d.get("field_name"): d.get("index_type") for d in described}
+            if kinds.get("embedding") == "HNSW":
+                self.hnsw.add(name)
+            missing = [f for f in ("embedding", *INDEXED_FIELDS[name]) if f not in kinds]
+            if missing or name not in self.hnsw:
+                logger.warning(
+                    "the %s's %s lacks the indexes a large face index needs (HNSW on its "
+                    "vectors; scalar indexes on %s): searches scan it. Reindex into a fresh "
+                    "store to get them.",
+                    self.where,
+                    name,
+                    ", ".join(INDEXED_FIELDS[name]),
+                )
 
     def _outdated_faces(self) -> bool:
         """An empty face index of the old schema (no track ids) is replaced; a full one is
@@ -218,15 +252,43 @@ class VectorStore:
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=info.dim)
         for field, kind, params in _fields(name):
             schema.add_field(field, getattr(DataType, kind), **params)
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            index = self._index_params(name, legacy=False)
+            self.client.create_collection(
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level=STRONG,
+                properties={EMBEDDER_PROPERTY: info.key},
+            )
+        except MilvusException as exc:  # a Milvus 2.3 server: no INVERTED indexes
+            if "index type not match" not in str(exc):
+                raise
+            if self.client.has_collection(name):  # made just now, before its indexes failed
+                self.client.drop_collection(name)
+            self.client.create_collection(
+                name,
+                schema=schema,
+                index_params=self._index_params(name, legacy=True),
+                consistency_level=STRONG,
+                properties={EMBEDDER_PROPERTY: info.key},
+            )
+
+    def _index_params(self, name: str, legacy: bool):
+        """The collection's indexes: HNSW and scalar indexes on the face index (see
+        INDEXED_FIELDS); the default vector index elsewhere (small, read by id)."""
         index = self.client.prepare_index_params()
-        index.add_index(field_name="embedding", index_type="AUTOINDEX", metric_type="IP")
-        self.client.create_collection(
-            name,
-            schema=schema,
-            index_params=index,
-            consistency_level=STRONG,
-            properties={EMBEDDER_PROPERTY: info.key},
-        )
+        if name not in INDEXED_FIELDS:
+            index.add_index(field_name="embedding", index_type="AUTOINDEX", metric_type="IP")
+            return index
+        index.add_index(field_name="embedding", index_type="HNSW", metric_type="IP", params=HNSW)
+        kinds = {f: k for f, k, _ in _fields(name)}
+        for field in INDEXED_FIELDS[name]:
+            kind = LEGACY_SCALAR[kinds[field]] if legacy else "INVERTED"
+            index.add_index(field_name=field, index_type=kind, index_name=f"{field}_index")
+        return index
 
     def _require(self) -> EmbedderInfo:
         if self.bound is None:
@@ -324,13 +386,16 @@ class VectorStore:
         """Nearest rows by inner product (cosine for our normalised embeddings)."""
         info = self._require()
         vecs = np.asarray(vectors, np.float32).reshape(-1, info.dim)
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if name in self.hnsw:  # HNSW: its search list must hold the top k
+            params["params"] = {"ef": min(max(top_k, 64), MAX_EF)}
         res = self.client.search(
             name,
             data=vecs.tolist(),
             limit=top_k,
             filter=filter,
             output_fields=fields or ["*"],
-            search_params={"metric_type": "IP"},
+            search_params=params,
             consistency_level=STRONG,
         )
         return [

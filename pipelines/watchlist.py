@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -72,6 +73,11 @@ def _review_tier(row: ListRow | None) -> ReviewTierRecord | None:
     return calibration.get("review") if calibration else None
 
 
+def _images(faces: list[ProbeFace]) -> list[dict[str, str]]:
+    """The photos of an enrolment as the audit log records them."""
+    return [{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces]
+
+
 def expected_fpir(calibration: CalibrationRecord | None, threshold: float) -> float | None:
     """FPIR the calibration measured at ``threshold`` (interpolated), if it recorded a curve."""
     curve = calibration.get("curve") if calibration else None
@@ -128,20 +134,17 @@ class Watchlists:
         minor: bool = False,
         image_source: str | None = None,
         warn: Callable[[str], None] | None = None,
+        person_id: str | None = None,
     ) -> str:
+        """Enrol a new person; ``person_id`` None: a fresh id (a bulk import derives its own,
+        see ``pipelines.manifest.person_id_for``, and must not reuse one)."""
         self._check_add(name, faces, list_name, category, expires_on, minor)
         checked(reason, "a reason", free_text=True)
         checked(authorised_by, "--authorised-by")
         checked(image_source, "an image source")
         self._check_size(list_name, warn)
         self.home.audit.check()  # fail before any photo or vector is written
-        store = self.home.vectors()
-        person_id = new_id("p")
-        entries = [(new_id("e"), f) for f in faces]
-        thumbs = [
-            self.home.media.save("watchlist", eid, encode_jpeg(f.thumbnail)) for eid, f in entries
-        ]
-        rows = _vector_rows(entries, person_id, list_name)
+        person_id = person_id or new_id("p")
         person = {
             "person_id": person_id,
             "list_name": list_name,
@@ -154,23 +157,75 @@ class Watchlists:
             "minor": minor,
             "image_source": image_source,
         }
+
+        def before(db: sqlite3.Connection) -> None:
+            self.catalog.ensure_list(list_name, actor)
+            _insert_person(db, person)
+
+        audit = functools.partial(self._audit_add, person, faces)
+        self._write_entries(person_id, list_name, faces, before, audit)
+        return person_id
+
+    def add_photos(
+        self, person_id: str, faces: list[ProbeFace], actor: str, reason: str
+    ) -> list[str]:
+        """More photos of a person already on a list (a bulk import run again with new
+        photos). Audited as ``watchlist.add_photos``; all or nothing, as ``add``. Returns
+        the new entry ids."""
+        checked(reason, "a reason", free_text=True)
+        person = self.catalog.row("SELECT * FROM persons WHERE person_id = ?", person_id)
+        if person is None or person["removed_at"]:
+            raise WatchlistError(f"no active person {person_id} to add photos to")
+        if not faces:
+            raise WatchlistError("adding photos needs at least one photo")
+        self.home.audit.check()
+        list_name = person["list_name"]
+
+        def audit() -> None:
+            self.home.audit.append(
+                actor,
+                "watchlist.add_photos",
+                person_id=person_id,
+                list=list_name,
+                reason=reason,
+                images=_images(faces),
+            )
+
+        return self._write_entries(person_id, list_name, faces, lambda _db: None, audit)
+
+    def _write_entries(
+        self,
+        person_id: str,
+        list_name: str,
+        faces: list[ProbeFace],
+        before: Callable[[Any], None],
+        audit: Callable[[], None],
+    ) -> list[str]:
+        """Store the faces' vectors and thumbnails, then, in one catalog transaction,
+        ``before(db)``, their entries, a version bump and ``audit()``: no record, no
+        enrolment. On any failure nothing is left behind. Returns the entry ids."""
+        store = self.home.vectors()
+        entries = [(new_id("e"), f) for f in faces]
+        thumbs = [
+            self.home.media.save("watchlist", eid, encode_jpeg(f.thumbnail)) for eid, f in entries
+        ]
+        rows = _vector_rows(entries, person_id, list_name)
         stored = False
         try:
             store.upsert(WATCHLIST, rows)
             stored = True
             with self.catalog.transaction() as db:
-                self.catalog.ensure_list(list_name, actor)
-                _insert_person(db, person)
+                before(db)
                 _insert_entries(db, person_id, entries, thumbs)
                 self.catalog.bump_version(list_name)
-                self._audit_add(person, faces)  # in the transaction: no record, no enrolment
+                audit()  # in the transaction: no record, no enrolment
         except BaseException:  # nobody half-enrolled: no vectors, no photos left behind
             if stored:  # (a store that refused the write may be gone: do not ask it again)
                 store.delete(WATCHLIST, ids=[eid for eid, _ in entries])
             for t in thumbs:
                 self.home.media.delete(t)
             raise
-        return person_id
+        return [eid for eid, _ in entries]
 
     def _audit_add(self, person: dict[str, Any], faces: list[ProbeFace]) -> None:
         self.home.audit.append(
@@ -185,7 +240,7 @@ class Watchlists:
             expires_on=person["expires_on"],
             minor=person["minor"],
             image_source=person["image_source"],
-            images=[{"file": f.path.rsplit("/", 1)[-1], "sha256": f.sha256} for f in faces],
+            images=_images(faces),
         )
 
     def people_entries(self, list_name: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import numpy as np
 from ray import serve as ray_serve
 
 from pipelines.config import Settings
-from pipelines.engine import FaceEngine, set_torch_threads
+from pipelines.engine import FaceEngine, ProbeFace, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
 from serve import metrics
 from serve.loopback import bind_replica_to_node
@@ -139,6 +139,23 @@ class FacePool:
             await self._archive_rest(time.perf_counter() - t0)
         self.stats["archive_frames"] += len(frames)
         return concat_batches(parts)
+
+    async def photos(self, images: list[np.ndarray]) -> list[ProbeFace | str]:
+        """Enrolment photos (bulk import): per photo its one usable face, or why it has
+        none (``FaceEngine.probe_images``). Batch work: it waits for live frames, as an
+        archive chunk does, and runs in the archive lane."""
+        if len(images) == 0:
+            return []
+        await self.live_activity.idle()
+        async with self.gate.slot(ARCHIVE):
+            t0 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            work = functools.partial(self.engine.probe_images, list(images))
+            out = await loop.run_in_executor(self.executor, work)
+            self.stats["busy_s"] += time.perf_counter() - t0
+        self.stats["photos"] = self.stats.get("photos", 0) + len(images)
+        await self._archive_rest(time.perf_counter() - t0)
+        return out
 
     async def _archive_rest(self, took_s: float) -> None:
         """While cameras are live, keep archive work to its share of this replica's time:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs.archive.runtime import local_engine
-from jobs.cli.common import console, current_actor, fail, get_context
+from jobs.cli.common import EXIT_PARTIAL, console, current_actor, fail, get_context
 from jobs.cli.options import BatchSizeOpt, JsonOpt, identity_dir
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
@@ -381,3 +381,80 @@ def _distractor_faces(engine: FaceEngine, paths: list[Path], batch_size: int):
             batch_size,
             lambda _s, done, _t: bar.update(task, completed=done),
         )
+
+
+@app.command("import")
+def import_manifest(
+    ctx: typer.Context,
+    manifest: Path = typer.Argument(
+        ...,
+        exists=True,
+        dir_okay=False,
+        help="CSV: person_ref,name,photo,category,reason,expires,authorised_by,source "
+        "(optionally ,minor); photo paths relative to the CSV's folder",
+    ),
+    list_name: str = typer.Option(..., "--list", help="watch list to enrol into"),
+    reason: str = typer.Option("", "--reason", help="why (required; audited; a row's default)"),
+    out: Path = typer.Option(
+        Path("facewatch-import"), "--out", help="folder for errors.csv/.parquet, summary.json"
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to use (default: a local one on 127.0.0.1)"
+    ),
+) -> None:
+    """Enrol many people from a manifest of photos, through the face pool. The whole file
+    is checked first; a rerun adds nothing; unusable photos go to an errors table and the
+    rest are enrolled (exit code 3 when there were any)."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from jobs.archive import runtime
+    from jobs.archive.report import write_summary
+    from jobs.archive.watchlist_import import BulkImport, write_errors
+    from pipelines.catalog import today
+
+    runtime.prepare_env(local=ray_address is None)
+    home, lists, engine = open_lists(ctx)
+    settings = home.settings
+
+    @contextmanager
+    def pool():
+        local = runtime.start_ray(ray_address, settings)
+        with runtime.face_pool(settings, engine.info, cleanup=not local) as app_name:
+            yield app_name
+
+    bar = Progress(TextColumn("[bold]photos"), BarColumn(), MofNCompleteColumn(), console=console)
+    task = bar.add_task("photos", total=None)
+    try:
+        with bar:
+            job = BulkImport(home, lists, list_name, current_actor(), reason)
+            result = job.run(
+                manifest,
+                pool,
+                settings,
+                today(),
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        home.close()
+    write_errors(out, result.errors)
+    write_summary(out, result.counts())
+    for e in result.errors:
+        console.print(
+            Text(
+                f"line {e['line']} ({shown(e['person_ref'])}, {shown(e['photo'])}): "
+                f"{shown(e['reason'])}",
+                style="red",
+            )
+        )
+    c = result.counts()
+    console.print(
+        f"list '{safe(list_name)}': {c['people_added']} people added, {c['people_extended']} "
+        f"given new photos, {c['people_unchanged']} unchanged, {c['people_failed']} not "
+        f"enrolled; photos: {c['photos_enrolled']} enrolled, {c['photos_skipped']} already "
+        f"enrolled, {c['photos_failed']} unusable; {c['wall_s']:.1f} s. "
+        f"Errors: {out / 'errors.csv'}"
+    )
+    if result.errors:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -93,3 +93,19 @@ class Embedder(ABC):
             0
         )
         return torch.nn.functional.normalize(raw, dim=0).cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def embed_views_many(self, views: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """``embed_views`` for N faces at once, in batches of network passes: (N, V, S, S, 3)
+        uint8 in, (N, D) float32 out: each row what ``embed_views`` gives its face (up to
+        float rounding)."""
+        if self._model is None:
+            self.load()
+        n, v = views.shape[:2]
+        flat = np.ascontiguousarray(views.reshape(n * v, *views.shape[2:]))
+        raw = []
+        for start in range(0, len(flat), batch_size):
+            x = torch.from_numpy(flat[start : start + batch_size]).to(self.device)
+            raw.append((self._forward(x).float() + self._forward(torch.flip(x, dims=[2]))).cpu())
+        summed = torch.cat(raw).reshape(n, v, -1).sum(1)
+        return torch.nn.functional.normalize(summed, dim=1).numpy().astype(np.float32)

@@ -219,3 +219,45 @@ def test_a_store_that_cannot_be_reached_is_named_without_its_password():
         VectorStore.open(settings)
     assert f"Milvus server at http://***@127.0.0.1:{port}" in str(err.value)
     assert "StorePw-1" not in str(err.value)
+
+
+def test_the_face_index_has_hnsw_and_scalar_indexes_and_reads_back_by_them(store_settings):
+    """A million-face index must not be scanned: HNSW on its vectors, and an index on every
+    field that indexed search, its track read-back and retention filter on (INVERTED on
+    milvus-lite; Trie/STL_SORT on a Milvus 2.3 server, which refuses INVERTED)."""
+    from pipelines.store import INDEXED_FIELDS
+
+    info = EmbedderInfo("dlib-resnet", "test-indexes", 8)
+    store = VectorStore.open(store_settings).bind(info)
+    try:
+        c = store.client
+        kinds = {
+            d["field_name"]: d["index_type"]
+            for d in (c.describe_index(FACES, i) for i in c.list_indexes(FACES))
+        }
+        assert kinds["embedding"] == "HNSW" and FACES in store.hnsw
+        assert set(INDEXED_FIELDS[FACES]) <= set(kinds)
+        server = store_settings.store.uri is not None
+        assert {kinds[f] for f in INDEXED_FIELDS[FACES]} == (
+            {"Trie", "STL_SORT"} if server else {"INVERTED"}
+        )
+        rng = np.random.default_rng(0)
+        emb = rng.standard_normal((40, 8)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        rows = [
+            {"id": f"f{i}", "embedding": emb[i], "source_id": f"s{i % 4}", "track_id": i % 3}
+            for i in range(40)
+        ]
+        store.upsert(FACES, rows)
+        hits = store.search(FACES, emb[:2], 5, filter='source_id == "s0"')
+        assert [h[0]["id"] for h in hits] == ["f0", "f4"] or hits[0][0]["id"] == "f0"
+        got = store.query(FACES, filter='(source_id == "s1" and track_id in [1, 2])', fields=["id"])
+        assert sorted(r["id"] for r in got) == sorted(
+            f"f{i}" for i in range(40) if i % 4 == 1 and i % 3 in (1, 2)
+        )
+        # reopened (and, on milvus-lite, without this process's cached schema), still HNSW
+        store.close()
+        store = VectorStore.open(store_settings).bind(info)
+        assert FACES in store.hnsw
+    finally:
+        store.close()
