@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipelines.errors import FacewatchError
+
 STATE_FILE = "cluster.json"
 SPEC_FILE = "spec.json"
 LOG_FILE = "supervisor.log"
@@ -39,7 +41,7 @@ STOP_TIMEOUT_S = 60.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ClusterError(RuntimeError):
+class ClusterError(FacewatchError, RuntimeError):
     """The test cluster could not start, or is not running; the message says why."""
 
 

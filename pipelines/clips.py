@@ -16,11 +16,13 @@ from pathlib import Path
 
 import av
 
+from pipelines.errors import FacewatchError
+
 MARGIN_S = 3.0  # seconds either side of a sighting
 MAX_CLIP_S = 120.0
 
 
-class ClipError(ValueError):
+class ClipError(FacewatchError, ValueError):
     """The excerpt cannot be cut (unreadable file, no video, an empty span)."""
 
 

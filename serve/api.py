@@ -38,6 +38,7 @@ from serve.responses import (
     PublicConfig,
     Removed,
     Stats,
+    Status,
 )
 from serve.review_page import review_page
 from serve.webhooks import public_hook_url
@@ -245,8 +246,8 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
     async def stats(_: Principal = Depends(need(P.STATS))) -> dict[str, Any]:
         return await hub.call("stats")
 
-    @app.get("/v1/status")
-    async def status(_: Principal = Depends(need(P.STATUS))) -> dict:
+    @app.get("/v1/status", response_model=Status)
+    async def status(_: Principal = Depends(need(P.STATUS))) -> dict[str, Any]:
         return await hub.call("status")
 
 

@@ -149,3 +149,28 @@ class PublicConfig(_Open):
     governance: dict[str, Any]
     live: dict[str, Any]
     api: dict[str, Any]
+
+
+class StatusCamera(_Open):
+    id: str
+    state: str | None = None
+    fps: float | None = None
+    analysed_fps: float | None = None
+    frames_analysed: int | None = None
+    drops: int | None = None
+    reconnects: int | None = None
+    list: str | None = None
+    last_error: str | None = None
+
+
+class Status(_Open):
+    """The server at a glance (``facewatch status`` prints the same): cameras, the pool's
+    replicas, archive searches in progress, the store, the webhook outbox, retention."""
+
+    generated_at: str
+    cameras: list[StatusCamera]
+    pool: dict[str, Any] = Field(description="replicas: node, busy fraction, queue per lane")
+    searches: list[dict[str, Any]] = Field(description="searches in progress, with an ETA")
+    store: dict[str, Any] = Field(description="backend and rows per collection")
+    outbox: dict[str, Any] = Field(description="webhook deliveries waiting, and counters")
+    retention: dict[str, Any] = Field(description="the interval and the last run")

@@ -236,7 +236,7 @@ def check_paths(case: Case, tmp: Path, data: Path) -> None:
 def _cli_search_refuses(folder: Path, expect: str, tmp: Path) -> None:
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     code, fragment = (s.strip() for s in expect.split("|", 1))
     args = ["--home", str(tmp / "home"), "search", str(folder), "--case", "C", "--reason", "r"]

@@ -578,7 +578,11 @@ def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
     assert [d.name for d in (api, hub, pool)] == ["Api", "LiveHub", "FacePool"]
     assert (api.num_replicas, hub.num_replicas, pool.num_replicas) == (1, 1, 2)
     assert api.ray_actor_options == hub.ray_actor_options == {"num_cpus": 0.1}
-    assert pool.ray_actor_options == {"num_cpus": 1.0, "num_gpus": 0.0}  # pool.* defaults
+    assert pool.ray_actor_options == {  # pool.* defaults, placed on pool nodes
+        "num_cpus": 1.0,
+        "num_gpus": 0.0,
+        "resources": {"facewatch_pool": 0.01},
+    }
     # every deployment gets the same settings, with the home made absolute
     assert api.init_args[0]["home"] == hub.init_args[0]["home"] == str(tmp_path)
     assert pool.init_args[0] == hub.init_args[0] and hub.init_args[2] == []  # no cameras file
