@@ -38,6 +38,7 @@ ROUTES = [
     ("POST", "/v1/cases/{ref}/sightings/{id}/decision", P.CASES),
     ("POST", "/v1/cases/{ref}/evidence", P.CASES),
     ("GET", "/v1/archive", P.CASES),
+    ("GET", "/v1/audit", P.CASES),
     ("POST", "/v1/cases/{ref}/probes", P.CASES),
     ("GET", "/v1/cases/{ref}/searches", P.CASES),
     ("POST", "/v1/cases/{ref}/searches", P.CASES),
@@ -174,6 +175,15 @@ def search_routes(app: FastAPI, hub, need) -> None:
         if not data:
             raise HTTPException(400, "empty body: send one JPEG or PNG photo")
         return await act(who, "probe", ref, data)
+
+    @app.get("/v1/audit")
+    async def audit(
+        case: str | None = Query(None, pattern=CASE_REF),
+        action: str | None = Query(None, pattern=r"^[a-z_.]{1,64}$"),
+        limit: int = Query(500, ge=1, le=5000),
+        who: Principal = Depends(member),
+    ) -> JSONResponse:
+        return JSONResponse(await act(who, "audit", case, action, limit), headers=PRIVATE)
 
     @app.get("/v1/cases/{ref}/searches")
     async def searches(ref: str = ref_, who: Principal = Depends(member)) -> dict:

@@ -231,3 +231,22 @@ def test_a_cancelled_search_stops_its_process_and_says_what_it_kept(archive_home
         os.killpg(pid, 0)  # the search's whole process group is gone
     actions = [r["action"] for r in archive_home.audit.records()]
     assert "case.search_start" in actions and "case.search_cancel" in actions
+
+
+@pytest.mark.timeout(30)
+def test_an_auditor_reads_the_audit_log_and_an_investigator_only_its_cases(home):
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        whole = await c.get("/v1/audit", headers=as_("aud"))
+        ana_whole = await c.get("/v1/audit", headers=as_("ana"))
+        ana_case = await c.get("/v1/audit?case=OP-7", headers=as_("ana"))
+        ben_case = await c.get("/v1/audit?case=OP-7", headers=as_("ben"))
+        return whole, ana_whole, ana_case, ben_case
+
+    whole, ana_whole, ana_case, ben_case = run(home, scenario)
+    assert whole.status_code == 200 and whole.json()["chain_ok"] is True
+    assert "case.create" in [r["action"] for r in whole.json()["records"]]
+    assert ana_whole.status_code == 403 and ben_case.status_code == 403
+    assert {r["details"]["case"] for r in ana_case.json()["records"]} == {"OP-7"}
+    reads = [r["actor"] for r in home.audit.records() if r["action"] == "audit.read"]
+    assert reads == ["aud", "ana"]  # reading the log is itself audited
