@@ -298,9 +298,12 @@ def _alive(pid: int) -> bool:
 
 
 def _last_error(log: Path) -> str:
-    """The search's own last words (its 'error: ...' line), for the page."""
+    """The search's own last words (its 'error: ...' message, which may span lines)."""
     if not log.is_file():
         return "the search ended without a log"
     lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["the search ended without a message"])[-1][:500]
+    lines = [ln for ln in lines if ln]
+    starts = [i for i, ln in enumerate(lines) if ln.lower().startswith("error:")]
+    if starts:
+        return " ".join(lines[starts[-1] :])[:1000]
+    return (lines or ["the search ended without a message"])[-1][:1000]

@@ -250,3 +250,36 @@ def test_an_auditor_reads_the_audit_log_and_an_investigator_only_its_cases(home)
     assert {r["details"]["case"] for r in ana_case.json()["records"]} == {"OP-7"}
     reads = [r["actor"] for r in home.audit.records() if r["action"] == "audit.read"]
     assert reads == ["aud", "ana"]  # reading the log is itself audited
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.integration  # a real search process (MTCNN, dlib-resnet) refusing the photo
+def test_a_probe_photo_without_a_usable_face_fails_its_search_with_the_reason(archive_home):
+    import io
+
+    from PIL import Image
+
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, format="PNG")
+
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        probe = await c.post(
+            "/v1/cases/OP-7/probes",
+            content=blank.getvalue(),
+            headers=as_("ana") | {"Content-Type": "image/png"},
+        )
+        spec = {"paths": ["0/short_hamilton_clip.mp4"], "probes": [probe.json()["probe_id"]]}
+        sid = (await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))).json()[
+            "search_id"
+        ]
+        for _ in range(500):
+            st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
+            if st["state"] != "running":
+                return st
+            await asyncio.sleep(0.5)
+        return st
+
+    st = run(archive_home, scenario)
+    assert st["state"] == "failed", st
+    assert "face" in st["message"] and "pr_" in st["message"], st["message"]
