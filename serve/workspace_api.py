@@ -75,11 +75,11 @@ class Decision(BaseModel):
 
 
 def workspace_routes(app: FastAPI, hub, need) -> None:
+    """The page and the cases themselves; then a case's searches and its sightings."""
     ref_ = Path(..., pattern=CASE_REF)
-    sid_ = Path(..., pattern=SIGHTING_ID)
     member = need(P.CASES)
     search_routes(app, hub, need)
-
+    sighting_routes(app, hub, need)
     act = _acts(hub)
 
     @app.get("/workspace", response_class=HTMLResponse)
@@ -101,6 +101,14 @@ def workspace_routes(app: FastAPI, hub, need) -> None:
     @app.post("/v1/cases/{ref}/grants")
     async def grant(body: Grant, ref: str = ref_, who: Principal = Depends(member)) -> dict:
         return await act(who, "grant", ref, body.grantee)
+
+
+def sighting_routes(app: FastAPI, hub, need) -> None:
+    """A case's sightings: faces, clips and decisions (each view audited), its evidence."""
+    ref_ = Path(..., pattern=CASE_REF)
+    sid_ = Path(..., pattern=SIGHTING_ID)
+    member = need(P.CASES)
+    act = _acts(hub)
 
     @app.get("/v1/cases/{ref}/sightings/{sid}/clip")
     async def clip(ref: str = ref_, sid: str = sid_, who: Principal = Depends(member)):
