@@ -179,7 +179,8 @@ class SearchJobs:
     def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen:
         env = dict(os.environ, FACEWATCH_USER=actor)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        with open(out / "search.log", "ab") as log:
+        fd = os.open(out / "search.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:  # private, as everything in the home
             return subprocess.Popen(
                 cmd,
                 cwd=ROOT,
