@@ -179,7 +179,8 @@ class SearchJobs:
     def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen:
         env = dict(os.environ, FACEWATCH_USER=actor)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        with open(out / "search.log", "ab") as log:
+        fd = os.open(out / "search.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:  # private, as everything in the home
             return subprocess.Popen(
                 cmd,
                 cwd=ROOT,
@@ -298,9 +299,12 @@ def _alive(pid: int) -> bool:
 
 
 def _last_error(log: Path) -> str:
-    """The search's own last words (its 'error: ...' line), for the page."""
+    """The search's own last words (its 'error: ...' message, which may span lines)."""
     if not log.is_file():
         return "the search ended without a log"
     lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["the search ended without a message"])[-1][:500]
+    lines = [ln for ln in lines if ln]
+    starts = [i for i, ln in enumerate(lines) if ln.lower().startswith("error:")]
+    if starts:
+        return " ".join(lines[starts[-1] :])[:1000]
+    return (lines or ["the search ended without a message"])[-1][:1000]

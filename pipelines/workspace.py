@@ -62,6 +62,7 @@ class Workspace:
             "searches": self.jobs.searches,
             "search_status": self.jobs.status,
             "search_cancel": self.jobs.cancel,
+            "audit": self.audit,
         }
         if op not in acts:
             raise CaseError(f"no workspace act {op!r}", 404)
@@ -72,6 +73,27 @@ class Workspace:
 
     def create(self, who: Actor, body: dict[str, str]) -> dict[str, Any]:
         return self.book.create(body["case_ref"], body["reason"], body["authorised_by"], who)
+
+    def audit(self, who: Actor, ref: str | None, action: str | None, limit: int) -> dict:
+        """Audit records, newest last: a case's (for whoever may read the case), or the
+        whole log's (auditors only), with whether the whole chain verifies."""
+        if ref:
+            self.book.require(ref, who)
+        elif who.role != "auditor":
+            raise CaseError("only an auditor reads the whole audit log", 403)
+        records = [
+            r
+            for r in self.home.audit.records(action=action)
+            if not ref or r.get("details", {}).get("case") == ref
+        ]
+        self.home.audit.append(who.name, "audit.read", case=ref or "", only=action or "")
+        chain = self.home.audit.verify()
+        return {
+            "records": records[-limit:],
+            "total": len(records),
+            "chain_ok": chain.ok,
+            "chain_problem": chain.reason,
+        }
 
     def search(self, who: Actor, ref: str, spec: dict[str, Any]) -> dict[str, Any]:
         return self.jobs.start(who, ref, spec, self.ray_address)

@@ -38,6 +38,7 @@ ROUTES = [
     ("POST", "/v1/cases/{ref}/sightings/{id}/decision", P.CASES),
     ("POST", "/v1/cases/{ref}/evidence", P.CASES),
     ("GET", "/v1/archive", P.CASES),
+    ("GET", "/v1/audit", P.CASES),
     ("POST", "/v1/cases/{ref}/probes", P.CASES),
     ("GET", "/v1/cases/{ref}/searches", P.CASES),
     ("POST", "/v1/cases/{ref}/searches", P.CASES),
@@ -74,11 +75,11 @@ class Decision(BaseModel):
 
 
 def workspace_routes(app: FastAPI, hub, need) -> None:
+    """The page and the cases themselves; then a case's searches and its sightings."""
     ref_ = Path(..., pattern=CASE_REF)
-    sid_ = Path(..., pattern=SIGHTING_ID)
     member = need(P.CASES)
     search_routes(app, hub, need)
-
+    sighting_routes(app, hub, need)
     act = _acts(hub)
 
     @app.get("/workspace", response_class=HTMLResponse)
@@ -100,6 +101,14 @@ def workspace_routes(app: FastAPI, hub, need) -> None:
     @app.post("/v1/cases/{ref}/grants")
     async def grant(body: Grant, ref: str = ref_, who: Principal = Depends(member)) -> dict:
         return await act(who, "grant", ref, body.grantee)
+
+
+def sighting_routes(app: FastAPI, hub, need) -> None:
+    """A case's sightings: faces, clips and decisions (each view audited), its evidence."""
+    ref_ = Path(..., pattern=CASE_REF)
+    sid_ = Path(..., pattern=SIGHTING_ID)
+    member = need(P.CASES)
+    act = _acts(hub)
 
     @app.get("/v1/cases/{ref}/sightings/{sid}/clip")
     async def clip(ref: str = ref_, sid: str = sid_, who: Principal = Depends(member)):
@@ -174,6 +183,15 @@ def search_routes(app: FastAPI, hub, need) -> None:
         if not data:
             raise HTTPException(400, "empty body: send one JPEG or PNG photo")
         return await act(who, "probe", ref, data)
+
+    @app.get("/v1/audit")
+    async def audit(
+        case: str | None = Query(None, pattern=CASE_REF),
+        action: str | None = Query(None, pattern=r"^[a-z_.]{1,64}$"),
+        limit: int = Query(500, ge=1, le=5000),
+        who: Principal = Depends(member),
+    ) -> JSONResponse:
+        return JSONResponse(await act(who, "audit", case, action, limit), headers=PRIVATE)
 
     @app.get("/v1/cases/{ref}/searches")
     async def searches(ref: str = ref_, who: Principal = Depends(member)) -> dict:

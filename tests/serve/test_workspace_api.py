@@ -194,7 +194,7 @@ def test_a_probe_upload_is_checked_as_an_image_first(archive_home):
     assert [p.name for p in stored] == [good.json()["probe_id"] + ".png"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(700)
 @pytest.mark.integration  # a real search process (Ray, MTCNN, dlib-resnet), then cancelled
 def test_a_cancelled_search_stops_its_process_and_says_what_it_kept(archive_home):
     photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
@@ -210,7 +210,7 @@ def test_a_cancelled_search_stops_its_process_and_says_what_it_kept(archive_home
         started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
         assert started.status_code == 202, started.text
         sid = started.json()["search_id"]
-        for _ in range(300):  # until Ray and the pool run and the files are counted
+        for _ in range(1000):  # until Ray and the pool run and the files are counted
             st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
             if st["progress"].get("state") == "running" or st["state"] != "running":
                 break
@@ -231,3 +231,55 @@ def test_a_cancelled_search_stops_its_process_and_says_what_it_kept(archive_home
         os.killpg(pid, 0)  # the search's whole process group is gone
     actions = [r["action"] for r in archive_home.audit.records()]
     assert "case.search_start" in actions and "case.search_cancel" in actions
+
+
+@pytest.mark.timeout(30)
+def test_an_auditor_reads_the_audit_log_and_an_investigator_only_its_cases(home):
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        whole = await c.get("/v1/audit", headers=as_("aud"))
+        ana_whole = await c.get("/v1/audit", headers=as_("ana"))
+        ana_case = await c.get("/v1/audit?case=OP-7", headers=as_("ana"))
+        ben_case = await c.get("/v1/audit?case=OP-7", headers=as_("ben"))
+        return whole, ana_whole, ana_case, ben_case
+
+    whole, ana_whole, ana_case, ben_case = run(home, scenario)
+    assert whole.status_code == 200 and whole.json()["chain_ok"] is True
+    assert "case.create" in [r["action"] for r in whole.json()["records"]]
+    assert ana_whole.status_code == 403 and ben_case.status_code == 403
+    assert {r["details"]["case"] for r in ana_case.json()["records"]} == {"OP-7"}
+    reads = [r["actor"] for r in home.audit.records() if r["action"] == "audit.read"]
+    assert reads == ["aud", "ana"]  # reading the log is itself audited
+
+
+@pytest.mark.timeout(500)
+@pytest.mark.integration  # a real search process (MTCNN, dlib-resnet) refusing the photo
+def test_a_probe_photo_without_a_usable_face_fails_its_search_with_the_reason(archive_home):
+    import io
+
+    from PIL import Image
+
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, format="PNG")
+
+    async def scenario(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        probe = await c.post(
+            "/v1/cases/OP-7/probes",
+            content=blank.getvalue(),
+            headers=as_("ana") | {"Content-Type": "image/png"},
+        )
+        spec = {"paths": ["0/short_hamilton_clip.mp4"], "probes": [probe.json()["probe_id"]]}
+        sid = (await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))).json()[
+            "search_id"
+        ]
+        for _ in range(500):
+            st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
+            if st["state"] != "running":
+                return st
+            await asyncio.sleep(0.5)
+        return st
+
+    st = run(archive_home, scenario)
+    assert st["state"] == "failed", st
+    assert "face" in st["message"] and "pr_" in st["message"], st["message"]

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def facewatch(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, FACEWATCH_USER="ana", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def axe_serious(page) -> list[str]:
@@ -134,7 +134,8 @@ def search_in_the_browser(page, shots: Path) -> None:
     page.get_by_role("button", name="Start search").click()
     page.locator("#progress").filter(has_text="running").wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "2-searching.png"), full_page=True)
-    page.locator("#progress").filter(has_text="done").wait_for(timeout=280_000)
+    # a search of a 9 s clip takes 1-2 min here alone, over 5 min on a crowded machine
+    page.locator("#progress").filter(has_text="done").wait_for(timeout=600_000)
 
 
 def play_clip(page) -> dict:
@@ -159,7 +160,7 @@ def play_clip(page) -> dict:
     return at_start
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_server):
     seen = investigated
     assert seen["errors"] == []
@@ -190,7 +191,7 @@ def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_
         assert (seen["shots"] / f"{name}.png").stat().st_size > 0
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)  # alone, it runs the whole case first
 def test_another_investigator_gets_403_and_an_auditor_reads_but_cannot_decide(
     investigated, workspace_server, browser
 ):
