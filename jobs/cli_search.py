@@ -22,7 +22,13 @@ from jobs.report import link_media, render_report, sightings_table, write_output
 from jobs.review import rank
 from jobs.search import Progress as SearchProgress
 from jobs.search import SearchResult
-from jobs.search_setup import SearchSetup, SetupError, check_numbers, check_videos
+from jobs.search_setup import (
+    SearchSetup,
+    SetupError,
+    StoreDownError,
+    check_numbers,
+    check_videos,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +105,8 @@ def search(
     try:
         with json_stdout(as_json), runtime.pool_errors_fail():  # no Ray output in the JSON
             result = run_with_progress(setup, out, fps, ray_address, quiet=as_json)
+    except StoreDownError as exc:
+        fail(store_down_message(exc), EXIT_UNEXPECTED)
     finally:
         setup.close()
     report_outputs(setup, result, out, as_json)
@@ -163,3 +171,14 @@ def _exit_code(result: SearchResult) -> int:
     if not result.errors:
         return 0
     return EXIT_PARTIAL if result.files else EXIT_UNEXPECTED
+
+
+def store_down_message(exc: StoreDownError) -> str:
+    """Which files' matches are not stored, and how to finish them."""
+    names = "\n".join(f"  {p}" for p in exc.files) or "  (none)"
+    return (
+        f"the store was unreachable for {exc.waited_s:.0f} s (search.store_retry_s): "
+        f"{exc.cause}\nthe search stopped; the matches of these files are NOT stored:\n"
+        f"{names}\nrerun the same command once the store is back: files already complete "
+        "are skipped, these are searched"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,42 @@ logger = logging.getLogger(__name__)
 
 class SetupError(ValueError):
     """The search cannot start as asked (exit code 2)."""
+
+
+class StoreDownError(RuntimeError):
+    """The store stayed unreachable past ``search.store_retry_s``: the search stops (exit
+    code 1); ``files`` are those whose matches are not stored (a rerun completes them)."""
+
+    def __init__(self, cause: str, waited_s: float):
+        super().__init__(cause)
+        self.cause, self.waited_s = cause, waited_s
+        self.files: list[str] = []
+
+
+def write_retrying(write, retry_s: float, path: str) -> None:
+    """``write()``, retried with capped exponential backoff while the store is unreachable,
+    for up to ``retry_s``; then StoreDownError. Writes are upserts by deterministic id, so
+    a retried write that had in fact landed adds nothing."""
+    import grpc  # imported here: the CLI sets gRPC's environment before anything loads it
+    from pymilvus.exceptions import MilvusException
+
+    # what pymilvus raises while a server is unreachable (refused, deadline exceeded)
+    down = (MilvusException, grpc.RpcError, ConnectionError, TimeoutError)
+    started, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            write()
+            return
+        except down as exc:
+            waited = time.monotonic() - started
+            cause = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if waited + delay > retry_s:
+                raise StoreDownError(cause, waited) from exc
+            logger.warning(
+                "storing the matches of %s failed (%s); again in %.1f s", path, cause, delay
+            )
+            time.sleep(delay)  # the store is down: nothing to wait on but time
+            delay = min(delay * 2, 15.0)
 
 
 @dataclass
@@ -126,7 +163,11 @@ class SearchSetup:
                 case=self.case,
                 restore=book.restorer(),
             )
-            return job.run(self.paths, app)
+            try:
+                return job.run(self.paths, app)
+            except StoreDownError as exc:
+                exc.files = sorted(p.result.path for p in job.pending.values())
+                raise
 
     def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
         """The file's matches to the store and thumbnails to disk, then (only then) its
@@ -148,7 +189,11 @@ class SearchSetup:
             row["case_ref"] = self.case
             rows.append(row)
         if rows:
-            self.home.vectors().upsert_matches(rows)
+            write_retrying(
+                lambda: self.home.vectors().upsert_matches(rows),
+                self.settings.search.store_retry_s,
+                res.path,
+            )
 
     def summary(self, result: SearchResult) -> dict:
         return {

@@ -94,7 +94,7 @@ class MilvusLoopbackServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.port = 0
-        self.log = self.data / "server.log"
+        self.log = self.data / "server.log"  # the latest start's
 
     @property
     def uri(self) -> str:
@@ -112,6 +112,12 @@ class MilvusLoopbackServer:
         self.stop()
 
     def start(self) -> None:
+        self.start_server()
+        self._start_relay()
+
+    def start_server(self) -> None:
+        """The server alone (``start`` adds the relay); after ``stop_server``, the same
+        data and the same port: a restart, as its clients see it."""
         if shutil.which("unshare") is None:
             raise MilvusServerUnavailable("`unshare` (util-linux) is not installed")
         self.data.mkdir(parents=True, exist_ok=True)
@@ -132,7 +138,6 @@ class MilvusLoopbackServer:
                 f"(`unshare -n` needs CAP_SYS_ADMIN, e.g. root or a privileged container): "
                 f"first line {line!r}, exit {self.proc.poll()}, stderr: {err[-2000:]}"
             )
-        self._start_relay()
 
     def _first_line(self) -> str:
         got: Future[str] = Future()
@@ -169,6 +174,10 @@ class MilvusLoopbackServer:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
             self.loop = None
+        self.stop_server()
+
+    def stop_server(self) -> None:
+        """Stop the server and keep the relay's port: clients find nothing behind it."""
         if self.proc is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
