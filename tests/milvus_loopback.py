@@ -99,7 +99,7 @@ class MilvusLoopbackServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.port = 0
-        self.log = self.data / "server.log"
+        self.log = self.data / "server.log"  # the latest start's
 
     @property
     def uri(self) -> str:
@@ -117,6 +117,13 @@ class MilvusLoopbackServer:
         self.stop()
 
     def start(self) -> None:
+        self.start_server()
+        if self.inside is None:  # inside a cluster's namespace its clients reach it directly
+            self._start_relay()
+
+    def start_server(self) -> None:
+        """The server alone (``start`` adds the relay); after ``stop_server``, the same
+        data and the same port: a restart, as its clients see it."""
         if shutil.which("unshare") is None:
             raise MilvusServerUnavailable("`unshare` (util-linux) is not installed")
         self.data.mkdir(parents=True, exist_ok=True)
@@ -142,8 +149,6 @@ class MilvusLoopbackServer:
             )
         if self.inside is not None:
             self.port = int(line.split()[1])  # the server's own port, in that namespace
-            return
-        self._start_relay()
 
     def _first_line(self) -> str:
         got: Future[str] = Future()
@@ -180,6 +185,10 @@ class MilvusLoopbackServer:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
             self.loop = None
+        self.stop_server()
+
+    def stop_server(self) -> None:
+        """Stop the server and keep the relay's port: clients find nothing behind it."""
         if self.proc is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()

@@ -151,6 +151,7 @@ class ArchiveSearch:
         # stored result, or None to search it
         self.restore = restore
         self.restored: list[FileResult] = []
+        self.pending: dict[str, _Pending] = {}
         # never from the thresholds: the same footage gives the same tracks at any threshold;
         # a track continues from the sampled frame just before (1.5 sampling intervals)
         self.tracker_config = TrackerConfig.for_embedder(
@@ -228,6 +229,7 @@ class ArchiveSearch:
 
         t0 = time.perf_counter()
         segments, pending, errors = self.plan(paths)
+        self.pending = pending  # files not finished yet (a failure names them)
         results = [p.result for p in pending.values()] + self.restored
         self.progress.total(len(pending), sum(p.expected for p in pending.values()))
         self.progress.files_failed(len({e.path for e in errors} - {r.path for r in results}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResul
 from jobs.archive.search_monitor import monitored
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
-from pipelines.errors import FacewatchError
+from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
 from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.paths import resolved
@@ -34,6 +35,55 @@ logger = logging.getLogger(__name__)
 
 class SetupError(FacewatchError, ValueError):
     """The search cannot start as asked (exit code 2)."""
+
+
+class StoreDownError(FacewatchError, RuntimeError):
+    """The store stayed unreachable past ``search.store_retry_s``: the search stops (exit
+    code 1); ``files`` are those whose matches are not stored (a rerun completes them)."""
+
+    exit_code = EXIT_UNEXPECTED
+    http_status = 503
+
+    def __init__(self, cause: str, waited_s: float):
+        super().__init__(cause)
+        self.cause, self.waited_s = cause, waited_s
+        self.files: list[str] = []
+
+    def __str__(self) -> str:
+        """Which files' matches are not stored, and how to finish them."""
+        names = "\n".join(f"  {p}" for p in self.files) or "  (none)"
+        return (
+            f"the store was unreachable for {self.waited_s:.0f} s (search.store_retry_s): "
+            f"{self.cause}\nthe search stopped; the matches of these files are NOT stored:\n"
+            f"{names}\nrerun the same command once the store is back: files already complete "
+            "are skipped, these are searched"
+        )
+
+
+def write_retrying(write, retry_s: float, path: str) -> None:
+    """``write()``, retried with capped exponential backoff while the store is unreachable,
+    for up to ``retry_s``; then StoreDownError. Writes are upserts by deterministic id, so
+    a retried write that had in fact landed adds nothing."""
+    import grpc  # imported here: the CLI sets gRPC's environment before anything loads it
+    from pymilvus.exceptions import MilvusException
+
+    # what pymilvus raises while a server is unreachable (refused, deadline exceeded)
+    down = (MilvusException, grpc.RpcError, ConnectionError, TimeoutError)
+    started, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            write()
+            return
+        except down as exc:
+            waited = time.monotonic() - started
+            cause = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if waited + delay > retry_s:
+                raise StoreDownError(cause, waited) from exc
+            logger.warning(
+                "storing the matches of %s failed (%s); again in %.1f s", path, cause, delay
+            )
+            time.sleep(delay)  # the store is down: nothing to wait on but time
+            delay = min(delay * 2, 15.0)
 
 
 @dataclass
@@ -133,7 +183,11 @@ class SearchSetup:
                 case=self.case,
                 restore=book.restorer(),
             )
-            return job.run(self.paths, app)
+            try:
+                return job.run(self.paths, app)
+            except StoreDownError as exc:
+                exc.files = sorted(p.result.path for p in job.pending.values())
+                raise
 
     def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
         """The file's matches to the store and thumbnails to disk, then (only then) its
@@ -155,7 +209,11 @@ class SearchSetup:
             row["case_ref"] = self.case
             rows.append(row)
         if rows:
-            self.home.vectors().upsert_matches(rows)
+            write_retrying(
+                lambda: self.home.vectors().upsert_matches(rows),
+                self.settings.search.store_retry_s,
+                res.path,
+            )
 
     def summary(self, result: SearchResult) -> dict:
         return {

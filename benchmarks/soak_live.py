@@ -1,0 +1,262 @@
+"""Soak: 4 cameras at 5 fps on the real live server for a long while, with an archive search
+started every few minutes on the same pool; does anything grow or slow down?
+
+The server, cameras and searches are bench_live.py's (local Ray Serve on 127.0.0.1, MTCNN +
+dlib-resnet in the FacePool, real frames of short_hamilton_clip.mp4 pushed as JPEG, an
+archive search as its own `facewatch search` process with ``--ray-address``). Measured per
+window (5 minutes by default):
+- RSS of every process of the server (this driver and every Ray process under it, named by
+  its Ray title: FacePool replicas, LiveHub, Api, raylet, ...), from /proc;
+- open file descriptors of the same processes;
+- frames sent, dropped, and p99 frame-to-result latency;
+- errors: answers other than analysed/dropped/skipped (an "error", an HTTP status), and
+  archive searches that failed.
+
+At the end: each process group's RSS slope in % per hour after the first window (warm-up),
+the FD growth after warm-up, and the p99 of the last window over the first.
+Targets (issue 16): RSS slope below 1%/h, no FD growth, last p99 within 1.2x of the first,
+0 errors. Prints a table, writes benchmarks/results/soak_live.json (``--out``).
+
+Run: ``.venv/bin/python benchmarks/soak_live.py --minutes 30``; ``--minutes 2`` is the short
+version tests/test_soak.py runs (windows of a quarter of the run when that is under 5 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_live as bl  # noqa: E402 - the live benchmark's server, cameras and search
+
+OUT = bl.ROOT / "benchmarks" / "results" / "soak_live.json"
+# answers that are not errors: analysed, replaced by a newer frame (dropped), or over the
+# camera's analysed rate (skipped); anything else ("error", an HTTP status) is an error
+GOOD = {"analysed", "dropped", "skipped"}
+
+
+# -- processes, from /proc ------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = defaultdict(list)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        kids[ppid].append(int(name))
+    return kids
+
+
+def server_processes() -> list[int]:
+    """This process and every process under it (Ray's, started by this driver)."""
+    kids, out, todo = _children(), [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += kids.get(pid, [])
+    return out
+
+
+def _group(pid: int) -> str:
+    """A stable name for the process: its Ray title (``ray::ServeReplica:...:FacePool``)
+    without per-process parts, or its program name."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return "?"
+    if pid == os.getpid():
+        return "driver"
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split()[0].split(".")[0]
+    return Path(first).name or "?"
+
+
+def sample() -> dict[str, dict[str, int]]:
+    """{group: {"rss_kb", "fds", "n"}} over the server's processes now."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {"rss_kb": 0, "fds": 0, "n": 0})
+    for pid in server_processes():
+        try:
+            status = open(f"/proc/{pid}/status").read()
+            rss = int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        g = out[_group(pid)]
+        g["rss_kb"] += rss
+        g["fds"] += fds
+        g["n"] += 1
+    return dict(out)
+
+
+# -- the run ----------------------------------------------------------------------------------
+def slope_pct_per_hour(t_s: list[float], values: list[float]) -> float | None:
+    """Least-squares slope of ``values`` over time, as % of their mean per hour."""
+    if len(values) < 2 or not np.mean(values):
+        return None
+    slope = np.polyfit(np.asarray(t_s) / 3600.0, np.asarray(values, float), 1)[0]
+    return round(float(slope / np.mean(values) * 100), 2)
+
+
+class Searches:
+    """An archive search started every ``every_s`` (never two at once); failures counted."""
+
+    def __init__(self, work: Path, every_s: float):
+        import ray
+
+        self.work, self.every_s = work, every_s
+        self.address = ray.get_runtime_context().gcs_address
+        self.current: bl.ArchiveSearch | None = None
+        self.next_at, self.started, self.failed = 0.0, 0, 0
+
+    def tick(self) -> None:
+        cur = self.current
+        if cur is not None and not cur.running():
+            self.failed += int(cur.proc.returncode != 0)
+            self.current = None
+        if self.current is None and time.monotonic() >= self.next_at:
+            n = self.started = self.started + 1
+            out = self.work / f"search-{n}"
+            home = self.work / "archive-home"
+            self.current = s = bl.ArchiveSearch(home, out, 2.0, bl.CLIP, self.address)
+            s.log.parent.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, FACEWATCH_USER="soak")
+            with s.log.open("w") as log:  # started, not waited on: a short clip
+                s.proc = subprocess.Popen(
+                    s.cmd, cwd=bl.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
+                )
+            self.next_at = time.monotonic() + self.every_s
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+
+
+async def window(base, cams, frames, fps, seconds, searches: Searches) -> bl.Phase:
+    ph = bl.Phase()
+    run = asyncio.ensure_future(bl.run_phase(base, cams, frames, fps, seconds, ph))
+    while not run.done():
+        await asyncio.to_thread(searches.tick)
+        await asyncio.wait([run], timeout=5.0)
+    await run
+    return ph
+
+
+def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> dict:
+    window_s = args.window_min * 60
+    n = max(1, round(args.minutes / args.window_min))
+    searches = Searches(work, args.search_every_min * 60)
+    t0, rows = time.monotonic(), []
+    try:
+        for i in range(n):
+            ph = asyncio.run(window(base, cams, frames, args.fps, window_s, searches))
+            s = bl.summarise(ph, cams, window_s, args.fps)
+            errors = sum(v for k, v in ph.status.items() if k not in GOOD)
+            rows.append({"t_s": round(time.monotonic() - t0, 1), "window": i + 1,
+                         "frames_sent": s["frames_sent"], "drop_rate": s["drop_rate"],
+                         "p99_ms": s["frame_to_result_ms"]["p99"], "errors": errors,
+                         "statuses": dict(ph.status),
+                         "processes": sample()})  # fmt: skip
+            print(_line(rows[-1]), flush=True)
+    finally:
+        searches.stop()
+    return {"windows": rows, "searches_started": searches.started,
+            "searches_failed": searches.failed}  # fmt: skip
+
+
+def _line(r: dict) -> str:
+    rss = sum(g["rss_kb"] for g in r["processes"].values()) / 1024
+    fds = sum(g["fds"] for g in r["processes"].values())
+    return (f"window {r['window']:>2}  t={r['t_s']:>7.0f}s  sent {r['frames_sent']:>5}  "
+            f"drops {r['drop_rate']:.3f}  p99 {r['p99_ms']} ms  RSS {rss:,.0f} MiB  "
+            f"FDs {fds}  errors {r['errors']}")  # fmt: skip
+
+
+def verdict(run: dict) -> dict:
+    """Slopes and growth after the first window (warm-up), and the targets met or not."""
+    rows = run["windows"]
+    after = rows[1:] if len(rows) > 2 else rows
+    groups = sorted({g for r in after for g in r["processes"]})
+    t = [r["t_s"] for r in after]
+    slopes = {}
+    for g in groups:
+        if all(g in r["processes"] for r in after):
+            slopes[g] = slope_pct_per_hour(t, [r["processes"][g]["rss_kb"] for r in after])
+    fds = [sum(p["fds"] for p in r["processes"].values()) for r in after]
+    p99s = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
+    errors = sum(r["errors"] for r in rows) + run["searches_failed"]
+    out = {
+        "rss_slope_pct_per_hour": slopes,
+        "fd_growth_after_warmup": fds[-1] - fds[0],
+        "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
+        "errors": errors,
+    }
+    out["targets_met"] = {
+        "rss_slope_below_1pct_per_hour": all(v is not None and v < 1 for v in slopes.values()),
+        "no_fd_growth": out["fd_growth_after_warmup"] <= 0,
+        "p99_within_1.2x": out["p99_last_over_first"] is not None
+        and out["p99_last_over_first"] <= 1.2,
+        "no_errors": errors == 0,
+    }
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--window-min", type=float, default=None, help="default: min(5, minutes/4)")
+    ap.add_argument("--search-every-min", type=float, default=None, help="default: a window")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    args.window_min = args.window_min or min(5.0, args.minutes / 4)
+    args.search_every_min = args.search_every_min or args.window_min
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    from pipelines.video import video_jpegs
+    from serve.local import free_port, stop_local
+
+    work = Path(tempfile.mkdtemp(prefix="soak-live-"))
+    bl.enrol(work / "live-home")
+    frames = video_jpegs(bl.CLIP, every=6)
+    port, cams = free_port(), [f"cam{i + 1}" for i in range(args.cameras)]
+    bl.start_server(work / "live-home", port, cams)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for c in cams:
+            spec = {"id": c, "url": "push", "fps": args.fps, "list": "watch"}
+            admin = bl.bearer("bench-admin")
+            r = httpx.post(f"{base}/v1/cameras", json=spec, headers=admin, timeout=60)
+            r.raise_for_status()
+        run = soak(args, base, cams, frames, work)
+    finally:
+        stop_local()
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              **run, "verdict": verdict(run)}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["verdict"], indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The 2-minute soak (benchmarks/soak_live.py --minutes 2): 4 cameras at 5 fps on the real
+live server, an archive search started every 30 s on the same pool, 4 windows of 30 s.
+
+Two minutes cannot measure a slope per hour, so the checks are looser than the 30-minute
+benchmark's targets, but still fail on a real leak or a broken path: no errors at all (no
+answer but analysed/dropped/skipped, no failed search), no growth of open file descriptors
+after the first window beyond a small margin (Ray opens a few as workers come and go), and
+no long-lived process (the driver, Ray's raylet and GCS, every Serve replica) ending more
+than 30% above its size after warm-up. Nothing here times absolute speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG_LIVED = ("driver", "raylet", "gcs_server", "ServeReplica")
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.mark.timeout(900)
+def test_two_minutes_of_four_cameras_and_searches_leak_nothing_and_fail_nothing(tmp_path):
+    import ray
+
+    assert not ray.is_initialized(), "the soak starts its own Ray"
+    out = tmp_path / "soak.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "benchmarks/soak_live.py", "--minutes", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    rows, verdict = result["windows"], result["verdict"]
+    assert len(rows) == 4 and all(r["frames_sent"] > 0 for r in rows)
+    # a search starts each window unless one still runs (on 2 busy cores one may take all)
+    assert result["searches_started"] >= 1 and result["searches_failed"] == 0
+    assert verdict["errors"] == 0, rows
+    assert verdict["fd_growth_after_warmup"] <= 16, rows
+    warm, last = rows[1]["processes"], rows[-1]["processes"]
+    for group, size in warm.items():
+        if any(k in group for k in LONG_LIVED) and group in last:
+            assert last[group]["rss_kb"] <= 1.3 * size["rss_kb"], (group, size, last[group])
