@@ -82,7 +82,7 @@ class CameraStatus(_Open):
     last_error_at: float | None = None
     latency_ms: Latency | None = None
     active_tracks: int | None = None
-    counters: dict[str, float] | None = None
+    counters: dict[str, int | float] | None = Field(None, description="counts (int) and rates")
     watchlist: dict[str, Any] | None = Field(None, description="the list the camera matches")
 
 

@@ -11,11 +11,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
 from pipelines.catalog import MIGRATIONS, Catalog, unix_time
 from pipelines.deployments import Deployments
 from pipelines.live.cameras import CameraRegistry
 from pipelines.live.review_book import ReviewBook
+from pipelines.schemas import ReviewedAlert
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,6 +86,7 @@ def test_the_stores_read_the_upgraded_rows(upgraded):
     _, catalog = upgraded
     alerts = ReviewBook(catalog).list("all", None, 10)
     assert sorted(a["status"] for a in alerts) == ["confirmed", "pending"]
+    TypeAdapter(list[ReviewedAlert]).validate_python(alerts)  # as GET /v1/alerts answers
     assert [c.id for c in CameraRegistry(catalog).all()] == ["gate-a"]
     (dep,) = Deployments(catalog, audit=None).all()  # reading needs no audit log
     assert dep["started_at"] == "2026-09-21T14:13:20.000+00:00"

@@ -94,3 +94,16 @@ def test_the_schema_needs_a_token_whose_role_reads_stats():
     assert _get("/openapi.json", None).status_code == 401
     assert _get("/openapi.json", TOKENS["camera"]).status_code == 403
     assert route_permission("GET", "/openapi.json") not in (None, PUBLIC)
+
+
+def test_answers_keep_integer_counts_and_extra_fields():
+    """A response model must not turn a count into a float (clients loop over it) nor drop
+    a field the hub adds that the model does not declare yet."""
+    from serve.responses import CameraStatus
+
+    body = {"id": "c", "url": "push", "kind": "push", "state": "streaming"}
+    body |= {"counters": {"alerts": 3, "faces": 7}, "later_field": 1}
+    shown = CameraStatus.model_validate(body).model_dump(mode="json")
+    assert shown["counters"] == {"alerts": 3, "faces": 7}
+    assert all(type(v) is int for v in shown["counters"].values())
+    assert shown["later_field"] == 1
