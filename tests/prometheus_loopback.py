@@ -81,10 +81,16 @@ class LoopbackPrometheus:
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step)}
         return self._get("/api/v1/query_range", params)["result"]
 
-    def value(self, expr: str) -> float | None:
-        """The single value of a scalar-like query (one series), or None without data."""
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
+    def value(self, expr: str, wait_s: float = 20.0) -> float | None:
+        """The single value of a scalar-like query (one series), or None without data for
+        ``wait_s``: on a loaded machine a scrape can time out, and Prometheus then marks
+        the target's series stale until the next one succeeds."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            result = self.query(expr)
+            if result or time.monotonic() > deadline:
+                return float(result[0]["value"][1]) if result else None
+            time.sleep(0.5)
 
     def _get(self, path: str, params: dict) -> dict:
         r = httpx.get(self.url + path, params=params, timeout=30)

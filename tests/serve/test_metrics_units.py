@@ -171,3 +171,13 @@ def test_last_retention_run_is_kept_for_status(tmp_path):
     write_last_retention(tmp_path, "ops", {"dry_run": False, "deleted": {"face_index": 3}})
     last = read_last_retention(tmp_path)
     assert last["actor"] == "ops" and last["deleted"] == {"face_index": 3} and last["at"]
+
+
+def test_the_metrics_port_comes_from_the_environment_or_ray_picks_one():
+    from serve.local import METRICS_PORT_ENV, ServeConfigError, metrics_port_option
+
+    assert metrics_port_option({}) == {}
+    assert metrics_port_option({METRICS_PORT_ENV: "8080"}) == {"_metrics_export_port": 8080}
+    for bad in ("http", "0", "70000", "-1"):
+        with pytest.raises(ServeConfigError, match=METRICS_PORT_ENV):
+            metrics_port_option({METRICS_PORT_ENV: bad})

@@ -124,23 +124,19 @@ def run_scene(tmp: Path, base: str, prom, clip: Path, data: Path, home: Path) ->
         time.sleep(0.2)
     log = (tmp / "search.log").read_text()
     assert search.returncode == 3, log[-3000:]  # 3: one file could not be searched
-    helpers.wait_until(lambda: ended(base), 120, "the camera to play the clip")
-    time.sleep(3)  # the frames still at the pool when the file ended are analysed
-    camera = ended(base)
+    helpers.wait_until(lambda: ended(base), 240, "the camera to play the clip")
+    camera = helpers.wait_until(lambda: settled(base, prom), 120, "Prometheus to see every frame")
     alerts = httpx.get(f"{base}/v1/alerts", headers=auth(OP)).json()["alerts"]
-    assert len(alerts) == 1, alerts
+    assert len(alerts) == 1, (alerts, camera)
     body = {"outcome": "confirmed", "note": "metrics test"}
     url = f"{base}/v1/alerts/{alerts[0]['alert_id']}/adjudication"
     assert httpx.post(url, json=body, headers=auth(OP)).status_code == 200
-    analysed = camera["frames_analysed"]
-    series = "sum(ray_facewatch_camera_frames_analysed_total)"
-    helpers.wait_until(lambda: prom.value(series) == analysed, 60, "Prometheus to see every frame")
     helpers.wait_until(
         lambda: (
-            prom.value("sum(ray_facewatch_alerts_adjudicated_total)") == 1
-            and prom.value("sum(ray_facewatch_search_files_total)") == 2
+            prom.value("sum(ray_facewatch_alerts_adjudicated_total)", wait_s=0) == 1
+            and prom.value("sum(ray_facewatch_search_files_total)", wait_s=0) == 2
         ),
-        60,
+        120,
         "the decision and the search's last file",
     )
     time.sleep(3)  # a few more scrapes, so rates over the window have two samples
@@ -152,6 +148,22 @@ def run_scene(tmp: Path, base: str, prom, clip: Path, data: Path, home: Path) ->
         "duration_s": probe(str(clip)).duration_s,
         "window": (t0, time.time()),
     }
+
+
+_analysed_seen: list[tuple[float, int]] = []
+
+
+def settled(base: str, prom) -> dict | None:
+    """The ended camera, once its analysed count has not moved for 3 s (frames at the pool
+    when the file ended are analysed after) and Prometheus has scraped exactly that."""
+    cam = ended(base)
+    now = time.monotonic()
+    _analysed_seen.append((now, cam["frames_analysed"]))
+    before = [n for t, n in _analysed_seen if now - t >= 3.0]
+    if not before or before[-1] != cam["frames_analysed"]:
+        return None
+    series = "sum(ray_facewatch_camera_frames_analysed_total)"
+    return cam if prom.value(series, wait_s=0) == cam["frames_analysed"] else None
 
 
 def auth(header: str) -> dict[str, str]:
