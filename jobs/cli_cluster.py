@@ -83,7 +83,8 @@ def status(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
 ) -> None:
-    """The nodes, their resources, and the node of every FacePool, LiveHub and Api replica."""
+    """The nodes, their resources, where every FacePool, LiveHub and Api replica runs, the
+    live cameras and the searches in progress."""
     handle = _handle(ctx, directory)
     argv = [sys.executable, "-m", "jobs.cluster_status", handle.address]
     done = handle.run(argv, capture_output=True, text=True, timeout=120)
@@ -122,3 +123,6 @@ def _print_status(address: str, snap: dict) -> None:
             ", ".join(sorted(where.get(n["node_id"], []))) or "-",
         )
     console.print(table)
+    cams = ", ".join(f"{c.get('id')} ({c.get('list', '-')})" for c in snap.get("cameras", []))
+    console.print(f"cameras: {cams or 'none'}")
+    console.print(f"searches in progress: {len(snap.get('searches', []))}")
