@@ -32,7 +32,13 @@ def _directory(ctx: typer.Context, directory: Path | None) -> Path:
 def up(
     ctx: typer.Context,
     workers: int = typer.Option(2, "--workers", min=1, max=8, help="worker (pool) nodes"),
-    worker_cpus: int = typer.Option(1, "--worker-cpus", min=1, max=64, help="CPUs per worker"),
+    worker_cpus: int = typer.Option(
+        2,
+        "--worker-cpus",
+        min=1,
+        max=64,
+        help="logical CPUs per worker (a 0.9-CPU replica and the archive stages beside it need 2)",
+    ),
     head_cpus: int = typer.Option(1, "--head-cpus", min=1, max=64, help="CPUs of the head"),
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
 ) -> None:
