@@ -51,7 +51,7 @@ class ClusterSpec:
 
     workers: int = 2
     head_cpus: int = 1  # Ray takes whole logical CPUs per node
-    worker_cpus: int = 1
+    worker_cpus: int = 2  # a 0.9-CPU pool replica and the archive stages beside it
     home_resource: str = "facewatch_home"
     pool_resource: str = "facewatch_pool"
     # how much of each custom resource a node holds (placements ask for small fractions)

@@ -57,12 +57,44 @@ def task_nodes(name_contains: str) -> list[str]:
     return sorted({t.node_id for t in tasks if name_contains in (t.name or "") and t.node_id})
 
 
+def camera_rows(app: str = "facewatch") -> list[dict]:
+    """The live server's cameras (id, list, state), if the facewatch app runs; else none."""
+    from ray import serve as ray_serve
+
+    try:
+        if app not in ray_serve.status().applications:
+            return []
+        hub = ray_serve.get_deployment_handle("LiveHub", app_name=app)
+        cameras = hub.cameras.remote().result(timeout_s=30)
+    except Exception:  # noqa: BLE001 - Serve absent or the hub not ready: nothing to show
+        return []
+    keep = ("id", "list", "connected")
+    return [{k: c[k] for k in keep if k in c} for c in cameras]
+
+
+def search_rows() -> list[dict]:
+    """Drivers running a facewatch search now (Ray's jobs list: one row per driver)."""
+    from ray.util.state import list_jobs
+
+    rows = []
+    for job in list_jobs(limit=1000, raise_on_missing_output=False):
+        entry = job.entrypoint or ""
+        if job.status == "RUNNING" and " search " in f" {entry} ":
+            rows.append({"job_id": job.job_id, "since_ms": job.start_time})
+    return rows
+
+
 def snapshot(address: str | None = None) -> dict:
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ["FACEWATCH_RAY_ADDRESS"], log_to_driver=False)
-    return {"nodes": node_rows(), "replicas": replica_rows()}
+    return {
+        "nodes": node_rows(),
+        "replicas": replica_rows(),
+        "cameras": camera_rows(),
+        "searches": search_rows(),
+    }
 
 
 if __name__ == "__main__":  # run inside the cluster's namespace: one JSON line

@@ -33,7 +33,13 @@ def _directory(ctx: typer.Context, directory: Path | None) -> Path:
 def up(
     ctx: typer.Context,
     workers: int = typer.Option(2, "--workers", min=1, max=8, help="worker (pool) nodes"),
-    worker_cpus: int = typer.Option(1, "--worker-cpus", min=1, max=64, help="CPUs per worker"),
+    worker_cpus: int = typer.Option(
+        2,
+        "--worker-cpus",
+        min=1,
+        max=64,
+        help="logical CPUs per worker (a 0.9-CPU replica and the archive stages beside it need 2)",
+    ),
     head_cpus: int = typer.Option(1, "--head-cpus", min=1, max=64, help="CPUs of the head"),
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
 ) -> None:
@@ -84,7 +90,8 @@ def status(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
 ) -> None:
-    """The nodes, their resources, and the node of every FacePool, LiveHub and Api replica."""
+    """The nodes, their resources, where every FacePool, LiveHub and Api replica runs, the
+    live cameras and the searches in progress."""
     handle = _handle(ctx, directory)
     argv = [sys.executable, "-m", "jobs.cluster_status", handle.address]
     done = handle.run(argv, capture_output=True, text=True, timeout=120)
@@ -123,3 +130,6 @@ def _print_status(address: str, snap: dict) -> None:
             ", ".join(sorted(where.get(n["node_id"], []))) or "-",
         )
     console.print(table)
+    cams = ", ".join(f"{c.get('id')} ({c.get('list', '-')})" for c in snap.get("cameras", []))
+    console.print(f"cameras: {cams or 'none'}")
+    console.print(f"searches in progress: {len(snap.get('searches', []))}")

@@ -56,6 +56,9 @@ def deploy(home: Path, uri: str) -> None:
     tokens[1]["cameras"] = ["cam-lin"]
     overrides = {"home": str(home), "store": {"uri": uri}, "api": {"tokens": tokens}}
     settings = build_settings(BuildArgs(settings=overrides))
+    # a search run before (tests/cluster/test_cluster_files.py) may have started Serve
+    # without an HTTP proxy for its pool; Serve keeps its first options, so start afresh
+    ray_serve.shutdown()
     ray_serve.start(http_options={"host": "127.0.0.1", "port": PORT}, proxy_location="HeadOnly")
     ray_serve.run(compose(settings, sf.overrides), name=sf.app_name, route_prefix="/")
 

@@ -76,3 +76,42 @@ def test_the_cluster_cannot_be_reached_from_outside_its_namespace(ray_cluster):
     with socket.socket() as s:
         s.settimeout(2)
         assert s.connect_ex((host, int(port))) != 0
+
+
+UNPLACEABLE = textwrap.dedent(
+    """
+    import json, os, ray
+    from jobs import runtime
+    from pipelines.config import Settings
+    from serve.app import compose
+    from serve.placement import PlacementError
+
+    ray.init(address=os.environ["FACEWATCH_RAY_ADDRESS"], log_to_driver=False)
+    said = {}
+    gpu = {"ray_actor_options": {"resources": {"facewatch_gpu": 0.01}}}
+    try:
+        compose(Settings(store={"uri": "http://127.0.0.1:1"}), {"FacePool": gpu})
+    except PlacementError as exc:
+        said["serve"] = str(exc)
+    try:
+        with runtime.face_pool(Settings(placement={"pool": {"facewatch_gpu": 0.01}})):
+            pass
+    except PlacementError as exc:
+        said["job_pool"] = str(exc)
+    print(json.dumps(said))
+    """
+)
+
+
+@pytest.mark.timeout(240)
+def test_a_deployment_asking_for_a_resource_no_node_has_fails_clearly_at_once(ray_cluster):
+    """Ray would wait for such a node forever; facewatch refuses before deploying."""
+    done = ray_cluster.run(
+        [sys.executable, "-c", UNPLACEABLE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(said) == {"serve", "job_pool"}
+    for message in said.values():
+        assert "FacePool asks for" in message and "facewatch_gpu: 0.01" in message
+        assert "facewatch_pool: 100" in message  # what the nodes do offer

@@ -6,6 +6,7 @@ inside the cluster's namespace, as on a head node; this test judges what it repo
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +84,20 @@ def test_the_home_holds_one_catalog_and_one_audit_log_that_verifies(scenario):
     # the search driver and the live hub (home node) write the same log
     assert "export.search" in actions and any(a.startswith("camera.") for a in actions)
     assert not (home / "milvus.db").exists()  # the store is the server, not a lite file
+
+
+@pytest.mark.timeout(900)
+def test_cluster_status_shows_where_the_running_app_is_placed_and_its_camera(ray_cluster, scenario):
+    """`facewatch cluster status` from outside the namespace, with the app still deployed."""
+    from jobs.cluster import ROOT
+
+    cmd = [sys.executable, "-m", "jobs.cli", "cluster", "status", "--json"]
+    cmd += ["--dir", str(ray_cluster.directory)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads(done.stdout)
+    head, workers = _roles(status)
+    pool = {r["node_id"] for r in status["replicas"] if r["deployment"] == "FacePool"}
+    assert pool == workers
+    assert [c["id"] for c in status["cameras"]] == ["cam-lin"]
+    assert status["searches"] == []  # the search has finished
