@@ -231,11 +231,11 @@ def live(bench: dict[str, Any]) -> str:
         ("dropped (newest-frame rule)", lambda p: pct(p["drop_rate"], 0)),
         (
             "frame-to-result p50 / p99 ms",
-            lambda p: "{p50:.0f} / {p99:.0f}".format(**p["frame_to_result_ms"]),
+            lambda p: _p50_p99(p["frame_to_result_ms"]),
         ),
         (
             "frame-to-alert p50 / p99 ms",
-            lambda p: "{p50:.0f} / {p99:.0f}".format(**p["frame_to_alert_ms"]),
+            lambda p: _p50_p99(p["frame_to_alert_ms"]),
         ),
         ("model time per frame in the pool", lambda p: f"{p['pool']['model_ms_per_frame']:.0f} ms"),
         ("pool busy", lambda p: pct(p["pool"]["pool_busy_fraction"], 0)),
@@ -255,6 +255,13 @@ def live(bench: dict[str, Any]) -> str:
         + f"with one abusive pusher / without: **{bench.get('p99_ratio_abuser_vs_alone', '-')}**. "
         f"Targets: {met}.\n" + _live_capacity(bench)
     )
+
+
+def _p50_p99(ms: dict[str, Any]) -> str:
+    """ "p50 / p99" in ms, or "-" where nothing was timed (no alert in the phase)."""
+    if ms["p50"] is None:
+        return "-"
+    return f"{ms['p50']:.0f} / {ms['p99']:.0f}"
 
 
 def _phase_load(p: dict[str, Any]) -> str:
