@@ -598,6 +598,57 @@ def recall_tracking(rec: dict[str, Any]) -> str:
     )
 
 
+def bulk_import(res: dict[str, Any]) -> str:
+    """bench_import: a manifest of shared-data photos, imported and then imported again."""
+    m, first, again = res["manifest"], res["import"], res["rerun"]
+    rows = [
+        ["manifest", f"{m['photos']:,} photos of {m['people']:,} people "
+         f"({m['distinct_photos']:,} distinct; {m['repeated_photos']:,} repeats)"],
+        ["enrolled", f"{first['people_added']:,} people, {first['photos_enrolled']:,} photos; "
+         f"{first['photos_failed']:,} photos unusable (errors table)"],
+        ["whole import", f"{first['wall_s']:.0f} s: {res['manifest_photos_per_s']} manifest "
+         f"photos/s ({res['manifest_photos_per_s_after_start']} after Ray and the pool start)"],
+        ["pool phase", f"{first['pool_s']:.0f} s: {res['distinct_photos_per_s_in_pool']} "
+         "distinct photos/s through Ray Data and the FacePool"],
+        ["enrolment phase", f"{res['enrol_s']:.0f} s (catalog, store, audit per person)"],
+        ["rerun", f"{again['wall_s']:.0f} s; added nothing: {res['rerun_added_nothing']}"],
+        ["target", f"{res['target_photos_per_s']:g} photos/s: "
+         f"{'met' if res['manifest_photos_per_s'] >= res['target_photos_per_s'] else 'not met'}"],
+        ["machine", f"{res['machine']['cpus']} cores, load average "
+         f"{res['machine']['load_before'][0]}-{res['machine']['load_after'][0]} (shared)"],
+    ]  # fmt: skip
+    return table(["", "measured"], rows)
+
+
+def matcher(res: dict[str, Any]) -> str:
+    """bench_match: ms per face against synthetic lists, this matcher and the one before."""
+    before = {(r["people"], r["photos_per_person"]): r for r in res["before"]["rows"]}
+    rows = []
+    for r in res["rows"]:
+        b = before[(r["people"], r["photos_per_person"])]
+        rows.append(
+            [
+                f"{r['people']:,}",
+                r["photos_per_person"],
+                f"{r['ms_per_face_single']} ({r['ms_per_face_single_fastest']})",
+                f"{b['ms_per_face_single']} ({b['ms_per_face_single_fastest']})",
+                f"{r['ms_per_face_in_batch_of_64']} ({r['ms_per_face_in_batch_of_64_fastest']})",
+                f"{b['ms_per_face_in_batch_of_64']} ({b['ms_per_face_in_batch_of_64_fastest']})",
+                r["arrays_mb"],
+            ]
+        )
+    header = [
+        "people",
+        "photos each",
+        "ms/face, one at a time",
+        "before",
+        "ms/face, batches of 64",
+        "before",
+        "arrays MB",
+    ]
+    return table(header, rows)
+
+
 def load(results: Path, name: str) -> dict[str, Any]:
     return json.loads((results / name).read_text(encoding="utf-8"))
 
@@ -631,4 +682,6 @@ def tables(results: Path) -> dict[str, str]:
         "index-small.md": index_small(index),
         "cluster-scaling.md": cluster_scaling(load(results, "bench_cluster.json")),
         "index-million.md": index_million(index),
+        "import.md": bulk_import(load(results, "bench_import.json")),
+        "match.md": matcher(load(results, "bench_match.json")),
     }

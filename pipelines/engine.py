@@ -93,13 +93,16 @@ class FaceEngine:
         with_crops: bool = False,
         whole: Sequence[bool] | None = None,
         before: FaceDetections | None = None,
+        embed: bool = True,
     ) -> FaceBatch:
         """Faces, quality verdicts and embeddings for a batch of RGB uint8 frames.
 
         ``whole[i]`` False says frame i continues frame i-1 of the same video (for i = 0,
         the frame whose faces are ``before``): faces are then looked for only around the
         faces found there, which costs a fraction of a whole-frame search (see
-        ``FaceDetector.detect_regions``). Default: every frame searched whole.
+        ``FaceDetector.detect_regions``). Default: every frame searched whole. ``embed``
+        False: embeddings left zero, for a caller that embeds the faces its own way (photo
+        TTA).
         """
         self.load(warmup=False)
         return self._faces(frames, self._detect(frames, whole, before), with_crops)
@@ -149,7 +152,7 @@ class FaceEngine:
         )
         quality = self.gate.assess(dets, chips)
         emb = np.zeros((len(dets), self.info.dim), np.float32)
-        if quality.passed.any():
+        if embed and quality.passed.any():
             emb[quality.passed] = self.embedder.embed(chips[quality.passed])
         crops = None
         if with_crops:
@@ -208,7 +211,8 @@ class FaceEngine:
         photos of one size), and the photo TTA's network passes of all photos together."""
         if not images:
             return []
-        batch = self.process(images, with_crops=True)
+        tta = self.settings.embedder.photo_tta
+        batch = self.process(images, with_crops=True, embed=not tta)  # TTA embeds anew
         out: list[ProbeFace | str] = []
         chosen: list[int] = []
         for k in range(len(images)):
@@ -224,7 +228,7 @@ class FaceEngine:
             else:
                 chosen.append(int(ok[0]))
                 out.append(self._probe(batch, int(ok[0])))
-        if self.settings.embedder.photo_tta and chosen:
+        if tta and chosen:
             faces = batch.detections.select(np.asarray(chosen))
             tta = self.photo_embeddings([images[int(k)] for k in faces.frame_index], faces)
             done = [f for f in out if isinstance(f, ProbeFace)]

@@ -331,7 +331,15 @@ class Watchlists:
             warn(f"list '{list_name}' grows past its calibrated size ({n0} people); {expect}")
 
     def active_people(self, list_name: str, at: date | None = None) -> int:
-        return sum(self._status(p, at) == "active" for p in self.people(list_name))
+        """People neither removed nor expired on ``at`` (as ``_status`` says), counted by
+        SQLite: each enrolment asks, so a bulk import of thousands must not read them all."""
+        row = self.catalog.row(
+            "SELECT COUNT(*) AS n FROM persons WHERE list_name = ? AND removed_at IS NULL "
+            "AND (expires_on IS NULL OR expires_on >= ?)",
+            list_name,
+            (at or today()).isoformat(),
+        )
+        return int(row["n"]) if row else 0
 
     def set_policy(
         self,

@@ -69,7 +69,7 @@ class _Todo:
 class PhotoStage:
     """Ray Data callable class: photo paths -> usable faces, through the shared FacePool."""
 
-    def __init__(self, app_name: str, max_pixels: int, chunk: int):
+    def __init__(self, app_name: str, max_pixels: int, chunk: int, dim: int):
         from ray import serve as ray_serve
 
         from jobs.archive.runtime import wait_for_pool
@@ -81,11 +81,10 @@ class PhotoStage:
         self.pool = ray_serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app_name)
         self.max_pixels = max_pixels
         self.chunk = chunk
+        self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(batch["path"])
-        out: dict[str, list] = {k: [] for k in ("sha256", "error", "embedding", "thumb")}
-        out.update(quality=[], borderline=[], mode=[])
         images, where, faces = [], [], [None] * n
         for i, path in enumerate(batch["path"]):
             try:
@@ -103,16 +102,31 @@ class PhotoStage:
         got = [f for c in calls for f in c.result()]
         for i, face in zip(where, got, strict=True):
             faces[i] = face
-        for i, face in enumerate(faces):
-            ok = isinstance(face, ProbeFace)
-            out["sha256"].append(batch["sha256"][i])
-            out["error"].append("" if ok else str(face))
-            out["embedding"].append(face.embedding if ok else np.zeros(0, np.float32))
-            out["thumb"].append(encode_jpeg(face.thumbnail, 95) if ok else b"")
-            out["quality"].append(face.quality_score if ok else 0.0)
-            out["borderline"].append(",".join(face.borderline) if ok else "")
-            out["mode"].append(face.embedding_mode if ok else "")
-        return {k: np.array(v, dtype=object) for k, v in out.items()}
+        return self._columns(batch["sha256"], faces)
+
+    def _columns(self, digests, faces: list) -> dict[str, np.ndarray]:
+        """One row per photo, every column of one type and shape in every block (Ray Data
+        joins blocks: a block of failures only must look like any other)."""
+        n = len(faces)
+        out = {
+            "sha256": np.asarray([str(d) for d in digests], dtype=object),
+            "error": np.full(n, "", dtype=object),
+            "embedding": np.zeros((n, self.dim), np.float32),
+            "thumb": np.full(n, b"", dtype=object),
+            "quality": np.zeros(n, np.float64),
+            "borderline": np.full(n, "", dtype=object),
+            "mode": np.full(n, "", dtype=object),
+        }
+        for i, f in enumerate(faces):
+            if not isinstance(f, ProbeFace):
+                out["error"][i] = str(f)
+                continue
+            out["embedding"][i] = f.embedding
+            out["thumb"][i] = encode_jpeg(f.thumbnail, 95)
+            out["quality"][i] = f.quality_score
+            out["borderline"][i] = ",".join(f.borderline)
+            out["mode"][i] = f.embedding_mode
+        return out
 
 
 class BulkImport:
@@ -223,7 +237,7 @@ class BulkImport:
         items = [{"path": p, "sha256": d} for d, p in paths.items()]
         with warnings.catch_warnings():  # Ray calls the restart keywords deprecated
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = self._dataset(items, app_name, settings, chunk)
+            ds = self._dataset(items, app_name, settings, chunk, self.lists.embedder.dim)
         out: dict[str, ProbeFace | str] = {}
         t0 = time.perf_counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -235,7 +249,7 @@ class BulkImport:
         return out
 
     @staticmethod
-    def _dataset(items: list[dict], app_name: str, settings, chunk: int):
+    def _dataset(items: list[dict], app_name: str, settings, chunk: int, dim: int):
         import ray.data
 
         return ray.data.from_items(items).map_batches(
@@ -244,6 +258,7 @@ class BulkImport:
                 "app_name": app_name,
                 "max_pixels": settings.detector.max_pixels,
                 "chunk": chunk,
+                "dim": dim,
             },
             batch_size=chunk * settings.pool.num_replicas,
             compute=ray.data.ActorPoolStrategy(size=2),
@@ -262,8 +277,11 @@ class BulkImport:
                 self._error(result, row, face)
                 continue
             good.append(_with_source(face, row, digest))
-        if not good:
-            result.people_failed += 1
+        if not good:  # none usable: a new person is not enrolled; one enrolled is unchanged
+            if item.existing:
+                result.people_unchanged += 1
+            else:
+                result.people_failed += 1
             return
         try:
             self._add(item, good)

@@ -155,3 +155,21 @@ def _audit(cli) -> list[dict]:
     out = cli("audit", "ls", "--json")
     assert out.exit_code == 0, out.output
     return [json.loads(line) for line in out.output.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(120)
+def test_active_people_counts_as_the_status_of_each_person_says(home):
+    """The size check counts in SQLite (an import asks once per person); it must count
+    exactly the people ``people()`` calls active, on any day."""
+    from datetime import timedelta
+
+    h, lists = home
+    day = today()
+    for i, expires in enumerate([None, day, day + timedelta(days=2), None]):
+        face = ProbeFace(f"{i}.jpg", f"{i:064x}", _unit(128), np.zeros((8, 8, 3), np.uint8), 1.0)
+        lists.add(f"P{i}", [face], "officer", "wl", expires_on=expires)
+    lists.remove(lists.people("wl")[3]["person_id"], "officer", "gone")
+    for at in (day, day + timedelta(days=1), day + timedelta(days=3)):
+        want = sum(lists._status(p, at) == "active" for p in lists.people("wl", True))
+        assert lists.active_people("wl", at) == want
+    assert [lists.active_people("wl", day + timedelta(days=d)) for d in (0, 1, 3)] == [3, 2, 1]
