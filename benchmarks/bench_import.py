@@ -8,7 +8,7 @@ DISTINCT photos; to reach --photos, LFW photos are REPEATED, each under a new pe
 by content hash), so the results give both rates: manifest photos per second, and
 distinct photos embedded per second.
 
-It runs the import as the CLI does (``jobs.watchlist_import.BulkImport``: a local Ray, the
+It runs the import as the CLI does (``jobs.archive.watchlist_import.BulkImport``: a local Ray, the
 FacePool, Ray Data), then runs it again: the rerun must add nothing. Results:
 ``benchmarks/results/bench_import.json``.
 
@@ -75,8 +75,8 @@ def build_manifest(work: Path, photos: int) -> dict:
 
 def run_import(home: Path, manifest: Path, people: int) -> tuple[dict, dict]:
     """The import, then its rerun: their counts (with times)."""
-    from jobs import runtime
-    from jobs.watchlist_import import BulkImport
+    from jobs.archive import runtime
+    from jobs.archive.watchlist_import import BulkImport
     from pipelines.catalog import today
     from pipelines.config import Settings
     from pipelines.engine import FaceEngine

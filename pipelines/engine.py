@@ -105,7 +105,7 @@ class FaceEngine:
         TTA).
         """
         self.load(warmup=False)
-        return self._faces(frames, self._detect(frames, whole, before), with_crops)
+        return self._faces(frames, self._detect(frames, whole, before), with_crops, embed)
 
     def process_regions(
         self,
@@ -144,8 +144,15 @@ class FaceEngine:
         dets = FaceDetections.concat(parts)
         return dets.select(np.argsort(dets.frame_index, kind="stable"))
 
-    def _faces(self, frames: list[np.ndarray], dets: FaceDetections, with_crops: bool):
-        """Alignment, quality, embeddings and (optionally) crops of detected faces."""
+    def _faces(
+        self,
+        frames: list[np.ndarray],
+        dets: FaceDetections,
+        with_crops: bool,
+        embed: bool = True,
+    ) -> FaceBatch:
+        """Alignment, quality, embeddings (unless ``embed`` is False) and (optionally) crops
+        of detected faces."""
         size = self.embedder.chip_size
         chips, _ = align_faces(
             frames, dets, self.embedder.template, size, self.embedder.template_weights

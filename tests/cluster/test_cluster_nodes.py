@@ -81,7 +81,7 @@ def test_the_cluster_cannot_be_reached_from_outside_its_namespace(ray_cluster):
 UNPLACEABLE = textwrap.dedent(
     """
     import json, os, ray
-    from jobs import runtime
+    from jobs.archive import runtime
     from pipelines.config import Settings
     from serve.app import compose
     from serve.placement import PlacementError
