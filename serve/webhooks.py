@@ -213,6 +213,12 @@ class WebhookDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def pending(self) -> int:
+        """Deliveries waiting in the outbox, every hook together (the outbox depth; a
+        small SQLite count)."""
+        return self.outbox.counts().get("pending", 0) if self.outbox is not None else 0
+
     def stats(self) -> dict[str, Any]:
         """Counters for ``/v1/stats`` (blocking when there is an outbox: an I/O thread)."""
         out: dict[str, Any] = dict(self.counters)
