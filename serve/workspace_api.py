@@ -48,6 +48,91 @@ ROUTES = [
 PRIVATE = {"Cache-Control": "no-store"}
 
 
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a field the core adds is passed on
+
+
+class Case(_Open):
+    case_ref: str
+    reason: str
+    authorised_by: str
+    owner: str
+    created_at: str
+    grants: list[str] = Field(default_factory=list, description="investigators let in")
+
+
+class CaseList(BaseModel):
+    cases: list[Case]
+
+
+class CaseSighting(_Open):
+    sighting_id: str
+    tier: str = Field(description="sighting (alert threshold) or candidate (review)")
+    person_name: str
+    file: str
+    start_s: float
+    end_s: float
+    best_score: float
+    decision: str | None
+    note: str
+
+
+class CaseView(_Open):
+    """A case opened: sightings then candidates by score, decisions, precision per tier,
+    and each person's sightings across the case's files."""
+
+    case: Case
+    may_decide: bool
+    searches: int
+    sightings: list[CaseSighting]
+    precision: dict[str, dict[str, Any]]
+    timeline: dict[str, list[dict[str, Any]]]
+
+
+class DecisionRecord(_Open):
+    sighting_id: str
+    decision: str
+    note: str
+    decided_by: str
+    decided_at: str
+
+
+class ArchiveListing(_Open):
+    path: str = Field(description="a folder under the archive roots ('' lists the roots)")
+    entries: list[dict[str, Any]]
+
+
+class Probe(_Open):
+    probe_id: str
+    width: int
+    height: int
+
+
+class AuditExtract(_Open):
+    records: list[dict[str, Any]]
+    total: int
+    chain_ok: bool
+    chain_problem: str | None
+
+
+class SearchState(_Open):
+    search_id: str
+    started_by: str
+    started_at: str
+    state: str
+    message: str
+    ended_at: str | None
+    progress: dict[str, Any] | None = Field(description="files, frames, faces, ETA")
+
+
+class SearchList(BaseModel):
+    searches: list[SearchState]
+
+
+def _binary(media: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
 class NewCase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     case_ref: str = Field(..., pattern=CASE_REF)
@@ -82,23 +167,23 @@ def workspace_routes(app: FastAPI, hub, need) -> None:
     sighting_routes(app, hub, need)
     act = _acts(hub)
 
-    @app.get("/workspace", response_class=HTMLResponse)
+    @app.get("/workspace", response_class=HTMLResponse, responses=_binary("text/html"))
     async def page() -> HTMLResponse:
         return workspace_page()
 
-    @app.get("/v1/cases")
+    @app.get("/v1/cases", response_model=CaseList)
     async def cases(who: Principal = Depends(member)) -> dict:
         return {"cases": await act(who, "cases")}
 
-    @app.post("/v1/cases", status_code=201)
+    @app.post("/v1/cases", status_code=201, response_model=Case)
     async def create(body: NewCase, who: Principal = Depends(member)) -> dict:
         return await act(who, "create", body.model_dump())
 
-    @app.get("/v1/cases/{ref}")
+    @app.get("/v1/cases/{ref}", response_model=CaseView)
     async def open_case(ref: str = ref_, who: Principal = Depends(member)) -> JSONResponse:
         return JSONResponse(await act(who, "open", ref), headers=PRIVATE)
 
-    @app.post("/v1/cases/{ref}/grants")
+    @app.post("/v1/cases/{ref}/grants", response_model=Case)
     async def grant(body: Grant, ref: str = ref_, who: Principal = Depends(member)) -> dict:
         return await act(who, "grant", ref, body.grantee)
 
@@ -110,7 +195,11 @@ def sighting_routes(app: FastAPI, hub, need) -> None:
     member = need(P.CASES)
     act = _acts(hub)
 
-    @app.get("/v1/cases/{ref}/sightings/{sid}/clip")
+    @app.get(
+        "/v1/cases/{ref}/sightings/{sid}/clip",
+        response_class=Response,
+        responses=_binary("video/mp4"),
+    )
     async def clip(ref: str = ref_, sid: str = sid_, who: Principal = Depends(member)):
         got = await act(who, "clip", ref, sid)
         boxes = ";".join(
@@ -123,7 +212,11 @@ def sighting_routes(app: FastAPI, hub, need) -> None:
         }
         return Response(got["mp4"], media_type="video/mp4", headers=headers)
 
-    @app.get("/v1/cases/{ref}/sightings/{sid}/{kind}")
+    @app.get(
+        "/v1/cases/{ref}/sightings/{sid}/{kind}",
+        response_class=Response,
+        responses=_binary("image/jpeg"),
+    )
     async def image(
         kind: Literal["face", "photo"],
         ref: str = ref_,
@@ -134,13 +227,17 @@ def sighting_routes(app: FastAPI, hub, need) -> None:
         media = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
         return Response(data, media_type=media, headers=PRIVATE)
 
-    @app.post("/v1/cases/{ref}/sightings/{sid}/decision")
+    @app.post("/v1/cases/{ref}/sightings/{sid}/decision", response_model=DecisionRecord)
     async def decide(
         body: Decision, ref: str = ref_, sid: str = sid_, who: Principal = Depends(member)
     ) -> dict:
         return await act(who, "decide", ref, sid, body.decision, body.note)
 
-    @app.post("/v1/cases/{ref}/evidence")
+    @app.post(
+        "/v1/cases/{ref}/evidence",
+        response_class=Response,
+        responses=_binary("application/zip"),
+    )
     async def evidence(ref: str = ref_, who: Principal = Depends(member)) -> Response:
         got = await act(who, "export", ref)
         headers = {
@@ -168,13 +265,13 @@ def search_routes(app: FastAPI, hub, need) -> None:
 
     act = _acts(hub)
 
-    @app.get("/v1/archive")
+    @app.get("/v1/archive", response_model=ArchiveListing)
     async def browse(
         path: str = Query("", max_length=1000), who: Principal = Depends(member)
     ) -> dict:
         return await act(who, "browse", path)
 
-    @app.post("/v1/cases/{ref}/probes", status_code=201)
+    @app.post("/v1/cases/{ref}/probes", status_code=201, response_model=Probe)
     async def probe(request: Request, ref: str = ref_, who: Principal = Depends(member)) -> dict:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("image/jpeg", "image/png"):
@@ -184,7 +281,7 @@ def search_routes(app: FastAPI, hub, need) -> None:
             raise HTTPException(400, "empty body: send one JPEG or PNG photo")
         return await act(who, "probe", ref, data)
 
-    @app.get("/v1/audit")
+    @app.get("/v1/audit", response_model=AuditExtract)
     async def audit(
         case: str | None = Query(None, pattern=CASE_REF),
         action: str | None = Query(None, pattern=r"^[a-z_.]{1,64}$"),
@@ -193,19 +290,19 @@ def search_routes(app: FastAPI, hub, need) -> None:
     ) -> JSONResponse:
         return JSONResponse(await act(who, "audit", case, action, limit), headers=PRIVATE)
 
-    @app.get("/v1/cases/{ref}/searches")
+    @app.get("/v1/cases/{ref}/searches", response_model=SearchList)
     async def searches(ref: str = ref_, who: Principal = Depends(member)) -> dict:
         return {"searches": await act(who, "searches", ref)}
 
-    @app.post("/v1/cases/{ref}/searches", status_code=202)
+    @app.post("/v1/cases/{ref}/searches", status_code=202, response_model=SearchState)
     async def start(body: NewSearch, ref: str = ref_, who: Principal = Depends(member)) -> dict:
         return await act(who, "search", ref, body.model_dump())
 
-    @app.get("/v1/cases/{ref}/searches/{sid}")
+    @app.get("/v1/cases/{ref}/searches/{sid}", response_model=SearchState)
     async def status(ref: str = ref_, sid: str = search_id, who: Principal = Depends(member)):
         return JSONResponse(await act(who, "search_status", ref, sid), headers=PRIVATE)
 
-    @app.post("/v1/cases/{ref}/searches/{sid}/cancel")
+    @app.post("/v1/cases/{ref}/searches/{sid}/cancel", response_model=SearchState)
     async def cancel(ref: str = ref_, sid: str = search_id, who: Principal = Depends(member)):
         return await act(who, "search_cancel", ref, sid)
 
