@@ -161,6 +161,8 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
 
         return check
 
+    _service_routes(app, hub, need)
+
     _alert_routes(app, hub, need)
     _camera_routes(app, hub, need, settings.live)
     _admin_routes(app, settings, hub, need)
@@ -186,8 +188,8 @@ def _refused(hub: HubClient, method: str, path: str, client: str, failure: AuthF
     )
 
 
-def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
-    alert_id = Path(..., pattern=ALERT_ID)
+def _service_routes(app: FastAPI, hub: HubClient, need) -> None:
+    """Health, statistics and status: the service itself, not one alert."""
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz() -> JSONResponse:
@@ -196,6 +198,18 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         except Exception:  # noqa: BLE001 - any failure means not healthy; no details here
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get("/v1/stats", response_model=Stats)
+    async def stats(_: Principal = Depends(need(P.STATS))) -> dict[str, Any]:
+        return await hub.call("stats")
+
+    @app.get("/v1/status", response_model=Status)
+    async def status(_: Principal = Depends(need(P.STATUS))) -> dict[str, Any]:
+        return await hub.call("status")
+
+
+def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
+    alert_id = Path(..., pattern=ALERT_ID)
 
     @app.get("/review", response_class=HTMLResponse)
     async def review(who: Principal = Depends(need(P.REVIEW))) -> HTMLResponse:
@@ -241,14 +255,6 @@ def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:
         who: Principal = Depends(need(P.ADJUDICATE)),
     ) -> ReviewedAlert:
         return await hub.call("adjudicate", alert_id, body.outcome, body.note, who.name)
-
-    @app.get("/v1/stats", response_model=Stats)
-    async def stats(_: Principal = Depends(need(P.STATS))) -> dict[str, Any]:
-        return await hub.call("stats")
-
-    @app.get("/v1/status", response_model=Status)
-    async def status(_: Principal = Depends(need(P.STATUS))) -> dict[str, Any]:
-        return await hub.call("status")
 
 
 def _camera_routes(app: FastAPI, hub: HubClient, need, live: LiveConfig) -> None:

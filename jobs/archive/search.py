@@ -158,24 +158,29 @@ class ArchiveSearch:
             gallery.embedder.name, near_s=1.5 / self.fps, max_gap_s=max(2.0, 3.0 / self.fps)
         )
 
-    # -- planning -------------------------------------------------------------------------
-    def plan(self, paths: list[Path]) -> tuple[list[dict], dict[str, _Pending], list[FileError]]:
-        import ray
-
-        found = find_videos(paths, self.settings.search.video_extensions)
-        segments, pending, errors = [], {}, []
-        files = []
-        for p in found:
+    def _searchable(self, paths: list[Path]) -> tuple[list[Path], list[FileError]]:
+        """The video files under ``paths`` that can be searched, and one error row for each
+        that cannot: a name that is not UTF-8, or a file the decoding nodes cannot read as
+        the driver does."""
+        files, errors = [], []
+        for p in find_videos(paths, self.settings.search.video_extensions):
             if _utf8(str(p)):
                 files.append(p)
             else:  # decoders, Parquet and Milvus all need text: say so, search the rest
                 shown = str(p).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 reason = "the file name is not valid UTF-8: rename the file to search it"
                 errors.append(FileError(shown, reason, "open"))
-        # a file the decoding nodes cannot read as the driver does: one error row each
         for path, reason in unreadable_on_workers(files, self.settings).items():
             files.remove(path)
             errors.append(FileError(str(path), reason, "open"))
+        return files, errors
+
+    # -- planning -------------------------------------------------------------------------
+    def plan(self, paths: list[Path]) -> tuple[list[dict], dict[str, _Pending], list[FileError]]:
+        import ray
+
+        files, errors = self._searchable(paths)
+        segments, pending = [], {}
         probes = [runtime.probe_remote(self.settings).remote(str(p)) for p in files]
         for path, ref in zip(files, probes, strict=True):
             try:

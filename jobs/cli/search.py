@@ -80,9 +80,22 @@ def search(
     runtime.prepare_env(local=ray_address is None)  # before anything starts gRPC
     settings = get_context(ctx).settings()
     check_numbers(fps, threshold)
+    setup = _prepare(settings, paths, list_name, probe, (threshold, review_threshold), case, reason)
+    try:
+        with json_stdout(as_json):  # no Ray output in the JSON
+            result = run_with_progress(setup, out, fps, ray_address, as_json, progress_file)
+    finally:
+        setup.close()
+    report_outputs(setup, result, out, as_json)
+    raise typer.Exit(_exit_code(result))
+
+
+def _prepare(settings, paths, list_name, probe, thresholds, case, reason) -> SearchSetup:
+    """Everything checked (inputs, list, case, purpose) before any work starts."""
+    threshold, review_threshold = thresholds
     check_numbers(threshold=review_threshold)
     check_videos(paths, settings)
-    setup = SearchSetup.prepare(
+    return SearchSetup.prepare(
         settings,
         paths,
         list_name,
@@ -94,13 +107,6 @@ def search(
         warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
         review_threshold=review_threshold,
     )
-    try:
-        with json_stdout(as_json):  # no Ray output in the JSON
-            result = run_with_progress(setup, out, fps, ray_address, as_json, progress_file)
-    finally:
-        setup.close()
-    report_outputs(setup, result, out, as_json)
-    raise typer.Exit(_exit_code(result))
 
 
 def run_with_progress(
