@@ -409,7 +409,7 @@ def table(res: dict) -> None:
         )
     print("RSS: lite = growth of this process from opening the store; server = its process")
     real = res.get("real", {})
-    if real:
+    if "archive_research" in real:  # not with --no-video
         a, s = real["archive_research"], real["indexed_search_small"]
         print(
             f"\nSame two videos ({a['video_s']} s): archive re-search (decoding) {a['wall_s']} s, "
@@ -459,7 +459,8 @@ def main() -> None:
         table(res)
         return
     res: dict = {"rows": args.rows, "noise_sigma": args.noise, "data": "real embeddings "
-                 "(2 videos + LFW) replicated with Gaussian noise"}  # fmt: skip
+                 f"({'LFW' if args.no_video else '2 videos + LFW'}) replicated with Gaussian "
+                 "noise"}  # fmt: skip
     real_json = args.work / "real.json"
     if args.reuse_real and real_json.exists():
         res["real"] = json.loads(real_json.read_text())
