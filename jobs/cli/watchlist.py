@@ -410,8 +410,7 @@ def import_manifest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from jobs.archive import runtime
-    from jobs.archive.report import write_summary
-    from jobs.archive.watchlist_import import BulkImport, write_errors
+    from jobs.archive.watchlist_import import BulkImport
     from pipelines.catalog import today
 
     runtime.prepare_env(local=ray_address is None)
@@ -438,6 +437,16 @@ def import_manifest(
             )
     finally:
         home.close()
+    _report_import(result, list_name, out)
+    if result.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _report_import(result, list_name: str, out: Path) -> None:
+    """The import's errors table and summary on disk, each error and the counts printed."""
+    from jobs.archive.report import write_summary
+    from jobs.archive.watchlist_import import write_errors
+
     write_errors(out, result.errors)
     write_summary(out, result.counts())
     for e in result.errors:
@@ -456,5 +465,3 @@ def import_manifest(
         f"enrolled, {c['photos_failed']} unusable; {c['wall_s']:.1f} s. "
         f"Errors: {out / 'errors.csv'}"
     )
-    if result.errors:
-        raise typer.Exit(EXIT_PARTIAL)
