@@ -55,8 +55,16 @@ def cut_clip(source: Path, start_s: float, end_s: float, dest: Path) -> Clip:
         src.close()
 
 
-def _copy_packets(src, stream, start_s: float, end_s: float, dest: Path) -> Clip:
+def _copy_packets(
+    src: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    start_s: float,
+    end_s: float,
+    dest: Path,
+) -> Clip:
     tb = stream.time_base
+    if tb is None:  # a demuxed stream has one; PyAV types it optional
+        raise ClipError("the video stream has no time base")
     src.seek(int(start_s / tb), stream=stream, backward=True, any_frame=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     first = last = None

@@ -64,7 +64,9 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def case_records(audit: AuditLog, case_ref: str) -> tuple[list[dict], list[dict]]:
+def case_records(
+    audit: AuditLog, case_ref: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the case's records, the chain links from its first record to its last)."""
     chain, mine = [], []
     for r in audit.records():
@@ -86,7 +88,7 @@ def source_file(searched: list[Path], source_path: str, sha256: str | None = Non
     return None
 
 
-def case_searches(records: list[dict]) -> tuple[list[Path], list[Path]]:
+def case_searches(records: list[dict[str, Any]]) -> tuple[list[Path], list[Path]]:
     """(search output folders, paths searched) from the case's audit records."""
     outs = [Path(r["details"]["out"]) for r in records if r["action"] == "export.search"]
     paths = [Path(p) for r in records if r["action"] == "search" for p in r["details"]["paths"]]
@@ -119,7 +121,7 @@ def add_searches(parts: BundleParts, outs: list[Path], searched: list[Path]) -> 
         )
 
 
-def add_clips(parts: BundleParts, decisions: list[dict], scratch: Path) -> None:
+def add_clips(parts: BundleParts, decisions: list[dict[str, Any]], scratch: Path) -> None:
     """A clip for every confirmed sighting; one that cannot be cut fails the export."""
     for d in decisions:
         if d["decision"] != "confirmed":
@@ -139,7 +141,13 @@ def add_clips(parts: BundleParts, decisions: list[dict], scratch: Path) -> None:
         )
 
 
-def finish(parts: BundleParts, header: dict[str, Any], records, chain, decisions) -> None:
+def finish(
+    parts: BundleParts,
+    header: dict[str, Any],
+    records: list[dict[str, Any]],
+    chain: list[dict[str, Any]],
+    decisions: list[dict[str, Any]],
+) -> None:
     """Add the audit records, the decisions and the manifest with its hash."""
     parts.files["audit/records.jsonl"] = "".join(
         json.dumps(r, sort_keys=True) + "\n" for r in records
@@ -221,7 +229,7 @@ def read_entries(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def _check_manifest(files: dict[str, bytes], problems: list[str]) -> dict | None:
+def _check_manifest(files: dict[str, bytes], problems: list[str]) -> dict[str, Any] | None:
     if MANIFEST not in files or MANIFEST_HASH not in files:
         problems.append(f"no {MANIFEST} or {MANIFEST_HASH}: not a facewatch evidence bundle")
         return None
@@ -239,7 +247,7 @@ def _check_manifest(files: dict[str, bytes], problems: list[str]) -> dict | None
     return manifest
 
 
-def _check_files(files: dict[str, bytes], manifest: dict, problems: list[str]) -> None:
+def _check_files(files: dict[str, bytes], manifest: dict[str, Any], problems: list[str]) -> None:
     listed = manifest.get("files", {})
     for name, digest in sorted(listed.items()):
         if name not in files:
@@ -250,7 +258,7 @@ def _check_files(files: dict[str, bytes], manifest: dict, problems: list[str]) -
         problems.append(f"{name}: in the bundle but not in the manifest")
 
 
-def _jsonl(data: bytes, what: str, problems: list[str]) -> list[dict]:
+def _jsonl(data: bytes, what: str, problems: list[str]) -> list[dict[str, Any]]:
     try:
         return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -271,13 +279,14 @@ def _check_audit(files: dict[str, bytes], problems: list[str]) -> int:
         where = f"audit record {r.get('seq')} ({r.get('action')})"
         if record_hash(r) != r.get("hash"):
             problems.append(f"{where}: its hash does not match its contents")
-        link = links.get(r.get("seq"))
-        if link is None or (link["hash"], link["prev_hash"]) != (r.get("hash"), r.get("prev_hash")):
+        linked = links.get(r.get("seq"))  # not ``link``: that one is a chain link above
+        ours = (r.get("hash"), r.get("prev_hash"))
+        if linked is None or (linked["hash"], linked["prev_hash"]) != ours:
             problems.append(f"{where}: not in the included chain")
     return len(records)
 
 
-def _check_clips(files: dict[str, bytes], manifest: dict, problems: list[str]) -> None:
+def _check_clips(files: dict[str, bytes], manifest: dict[str, Any], problems: list[str]) -> None:
     clips = {c["sighting_id"]: c["clip"] for c in manifest.get("confirmed", [])}
     decisions = json.loads(files.get("decisions.json", b"[]") or b"[]")
     for d in decisions:

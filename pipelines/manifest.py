@@ -24,6 +24,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import FacewatchError
 from pipelines.store import TEXT_LEN
@@ -91,7 +92,7 @@ def read_manifest(
     base = path.resolve().parent
     problems: list[str] = []
     people: dict[str, ImportPerson] = {}
-    first: dict[str, tuple[int, dict]] = {}
+    first: dict[str, tuple[int, dict[str, Any]]] = {}
     for line, row in rows:
         values, errors = _check_row(line, row, base, default_reason, today, allow_minors)
         problems += errors
@@ -161,7 +162,14 @@ def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     return out
 
 
-def _check_row(line, row, base: Path, default_reason, today, allow_minors):
+def _check_row(
+    line: int,
+    row: dict[str, str],
+    base: Path,
+    default_reason: str,
+    today: date,
+    allow_minors: bool,
+) -> tuple[dict[str, Any], list[str]]:
     """(checked values, problems) of one row."""
     problems: list[str] = []
 
@@ -179,7 +187,7 @@ def _check_row(line, row, base: Path, default_reason, today, allow_minors):
             problems.append(f"line {line}: {what} has more than {TEXT_LEN} bytes (UTF-8)")
         return value or None
 
-    values = {
+    values: dict[str, Any] = {
         "person_ref": text("person_ref", "person_ref", required=True),
         "name": text("name", "a person's name", required=True),
         "reason": text("reason", "a reason", free=True) or default_reason,
@@ -241,7 +249,9 @@ def _photo(line: int, photo: str, base: Path, problems: list[str]) -> Path | Non
     return path
 
 
-def _disagreements(line: int, values: dict, first_line: int, first: dict) -> list[str]:
+def _disagreements(
+    line: int, values: dict[str, Any], first_line: int, first: dict[str, Any]
+) -> list[str]:
     return [
         f"line {line}: person_ref {values['person_ref']!r} has another {key} than on line "
         f"{first_line} ({values[key]!r}, not {first[key]!r}); rows of one person must agree"

@@ -126,7 +126,7 @@ class Matcher:
             return np.zeros((n, p), np.float32)
         faces = np.ascontiguousarray(embeddings, np.float32)
         if self._one_photo_each:  # template == photo (up to rounding): one product
-            return faces @ self.templates.T
+            return np.asarray(faces @ self.templates.T)
         entry = faces @ self.gallery.embeddings.T  # (N, M)
         best = np.full((n, p), -np.inf, np.float32)
         np.maximum.at(best.T, self._entry_person, entry.T)

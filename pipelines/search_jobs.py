@@ -42,7 +42,7 @@ class SearchJobs:
     def __init__(self, home: Home, settings: Settings, book: CaseBook):
         self.home, self.settings, self.book = home, settings, book
         self.roots = [Path(r).expanduser().resolve() for r in settings.workspace.archive_roots]
-        self._procs: dict[str, subprocess.Popen] = {}  # started by this process: reaped here
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped here
 
     # -- the archive, confined to its roots ------------------------------------------------
     def resolve(self, name: str) -> Path:
@@ -123,7 +123,9 @@ class SearchJobs:
         return found[0]
 
     # -- start, follow, cancel ------------------------------------------------------------
-    def start(self, who: Actor, ref: str, spec: dict[str, Any], ray_address: str | None = None):
+    def start(
+        self, who: Actor, ref: str, spec: dict[str, Any], ray_address: str | None = None
+    ) -> dict[str, Any]:
         """Start ``facewatch search`` for the case, detached; return its row."""
         case = self.book.require(ref, who, WORK)
         if not self.roots:
@@ -176,7 +178,7 @@ class SearchJobs:
         return self.status(who, ref, search_id)
 
     @staticmethod
-    def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen:
+    def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, FACEWATCH_USER=actor)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         fd = os.open(out / "search.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -263,7 +265,7 @@ class SearchJobs:
         return self.status(who, ref, search_id)
 
 
-def _interrupt(pid: int, proc: subprocess.Popen | None) -> None:
+def _interrupt(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
     """SIGINT to the search's process group (it shuts its local Ray down), SIGKILL after
     ``CANCEL_GRACE_S``; the group is the search's own session, nothing else."""
     try:

@@ -111,10 +111,12 @@ class SightingReviews:
         return row
 
 
-def precision(sightings: list[Sighting], decisions: dict[str, dict]) -> dict[str, dict]:
+def precision(
+    sightings: list[Sighting], decisions: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Per tier: how many were confirmed, rejected, unsure and undecided, and precision
     (confirmed over confirmed + rejected) with its Wilson 95% interval."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for tier in TIERS:
         mine = [s for s in sightings if s.tier == tier]
         said = [decisions[s.sighting_id]["decision"] for s in mine if s.sighting_id in decisions]

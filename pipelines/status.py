@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class SearchProgressFile:
     """One running search's progress in ``<home>/status/searches/<id>.json``."""
 
-    def __init__(self, home: Path, kind: str = "search", clock=time.time):
+    def __init__(
+        self, home: Path, kind: str = "search", clock: Callable[[], float] = time.time
+    ) -> None:
         self.clock = clock
         self.search_id = "s_" + uuid.uuid4().hex[:12]
         self.path = Path(home) / STATUS_DIR / SEARCHES_DIR / f"{self.search_id}.json"
@@ -164,6 +167,9 @@ def write_last_retention(home: Path, actor: str, row: dict[str, Any]) -> None:
 
 def read_last_retention(home: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((Path(home) / STATUS_DIR / RETENTION_FILE).read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(
+            (Path(home) / STATUS_DIR / RETENTION_FILE).read_text(encoding="utf-8")
+        )
     except (OSError, ValueError):
         return None
+    return data

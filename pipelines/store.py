@@ -276,7 +276,7 @@ class VectorStore:
                 properties={EMBEDDER_PROPERTY: info.key},
             )
 
-    def _index_params(self, name: str, legacy: bool):
+    def _index_params(self, name: str, legacy: bool) -> Any:
         """The collection's indexes: HNSW and scalar indexes on the face index (see
         INDEXED_FIELDS); the default vector index elsewhere (small, read by id)."""
         index = self.client.prepare_index_params()

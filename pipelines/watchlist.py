@@ -724,7 +724,7 @@ class Watchlists:
 
 def _vector_rows(
     entries: list[tuple[str, ProbeFace]], person_id: str, list_name: str
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The store's rows of a person's enrolled photos (one vector per entry)."""
     now = int(time.time())
     return [
@@ -739,7 +739,7 @@ def _vector_rows(
     ]
 
 
-def _insert_person(db: sqlite3.Connection, person: dict) -> None:
+def _insert_person(db: sqlite3.Connection, person: dict[str, Any]) -> None:
     """The person's catalog row (``person``: the fields ``Watchlists.add`` collects)."""
     db.execute(
         "INSERT INTO persons(person_id, list_name, name, category, reason, "

@@ -74,7 +74,7 @@ class Workspace:
     def create(self, who: Actor, body: dict[str, str]) -> dict[str, Any]:
         return self.book.create(body["case_ref"], body["reason"], body["authorised_by"], who)
 
-    def audit(self, who: Actor, ref: str | None, action: str | None, limit: int) -> dict:
+    def audit(self, who: Actor, ref: str | None, action: str | None, limit: int) -> dict[str, Any]:
         """Audit records, newest last: a case's (for whoever may read the case), or the
         whole log's (auditors only), with whether the whole chain verifies."""
         if ref:
@@ -123,7 +123,7 @@ class Workspace:
         sightings = [s for s, _ in found]
         decided = self.reviews.decisions([s.sighting_id for s in sightings])
         rows = [_public(s, decided.get(s.sighting_id)) for s in sightings]
-        timeline: dict[str, list[dict]] = {}
+        timeline: dict[str, list[dict[str, Any]]] = {}
         for r in sorted(rows, key=lambda r: (r["file"], r["start_s"])):
             timeline.setdefault(r["person_name"], []).append(
                 {k: r[k] for k in ("sighting_id", "file", "start_s", "end_s", "best_score")}
@@ -173,7 +173,9 @@ class Workspace:
             data = clip.path.read_bytes()
         return {"mp4": data, "offset_s": clip.offset_s, "boxes": _boxes(s, out)}
 
-    def decide(self, who: Actor, ref: str, sighting_id: str, decision: str, note: str) -> dict:
+    def decide(
+        self, who: Actor, ref: str, sighting_id: str, decision: str, note: str
+    ) -> dict[str, Any]:
         self.book.require(ref, who, WORK)
         s, out = self._sighting(ref, sighting_id)
         row = self.reviews.decide(s, out, ref, decision, note, who.name)
@@ -186,7 +188,7 @@ class Workspace:
         return {**result, "zip": Path(result["bundle"]).read_bytes(), "bundle": f"{ref}.zip"}
 
 
-def _public(s: Sighting, decision: dict | None) -> dict[str, Any]:
+def _public(s: Sighting, decision: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "sighting_id": s.sighting_id,
         "tier": s.tier,

@@ -171,7 +171,7 @@ def ray_temp_dir() -> Path:
     return path
 
 
-def start_ray_local(num_cpus: int | None = None, resources: dict | None = None) -> bool:
+def start_ray_local(num_cpus: int | None = None, resources: dict[str, float] | None = None) -> bool:
     """A local Ray on 127.0.0.1 (token auth set up by the caller); False if already up.
     ``resources``: the placement resources it offers (serve.placement.local_resources)."""
     import ray
@@ -179,12 +179,13 @@ def start_ray_local(num_cpus: int | None = None, resources: dict | None = None) 
     if ray.is_initialized():
         return False
     keep_ray_on_loopback()
+    metrics_port: dict[str, Any] = metrics_port_option()  # ray.init's private keyword
     ray.init(
         address="local",
         num_cpus=num_cpus,
         resources=resources,
         include_dashboard=False,
-        **metrics_port_option(),
+        **metrics_port,
         _node_ip_address="127.0.0.1",
         _temp_dir=str(ray_temp_dir()),
         log_to_driver=False,

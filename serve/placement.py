@@ -32,17 +32,19 @@ class PlacementError(FacewatchError, RuntimeError):
     http_status = 500  # the server's own set-up
 
 
-def placement_names(settings: Settings, overrides: Mapping[str, Mapping[str, Any]] = ()):
+def placement_names(
+    settings: Settings, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> set[str]:
     """Every custom resource the config names (placement section and Serve options)."""
     p = settings.placement
     names = set(p.home) | set(p.pool) | set(p.workers)
-    for options in dict(overrides).values():
+    for options in dict(overrides or {}).values():
         names |= set((options.get("ray_actor_options") or {}).get("resources") or {})
     return names
 
 
 def local_resources(
-    settings: Settings | None, overrides: Mapping[str, Mapping[str, Any]] = ()
+    settings: Settings | None, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, float]:
     """What facewatch's local (single-node) Ray offers: every named resource, in plenty."""
     names = placement_names(settings or Settings(), overrides)

@@ -97,6 +97,12 @@ class WebhookDispatcher:
         return self._client
 
     # -- the outbox ------------------------------------------------------------------------
+    def _senders_outbox(self) -> Outbox:
+        """The outbox the senders work from (``start`` runs them only with one)."""
+        if self.outbox is None:
+            raise RuntimeError("a dispatcher without an outbox has nothing to send from")
+        return self.outbox
+
     def start(self) -> None:
         """One sender per hook, on the running loop; each starts with what an earlier
         server left pending."""
@@ -123,7 +129,7 @@ class WebhookDispatcher:
         while True:
             wake.clear()
             try:
-                heads = await asyncio.to_thread(self.outbox.heads, hook.url)
+                heads = await asyncio.to_thread(self._senders_outbox().heads, hook.url)
                 due = [r for r in heads if r["due_in_s"] <= 0]
                 if due:
                     await asyncio.gather(*(self._send(hook, r) for r in due))
@@ -144,7 +150,7 @@ class WebhookDispatcher:
         headers = {"Idempotency-Key": key, "User-Agent": "facewatch-webhook/1"}
         headers["X-Facewatch-Attempt"] = str(attempt)
         outcome, cause = await self._attempt(hook, json.loads(row["body_json"]), headers)
-        ob, seq = self.outbox, row["seq"]
+        ob, seq = self._senders_outbox(), row["seq"]
         if outcome == "ok":
             self.counters["delivered"] += 1
             await asyncio.to_thread(ob.finish, seq, attempt, "delivered")

@@ -85,7 +85,8 @@ class PhotoStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(batch["path"])
-        images, where, faces = [], [], [None] * n
+        images, where = [], []
+        faces: list[ProbeFace | str | None] = [None] * n
         for i, path in enumerate(batch["path"]):
             try:
                 data = Path(str(path)).read_bytes()
@@ -143,11 +144,11 @@ class BulkImport:
         lst = self.home.catalog.get_list(self.list_name)
         people = read_manifest(manifest, self.reason, today, bool(lst and lst["allow_minors"]))
         new = [p for p in people if self._person(p) is None]
-        removed = [p for p in people if (self._person(p) or {}).get("removed_at")]
+        removed = [(p, row) for p in people if (row := self._person(p) or {}).get("removed_at")]
         problems = [
             f"person_ref {p.person_ref!r} was removed from list '{self.list_name}' on "
-            f"{self._person(p)['removed_at']}; an import does not bring a person back"
-            for p in removed
+            f"{row['removed_at']}; an import does not bring a person back"
+            for p, row in removed
         ]
         cap, active = self.lists.size_cap(lst), self.lists.active_people(self.list_name)
         if active + len(new) > cap:
@@ -159,7 +160,7 @@ class BulkImport:
             raise ManifestError(problems)
         return people
 
-    def _person(self, p: ImportPerson) -> dict | None:
+    def _person(self, p: ImportPerson) -> dict[str, Any] | None:
         pid = person_id_for(self.list_name, p.person_ref)
         return self.home.catalog.row("SELECT * FROM persons WHERE person_id = ?", pid)
 
@@ -227,7 +228,7 @@ class BulkImport:
         """Each distinct photo's face (or why it has none), by content hash."""
         import ray.data
 
-        paths = {}
+        paths: dict[str, str] = {}
         for item in todo:
             for row, digest in item.photos:
                 paths.setdefault(digest, str(row.path))

@@ -19,6 +19,7 @@ from jobs.cli.common import EXIT_PARTIAL, console, current_actor, fail, get_cont
 from jobs.cli.options import BatchSizeOpt, JsonOpt, identity_dir
 from pipelines.engine import FaceEngine
 from pipelines.home import Home
+from pipelines.schemas import CalibrationRecord
 from pipelines.store import StoreError
 from pipelines.text import shown
 from pipelines.watchlist import CATEGORIES, WatchlistError, Watchlists
@@ -282,7 +283,9 @@ def calibrate(
     _print_calibration(list_name, record, how)
 
 
-def _measure(lists, engine, list_name, distractors, targets, per_person, batch_size) -> dict:
+def _measure(
+    lists, engine, list_name, distractors, targets, per_person, batch_size
+) -> CalibrationRecord:
     """The calibration record of ``list_name`` against the distractors' faces."""
     from pipelines.evaluation.calibration import calibrate as measure
     from pipelines.evaluation.calibration import calibrate_per_person, check_disjoint
@@ -301,7 +304,7 @@ def _measure(lists, engine, list_name, distractors, targets, per_person, batch_s
     return measure(gallery, faces, target_fpir, distractors, target_candidate_rate)
 
 
-def _print_calibration(list_name: str, record: dict, how: str) -> None:
+def _print_calibration(list_name: str, record: CalibrationRecord, how: str) -> None:
     low, high = record["fpir_ci95"]
     console.print(
         f"list '{list_name}' ({record['list_size']} people): threshold "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ class FrameOutcome:
     alerts: list[AlertDraft]
     drill_faces: list[tuple[int, Face]]  # (track id, best face), drills only
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """What a camera that pushed the frame may learn: counts and alert ids only."""
         return {
             "status": "analysed",
@@ -171,12 +172,14 @@ class LiveAnalyser:
         alerts = [a for tid in sorted(touched) if (a := self._decide(self.tracks[tid], seq))]
         return FrameOutcome(seq, len(batch), int(passed.sum()), ids.tolist(), alerts, drill)
 
-    def _candidates(self, batch: FaceBatch, passed: np.ndarray) -> dict[int, tuple]:
+    def _candidates(
+        self, batch: FaceBatch, passed: np.ndarray
+    ) -> dict[int, tuple[tuple[str, ...], np.ndarray, np.ndarray]]:
         if self.matcher is None or not len(self.matcher.person_ids) or not passed.any():
             return {}
         rows = np.flatnonzero(passed)
         m = self.matcher.match(batch.embeddings[rows], batch.embedder, k=TOP_K)
-        out = {}
+        out: dict[int, tuple[tuple[str, ...], np.ndarray, np.ndarray]] = {}
         for j, i in enumerate(rows.tolist()):
             keep = m.person[j] >= 0
             people = tuple(self.matcher.person_ids[p] for p in m.person[j][keep])
@@ -203,7 +206,9 @@ class LiveAnalyser:
         self.counters["alerts"] += 1
         return self._draft(track, person_id, margin, faces, seq)
 
-    def _draft(self, track, person_id, margin, faces, seq) -> AlertDraft:
+    def _draft(
+        self, track: TrackState, person_id: str, margin: float, faces: list[Face], seq: int
+    ) -> AlertDraft:
         m = self.matcher
         if m is None:  # decided on the matcher's candidates: it is set
             raise RuntimeError("an alert was decided without a watch list")
@@ -214,6 +219,8 @@ class LiveAnalyser:
             if person_id in f.cand_person
         ]
         best = track.best
+        if best is None:  # the track has usable faces (``faces``): its best is set
+            raise RuntimeError("an alert was decided on a track without a best face")
         face_score = float(m.person_scores(best.embedding[None], m.gallery.embedder)[0, p])
         list_name = m.person_lists[p]
         return AlertDraft(

@@ -253,7 +253,7 @@ def expand_secrets(url: str, environ: Mapping[str, str] | None = None) -> str:
         raise CameraError(str(exc)) from None
     env = os.environ if environ is None else environ
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         if m.group(1) not in env:
             raise CameraError(f"environment variable {m.group(1)} (used in the URL) is not set")
         return env[m.group(1)]
@@ -291,7 +291,7 @@ class CameraSpec(BaseModel):
     def kind(self) -> Literal["stream", "file", "push"]:
         return source_kind(self.url)
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """The spec as shown to users: the URL without its password."""
         d = self.model_dump(by_alias=True)
         d["url"] = redact_url(self.url)
@@ -299,7 +299,7 @@ class CameraSpec(BaseModel):
         return d
 
 
-def parse_spec(data: dict, file_roots: Sequence[Path] | None = None) -> CameraSpec:
+def parse_spec(data: dict[str, Any], file_roots: Sequence[Path] | None = None) -> CameraSpec:
     """A validated spec; ``file_roots``: see ``check_source_url``."""
     try:
         return CameraSpec.model_validate(data, context={"file_roots": file_roots})
