@@ -4,6 +4,7 @@ and the vector store on both backends (milvus-lite, and one real Milvus server p
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -79,6 +80,20 @@ def pytest_collection_modifyitems(config, items):
 def _ray_running() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_outlives_its_module(request):
+    """A module that leaves this process connected to a Ray it started hands it to the next
+    module, whose own Ray (with facewatch's placement resources) is then never started and
+    whose deployments wait forever: disconnect after the module, and say so."""
+    before = _ray_running()
+    yield
+    if not before and _ray_running():
+        import ray
+
+        logging.getLogger(__name__).warning("%s left Ray running: shut down", request.node.name)
+        ray.shutdown()
 
 
 @pytest.fixture(autouse=True)

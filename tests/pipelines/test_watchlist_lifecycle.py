@@ -103,7 +103,7 @@ def test_the_list_snapshot_is_recorded_on_matches(lists, faces, settings, tmp_pa
     job._decide(res, table, emb, [b""] * 3)
     assert {x.person_name for x in res.matches} == {"Obama"} and len(res.matches) == 3
     setup = SearchSetup(settings, [], gallery, lists.home, "officer", "C1", "test", "list:wl")
-    setup._persist(res, tmp_path / "out")
+    setup._store(res, tmp_path / "out")  # the matches to the store (no completion record)
     rows = lists.home.vectors().query(MATCHES, 'source == "archive"', fields=["snapshot_id"])
     assert len(rows) == 3 and {r["snapshot_id"] for r in rows} == {sid}
 
