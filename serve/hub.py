@@ -205,7 +205,8 @@ class LiveHub:
     async def _sample_metrics(self) -> None:
         m = self.hub_metrics
         m.cameras_sample(self.fleet.statuses())
-        m.webhooks_sample(dict(self.fanout.webhooks.counters), self.fanout.webhooks.pending)
+        depth = await self._io(lambda: self.fanout.webhooks.pending)  # SQLite: the io thread
+        m.webhooks_sample(dict(self.fanout.webhooks.counters), depth)
         m.pending_sample(await self._io(self.home.catalog.rows, PENDING_SQL))
         if m.rows_due():
             m.rows_sample(await self._io(self._row_counts))
@@ -433,14 +434,18 @@ class LiveHub:
         """Everything ``GET /v1/status`` and ``facewatch status`` show, at a glance."""
         await self._ready()
         hooks = self.fanout.webhooks
-        rows = self.hub_metrics.rows or await self._io(self._row_counts)
+        rows = await self._io(self._row_counts)  # fresh: the status is asked for rarely
         return {
             "generated_at": utc_now(),
             "cameras": [camera_row(c) for c in self.fleet.statuses()],
             "pool": {"replicas": await self._io(read_replicas)},
             "searches": await self._io(read_searches, self.home.path),
             "store": {"backend": self.store.where.split(" at /")[0], "rows": rows},
-            "outbox": {"depth": hooks.pending, "hooks": len(hooks.hooks), **hooks.counters},
+            "outbox": {
+                "depth": await self._io(lambda: hooks.pending),  # SQLite: the io thread
+                "hooks": len(hooks.hooks),
+                **hooks.counters,
+            },
             "retention": {
                 "interval_h": self.settings.governance.retention.interval_h,
                 "last_run": await self._io(read_last_retention, self.home.path),

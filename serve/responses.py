@@ -48,7 +48,9 @@ class Stats(_Open):
     live: dict[str, LiveCounters]
     non_match_data: str = Field(description="whether faces that matched no one are kept")
     stored: dict[str, int]
-    webhooks: dict[str, int]
+    webhooks: dict[str, int | dict[str, int]] = Field(
+        description="deliveries, failures, retries; failed attempts by cause; the outbox by state"
+    )
     sse_subscribers: int
 
 
