@@ -198,7 +198,10 @@ def verdict(run: dict) -> dict:
     for g in groups:
         if all(g in r["processes"] for r in after):
             slopes[g] = slope_pct_per_hour(t, [r["processes"][g]["rss_kb"] for r in after])
-    fds = [sum(p["fds"] for p in r["processes"].values()) for r in after]
+    # processes alive in every window after warm-up: a search's driver and its workers come
+    # and go with the search (their descriptors are not a leak of the server's)
+    steady = [g for g in groups if all(g in r["processes"] for r in after)]
+    fds = [sum(r["processes"][g]["fds"] for g in steady) for r in after]
     p99s = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
     errors = sum(r["errors"] for r in rows) + run["searches_failed"]
     out = {
