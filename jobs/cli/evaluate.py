@@ -107,8 +107,9 @@ def evaluate_lfw(
         _print_report(report)
 
 
-def _run(engine, root: Path, pairs: list[lfw.Pair], batch_size: int, quiet: bool):
-    bar = Progress(
+def _bar(quiet: bool) -> Progress:
+    """A progress bar per task (images, pairs), silent with --json."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -116,6 +117,10 @@ def _run(engine, root: Path, pairs: list[lfw.Pair], batch_size: int, quiet: bool
         console=console,
         disable=quiet,
     )
+
+
+def _run(engine, root: Path, pairs: list[lfw.Pair], batch_size: int, quiet: bool):
+    bar = _bar(quiet)
     tasks: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -247,14 +252,7 @@ def _extract_sets(engine, plan, batch_size: int, quiet: bool):
     """Each image through the pipeline once, with one progress bar per set."""
     from pipelines.evaluation.faces import extract_faces
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
+    bar = _bar(quiet)
     sets = {"gallery": plan.gallery_paths, "distractors": plan.distractor_paths}
     out = []
     with bar:
