@@ -20,6 +20,8 @@ or a case. Each label's values come from configuration or from a fixed set in th
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,6 +147,14 @@ _DEFS = [
 METRICS: dict[str, MetricSpec] = {s.name: s for s in _DEFS}
 
 _made: dict[str, Any] = {}
+# Ray 2.60's metrics agent forgets a gauge that was not set again within two export
+# intervals (20 s by default): a value set once (the store's row counts, sampled every
+# 30 s; a search's files remaining during a long file) would vanish from Prometheus. So
+# every gauge this process set is set again, to its last value, every KEEPALIVE_S.
+KEEPALIVE_S = 5.0
+_gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_gauges_lock = threading.Lock()
+_keepalive: threading.Thread | None = None
 
 
 def _in_replica() -> bool:
@@ -201,8 +211,35 @@ def record(name: str, value: float = 1.0, **labels: Any) -> None:
             metric._record(0.0, tags=tags)
     elif spec.kind == "gauge":
         metric.set(value, tags)
+        _keep(name, tags, value)
     else:
         metric.observe(value, tags)
+
+
+def _keep(name: str, tags: dict[str, str], value: float) -> None:
+    """Remember a gauge's last value, and start the thread that sets it again."""
+    global _keepalive
+    with _gauges_lock:
+        _gauges[(name, tuple(sorted(tags.items())))] = value
+        if _keepalive is None or not _keepalive.is_alive():
+            _keepalive = threading.Thread(target=_refresh_gauges, name="fw-gauges", daemon=True)
+            _keepalive.start()
+
+
+def _refresh_gauges() -> None:
+    import ray
+
+    while True:
+        time.sleep(KEEPALIVE_S)
+        if not ray.is_initialized():
+            continue
+        with _gauges_lock:
+            last = list(_gauges.items())
+        for (name, tags), value in last:
+            try:
+                _made[name][0].set(value, dict(tags))
+            except Exception:  # noqa: BLE001 - one gauge's failure must not stop the rest
+                logger.debug("gauge %s not refreshed", name, exc_info=True)
 
 
 def prime(name: str, **labels: Any) -> None:

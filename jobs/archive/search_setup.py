@@ -17,6 +17,7 @@ from jobs.archive.report import link_media, render_report, write_outputs, write_
 from jobs.archive.resume import CompletionBook, search_key
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from jobs.archive.search_monitor import monitored
+from pipelines import observe
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
@@ -24,7 +25,7 @@ from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
-from pipelines.store import TEXT_LEN, StoreError
+from pipelines.store import MATCHES, TEXT_LEN, StoreError
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
@@ -82,6 +83,7 @@ def write_retrying(write, retry_s: float, path: str) -> None:
             logger.warning(
                 "storing the matches of %s failed (%s); again in %.1f s", path, cause, delay
             )
+            observe.emit("facewatch_store_write_retries", 1, collection=MATCHES)
             time.sleep(delay)  # the store is down: nothing to wait on but time
             delay = min(delay * 2, 15.0)
 
