@@ -8,11 +8,12 @@ processes name that folder: in their command line, or (agents and workers, whose
 line Ray rewrites to ``ray::...``) in the files they hold open. The session folder's name
 ends with the PID of the process that started it.
 
-A process of this user is an orphan when it names that folder and either its parent is
-PID 1 or the process that started its session is gone. Nothing else is touched: not a
-running search or server (its starter is alive), not another Ray on the machine (another
-folder), not another user's processes. ``facewatch doctor`` lists and stops them; a local
-search or index stops them before it starts its own Ray.
+A process of this user is an orphan when it names a session in that folder and the process
+that started the session is gone. Nothing else is touched: not a running search or server
+(its starter is alive, even when it runs under ``nohup`` or as a container's PID 1, so its
+own parent is PID 1), not a process that names no session, not another Ray on the machine
+(another folder), not another user's processes. ``facewatch doctor`` lists and stops them;
+a local search or index stops them before it starts its own Ray.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _starter_alive(p: RayProcess) -> bool:
     """Whether the process that started ``p``'s session still runs (a PID reused by a
     process that started after the session is not it)."""
     if not p.starter_pid:
-        return True  # nothing to go by: only the parent rule applies
+        return True  # nothing to go by: left alone
     started = _started_at(p.starter_pid)
     if started is None:
         return False
@@ -122,8 +123,15 @@ def _starter_alive(p: RayProcess) -> bool:
     return started <= session_time + 1  # clock-tick rounding
 
 
+def _orphan(p: RayProcess) -> bool:
+    """The session says who started it, and that decides. A process that names no session
+    is left alone: a driver between opening the temp folder and starting its session
+    names none yet, and under ``nohup`` its parent is PID 1 like an orphan's."""
+    return bool(p.starter_pid) and not _starter_alive(p)
+
+
 def find_orphans(temp_root: Path) -> list[RayProcess]:
-    return [p for p in facewatch_ray_processes(temp_root) if p.ppid == 1 or not _starter_alive(p)]
+    return [p for p in facewatch_ray_processes(temp_root) if _orphan(p)]
 
 
 def stop(processes: list[RayProcess], grace_s: float = 5.0) -> list[RayProcess]:

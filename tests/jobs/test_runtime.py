@@ -168,8 +168,11 @@ def test_a_search_ray_keeps_its_token_private_and_its_ports_on_loopback(tmp_path
 
 # -- Ray processes left by a killed search: found by facewatch's temp folder and stopped ----
 DRIVER = r"""
+import os
 import sys
 from jobs.archive import runtime
+
+print(os.getpid(), flush=True)
 from pipelines.config import Settings
 
 runtime.start_ray(None, Settings(home=sys.argv[1]))  # the local Ray a search starts
@@ -181,16 +184,21 @@ sys.stdin.read()  # until the test closes stdin (or kills this process)
 """
 
 
-def _driver(home: Path):
+def _driver(home: Path, detached: bool = False):
+    """A process that starts a local Ray; ``detached``: started as ``nohup cmd &`` from a
+    shell that then exits, so the driver's own parent becomes PID 1 (or a subreaper). Its
+    ``pid`` is then the shell's: the driver's is the first line it prints."""
     import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root))
+    cmd = [sys.executable, "-c", DRIVER, str(home)]
+    if detached:  # fd 3 keeps the pipe: a background job's stdin is /dev/null
+        cmd = ["sh", "-c", 'exec 3<&0; "$@" <&3 3<&- &', "sh", *cmd]
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(home)],
-        cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cmd, cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -210,7 +218,8 @@ def _wait_until(check, timeout_s: float, what: str):
 def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
     """kill -9 of a process that started a local Ray (as `facewatch search` does) leaves
     Ray's agents running under PID 1; `facewatch doctor` finds them by facewatch's Ray temp
-    folder and stops them, and leaves a Ray whose starter is alive alone."""
+    folder and stops them, and leaves alone a Ray whose starter is alive, also one whose
+    starter runs detached (``nohup facewatch search ... &``: its own parent is PID 1)."""
     import json
     import os
     import signal
@@ -221,19 +230,23 @@ def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
     from serve.local import ray_temp_dir
 
     root = ray_temp_dir()
-    killed, alive = _driver(tmp_path / "a"), _driver(tmp_path / "b")
+    procs = [_driver(tmp_path / "a"), _driver(tmp_path / "b"), _driver(tmp_path / "c", True)]
     try:
-        for d in (killed, alive):
+        killed, alive, detached = (int(d.stdout.readline()) for d in procs)
+        for d in procs:
             assert d.stdout.readline().strip() == "ready"
 
-        def of(driver):
-            return [p for p in facewatch_ray_processes(root) if p.starter_pid == driver.pid]
+        def of(pid):
+            return [p for p in facewatch_ray_processes(root) if p.starter_pid == pid]
 
-        assert of(killed) and of(alive)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait(10)
+        allp = facewatch_ray_processes(root)
+        info = (killed, alive, detached, sorted({(p.starter_pid, p.session) for p in allp}))
+        assert of(killed) and of(alive) and of(detached), info
+        assert [p for p in of(detached) if p.pid == detached and p.ppid != procs[2].pid]
+        os.kill(killed, signal.SIGKILL)
+        procs[0].wait(10)
         left = _wait_until(
-            lambda: [p for p in find_orphans(root) if p.starter_pid == killed.pid], 30, "orphans"
+            lambda: [p for p in find_orphans(root) if p.starter_pid == killed], 30, "orphans"
         )
         assert all(p.ppid == 1 for p in left)  # adopted by init: nobody would ever stop them
         out = subprocess.run(
@@ -246,9 +259,11 @@ def test_doctor_stops_what_a_killed_search_left_and_nothing_else(tmp_path):
         assert named & {p.pid for p in left}  # (idle workers may have gone by themselves)
         assert report["stopped"] == len(named) and report["would_not_stop"] == []
         assert of(killed) == []  # all gone
-        assert of(alive) and not [p for p in find_orphans(root) if p.starter_pid == alive.pid]
+        for pid in (alive, detached):
+            assert of(pid), (pid, alive, detached, report)
+            assert not [p for p in find_orphans(root) if p.starter_pid == pid]
     finally:
-        for d in (killed, alive):
-            if d.poll() is None:
-                d.stdin.close()
-                d.wait(60)
+        for d in procs:
+            d.stdin.close()  # the detached driver reads the same pipe: it ends too
+            d.wait(60)
+        _wait_until(lambda: not os.path.exists(f"/proc/{detached}"), 60, "the detached driver")
