@@ -91,6 +91,9 @@ class ClusterHandle:
         env.update(inside_env(self.token_path))
         env["FACEWATCH_RAY_ADDRESS"] = self.address
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # the same Ray as the cluster's: `ray` and `serve` of this interpreter's environment
+        bindir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join(filter(None, [bindir, env.get("PATH")]))
         return env
 
     def command(self, argv: list[str]) -> list[str]:

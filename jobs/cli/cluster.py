@@ -3,7 +3,8 @@ in a private network namespace that only loopback reaches (see jobs/cluster.py f
 
 ``run`` is how a data engineer uses it: ``facewatch cluster run -- search ...`` runs that
 facewatch command inside the namespace, joined to the cluster (its Ray address and token
-come from the cluster's directory, default ``<home>/cluster``)."""
+come from the cluster's directory, default ``<home>/cluster``); ``exec`` runs any other
+command there, e.g. Ray's ``serve deploy conf/serve.yaml``."""
 
 from __future__ import annotations
 
@@ -81,6 +82,22 @@ def run(
     if not ctx.args:
         fail("give the facewatch command to run after --, e.g. -- search ...")
     done = handle.run([sys.executable, "-m", "jobs.cli", *ctx.args])
+    raise typer.Exit(done.returncode)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context, directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP)
+) -> None:
+    """Run any COMMAND (after ``--``) inside the cluster's namespace, joined to the cluster:
+    Ray's own CLI, e.g. ``-- serve deploy conf/serve.yaml`` or ``-- ray status``."""
+    handle = _handle(ctx, directory)
+    if not ctx.args:
+        fail("give the command to run after --, e.g. -- serve deploy conf/serve.yaml")
+    try:
+        done = handle.run(list(ctx.args))
+    except FileNotFoundError as exc:
+        fail(f"cannot run {ctx.args[0]}: {exc}")
     raise typer.Exit(done.returncode)
 
 
