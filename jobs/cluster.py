@@ -95,6 +95,9 @@ class ClusterHandle:
         env = dict(os.environ if base is None else base)
         env.update(inside_env(self.token_path))
         env["FACEWATCH_RAY_ADDRESS"] = self.address
+        # Ray's own clients (the state API, `ray status`) given no address pick the newest
+        # Ray of the machine from /tmp/ray, which may be another one, outside this namespace
+        env["RAY_ADDRESS"] = self.address
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         # the same Ray as the cluster's: `ray` and `serve` of this interpreter's environment
         bindir = str(Path(sys.executable).parent)

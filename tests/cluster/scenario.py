@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jobs.cluster_status import node_rows, replica_rows, task_nodes  # noqa: E402
+from jobs.cluster_status import node_rows, replica_rows, search_rows, task_nodes  # noqa: E402
 from pipelines.video import video_jpegs  # noqa: E402
 from serve.auth import hash_token  # noqa: E402
 
@@ -97,6 +97,16 @@ def push(base: str, frames: list[bytes]) -> list[dict]:
     return out
 
 
+def searches_seen(search: concurrent.futures.Future) -> int:
+    """The most searches in progress that `facewatch cluster status` would show, polled
+    while the search runs."""
+    most = 0
+    while not search.done():
+        most = max(most, len(search_rows()))
+        time.sleep(1)
+    return most
+
+
 def milvus_matches(uri: str) -> list[dict]:
     from pymilvus import MilvusClient
 
@@ -121,9 +131,10 @@ def main(home: Path, uri: str, data: Path, out: Path) -> dict:
     frames = video_jpegs(data / CLIP, FRAME_EVERY)
     search = ["search", str(data / CLIP), "--list", "watch", "--case", "CL-1"]
     search += ["--reason", "cluster test", "--out", str(out), "--json"]
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
         live = ex.submit(push, base, frames)
         found = ex.submit(cli, home, uri, *search)
+        watched = ex.submit(searches_seen, found)
         pushed, searched = live.result(), found.result()
     verify = cli(home, uri, "audit", "verify")
     return {
@@ -135,6 +146,7 @@ def main(home: Path, uri: str, data: Path, out: Path) -> dict:
         "sightings": [json.loads(x) for x in searched.stdout.splitlines() if x.startswith("{")],
         "nodes": node_rows(),
         "deployed": deployed,
+        "searches_seen": watched.result(),
         "replicas": placed,
         "decode_nodes": task_nodes("decode_segment"),
         "matches": milvus_matches(uri),

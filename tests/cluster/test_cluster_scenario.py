@@ -89,6 +89,7 @@ def test_the_live_camera_raises_its_one_alert_while_the_search_finds_the_sightin
     assert scenario["search_rc"] == 0, scenario["search_err"]
     names = {s["person_name"] for s in scenario["sightings"]}
     assert names == {"Lin-Manuel Miranda"}
+    assert scenario["searches_seen"] == 1  # `cluster status` showed it while it ran
 
 
 @pytest.mark.timeout(900)
