@@ -321,19 +321,73 @@ def cluster_scaling(bench: dict[str, Any]) -> str:
             ]
         )
     header = ["pool nodes", "job wall", "frames", "decode", "pool (busy)", "rest", "store"]
-    model = bench["paper_10_gpu_nodes"]
-    rates = ", ".join(f"{k} {v:g}" for k, v in model["frames_per_s"].items())
+    same_ids = bench.get("same_match_ids")
     return (
         table([*header, "found"], rows)
         + f"\nSpeed-up 1 -> 2 pool nodes: **{bench['speedup']}x** (efficiency "
-        f"{pct(bench['efficiency'], 0)}); the same people found: {bench['same_sightings']}. "
-        f"Machine: {bench['machine']['cpus']} cores, load average before/after "
+        f"{pct(bench['efficiency'], 0)}); the same people found: {bench['same_sightings']}"
+        + ("" if same_ids is None else f"; the same match ids: {same_ids}")
+        + f". Machine: {bench['machine']['cpus']} cores, load average before/after "
         f"{bench['machine']['load_before'][0]:g} / {bench['machine']['load_after'][0]:g} "
-        f"({bench['others_running'] or 'nothing else noted'}).\n\n"
-        f"On paper, {model['nodes']} GPU pool nodes (each replica assumed "
+        f"({bench['others_running'] or 'nothing else noted'}).\n"
+        + (f"\nLayout: {bench['layout']}.\n" if bench.get("layout") else "")
+        + _cluster_limits(bench.get("limits"))
+        + _cluster_paper(bench["paper_10_gpu_nodes"])
+    )
+
+
+def _cluster_limits(lim: dict[str, Any] | None) -> str:
+    if not lim:
+        return ""
+    return (
+        f"\nWhat bounds the speed-up: the pool path was {pct(lim['pool_share_of_1_node_wall'], 0)} "
+        f"of the 1-node wall, so halving it gives at most **{lim['amdahl_max_speedup']}x**; "
+        f"Ray was given {lim['logical_cpus_2_nodes']} logical CPUs on {lim['machine_cores']} "
+        f"cores. Pool ms per frame (1 node, 2 nodes): {lim['pool_ms_per_frame'][0]:g}, "
+        f"{lim['pool_ms_per_frame'][1]:g}; decode ms per frame: "
+        f"{lim['decode_ms_per_frame'][0]:g}, {lim['decode_ms_per_frame'][1]:g}; rest: "
+        f"{lim['rest_s'][0]:g} s, {lim['rest_s'][1]:g} s.\n"
+    )
+
+
+def _cluster_paper(model: dict[str, Any]) -> str:
+    rates = ", ".join(f"{k} {v:g}" for k, v in model["frames_per_s"].items())
+    text = (
+        f"\nOn paper, {model['nodes']} GPU pool nodes (each replica assumed "
         f"{model['assumed_gpu_speedup_per_replica']:g}x one CPU thread), frames per second "
         f"each stage sustains: {rates}; the wall: **{model['wall']}**.\n"
     )
+    moves = model.get("moves_it") or {}
+    if moves:
+        text += "\n" + table(["stage", "what moves it"], [[k, v] for k, v in moves.items()])
+    return text
+
+
+def cluster_live(bench: dict[str, Any]) -> str:
+    """benchmarks/bench_cluster.py --live: cameras on the 2-pool-node cluster."""
+    live = bench.get("live")
+    if not live:
+        return (
+            "Not measured yet: `benchmarks/bench_cluster.py --live` records it in "
+            "benchmarks/results/bench_cluster.json.\n"
+        )
+    rows = []
+    for name in ("live only", "live + archive"):
+        r = live[name]
+        ftr = r["frame_to_result_ms"]
+        rows.append(
+            [
+                name,
+                f"{r['cameras']} x {r['target_fps']:g} fps",
+                f"{r['analysed_fps_per_camera_min']:g}",
+                f"{ftr['p50']} ms",
+                f"{ftr['p99']} ms",
+                pct(r["drop_rate"]),
+                r.get("archive_search_ran_throughout", "-"),
+            ]
+        )
+    header = ["phase", "cameras", "analysed fps (min)", "p50", "p99", "dropped", "search ran"]
+    return table(header, rows)
 
 
 def index_small(bench: dict[str, Any]) -> str:
@@ -681,6 +735,7 @@ def tables(results: Path) -> dict[str, str]:
         "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
         "index-small.md": index_small(index),
         "cluster-scaling.md": cluster_scaling(load(results, "bench_cluster.json")),
+        "cluster-live.md": cluster_live(load(results, "bench_cluster.json")),
         "index-million.md": index_million(index),
         "import.md": bulk_import(load(results, "bench_import.json")),
         "match.md": matcher(load(results, "bench_match.json")),

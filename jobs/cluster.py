@@ -54,6 +54,11 @@ class ClusterSpec:
     worker_cpus: int = 2  # a 0.9-CPU pool replica and the archive stages beside it
     home_resource: str = "facewatch_home"
     pool_resource: str = "facewatch_pool"
+    # nodes for the archive stages alone (decode, face stage), if placement.workers names
+    # decode_resource: a benchmark keeps decoding off the pool nodes, the same in every run
+    decode_nodes: int = 0
+    decode_cpus: int = 1
+    decode_resource: str = "facewatch_decode"
     # how much of each custom resource a node holds (placements ask for small fractions)
     resource_units: float = 100.0
     object_store_mb: int = 150
@@ -90,7 +95,13 @@ class ClusterHandle:
         env = dict(os.environ if base is None else base)
         env.update(inside_env(self.token_path))
         env["FACEWATCH_RAY_ADDRESS"] = self.address
+        # Ray's own clients (the state API, `ray status`) given no address pick the newest
+        # Ray of the machine from /tmp/ray, which may be another one, outside this namespace
+        env["RAY_ADDRESS"] = self.address
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # the same Ray as the cluster's: `ray` and `serve` of this interpreter's environment
+        bindir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join(filter(None, [bindir, env.get("PATH")]))
         return env
 
     def command(self, argv: list[str]) -> list[str]:
@@ -192,10 +203,16 @@ def _gone(pid: int) -> bool:
 
 
 # -- inside the namespace: the supervisor --------------------------------------------------------
-def _node_args(spec: ClusterSpec, head: bool, temp_dir: str) -> dict:
-    resource = spec.home_resource if head else spec.pool_resource
+def _node_args(spec: ClusterSpec, role: str, temp_dir: str) -> dict:
+    """``role``: head (the home), pool (a worker with the pool resource) or decode."""
+    resource, cpus = {
+        "head": (spec.home_resource, spec.head_cpus),
+        "pool": (spec.pool_resource, spec.worker_cpus),
+        "decode": (spec.decode_resource, spec.decode_cpus),
+    }[role]
+    head = role == "head"
     return {
-        "num_cpus": spec.head_cpus if head else spec.worker_cpus,
+        "num_cpus": cpus,
         "resources": {resource: spec.resource_units},
         "node_ip_address": "127.0.0.1",
         "object_store_memory": spec.object_store_mb * 1024 * 1024,
@@ -217,11 +234,12 @@ def supervise(directory: Path) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     from ray.cluster_utils import Cluster
 
-    temps = [tempfile.mkdtemp(prefix="fwc-") for _ in range(spec.workers + 1)]  # short paths
-    cluster = Cluster(initialize_head=True, head_node_args=_node_args(spec, True, temps[0]))
+    roles = ["pool"] * spec.workers + ["decode"] * spec.decode_nodes
+    temps = [tempfile.mkdtemp(prefix="fwc-") for _ in range(len(roles) + 1)]  # short paths
+    cluster = Cluster(initialize_head=True, head_node_args=_node_args(spec, "head", temps[0]))
     try:
-        for temp in temps[1:]:
-            cluster.add_node(**_node_args(spec, False, temp))
+        for role, temp in zip(roles, temps[1:], strict=True):
+            cluster.add_node(**_node_args(spec, role, temp))
         cluster.wait_for_nodes()
         state = {"pid": os.getpid(), "address": cluster.address, "token_path": str(token)}
         tmp = directory / (STATE_FILE + ".tmp")

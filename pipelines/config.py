@@ -553,11 +553,17 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+# Settings whose value is a whole mapping: a later layer replaces it rather than adding its
+# keys (a placement that names another resource must not keep asking for the file's).
+WHOLE_MAPPINGS = {("placement", "home"), ("placement", "pool"), ("placement", "workers")}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        whole = (*at, key) in WHOLE_MAPPINGS
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not whole:
+            out[key] = _merge(out[key], value, (*at, key))
         else:
             out[key] = value
     return out

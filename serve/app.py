@@ -82,7 +82,7 @@ def compose(
     if settings.live.cameras_file is not None:
         cameras = [c.model_dump() for c in load_cameras_file(settings.live.cameras_file)]
     data = settings.model_dump(mode="json")
-    options = _options(settings, gpus_available, overrides)
+    options = deployment_options(settings, gpus_available, overrides)
     _check_placement(settings, options)
     # @serve.deployment makes each class a Deployment (.options, .bind); mypy sees the class
     pool = FacePool.options(**options[POOL_DEPLOYMENT]).bind(data)  # type: ignore[attr-defined]
@@ -92,13 +92,17 @@ def compose(
     return Api.options(**options[API_DEPLOYMENT]).bind(data, hub)  # type: ignore[attr-defined]
 
 
-def _options(settings: Settings, gpus: bool, overrides: dict[str, dict[str, Any]]):
-    """Each deployment's options: ours, then conf/serve.yaml's on top (its
-    ``ray_actor_options`` merged key by key, so a placement there keeps our CPU share)."""
+def deployment_options(settings: Settings, gpus: bool, overrides: dict[str, dict[str, Any]]):
+    """Each deployment's options: ours (the placement section's resources included), then
+    conf/serve.yaml's on top (its ``ray_actor_options`` merged key by key, so a placement
+    there keeps our CPU share)."""
+    # the hub and the API on the home node (placement.home), also when Serve builds the
+    # app from conf/serve.yaml (`serve deploy`: Serve applies that file's options itself)
+    home = {"resources": dict(settings.placement.home)} if settings.placement.home else {}
     ours = {
         POOL_DEPLOYMENT: pool_options(settings, gpus),
-        HUB_DEPLOYMENT: {"ray_actor_options": LIGHT},
-        API_DEPLOYMENT: {"ray_actor_options": LIGHT},
+        HUB_DEPLOYMENT: {"ray_actor_options": {**LIGHT, **home}},
+        API_DEPLOYMENT: {"ray_actor_options": {**LIGHT, **home}},
     }
     merged = {}
     for name, base in ours.items():

@@ -3,7 +3,8 @@ in a private network namespace that only loopback reaches (see jobs/cluster.py f
 
 ``run`` is how a data engineer uses it: ``facewatch cluster run -- search ...`` runs that
 facewatch command inside the namespace, joined to the cluster (its Ray address and token
-come from the cluster's directory, default ``<home>/cluster``)."""
+come from the cluster's directory, default ``<home>/cluster``); ``exec`` runs any other
+command there, e.g. Ray's ``serve deploy conf/serve.yaml``."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def up(
         help="logical CPUs per worker (a 0.9-CPU replica and the archive stages beside it need 2)",
     ),
     head_cpus: int = typer.Option(1, "--head-cpus", min=1, max=64, help="CPUs of the head"),
+    decode_nodes: int = typer.Option(
+        0,
+        "--decode-nodes",
+        min=0,
+        max=8,
+        help="nodes of 1 CPU offering facewatch_decode, for the archive stages alone "
+        "(placement.workers: {facewatch_decode: 0.01}; as benchmarks/bench_cluster.py)",
+    ),
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
 ) -> None:
     """Start a head (the home node) and N worker nodes on 127.0.0.1, in a private network
@@ -51,13 +60,16 @@ def up(
         fail(f"a cluster already runs from {where}: `facewatch cluster down` first")
     except cluster.ClusterError:
         pass
-    spec = cluster.ClusterSpec(workers=workers, worker_cpus=worker_cpus, head_cpus=head_cpus)
+    spec = cluster.ClusterSpec(
+        workers=workers, worker_cpus=worker_cpus, head_cpus=head_cpus, decode_nodes=decode_nodes
+    )
     try:
         handle = cluster.up(where, spec)
     except cluster.ClusterError as exc:
         fail(str(exc), EXIT_UNEXPECTED)
+    extra = f" + {decode_nodes} decode node(s)" if decode_nodes else ""
     console.print(
-        f"cluster up: head + {workers} worker node(s) at {handle.address} "
+        f"cluster up: head + {workers} worker node(s){extra} at {handle.address} "
         f"(namespace of pid {handle.pid}); use `facewatch cluster run -- COMMAND`"
     )
 
@@ -81,6 +93,22 @@ def run(
     if not ctx.args:
         fail("give the facewatch command to run after --, e.g. -- search ...")
     done = handle.run([sys.executable, "-m", "jobs.cli", *ctx.args])
+    raise typer.Exit(done.returncode)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context, directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP)
+) -> None:
+    """Run any COMMAND (after ``--``) inside the cluster's namespace, joined to the cluster:
+    Ray's own CLI, e.g. ``-- serve deploy conf/serve.yaml`` or ``-- ray status``."""
+    handle = _handle(ctx, directory)
+    if not ctx.args:
+        fail("give the command to run after --, e.g. -- serve deploy conf/serve.yaml")
+    try:
+        done = handle.run(list(ctx.args))
+    except FileNotFoundError as exc:
+        fail(f"cannot run {ctx.args[0]}: {exc}")
     raise typer.Exit(done.returncode)
 
 

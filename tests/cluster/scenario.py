@@ -1,10 +1,12 @@
 """The driver of the cluster integration test (tests/cluster/test_cluster_scenario.py).
 
-It runs inside the test cluster's network namespace (jobs/cluster.py), as a data engineer's
-driver on the head would: it enrols a watch list into the Milvus server, deploys the
-facewatch app from conf/serve.yaml onto the cluster (placement as configured there), adds
-one push camera, and then at the same time pushes a clip to that camera and runs an
-archive search of the same clip with the real CLI. Afterwards it reads, through
+The test first does what a data engineer does from the machine (``write_configs``, then
+``facewatch cluster run -- watchlist add ...`` and ``facewatch cluster exec -- serve deploy``
+with a copy of conf/serve.yaml whose only change is ``args.config``). This driver then runs
+inside the test cluster's network namespace (jobs/cluster.py), as on a head node: it waits
+for the deployed app, checks that it answers an authenticated request (and refuses one
+without a token), adds one push camera, and at the same time pushes a clip to that camera
+and runs an archive search of the same clip with the real CLI. Afterwards it reads, through
 ``ray.util.state``, where every replica and decode task ran, the matches in the Milvus
 server, and ``audit verify``; it prints one JSON line for the test to judge.
 
@@ -18,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -25,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jobs.cluster_status import node_rows, replica_rows, task_nodes  # noqa: E402
+from jobs.cluster_status import node_rows, replica_rows, search_rows, task_nodes  # noqa: E402
 from pipelines.video import video_jpegs  # noqa: E402
 from serve.auth import hash_token  # noqa: E402
 
@@ -36,7 +39,7 @@ TOKENS = {
 ADMIN, CAM = (f"Bearer {t}" for _, t in TOKENS.values())
 CLIP = "video/short_hamilton_clip.mp4"
 FRAME_EVERY = 6  # about 5 fps of video
-PORT = 8000  # the namespace's own loopback: nothing else listens there
+PORT = 8000  # conf/serve.yaml's; the namespace's own loopback: nothing else listens there
 
 
 def cli(home: Path, uri: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -45,22 +48,39 @@ def cli(home: Path, uri: str, *args: str, timeout: float = 600) -> subprocess.Co
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def deploy(home: Path, uri: str) -> None:
-    from ray import serve as ray_serve
+def write_configs(home: Path, uri: str, where: Path) -> tuple[Path, Path]:
+    """A facewatch config (home, Milvus server, tokens) and conf/serve.yaml with only its
+    ``args.config`` pointed at it, as a data engineer would write them for a cluster."""
+    import yaml
 
-    from serve.app import BuildArgs, build_settings, compose
-    from serve.local import read_serve_file
-
-    sf = read_serve_file(ROOT / "conf" / "serve.yaml")
     tokens = [{"name": n, "role": r, "sha256": hash_token(t)} for n, (r, t) in TOKENS.items()]
     tokens[1]["cameras"] = ["cam-lin"]
-    overrides = {"home": str(home), "store": {"uri": uri}, "api": {"tokens": tokens}}
-    settings = build_settings(BuildArgs(settings=overrides))
-    # a search run before (tests/cluster/test_cluster_files.py) may have started Serve
-    # without an HTTP proxy for its pool; Serve keeps its first options, so start afresh
-    ray_serve.shutdown()
-    ray_serve.start(http_options={"host": "127.0.0.1", "port": PORT}, proxy_location="HeadOnly")
-    ray_serve.run(compose(settings, sf.overrides), name=sf.app_name, route_prefix="/")
+    config = where / "facewatch.yaml"
+    settings = {"home": str(home), "store": {"uri": uri}, "api": {"tokens": tokens}}
+    config.write_text(yaml.safe_dump(settings))
+    serve_file = yaml.safe_load((ROOT / "conf" / "serve.yaml").read_text())
+    (app,) = serve_file["applications"]
+    app["args"]["config"] = str(config)
+    served = where / "serve.yaml"
+    served.write_text(yaml.safe_dump(serve_file))
+    return config, served
+
+
+def wait_deployed(base: str, timeout_s: float = 300) -> dict:
+    """Wait for `serve deploy`'s app; then one request with the admin token, one without."""
+    from ray import serve as ray_serve
+
+    deadline = time.monotonic() + timeout_s
+    status = "absent"
+    while time.monotonic() < deadline:
+        app = ray_serve.status().applications.get("facewatch")
+        status = str(getattr(app.status, "value", app.status)) if app else "absent"
+        if status in ("RUNNING", "DEPLOY_FAILED"):
+            break
+        time.sleep(1)
+    authed = httpx.get(f"{base}/v1/cameras", headers={"Authorization": ADMIN}, timeout=60)
+    anonymous = httpx.get(f"{base}/v1/cameras", timeout=60)
+    return {"app_status": status, "authed": authed.status_code, "anon": anonymous.status_code}
 
 
 def push(base: str, frames: list[bytes]) -> list[dict]:
@@ -75,6 +95,16 @@ def push(base: str, frames: list[bytes]) -> list[dict]:
             r.raise_for_status()
             out.append(r.json())
     return out
+
+
+def searches_seen(search: concurrent.futures.Future) -> int:
+    """The most searches in progress that `facewatch cluster status` would show, polled
+    while the search runs."""
+    most = 0
+    while not search.done():
+        most = max(most, len(search_rows()))
+        time.sleep(1)
+    return most
 
 
 def milvus_matches(uri: str) -> list[dict]:
@@ -92,20 +122,19 @@ def main(home: Path, uri: str, data: Path, out: Path) -> dict:
     import ray
 
     ray.init(address=os.environ["FACEWATCH_RAY_ADDRESS"], log_to_driver=False)
-    photo = str(data / "known/lin-manuel-miranda.png")
-    enrol = cli(home, uri, "watchlist", "add", "Lin-Manuel Miranda", photo, "--list", "watch")
-    assert enrol.returncode == 0, enrol.stderr[-2000:]
-    deploy(home, uri)
     base = f"http://127.0.0.1:{PORT}"
+    deployed = wait_deployed(base)
+    placed = replica_rows()  # as `serve deploy` placed them, before anything else runs
     cam = {"id": "cam-lin", "url": "push", "fps": 30, "list": "watch"}
     r = httpx.post(f"{base}/v1/cameras", json=cam, headers={"Authorization": ADMIN}, timeout=60)
     assert r.status_code == 201, r.text
     frames = video_jpegs(data / CLIP, FRAME_EVERY)
     search = ["search", str(data / CLIP), "--list", "watch", "--case", "CL-1"]
     search += ["--reason", "cluster test", "--out", str(out), "--json"]
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
         live = ex.submit(push, base, frames)
         found = ex.submit(cli, home, uri, *search)
+        watched = ex.submit(searches_seen, found)
         pushed, searched = live.result(), found.result()
     verify = cli(home, uri, "audit", "verify")
     return {
@@ -116,7 +145,9 @@ def main(home: Path, uri: str, data: Path, out: Path) -> dict:
         "search_err": searched.stderr[-2000:],
         "sightings": [json.loads(x) for x in searched.stdout.splitlines() if x.startswith("{")],
         "nodes": node_rows(),
-        "replicas": replica_rows(),
+        "deployed": deployed,
+        "searches_seen": watched.result(),
+        "replicas": placed,
         "decode_nodes": task_nodes("decode_segment"),
         "matches": milvus_matches(uri),
         "verify_rc": verify.returncode,

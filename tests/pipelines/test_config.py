@@ -73,6 +73,17 @@ def test_explicit_overrides_win_over_environment(tmp_path):
     assert s.detector.min_face_size == 80
 
 
+def test_a_placement_from_the_environment_replaces_the_files_resources(tmp_path):
+    """Moving decoding to other nodes must not keep asking for the file's pool resource
+    as well (no node would offer both: the archive stages would never be placed)."""
+    path = write(tmp_path, {"placement": {"workers": {"facewatch_pool": 0.01}}})
+    environ = {"FACEWATCH__PLACEMENT__WORKERS": '{"facewatch_decode": 0.01}'}
+    s = load_settings(path, environ=environ, overrides={"placement": {"pool": {"gpu": 0.5}}})
+    assert s.placement.workers == {"facewatch_decode": 0.01}
+    assert s.placement.pool == {"gpu": 0.5}
+    assert s.placement.home == {"facewatch_home": 0.01}  # untouched: the default
+
+
 def test_env_overrides_parse_yaml_values():
     tree = env_overrides({"FACEWATCH__POOL__NUM_GPUS": "0.5", "FACEWATCH__STORE__URI": ""})
     assert tree == {"pool": {"num_gpus": 0.5}, "store": {"uri": None}}

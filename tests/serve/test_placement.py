@@ -78,3 +78,28 @@ def test_milvus_lite_on_a_cluster_with_writers_pinned_home_says_so():
 def test_a_milvus_server_is_fine_on_a_cluster():
     s = Settings(store={"uri": "http://127.0.0.1:19530"})
     assert "Milvus server" in check_store_for_cluster(s, {}, [HOME, POOL, POOL])
+
+
+def test_conf_serve_yaml_alone_keeps_the_stateful_parts_light_and_on_the_home_node():
+    """`serve deploy` replaces a deployment's ray_actor_options with the file's: without a
+    CPU share there, LiveHub and Api each took a whole CPU and the second never started
+    on a one-CPU home node."""
+    from jobs.cluster import ROOT
+    from serve.local import read_serve_file
+
+    overrides = read_serve_file(ROOT / "conf" / "serve.yaml").overrides
+    for name in ("LiveHub", "Api"):
+        opts = overrides[name]["ray_actor_options"]
+        assert opts["num_cpus"] <= 0.1 and "facewatch_home" in opts["resources"]
+    assert "facewatch_pool" in overrides["FacePool"]["ray_actor_options"]["resources"]
+
+
+def test_the_app_built_without_serve_yaml_pins_the_hub_and_api_to_placement_home():
+    """What `serve deploy`'s build sees (the file's options come later): the store check
+    must see LiveHub, the store's writer, on the home node."""
+    from serve.app import deployment_options
+
+    s = Settings(placement={"home": {"site_a": 0.5}})
+    opts = deployment_options(s, False, {})
+    for name in ("LiveHub", "Api"):
+        assert opts[name]["ray_actor_options"] == {"num_cpus": 0.1, "resources": {"site_a": 0.5}}
