@@ -577,7 +577,9 @@ def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
     api, hub, pool = bound_chain(build_app(args))
     assert [d.name for d in (api, hub, pool)] == ["Api", "LiveHub", "FacePool"]
     assert (api.num_replicas, hub.num_replicas, pool.num_replicas) == (1, 1, 2)
-    assert api.ray_actor_options == hub.ray_actor_options == {"num_cpus": 0.1}
+    # the stateful deployments on the home node (placement.home), as `serve deploy` places them
+    home = {"num_cpus": 0.1, "resources": {"facewatch_home": 0.01}}
+    assert api.ray_actor_options == hub.ray_actor_options == home
     assert pool.ray_actor_options == {  # pool.* defaults, placed on pool nodes
         "num_cpus": 1.0,
         "num_gpus": 0.0,
