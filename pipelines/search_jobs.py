@@ -6,9 +6,16 @@ own session (it outlives the request, and a restart of the server), with
 ``--progress-file`` for the page to poll, and records it in ``case_searches``. Reusing the
 CLI means one search path: the same purpose checks, audit records, outputs and store.
 
+When this server holds the milvus-lite store (``facewatch serve``: LiveHub owns it, and
+milvus-lite admits one process), the search cannot open it: it runs with ``--handoff`` and
+leaves each finished file's matches in ``HOME/handoff/SEARCH_ID/``, which this server
+stores (``ingest``: on every status poll, and in the hub's upkeep), keeping one writer per
+milvus-lite file. A search is ``done`` only once everything it handed over is stored.
+
 What the browser may name is confined: archive paths are ``ROOT/relative`` under the
 configured ``workspace.archive_roots`` (resolved, so neither ``..`` nor a symlink leaves
-them), and probe photos are files this module stored after checking them as images first.
+them), and probe photos are files this module stored after checking them as images first
+and then for one usable face (the server's face pool runs the search's quality gates).
 A cancel interrupts the process (SIGINT, so it shuts its Ray down; then SIGKILL to its
 group); what it stored before stays stored, and the search's state says so.
 """
@@ -25,9 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipelines.cases import WORK, Actor, CaseBook, CaseError
 from pipelines.catalog import new_id, utcnow
 from pipelines.config import Settings
+from pipelines.handoff import GALLERY, export_gallery, handoff_root, ingest, pending
 from pipelines.home import Home
 from pipelines.images import ImageError, check_image_header, decode_image
 from pipelines.video import DEFAULT_EXTENSIONS
@@ -86,32 +96,47 @@ class SearchJobs:
         return {"path": name, "entries": entries}
 
     # -- probe photos ---------------------------------------------------------------------
-    def add_probe(self, who: Actor, ref: str, data: bytes) -> dict[str, Any]:
-        """Store a probe photo for the case after checking it as an image (size, header,
-        decoding). Whether it holds one usable face is checked by the search itself, which
-        refuses it with the reason."""
+    def check_probe(self, who: Actor, ref: str, data: bytes) -> np.ndarray:
+        """A probe photo checked as an image (size, header, decoding), before anything else
+        looks at it: the decoded image, for the face check."""
         self.book.require(ref, who, WORK)
         ws = self.settings.workspace
         if len(data) > ws.max_probe_bytes:
             raise CaseError(f"the photo is over {ws.max_probe_bytes} bytes", 413)
         try:
             check_image_header(data, "probe photo", ws.max_probe_pixels)
-            image = decode_image(data, "probe photo", ws.max_probe_pixels)
+            return decode_image(data, "probe photo", ws.max_probe_pixels)
         except ImageError as exc:
             raise CaseError(str(exc), 422) from None
-        probe_id = "pr_" + hashlib.sha256(data).hexdigest()[:16]
+
+    def add_probe(
+        self, who: Actor, ref: str, data: bytes, problem: str | None = None
+    ) -> dict[str, Any]:
+        """Store a probe photo for the case, given what the face check found: ``problem``
+        is why the photo has no usable face (no face, several, none passing the quality
+        gates the search uses), None when it has exactly one. A refused photo is not kept;
+        its refusal is audited."""
+        image = self.check_probe(who, ref, data)
+        digest = hashlib.sha256(data).hexdigest()
+        probe_id = "pr_" + digest[:16]
+        if problem is not None:
+            self.home.audit.append(
+                who.name, "case.probe_refused", case=ref, probe=probe_id, reason=problem
+            )
+            raise CaseError(f"the photo has no usable face: {problem}", 422)
         ext = ".png" if data.startswith(b"\x89PNG") else ".jpg"
         folder = self._case_dir(ref) / "probes"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.home.audit.append(
-            who.name,
-            "case.probe_upload",
-            case=ref,
-            probe=probe_id,
-            sha256=hashlib.sha256(data).hexdigest(),
+            who.name, "case.probe_upload", case=ref, probe=probe_id, sha256=digest
         )
         (folder / f"{probe_id}{ext}").write_bytes(data)
-        return {"probe_id": probe_id, "width": image.shape[1], "height": image.shape[0]}
+        return {
+            "probe_id": probe_id,
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "face": "one usable face",
+        }
 
     def _case_dir(self, ref: str) -> Path:
         return self.home.path / "cases" / ref
@@ -158,6 +183,7 @@ class SearchJobs:
         cmd += ["--list", spec["list_name"]] if spec.get("list_name") else []
         cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
         cmd += ["--ray-address", ray_address] if ray_address else []
+        cmd += self._handoff(search_id, spec)
         self.home.audit.append(
             who.name,
             "case.search_start",
@@ -176,6 +202,23 @@ class SearchJobs:
             (search_id, ref, who.name, utcnow(), proc.pid, str(out), json.dumps(spec)),
         )
         return self.status(who, ref, search_id)
+
+    def _handoff(self, search_id: str, spec: dict[str, Any]) -> list[str]:
+        """This server holds the milvus-lite store, so the search hands its matches over
+        (pipelines/handoff.py); a watch-list search gets the list vectors it reads."""
+        if self.home.store is None or self.settings.store.uri:
+            return []  # no store held here, or a Milvus server: the search writes it itself
+        folder = handoff_root(self.home.path) / search_id
+        folder.mkdir(parents=True, mode=0o700)
+        if spec.get("list_name"):
+            export_gallery(self.home.store, folder)
+        return ["--handoff", str(folder)]
+
+    def ingest(self) -> int:
+        """Store what searches handed over (the server, the store's one writer, calls it)."""
+        if self.home.store is None:
+            return 0
+        return ingest(self.home.store, self.home.catalog, handoff_root(self.home.path))
 
     @staticmethod
     def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen[bytes]:
@@ -233,12 +276,16 @@ class SearchJobs:
         code = self._exit_code(row)
         if code is None:
             return row
+        self.ingest()
+        if pending(handoff_root(self.home.path) / row["search_id"]):
+            return row  # ended, but not all its matches are stored yet: still running
         out = Path(row["out_dir"])
         state = "done" if code in (0, 3) and (out / "sightings.parquet").is_file() else "failed"
         message = "" if state == "done" else _last_error(out / "search.log")
         return self._end(row, state, message)
 
     def _end(self, row: dict[str, Any], state: str, message: str) -> dict[str, Any]:
+        (handoff_root(self.home.path) / row["search_id"] / GALLERY).unlink(missing_ok=True)
         self.home.catalog.db.execute(
             "UPDATE case_searches SET state = ?, message = ?, ended_at = ? "
             "WHERE search_id = ? AND state = 'running'",
@@ -255,6 +302,7 @@ class SearchJobs:
             raise CaseError(f"search {search_id} is not running ({row['state']})", 409)
         self.home.audit.append(who.name, "case.search_cancel", case=ref, search_id=search_id)
         _interrupt(row["pid"], self._procs.get(search_id))
+        self.ingest()  # what it handed over before it stopped
         progress = _progress(Path(row["out_dir"]))
         message = (
             f"cancelled by {who.name} after {progress.get('files_done', 0)} of "

@@ -106,6 +106,7 @@ class Probe(_Open):
     probe_id: str
     width: int
     height: int
+    face: str = Field(description="'one usable face' (a photo without one is refused: 422)")
 
 
 class AuditExtract(_Open):

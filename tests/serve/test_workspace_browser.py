@@ -4,8 +4,11 @@ export the bundle, and ``facewatch evidence verify`` it (and a copy with one byt
 
 The workspace app runs in process on 127.0.0.1 (uvicorn; ``LiveHub``'s own ``case_act`` on
 a real home: tests/serve/workspace_helpers.py), because the workspace needs no model pool.
-The search is started from the page: the workspace runs ``facewatch search --probe ...
---case OP-1`` as a detached process (Ray, MTCNN, dlib-resnet), and the page follows it.
+Like ``facewatch serve``, this process holds the home's default store (milvus-lite, which
+admits one process). The search is started from the page: the workspace runs ``facewatch
+search --probe ... --case OP-1 --handoff`` as a detached process (Ray, MTCNN, dlib-resnet)
+that cannot open that store, so it hands its matches over and this process stores them
+(pipelines/handoff.py); the page follows it.
 Every page is checked with axe-core (the npm package, installed by .ci/ensure-axe) for
 serious or critical violations, and screenshotted under the test's tmp folder.
 """
@@ -23,7 +26,10 @@ import pytest
 from workspace_helpers import TOKENS, as_, served
 
 from pipelines.config import Settings
+from pipelines.engine import FaceEngine
+from pipelines.handoff import handoff_root
 from pipelines.home import Home
+from pipelines.store import MATCHES
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -75,7 +81,9 @@ def browser():
 def workspace_server(tmp_path_factory):
     home_dir = tmp_path_factory.mktemp("ws-home")
     settings = Settings(home=home_dir / "home", workspace={"archive_roots": [ROOT / "examples"]})
-    with Home.open(settings) as home, served(home) as base:
+    # the server holds the default store, milvus-lite, as LiveHub does
+    assert settings.store.uri is None
+    with Home.open(settings, FaceEngine(settings).info) as home, served(home) as base:
         yield base, home
 
 
@@ -182,6 +190,12 @@ def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_
     bad = facewatch(Path("/nonexistent"), "evidence", "verify", str(changed))
     assert bad.returncode == 1 and "NOT intact" in bad.stderr and "entry" in bad.stderr
     _, home = workspace_server
+    # the search's matches are in the store the server holds, each once, and its files'
+    # completion records were written by the server after it stored them
+    stored = home.vectors().query(MATCHES, 'case_ref == "OP-1"', fields=["id"])
+    assert stored and len({r["id"] for r in stored}) == len(stored)
+    assert not list(handoff_root(home.path).glob("*/file-*.json"))
+    assert home.catalog.rows("SELECT file_id FROM search_files")
     actions = {r["action"] for r in home.audit.records() if r["details"].get("case") == "OP-1"}
     expected = {"case.create", "case.probe_upload", "case.search_start", "search",
                 "export.search", "case.open", "case.view_face",
@@ -222,3 +236,16 @@ def test_another_investigator_gets_403_and_an_auditor_reads_but_cannot_decide(
     r = httpx.post(f"{base}/v1/cases/OP-1/sightings/{sid}/decision",
                    json={"decision": "rejected"}, headers=as_("aud"), timeout=30)  # fmt: skip
     assert r.status_code == 403
+
+
+@pytest.mark.timeout(180)
+def test_a_plain_cli_search_refuses_clearly_while_the_server_holds_the_store(workspace_server):
+    """What the workspace ran before it handed matches over: the same search, refused."""
+    _, home = workspace_server
+    got = facewatch(home.path, "search", str(ROOT / "examples" / "short_hamilton_clip.mp4"),
+                    "--probe", str(ROOT / "examples" / "lin-manuel-miranda.png"),
+                    "--case", "OP-2", "--reason", "a check")  # fmt: skip
+    assert got.returncode == 2, got.stdout + got.stderr
+    said = " ".join(got.stderr.split())
+    assert "another process holds the milvus-lite store" in said, said
+    assert "/workspace" in said and "store.uri" in said  # the ways out, named
