@@ -81,6 +81,7 @@ class SearchJobs:
                     {"name": r.name or str(i), "path": str(i), "kind": "dir"}
                     for i, r in enumerate(self.roots)
                 ],
+                "indexed": self.indexed(),
             }
         folder = self.resolve(name)
         if not folder.is_dir():
@@ -94,6 +95,27 @@ class SearchJobs:
                 {"name": child.name, "path": f"{name.rstrip('/')}/{child.name}", "kind": kind}
             )
         return {"path": name, "entries": entries}
+
+    def indexed(self) -> dict[str, Any]:
+        """Whether the indexed probe search (``search --indexed``) can be offered: the
+        archive was indexed (``facewatch index`` stored faces), and the search can open
+        the store (not a milvus-lite store this server holds: that admits one process)."""
+        faces = sum(
+            int(r["details"].get("faces") or 0)
+            for r in self.home.audit.records(action="index.done")
+        )
+        if faces == 0:
+            return {"available": False, "why": "the archive is not indexed (facewatch index)"}
+        if self._holds_lite():
+            return {
+                "available": False,
+                "why": "the face index is in the milvus-lite store this server holds, which "
+                "admits one process: search the video, or move to a Milvus server (store.uri)",
+            }
+        return {"available": True, "why": f"{faces} faces indexed"}
+
+    def _holds_lite(self) -> bool:
+        return self.home.store is not None and not self.settings.store.uri
 
     # -- probe photos ---------------------------------------------------------------------
     def check_probe(self, who: Actor, ref: str, data: bytes) -> np.ndarray:
@@ -159,6 +181,8 @@ class SearchJobs:
         probes = [self._probe(ref, p) for p in spec.get("probes", [])]
         if not paths or bool(probes) == bool(spec.get("list_name")):
             raise CaseError("a search needs archive paths and either probe photos or one list")
+        if spec.get("indexed"):
+            self._check_indexed(probes)
         search_id = new_id("sr")
         out = self._case_dir(ref) / "searches" / search_id
         out.mkdir(parents=True, mode=0o700)
@@ -181,9 +205,12 @@ class SearchJobs:
         ]
         cmd += [a for p in probes for a in ("--probe", str(p))]
         cmd += ["--list", spec["list_name"]] if spec.get("list_name") else []
-        cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
-        cmd += ["--ray-address", ray_address] if ray_address else []
-        cmd += self._handoff(search_id, spec)
+        if spec.get("indexed"):
+            cmd += ["--indexed"]  # the face index: no video decoded, no Ray
+        else:
+            cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
+            cmd += ["--ray-address", ray_address] if ray_address else []
+            cmd += self._handoff(search_id, spec)
         self.home.audit.append(
             who.name,
             "case.search_start",
@@ -193,6 +220,7 @@ class SearchJobs:
             probes=spec.get("probes", []),
             list=spec.get("list_name"),
             fps=spec.get("fps"),
+            indexed=bool(spec.get("indexed")),
         )
         proc = self._spawn(cmd, out, who.name)
         self._procs[search_id] = proc
@@ -203,10 +231,16 @@ class SearchJobs:
         )
         return self.status(who, ref, search_id)
 
+    def _check_indexed(self, probes: list[Path]) -> None:
+        offer = self.indexed()
+        if not probes or not offer["available"]:
+            why = offer["why"] if probes else "it searches for the person in probe photos"
+            raise CaseError(f"no indexed search here: {why}", 409)
+
     def _handoff(self, search_id: str, spec: dict[str, Any]) -> list[str]:
         """This server holds the milvus-lite store, so the search hands its matches over
         (pipelines/handoff.py); a watch-list search gets the list vectors it reads."""
-        if self.home.store is None or self.settings.store.uri:
+        if not self._holds_lite():
             return []  # no store held here, or a Milvus server: the search writes it itself
         folder = handoff_root(self.home.path) / search_id
         folder.mkdir(parents=True, mode=0o700)

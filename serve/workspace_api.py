@@ -100,6 +100,9 @@ class DecisionRecord(_Open):
 class ArchiveListing(_Open):
     path: str = Field(description="a folder under the archive roots ('' lists the roots)")
     entries: list[dict[str, Any]]
+    indexed: dict[str, Any] | None = Field(
+        None, description="with the roots: whether the indexed probe search is offered, why"
+    )
 
 
 class Probe(_Open):
@@ -152,6 +155,7 @@ class NewSearch(BaseModel):
     probes: list[str] = Field(default_factory=list, max_length=10)
     list_name: str | None = Field(None, pattern=LIST_NAME)
     fps: float | None = Field(None, gt=0.05, le=60)
+    indexed: bool = Field(False, description="search the face index (search --indexed)")
 
 
 class Decision(BaseModel):

@@ -305,3 +305,60 @@ def test_a_probe_photo_is_checked_for_one_usable_face_at_upload(archive_home):
     assert [p.name for p in stored] == [got["good"].json()["probe_id"] + ".png"]  # only it
     refused = list(archive_home.audit.records(action="case.probe_refused"))
     assert len(refused) == 3 and all(r["details"]["case"] == "OP-7" for r in refused)
+
+
+def _facewatch(home: Home, *args: str):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, FACEWATCH_USER="ana", PYTHONPATH=str(root))
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home.path), *args]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=400)
+
+
+async def _until_ended(c, sid: str) -> dict:
+    for _ in range(600):
+        st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
+        if st["state"] != "running":
+            return st
+        await asyncio.sleep(0.5)
+    return st
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.integration  # facewatch index (Ray, MTCNN, dlib-resnet), then search --indexed
+def test_the_indexed_probe_search_is_offered_once_the_archive_is_indexed(archive_home, tmp_path):
+    photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
+    spec = {"paths": ["0/short_hamilton_clip.mp4"], "indexed": True}
+
+    async def before(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        probe = await c.post("/v1/cases/OP-7/probes", content=photo,
+                             headers=as_("ana") | {"Content-Type": "image/png"})  # fmt: skip
+        spec["probes"] = [probe.json()["probe_id"]]
+        roots = (await c.get("/v1/archive", headers=as_("ana"))).json()
+        refused = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        return roots, refused
+
+    roots, refused = run(archive_home, before)
+    assert roots["indexed"]["available"] is False and "not indexed" in roots["indexed"]["why"]
+    assert refused.status_code == 409 and "not indexed" in refused.json()["error"]
+    clip = str(EXAMPLES / "short_hamilton_clip.mp4")
+    done = _facewatch(archive_home, "index", clip, "--case", "OP-7", "--reason", "an index",
+                      "--out", str(tmp_path / "index"))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    async def after(c):
+        roots = (await c.get("/v1/archive", headers=as_("ana"))).json()
+        started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        assert started.status_code == 202, started.text
+        st = await _until_ended(c, started.json()["search_id"])
+        return roots, st, (await c.get("/v1/cases/OP-7", headers=as_("ana"))).json()
+
+    roots, st, case = run(archive_home, after)
+    assert roots["indexed"]["available"] is True, roots
+    assert st["state"] == "done", st
+    searches = list(archive_home.audit.records(action="search"))
+    assert searches[-1]["details"]["mode"] == "indexed" and searches[-1]["actor"] == "ana"
+    assert any(s["file"] == "short_hamilton_clip.mp4" for s in case["sightings"]), case
