@@ -307,10 +307,10 @@ class SearchJobs:
             return -1
 
     def _settle(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.ingest()  # what it handed over so far, stored while the page follows it
         code = self._exit_code(row)
         if code is None:
             return row
-        self.ingest()
         if pending(handoff_root(self.home.path) / row["search_id"]):
             return row  # ended, but not all its matches are stored yet: still running
         out = Path(row["out_dir"])

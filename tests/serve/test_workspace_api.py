@@ -170,7 +170,8 @@ def test_the_archive_browser_and_searches_stay_under_the_archive_roots(
     assert archive_home.catalog.rows("SELECT * FROM case_searches") == []
 
 
-@pytest.mark.timeout(120)  # the good photo's face check loads MTCNN and dlib-resnet
+@pytest.mark.timeout(120)
+@pytest.mark.integration  # the good photo's face check loads MTCNN and dlib-resnet
 def test_a_probe_upload_is_checked_as_an_image_first(archive_home):
     photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
 
