@@ -363,3 +363,39 @@ def test_the_indexed_probe_search_is_offered_once_the_archive_is_indexed(archive
     searches = list(archive_home.audit.records(action="search"))
     assert searches[-1]["details"]["mode"] == "indexed" and searches[-1]["actor"] == "ana"
     assert any(s["file"] == "short_hamilton_clip.mp4" for s in case["sightings"]), case
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.integration  # a real watch-list search process (Ray, MTCNN, dlib-resnet)
+def test_a_list_search_from_the_page_hands_its_matches_to_the_server_holding_the_store(
+    tmp_path,
+):
+    """This process holds the default store (milvus-lite), as ``facewatch serve`` does: the
+    search reads the list's vectors from the server's copy and hands its matches over."""
+    from pipelines.engine import FaceEngine
+    from pipelines.handoff import handoff_root
+    from pipelines.store import MATCHES
+    from pipelines.watchlist import Watchlists
+
+    settings = Settings(home=tmp_path / "home", workspace={"archive_roots": [EXAMPLES]})
+    engine = FaceEngine(settings).load(warmup=False)
+    with Home.open(settings, engine.info) as home:
+        face = engine.probe_face(EXAMPLES / "lin-manuel-miranda.png")
+        Watchlists(home, engine.info, engine.embedder.default_threshold).add(
+            "Lin-Manuel Miranda", [face], "root", reason="a test", authorised_by="DI Shaw"
+        )
+
+        async def scenario(c):
+            await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+            spec = {"paths": ["0/short_hamilton_clip.mp4"], "list_name": "default"}
+            started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+            assert started.status_code == 202, started.text
+            return await _until_ended(c, started.json()["search_id"])
+
+        st = run(home, scenario)
+        assert st["state"] == "done", st
+        rows = home.vectors().query(MATCHES, 'case_ref == "OP-7"', fields=["id", "person_name"])
+        assert rows and {r["person_name"] for r in rows} == {"Lin-Manuel Miranda"}
+        assert len({r["id"] for r in rows}) == len(rows)
+        assert not list(handoff_root(home.path).glob("*/*"))  # ingested; the list copy gone
+        assert home.catalog.rows("SELECT file_id FROM search_files")  # recorded by the server
