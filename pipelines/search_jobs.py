@@ -22,6 +22,7 @@ group); what it stored before stays stored, and the search's state says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -319,7 +320,11 @@ class SearchJobs:
         return self._end(row, state, message)
 
     def _end(self, row: dict[str, Any], state: str, message: str) -> dict[str, Any]:
-        (handoff_root(self.home.path) / row["search_id"] / GALLERY).unlink(missing_ok=True)
+        folder = handoff_root(self.home.path) / row["search_id"]
+        (folder / GALLERY).unlink(missing_ok=True)
+        if folder.is_dir() and not pending(folder):
+            with contextlib.suppress(OSError):  # a set-aside .bad file stays, for a person
+                folder.rmdir()
         self.home.catalog.db.execute(
             "UPDATE case_searches SET state = ?, message = ?, ended_at = ? "
             "WHERE search_id = ? AND state = 'running'",
