@@ -5,7 +5,8 @@ excerpt of each confirmed one. Re-encoding would change every pixel and cost sec
 clip, so the video packets are copied as they are: the excerpt starts at the keyframe at
 or before ``start_s`` (so it decodes from its first frame) and ends after ``end_s``. Its
 timestamps are shifted to start at zero; ``Clip.offset_s`` says where in the original file
-the excerpt begins, so a face box or a time span can be placed on it. Audio is left out:
+the excerpt begins, in a search's times (seconds from the file's first frame, whatever its
+first timestamp), so a face box or a time span can be placed on it. Audio is left out:
 the faces are the evidence, and a copied audio track is one more thing to disclose.
 """
 
@@ -65,6 +66,11 @@ def _copy_packets(
     tb = stream.time_base
     if tb is None:  # a demuxed stream has one; PyAV types it optional
         raise ClipError("the video stream has no time base")
+    # A search's times count from the first frame (frame index / fps); a file's timestamps
+    # may start later (0.852 s in examples/short_hamilton_clip.mp4). Spans and the offset
+    # are in the search's times, so a face box is drawn on the frame it was found in.
+    origin = float(stream.start_time * tb) if stream.start_time else 0.0
+    start_s, end_s = start_s + origin, end_s + origin
     src.seek(int(start_s / tb), stream=stream, backward=True, any_frame=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     first = last = None
@@ -89,4 +95,4 @@ def _copy_packets(
     if first is None:
         dest.unlink(missing_ok=True)
         raise ClipError(f"no video at {start_s:.2f} s")
-    return Clip(dest, float(first * tb), float((last or 0) * tb))
+    return Clip(dest, max(0.0, float(first * tb) - origin), float((last or 0) * tb))

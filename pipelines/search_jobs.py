@@ -6,15 +6,23 @@ own session (it outlives the request, and a restart of the server), with
 ``--progress-file`` for the page to poll, and records it in ``case_searches``. Reusing the
 CLI means one search path: the same purpose checks, audit records, outputs and store.
 
+When this server holds the milvus-lite store (``facewatch serve``: LiveHub owns it, and
+milvus-lite admits one process), the search cannot open it: it runs with ``--handoff`` and
+leaves each finished file's matches in ``HOME/handoff/SEARCH_ID/``, which this server
+stores (``ingest``: on every status poll, and in the hub's upkeep), keeping one writer per
+milvus-lite file. A search is ``done`` only once everything it handed over is stored.
+
 What the browser may name is confined: archive paths are ``ROOT/relative`` under the
 configured ``workspace.archive_roots`` (resolved, so neither ``..`` nor a symlink leaves
-them), and probe photos are files this module stored after checking them as images first.
+them), and probe photos are files this module stored after checking them as images first
+and then for one usable face (the server's face pool runs the search's quality gates).
 A cancel interrupts the process (SIGINT, so it shuts its Ray down; then SIGKILL to its
 group); what it stored before stays stored, and the search's state says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,9 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipelines.cases import WORK, Actor, CaseBook, CaseError
 from pipelines.catalog import new_id, utcnow
 from pipelines.config import Settings
+from pipelines.handoff import GALLERY, export_gallery, handoff_root, ingest, pending
 from pipelines.home import Home
 from pipelines.images import ImageError, check_image_header, decode_image
 from pipelines.video import DEFAULT_EXTENSIONS
@@ -71,6 +82,7 @@ class SearchJobs:
                     {"name": r.name or str(i), "path": str(i), "kind": "dir"}
                     for i, r in enumerate(self.roots)
                 ],
+                "indexed": self.indexed(),
             }
         folder = self.resolve(name)
         if not folder.is_dir():
@@ -85,33 +97,69 @@ class SearchJobs:
             )
         return {"path": name, "entries": entries}
 
+    def indexed(self) -> dict[str, Any]:
+        """Whether the indexed probe search (``search --indexed``) can be offered: the
+        archive was indexed (``facewatch index`` stored faces), and the search can open
+        the store (not a milvus-lite store this server holds: that admits one process)."""
+        faces = sum(
+            int(r["details"].get("faces") or 0)
+            for r in self.home.audit.records(action="index.done")
+        )
+        if faces == 0:
+            return {"available": False, "why": "the archive is not indexed (facewatch index)"}
+        if self._holds_lite():
+            return {
+                "available": False,
+                "why": "the face index is in the milvus-lite store this server holds, which "
+                "admits one process: search the video, or move to a Milvus server (store.uri)",
+            }
+        return {"available": True, "why": f"{faces} faces indexed"}
+
+    def _holds_lite(self) -> bool:
+        return self.home.store is not None and not self.settings.store.uri
+
     # -- probe photos ---------------------------------------------------------------------
-    def add_probe(self, who: Actor, ref: str, data: bytes) -> dict[str, Any]:
-        """Store a probe photo for the case after checking it as an image (size, header,
-        decoding). Whether it holds one usable face is checked by the search itself, which
-        refuses it with the reason."""
+    def check_probe(self, who: Actor, ref: str, data: bytes) -> np.ndarray:
+        """A probe photo checked as an image (size, header, decoding), before anything else
+        looks at it: the decoded image, for the face check."""
         self.book.require(ref, who, WORK)
         ws = self.settings.workspace
         if len(data) > ws.max_probe_bytes:
             raise CaseError(f"the photo is over {ws.max_probe_bytes} bytes", 413)
         try:
             check_image_header(data, "probe photo", ws.max_probe_pixels)
-            image = decode_image(data, "probe photo", ws.max_probe_pixels)
+            return decode_image(data, "probe photo", ws.max_probe_pixels)
         except ImageError as exc:
             raise CaseError(str(exc), 422) from None
-        probe_id = "pr_" + hashlib.sha256(data).hexdigest()[:16]
+
+    def add_probe(
+        self, who: Actor, ref: str, data: bytes, problem: str | None = None
+    ) -> dict[str, Any]:
+        """Store a probe photo for the case, given what the face check found: ``problem``
+        is why the photo has no usable face (no face, several, none passing the quality
+        gates the search uses), None when it has exactly one. A refused photo is not kept;
+        its refusal is audited."""
+        image = self.check_probe(who, ref, data)
+        digest = hashlib.sha256(data).hexdigest()
+        probe_id = "pr_" + digest[:16]
+        if problem is not None:
+            self.home.audit.append(
+                who.name, "case.probe_refused", case=ref, probe=probe_id, reason=problem
+            )
+            raise CaseError(f"the photo has no usable face: {problem}", 422)
         ext = ".png" if data.startswith(b"\x89PNG") else ".jpg"
         folder = self._case_dir(ref) / "probes"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.home.audit.append(
-            who.name,
-            "case.probe_upload",
-            case=ref,
-            probe=probe_id,
-            sha256=hashlib.sha256(data).hexdigest(),
+            who.name, "case.probe_upload", case=ref, probe=probe_id, sha256=digest
         )
         (folder / f"{probe_id}{ext}").write_bytes(data)
-        return {"probe_id": probe_id, "width": image.shape[1], "height": image.shape[0]}
+        return {
+            "probe_id": probe_id,
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "face": "one usable face",
+        }
 
     def _case_dir(self, ref: str) -> Path:
         return self.home.path / "cases" / ref
@@ -134,6 +182,8 @@ class SearchJobs:
         probes = [self._probe(ref, p) for p in spec.get("probes", [])]
         if not paths or bool(probes) == bool(spec.get("list_name")):
             raise CaseError("a search needs archive paths and either probe photos or one list")
+        if spec.get("indexed"):
+            self._check_indexed(probes)
         search_id = new_id("sr")
         out = self._case_dir(ref) / "searches" / search_id
         out.mkdir(parents=True, mode=0o700)
@@ -156,8 +206,12 @@ class SearchJobs:
         ]
         cmd += [a for p in probes for a in ("--probe", str(p))]
         cmd += ["--list", spec["list_name"]] if spec.get("list_name") else []
-        cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
-        cmd += ["--ray-address", ray_address] if ray_address else []
+        if spec.get("indexed"):
+            cmd += ["--indexed"]  # the face index: no video decoded, no Ray
+        else:
+            cmd += ["--fps", str(float(spec["fps"]))] if spec.get("fps") else []
+            cmd += ["--ray-address", ray_address] if ray_address else []
+            cmd += self._handoff(search_id, spec)
         self.home.audit.append(
             who.name,
             "case.search_start",
@@ -167,6 +221,7 @@ class SearchJobs:
             probes=spec.get("probes", []),
             list=spec.get("list_name"),
             fps=spec.get("fps"),
+            indexed=bool(spec.get("indexed")),
         )
         proc = self._spawn(cmd, out, who.name)
         self._procs[search_id] = proc
@@ -176,6 +231,29 @@ class SearchJobs:
             (search_id, ref, who.name, utcnow(), proc.pid, str(out), json.dumps(spec)),
         )
         return self.status(who, ref, search_id)
+
+    def _check_indexed(self, probes: list[Path]) -> None:
+        offer = self.indexed()
+        if not probes or not offer["available"]:
+            why = offer["why"] if probes else "it searches for the person in probe photos"
+            raise CaseError(f"no indexed search here: {why}", 409)
+
+    def _handoff(self, search_id: str, spec: dict[str, Any]) -> list[str]:
+        """This server holds the milvus-lite store, so the search hands its matches over
+        (pipelines/handoff.py); a watch-list search gets the list vectors it reads."""
+        if not self._holds_lite():
+            return []  # no store held here, or a Milvus server: the search writes it itself
+        folder = handoff_root(self.home.path) / search_id
+        folder.mkdir(parents=True, mode=0o700)
+        if spec.get("list_name"):
+            export_gallery(self.home.store, folder)
+        return ["--handoff", str(folder)]
+
+    def ingest(self) -> int:
+        """Store what searches handed over (the server, the store's one writer, calls it)."""
+        if self.home.store is None:
+            return 0
+        return ingest(self.home.store, self.home.catalog, handoff_root(self.home.path))
 
     @staticmethod
     def _spawn(cmd: list[str], out: Path, actor: str) -> subprocess.Popen[bytes]:
@@ -230,15 +308,23 @@ class SearchJobs:
             return -1
 
     def _settle(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.ingest()  # what it handed over so far, stored while the page follows it
         code = self._exit_code(row)
         if code is None:
             return row
+        if pending(handoff_root(self.home.path) / row["search_id"]):
+            return row  # ended, but not all its matches are stored yet: still running
         out = Path(row["out_dir"])
         state = "done" if code in (0, 3) and (out / "sightings.parquet").is_file() else "failed"
         message = "" if state == "done" else _last_error(out / "search.log")
         return self._end(row, state, message)
 
     def _end(self, row: dict[str, Any], state: str, message: str) -> dict[str, Any]:
+        folder = handoff_root(self.home.path) / row["search_id"]
+        (folder / GALLERY).unlink(missing_ok=True)
+        if folder.is_dir() and not pending(folder):
+            with contextlib.suppress(OSError):  # a set-aside .bad file stays, for a person
+                folder.rmdir()
         self.home.catalog.db.execute(
             "UPDATE case_searches SET state = ?, message = ?, ended_at = ? "
             "WHERE search_id = ? AND state = 'running'",
@@ -255,6 +341,7 @@ class SearchJobs:
             raise CaseError(f"search {search_id} is not running ({row['state']})", 409)
         self.home.audit.append(who.name, "case.search_cancel", case=ref, search_id=search_id)
         _interrupt(row["pid"], self._procs.get(search_id))
+        self.ingest()  # what it handed over before it stopped
         progress = _progress(Path(row["out_dir"]))
         message = (
             f"cancelled by {who.name} after {progress.get('files_done', 0)} of "

@@ -130,7 +130,8 @@ def check_lite_lock(db: Path) -> None:
         raise StoreLockedError(
             f"another process holds the milvus-lite store at {db} (probably `facewatch serve` "
             "or a running search). milvus-lite allows one process at a time: stop it, use "
-            "its HTTP API, or move to a Milvus server (store.uri / --store)"
+            "its HTTP API (a search: start it in the server's workspace, /workspace, which "
+            "hands its matches to the server), or move to a Milvus server (store.uri / --store)"
         ) from None
     finally:
         os.close(fd)

@@ -57,6 +57,7 @@ class Workspace:
             "decide": self.decide,
             "export": self.export,
             "browse": self.jobs.browse,
+            "probe_image": self.jobs.check_probe,
             "probe": self.jobs.add_probe,
             "search": self.search,
             "searches": self.jobs.searches,

@@ -177,7 +177,8 @@ class LiveHub:
     async def _upkeep(self) -> None:
         last_warning = time.monotonic()
         while True:
-            for step in (self._retention_if_due, self._report_scanned, self._audit_refusals):
+            steps = (self._retention_if_due, self._report_scanned, self._audit_refusals)
+            for step in (*steps, self._store_handoffs):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - keep the loop alive; the next round retries
@@ -225,6 +226,13 @@ class LiveHub:
                 reason=reason,
                 repeats_left_out=left_out,
             )
+
+    async def _store_handoffs(self) -> None:
+        """Matches that workspace searches handed over (this hub holds the milvus-lite
+        store; pipelines/handoff.py), stored even while nobody follows the search."""
+        done = await self._io(self.workspace.jobs.ingest)
+        if done:
+            logger.info("stored the matches of %d handed-over file(s)", done)
 
     async def _report_scanned(self) -> None:
         """Add each camera's newly analysed faces to the deployments' counter (counts only)."""
@@ -477,8 +485,19 @@ class LiveHub:
 
     @hub_errors
     async def case_act(self, op: str, actor: str, role: str, *args: Any) -> Any:
-        """An act of the investigator workspace (``pipelines.workspace``), on the io thread."""
-        return await self._io(self.workspace.call, op, Actor(actor, role), *args)
+        """An act of the investigator workspace (``pipelines.workspace``), on the io thread.
+        A probe photo is checked for one usable face by the face pool first."""
+        who = Actor(actor, role)
+        if op == "probe":
+            args = (*args, await self._probe_problem(who, *args))
+        return await self._io(self.workspace.call, op, who, *args)
+
+    async def _probe_problem(self, who: Actor, ref: str, data: bytes) -> str | None:
+        """Why a probe photo has no usable face (None: it has exactly one), by the pool's
+        detector and the quality gates a search uses; the image is checked first."""
+        image = await self._io(self.workspace.call, "probe_image", who, ref, data)
+        verdict = (await self.pool.photos.remote([image]))[0]
+        return verdict if isinstance(verdict, str) else None
 
     async def auth_failure(self, details: dict) -> None:
         """A refused request: 401s as ``anonymous``, 403s as the token's name (its id,

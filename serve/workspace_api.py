@@ -100,12 +100,16 @@ class DecisionRecord(_Open):
 class ArchiveListing(_Open):
     path: str = Field(description="a folder under the archive roots ('' lists the roots)")
     entries: list[dict[str, Any]]
+    indexed: dict[str, Any] | None = Field(
+        None, description="with the roots: whether the indexed probe search is offered, why"
+    )
 
 
 class Probe(_Open):
     probe_id: str
     width: int
     height: int
+    face: str = Field(description="'one usable face' (a photo without one is refused: 422)")
 
 
 class AuditExtract(_Open):
@@ -151,6 +155,7 @@ class NewSearch(BaseModel):
     probes: list[str] = Field(default_factory=list, max_length=10)
     list_name: str | None = Field(None, pattern=LIST_NAME)
     fps: float | None = Field(None, gt=0.05, le=60)
+    indexed: bool = Field(False, description="search the face index (search --indexed)")
 
 
 class Decision(BaseModel):
@@ -205,10 +210,12 @@ def sighting_routes(app: FastAPI, hub, need) -> None:
         boxes = ";".join(
             f"{b['t']:.3f}:{','.join(f'{v:.1f}' for v in b['box'])}" for b in got["boxes"]
         )
+        if len(boxes) > 6000:  # whole entries only: a cut one would draw a wrong box
+            boxes = boxes[: boxes.rindex(";", 0, 6000)]
         headers = {
             **PRIVATE,
             "X-Clip-Offset": f"{got['offset_s']:.3f}",
-            "X-Face-Boxes": boxes[:6000],
+            "X-Face-Boxes": boxes,
         }
         return Response(got["mp4"], media_type="video/mp4", headers=headers)
 

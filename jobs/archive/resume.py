@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.archive.search import FileResult
-from pipelines.catalog import Catalog, utcnow
+from pipelines.catalog import Catalog
 from pipelines.config import Settings
+from pipelines.handoff import record_completion
 from pipelines.match import Gallery
 from pipelines.schemas import Match, Sighting
 from pipelines.video import VideoInfo
@@ -77,20 +78,10 @@ class CompletionBook:
     def record(self, res: FileResult) -> bool:
         """Record ``res`` as complete; call only after its matches are stored. A file that
         was not searched whole gets no record (a rerun searches it again)."""
-        if not res.complete:
+        body = completion_body(res)
+        if body is None:
             return False
-        body = {
-            "frames": res.frames,
-            "faces": res.faces,
-            "rejected": res.rejected,
-            "matches": [_match_row(m) for m in res.matches],
-            "sightings": [s.row() for s in res.sightings],
-        }
-        self.catalog.db.execute(
-            "INSERT OR REPLACE INTO search_files(search_key, file_id, path, completed_at, "
-            "result_json) VALUES (?, ?, ?, ?, ?)",
-            (self.key, res.file_id, res.path, utcnow(), json.dumps(body)),
-        )
+        record_completion(self.catalog, self.key, res.file_id, res.path, body)
         return True
 
     def restorer(self) -> Callable[[str, str, VideoInfo], FileResult | None]:
@@ -106,6 +97,19 @@ class CompletionBook:
             return restored(body, path, file_id, info)
 
         return restore
+
+
+def completion_body(res: FileResult) -> dict | None:
+    """What a completion record keeps of a file (None: it was not searched whole)."""
+    if not res.complete:
+        return None
+    return {
+        "frames": res.frames,
+        "faces": res.faces,
+        "rejected": res.rejected,
+        "matches": [_match_row(m) for m in res.matches],
+        "sightings": [s.row() for s in res.sightings],
+    }
 
 
 def _match_row(m: Match) -> dict:

@@ -9,23 +9,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from jobs.archive import runtime
 from jobs.archive.report import link_media, render_report, write_outputs, write_summary
-from jobs.archive.resume import CompletionBook, search_key
+from jobs.archive.resume import CompletionBook, completion_body, search_key
 from jobs.archive.search import ArchiveSearch, FileResult, Progress, SearchResult
 from jobs.archive.search_monitor import monitored
 from pipelines import observe
 from pipelines.config import Settings
 from pipelines.engine import EnrolmentError, FaceEngine
 from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
+from pipelines.handoff import HandoffVectors
 from pipelines.home import Home
 from pipelines.match import Gallery
 from pipelines.paths import resolved
 from pipelines.schemas import EmbedderMismatchError
-from pipelines.store import MATCHES, TEXT_LEN, StoreError
+from pipelines.store import MATCHES, TEXT_LEN, StoreError, VectorStore
 from pipelines.text import UnsafeTextError, check_text
 from pipelines.video import find_videos
 from pipelines.watchlist import WatchlistError, Watchlists
@@ -99,6 +101,8 @@ class SearchSetup:
     reason: str
     target: str  # "list:NAME", "all lists" or "probe:HASH,..."
     resumed: list[str] = field(default_factory=list)  # files done by an earlier run
+    # set: the server holds the store; matches go to it through this folder
+    handoff: HandoffVectors | None = None
 
     @classmethod
     def prepare(
@@ -113,6 +117,7 @@ class SearchSetup:
         actor: str,
         warn: Callable[[str], None],
         review_threshold: float | None = None,
+        handoff: Path | None = None,
     ) -> SearchSetup:
         relaxed = check_purpose(settings, case, reason)
         if probes and list_name is not None:
@@ -120,10 +125,7 @@ class SearchSetup:
         check_numbers(threshold=threshold)
         check_numbers(threshold=review_threshold)
         engine = runtime.local_engine(settings)
-        try:
-            home = Home.open(settings, engine.info)
-        except (StoreError, EmbedderMismatchError) as exc:
-            raise SetupError(str(exc)) from None
+        home, vectors = _open_home(settings, engine, handoff)
         try:
             if probes:
                 gallery, target = probe_gallery(engine, probes, threshold, review_threshold)
@@ -153,7 +155,8 @@ class SearchSetup:
             thresholds=_threshold_range(gallery.thresholds),
             review_thresholds=_threshold_range(gallery.review_thresholds),
         )
-        return cls(settings, paths, gallery, home, actor, case or "", reason or "", target)
+        return cls(settings, paths, gallery, home, actor, case or "", reason or "", target,
+                   handoff=vectors)  # fmt: skip
 
     def run(
         self, out: Path, fps: float | None, ray_address: str | None, progress: Progress
@@ -193,11 +196,22 @@ class SearchSetup:
 
     def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
         """The file's matches to the store and thumbnails to disk, then (only then) its
-        completion record, so a rerun of this search skips it."""
-        self._store(res, out)
+        completion record, so a rerun of this search skips it. Handed off, the server
+        stores them and writes the record (pipelines/handoff.py)."""
+        rows = self._rows(res, out)
+        if self.handoff is not None:
+            self.handoff.hand_off(book.key, res.file_id, res.path, rows, completion_body(res))
+            return
+        if rows:
+            write_retrying(
+                lambda: self.home.vectors().upsert_matches(rows),
+                self.settings.search.store_retry_s,
+                res.path,
+            )
         book.record(res)
 
-    def _store(self, res: FileResult, out: Path) -> None:
+    def _rows(self, res: FileResult, out: Path) -> list[dict]:
+        """The file's matches as store rows; their thumbnails to disk and the home's media."""
         rows = []
         for m in res.matches:
             crop = m.extra.pop("crop", b"")
@@ -210,12 +224,7 @@ class SearchSetup:
             row["embedding"] = np.asarray(emb, np.float32)
             row["case_ref"] = self.case
             rows.append(row)
-        if rows:
-            write_retrying(
-                lambda: self.home.vectors().upsert_matches(rows),
-                self.settings.search.store_retry_s,
-                res.path,
-            )
+        return rows
 
     def summary(self, result: SearchResult) -> dict:
         return {
@@ -266,6 +275,23 @@ class SearchSetup:
 
     def close(self) -> None:
         self.home.close()
+
+
+def _open_home(
+    settings: Settings, engine: FaceEngine, handoff: Path | None
+) -> tuple[Home, HandoffVectors | None]:
+    """The home with its store; with ``handoff``, the store the server holds is reached
+    through that folder instead (pipelines/handoff.py)."""
+    try:
+        if handoff is None:
+            return Home.open(settings, engine.info), None
+        home = Home.open(settings)
+    except (StoreError, EmbedderMismatchError) as exc:
+        raise SetupError(str(exc)) from None
+    # duck-typed: the gallery's vector look-up is all the search asks of the store here
+    vectors = HandoffVectors(handoff)
+    home.store = cast(VectorStore, vectors)
+    return home, vectors
 
 
 def check_numbers(fps: float | None = None, threshold: float | None = None) -> None:

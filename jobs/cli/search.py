@@ -66,6 +66,12 @@ def search(
     progress_file: Path | None = typer.Option(
         None, "--progress-file", help="also write progress to this JSON file (the workspace)"
     ),
+    handoff: Path | None = typer.Option(
+        None,
+        "--handoff",
+        hidden=True,
+        help="the server holds the milvus-lite store: leave matches here for it (the workspace)",
+    ),
 ) -> None:
     """Search archive video for watch-listed people and report sightings."""
     if indexed:
@@ -80,7 +86,8 @@ def search(
     runtime.prepare_env(local=ray_address is None)  # before anything starts gRPC
     settings = get_context(ctx).settings()
     check_numbers(fps, threshold)
-    setup = _prepare(settings, paths, list_name, probe, (threshold, review_threshold), case, reason)
+    thresholds = (threshold, review_threshold)
+    setup = _prepare(settings, paths, list_name, probe, thresholds, case, reason, handoff)
     try:
         with json_stdout(as_json):  # no Ray output in the JSON
             result = run_with_progress(setup, out, fps, ray_address, as_json, progress_file)
@@ -90,7 +97,9 @@ def search(
     raise typer.Exit(_exit_code(result))
 
 
-def _prepare(settings, paths, list_name, probe, thresholds, case, reason) -> SearchSetup:
+def _prepare(
+    settings, paths, list_name, probe, thresholds, case, reason, handoff=None
+) -> SearchSetup:
     """Everything checked (inputs, list, case, purpose) before any work starts."""
     threshold, review_threshold = thresholds
     check_numbers(threshold=review_threshold)
@@ -106,6 +115,7 @@ def _prepare(settings, paths, list_name, probe, thresholds, case, reason) -> Sea
         current_actor(),
         warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
         review_threshold=review_threshold,
+        handoff=handoff,
     )
 
 

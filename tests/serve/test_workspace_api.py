@@ -1,7 +1,8 @@
 """The workspace's routes on the real FastAPI app (``create_app``), in process: real tokens,
-a real home (catalog, audit log) and ``LiveHub``'s own ``case_act``; no Ray, because the
-workspace needs no model pool. Sightings come from the browser test's real search
-(tests/serve/test_workspace_browser.py); these cover cases, roles and refusals."""
+a real home (catalog, audit log) and ``LiveHub``'s own ``case_act``; no Ray: the workspace
+asks the model pool only to check probe photos, done here by a real engine in process.
+Sightings come from the browser test's real search (tests/serve/test_workspace_browser.py);
+these cover cases, roles and refusals."""
 
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ def test_the_archive_browser_and_searches_stay_under_the_archive_roots(
     assert archive_home.catalog.rows("SELECT * FROM case_searches") == []
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)
+@pytest.mark.integration  # the good photo's face check loads MTCNN and dlib-resnet
 def test_a_probe_upload_is_checked_as_an_image_first(archive_home):
     photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
 
@@ -252,34 +254,148 @@ def test_an_auditor_reads_the_audit_log_and_an_investigator_only_its_cases(home)
     assert reads == ["aud", "ana"]  # reading the log is itself audited
 
 
-@pytest.mark.timeout(500)
-@pytest.mark.integration  # a real search process (MTCNN, dlib-resnet) refusing the photo
-def test_a_probe_photo_without_a_usable_face_fails_its_search_with_the_reason(archive_home):
+def _png(image) -> bytes:
     import io
 
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _probe_photos() -> dict[str, bytes]:
+    """A blank photo, two faces side by side, one face too small, and a good one."""
     from PIL import Image
 
-    blank = io.BytesIO()
-    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, format="PNG")
+    one = Image.open(EXAMPLES / "lin-manuel-miranda.png").convert("RGB")
+    other = Image.open(EXAMPLES / "alex-lacamoire.png").convert("RGB").resize(one.size)
+    pair = Image.new("RGB", (one.width * 2, one.height))
+    pair.paste(one, (0, 0))
+    pair.paste(other, (one.width, 0))
+    return {
+        "blank": _png(Image.new("RGB", (320, 240), (128, 128, 128))),
+        "pair": _png(pair),
+        "tiny": _png(one.resize((48, 48 * one.height // one.width))),
+        "good": (EXAMPLES / "lin-manuel-miranda.png").read_bytes(),
+    }
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.integration  # the face check: MTCNN, the quality gates and dlib-resnet
+def test_a_probe_photo_is_checked_for_one_usable_face_at_upload(archive_home):
+    photos = _probe_photos()
 
     async def scenario(c):
         await c.post("/v1/cases", json=NEW, headers=as_("ana"))
-        probe = await c.post(
-            "/v1/cases/OP-7/probes",
-            content=blank.getvalue(),
-            headers=as_("ana") | {"Content-Type": "image/png"},
-        )
-        spec = {"paths": ["0/short_hamilton_clip.mp4"], "probes": [probe.json()["probe_id"]]}
-        sid = (await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))).json()[
-            "search_id"
-        ]
-        for _ in range(500):
-            st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
-            if st["state"] != "running":
-                return st
-            await asyncio.sleep(0.5)
-        return st
+        got = {}
+        for name, data in photos.items():
+            got[name] = await c.post(
+                "/v1/cases/OP-7/probes",
+                content=data,
+                headers=as_("ana") | {"Content-Type": "image/png"},
+            )
+        return got
 
-    st = run(archive_home, scenario)
-    assert st["state"] == "failed", st
-    assert "face" in st["message"] and "pr_" in st["message"], st["message"]
+    got = run(archive_home, scenario)
+    assert got["good"].status_code == 201 and got["good"].json()["face"] == "one usable face"
+    said = {n: r.json()["error"] for n, r in got.items() if n != "good"}
+    assert all(got[n].status_code == 422 for n in said), {n: got[n].text for n in said}
+    assert "no face found" in said["blank"], said
+    assert "2 usable faces" in said["pair"] and "exactly one" in said["pair"], said
+    assert "none passes quality (small)" in said["tiny"], said
+    stored = list((archive_home.path / "cases" / "OP-7" / "probes").iterdir())
+    assert [p.name for p in stored] == [got["good"].json()["probe_id"] + ".png"]  # only it
+    refused = list(archive_home.audit.records(action="case.probe_refused"))
+    assert len(refused) == 3 and all(r["details"]["case"] == "OP-7" for r in refused)
+
+
+def _facewatch(home: Home, *args: str):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, FACEWATCH_USER="ana", PYTHONPATH=str(root))
+    cmd = [sys.executable, "-m", "jobs.cli", "--home", str(home.path), *args]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=400)
+
+
+async def _until_ended(c, sid: str) -> dict:
+    for _ in range(600):
+        st = (await c.get(f"/v1/cases/OP-7/searches/{sid}", headers=as_("ana"))).json()
+        if st["state"] != "running":
+            return st
+        await asyncio.sleep(0.5)
+    return st
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.integration  # facewatch index (Ray, MTCNN, dlib-resnet), then search --indexed
+def test_the_indexed_probe_search_is_offered_once_the_archive_is_indexed(archive_home, tmp_path):
+    photo = (EXAMPLES / "lin-manuel-miranda.png").read_bytes()
+    spec = {"paths": ["0/short_hamilton_clip.mp4"], "indexed": True}
+
+    async def before(c):
+        await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+        probe = await c.post("/v1/cases/OP-7/probes", content=photo,
+                             headers=as_("ana") | {"Content-Type": "image/png"})  # fmt: skip
+        spec["probes"] = [probe.json()["probe_id"]]
+        roots = (await c.get("/v1/archive", headers=as_("ana"))).json()
+        refused = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        return roots, refused
+
+    roots, refused = run(archive_home, before)
+    assert roots["indexed"]["available"] is False and "not indexed" in roots["indexed"]["why"]
+    assert refused.status_code == 409 and "not indexed" in refused.json()["error"]
+    clip = str(EXAMPLES / "short_hamilton_clip.mp4")
+    done = _facewatch(archive_home, "index", clip, "--case", "OP-7", "--reason", "an index",
+                      "--out", str(tmp_path / "index"))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    async def after(c):
+        roots = (await c.get("/v1/archive", headers=as_("ana"))).json()
+        started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+        assert started.status_code == 202, started.text
+        st = await _until_ended(c, started.json()["search_id"])
+        return roots, st, (await c.get("/v1/cases/OP-7", headers=as_("ana"))).json()
+
+    roots, st, case = run(archive_home, after)
+    assert roots["indexed"]["available"] is True, roots
+    assert st["state"] == "done", st
+    searches = list(archive_home.audit.records(action="search"))
+    assert searches[-1]["details"]["mode"] == "indexed" and searches[-1]["actor"] == "ana"
+    assert any(s["file"] == "short_hamilton_clip.mp4" for s in case["sightings"]), case
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.integration  # a real watch-list search process (Ray, MTCNN, dlib-resnet)
+def test_a_list_search_from_the_page_hands_its_matches_to_the_server_holding_the_store(
+    tmp_path,
+):
+    """This process holds the default store (milvus-lite), as ``facewatch serve`` does: the
+    search reads the list's vectors from the server's copy and hands its matches over."""
+    from pipelines.engine import FaceEngine
+    from pipelines.handoff import handoff_root
+    from pipelines.store import MATCHES
+    from pipelines.watchlist import Watchlists
+
+    settings = Settings(home=tmp_path / "home", workspace={"archive_roots": [EXAMPLES]})
+    engine = FaceEngine(settings).load(warmup=False)
+    with Home.open(settings, engine.info) as home:
+        face = engine.probe_face(EXAMPLES / "lin-manuel-miranda.png")
+        Watchlists(home, engine.info, engine.embedder.default_threshold).add(
+            "Lin-Manuel Miranda", [face], "root", reason="a test", authorised_by="DI Shaw"
+        )
+
+        async def scenario(c):
+            await c.post("/v1/cases", json=NEW, headers=as_("ana"))
+            spec = {"paths": ["0/short_hamilton_clip.mp4"], "list_name": "default"}
+            started = await c.post("/v1/cases/OP-7/searches", json=spec, headers=as_("ana"))
+            assert started.status_code == 202, started.text
+            return await _until_ended(c, started.json()["search_id"])
+
+        st = run(home, scenario)
+        assert st["state"] == "done", st
+        rows = home.vectors().query(MATCHES, 'case_ref == "OP-7"', fields=["id", "person_name"])
+        assert rows and {r["person_name"] for r in rows} == {"Lin-Manuel Miranda"}
+        assert len({r["id"] for r in rows}) == len(rows)
+        assert not list(handoff_root(home.path).glob("*"))  # ingested; the list copy gone
+        assert home.catalog.rows("SELECT file_id FROM search_files")  # recorded by the server

@@ -4,8 +4,11 @@ export the bundle, and ``facewatch evidence verify`` it (and a copy with one byt
 
 The workspace app runs in process on 127.0.0.1 (uvicorn; ``LiveHub``'s own ``case_act`` on
 a real home: tests/serve/workspace_helpers.py), because the workspace needs no model pool.
-The search is started from the page: the workspace runs ``facewatch search --probe ...
---case OP-1`` as a detached process (Ray, MTCNN, dlib-resnet), and the page follows it.
+Like ``facewatch serve``, this process holds the home's default store (milvus-lite, which
+admits one process). The search is started from the page: the workspace runs ``facewatch
+search --probe ... --case OP-1 --handoff`` as a detached process (Ray, MTCNN, dlib-resnet)
+that cannot open that store, so it hands its matches over and this process stores them
+(pipelines/handoff.py); the page follows it.
 Every page is checked with axe-core (the npm package, installed by .ci/ensure-axe) for
 serious or critical violations, and screenshotted under the test's tmp folder.
 """
@@ -23,7 +26,10 @@ import pytest
 from workspace_helpers import TOKENS, as_, served
 
 from pipelines.config import Settings
+from pipelines.engine import FaceEngine
+from pipelines.handoff import handoff_root
 from pipelines.home import Home
+from pipelines.store import MATCHES
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -75,7 +81,9 @@ def browser():
 def workspace_server(tmp_path_factory):
     home_dir = tmp_path_factory.mktemp("ws-home")
     settings = Settings(home=home_dir / "home", workspace={"archive_roots": [ROOT / "examples"]})
-    with Home.open(settings) as home, served(home) as base:
+    # the server holds the default store, milvus-lite, as LiveHub does
+    assert settings.store.uri is None
+    with Home.open(settings, FaceEngine(settings).info) as home, served(home) as base:
         yield base, home
 
 
@@ -105,6 +113,7 @@ def investigated(workspace_server, browser, tmp_path_factory):
     row.wait_for(timeout=30_000)
     seen["row"] = row.inner_text()
     seen["clip"] = play_clip(page)
+    seen["box"] = drawn_box(page)
     seen["axe"]["case"] = axe_serious(page)
     page.screenshot(path=str(shots / "3-case.png"), full_page=True)
     page.get_by_label("Note").fill("same man as the probe; face turns at 5 s")
@@ -160,6 +169,81 @@ def play_clip(page) -> dict:
     return at_start
 
 
+def drawn_box(page) -> dict:
+    """The face box as drawn, and the video's picture, both in page pixels, at a paused
+    moment inside the sighting."""
+    page.evaluate(
+        "() => { const v = document.getElementById('clip'); v.pause();"
+        " v.currentTime = Number(v.dataset.start) + 1.0; }"
+    )
+    page.wait_for_function(
+        "() => { const v = document.getElementById('clip'), c = document.getElementById('box');"
+        " return !v.seeking && c.dataset.box"
+        " && Math.abs(Number(c.dataset.t) - v.currentTime - Number(v.dataset.offset)) <= 0.3; }",
+        timeout=20_000,
+    )
+    return page.evaluate(
+        "() => { const v = document.getElementById('clip'), c = document.getElementById('box');"
+        " const r = (e) => { const b = e.getBoundingClientRect();"
+        " return [b.left, b.top, b.width, b.height]; };"
+        " const f = document.createElement('canvas'); f.width = 64; f.height = 36;"
+        " const x = f.getContext('2d'); x.drawImage(v, 0, 0, 64, 36);"
+        " const d = x.getImageData(0, 0, 64, 36).data, gray = [];"
+        " for (let i = 0; i < d.length; i += 4) gray.push((d[i] + d[i + 1] + d[i + 2]) / 3);"
+        " return {video: r(v), canvas: r(c), box: c.dataset.box.split(',').map(Number),"
+        " t: Number(c.dataset.t), now: v.currentTime + Number(v.dataset.offset),"
+        " vw: v.videoWidth, vh: v.videoHeight, gray: gray}; }"
+    )
+
+
+def source_time_of(gray: list[float], near_s: float) -> float:
+    """The time, in the search's terms (frame index / fps), of the source frame that looks
+    most like the frame on screen, among those within 1.5 s of ``near_s``."""
+    import decord
+    import numpy as np
+    from PIL import Image
+
+    shown = np.asarray(gray, np.float32).reshape(36, 64)
+    reader = decord.VideoReader(str(ROOT / "examples" / "short_hamilton_clip.mp4"))
+    fps = reader.get_avg_fps()
+    lo, hi = max(0, int((near_s - 1.5) * fps)), min(len(reader), int((near_s + 1.5) * fps))
+    frames = reader.get_batch(list(range(lo, hi))).asnumpy()
+    diffs = [
+        np.abs(np.asarray(Image.fromarray(f).resize((64, 36)), np.float32).mean(2) - shown).mean()
+        for f in frames
+    ]
+    return (lo + int(np.argmin(diffs))) / fps
+
+
+def stored_box(home: Home, t: float) -> list[float]:
+    """The sighting's face box stored by the search at source time ``t`` (matches.parquet)."""
+    import pyarrow.parquet as pq
+
+    (path,) = (home.path / "cases" / "OP-1" / "searches").glob("*/matches.parquet")
+    rows = pq.read_table(path, columns=["timestamp_s", "box"]).to_pylist()
+    return min(rows, key=lambda r: abs(r["timestamp_s"] - t))["box"]
+
+
+def check_box_over_face(drawn: dict, home: Home) -> None:
+    """The drawn box lies where the stored box falls on the video's picture: the picture
+    fitted into the element (object-fit: contain), the box scaled from source pixels."""
+    left, top, width, height = drawn["video"]
+    k = min(width / drawn["vw"], height / drawn["vh"])
+    px, py = left + (width - drawn["vw"] * k) / 2, top + (height - drawn["vh"] * k) / 2
+    x1, y1, x2, y2 = stored_box(home, drawn["t"])
+    expected = [px + x1 * k, py + y1 * k, (x2 - x1) * k, (y2 - y1) * k]
+    cx, cy = drawn["canvas"][:2]
+    bx, by, bw, bh = drawn["box"]
+    got = [cx + bx, cy + by, bw, bh]
+    assert all(abs(g - e) <= 2.0 for g, e in zip(got, expected, strict=True)), (got, expected)
+    assert abs(drawn["t"] - drawn["now"]) <= 0.3, drawn  # the box of the frame on screen
+    # ... and the page's idea of the time on screen is the search's: the source frame that
+    # looks like the one shown is at that time (a file whose timestamps start late once
+    # put every box 0.85 s ahead of its face)
+    shown_s = source_time_of(drawn["gray"], drawn["now"])
+    assert abs(shown_s - drawn["now"]) <= 0.25, (shown_s, drawn["now"])
+
+
 @pytest.mark.timeout(900)
 def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_server):
     seen = investigated
@@ -170,6 +254,7 @@ def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_
     assert 2.5 <= start <= 3.5 and 6.5 <= end <= 7.5, cells  # the sighting at about 3-7 s
     clip = seen["clip"]
     assert abs(clip["offset"] + clip["t"] - start) < 0.5  # the video reached the start
+    check_box_over_face(seen["box"], workspace_server[1])
     assert "100%" in seen["precision"] and "1 confirmed" in seen["precision"]
     assert seen["axe"] == {"login": [], "cases": [], "case": []}, seen["axe"]
     ok = facewatch(Path("/nonexistent"), "evidence", "verify", str(seen["bundle"]))
@@ -182,6 +267,12 @@ def test_one_whole_case_from_login_to_a_verified_bundle(investigated, workspace_
     bad = facewatch(Path("/nonexistent"), "evidence", "verify", str(changed))
     assert bad.returncode == 1 and "NOT intact" in bad.stderr and "entry" in bad.stderr
     _, home = workspace_server
+    # the search's matches are in the store the server holds, each once, and its files'
+    # completion records were written by the server after it stored them
+    stored = home.vectors().query(MATCHES, 'case_ref == "OP-1"', fields=["id"])
+    assert stored and len({r["id"] for r in stored}) == len(stored)
+    assert not list(handoff_root(home.path).glob("*/file-*.json"))
+    assert home.catalog.rows("SELECT file_id FROM search_files")
     actions = {r["action"] for r in home.audit.records() if r["details"].get("case") == "OP-1"}
     expected = {"case.create", "case.probe_upload", "case.search_start", "search",
                 "export.search", "case.open", "case.view_face",
@@ -222,3 +313,16 @@ def test_another_investigator_gets_403_and_an_auditor_reads_but_cannot_decide(
     r = httpx.post(f"{base}/v1/cases/OP-1/sightings/{sid}/decision",
                    json={"decision": "rejected"}, headers=as_("aud"), timeout=30)  # fmt: skip
     assert r.status_code == 403
+
+
+@pytest.mark.timeout(180)
+def test_a_plain_cli_search_refuses_clearly_while_the_server_holds_the_store(workspace_server):
+    """What the workspace ran before it handed matches over: the same search, refused."""
+    _, home = workspace_server
+    got = facewatch(home.path, "search", str(ROOT / "examples" / "short_hamilton_clip.mp4"),
+                    "--probe", str(ROOT / "examples" / "lin-manuel-miranda.png"),
+                    "--case", "OP-2", "--reason", "a check")  # fmt: skip
+    assert got.returncode == 2, got.stdout + got.stderr
+    said = " ".join(got.stderr.split())
+    assert "another process holds the milvus-lite store" in said, said
+    assert "/workspace" in said and "store.uri" in said  # the ways out, named

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import threading
 import time
+from types import SimpleNamespace
 
 import uvicorn
 
 from pipelines.config import Settings
+from pipelines.engine import FaceEngine
 from pipelines.home import Home
 from pipelines.workspace import Workspace
 from serve.api import create_app
@@ -28,17 +30,34 @@ TOKENS = {
 _HUB = LiveHub.func_or_class
 
 
+class FakePoolInProcess:
+    """Fake pool: the FacePool's ``photos`` (the probe check) on a real FaceEngine in this
+    process, loaded on first use; the Serve deployment would need a Ray cluster, and the
+    workspace asks the pool for nothing else."""
+
+    def __init__(self, settings: Settings):
+        self.engine = FaceEngine(settings)
+        self.photos = SimpleNamespace(remote=self._photos)
+
+    async def _photos(self, images):
+        engine = await asyncio.to_thread(self.engine.load, False)
+        return await asyncio.to_thread(engine.probe_images, list(images))
+
+
 class WorkspaceHubShell:
     """Fake hub: LiveHub's own ``case_act`` and ``auth_failure`` on the parts they use, all
     real (Home, Workspace, AuditLog, FailureThrottle); blocking calls run inline. The live
-    hub's cameras and model pool are not needed by the workspace, so none is started."""
+    hub's cameras are not needed by the workspace, so none is started; of its model pool,
+    the probe check runs in process (``FakePoolInProcess``)."""
 
     case_act, auth_failure = _HUB.case_act, _HUB.auth_failure
+    _probe_problem = _HUB._probe_problem
 
     def __init__(self, home: Home):
         self.home, self.audit = home, home.audit
         self.workspace = Workspace(home)
         self._auth_failures = FailureThrottle()
+        self.pool = FakePoolInProcess(home.settings)
 
     async def _io(self, fn, *args, **kwargs):
         return fn(*args, **kwargs)
