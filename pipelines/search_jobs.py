@@ -95,7 +95,13 @@ class SearchJobs:
             entries.append(
                 {"name": child.name, "path": f"{name.rstrip('/')}/{child.name}", "kind": kind}
             )
-        return {"path": name, "entries": entries}
+        return {"path": name, "display": self._display(name), "entries": entries}
+
+    def _display(self, name: str) -> str:
+        """``0/sub`` as the investigator reads it: the root's own name, then the rest."""
+        first, _, rest = name.partition("/")
+        root = self.roots[int(first)]
+        return "/".join(filter(None, [root.name or first, rest.strip("/")]))
 
     def indexed(self) -> dict[str, Any]:
         """Whether the indexed probe search (``search --indexed``) can be offered: the

@@ -165,6 +165,7 @@ def test_the_archive_browser_and_searches_stay_under_the_archive_roots(
     assert [e["name"] for e in roots.json()["entries"]] == ["examples"]
     names = {e["name"] for e in inside.json()["entries"]}
     assert "short_hamilton_clip.mp4" in names and "obama.jpg" not in names  # videos only
+    assert inside.json()["display"] == "examples"  # the root's name, not its index
     for r in (browse, start):
         assert r.status_code == status and words in r.json()["error"], r.text
     assert archive_home.catalog.rows("SELECT * FROM case_searches") == []
