@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from pipelines.live.analyser import AlertDraft, Face
 from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from pipelines.live.review_book import ReviewBook, adjudicate
 from pipelines.retention import run_retention
-from pipelines.schemas import EmbedderInfo
+from pipelines.schemas import EmbedderInfo, ReviewedAlert
 from pipelines.status import read_last_retention, read_searches, utc_now
 from pipelines.store import FACES, MATCHES, WATCHLIST, VectorStore
 from pipelines.text import check_text
@@ -525,20 +526,18 @@ class _Sink:
     async def alert(self, draft: AlertDraft, camera: CameraSpec) -> None:
         record = alert_record(draft, camera)
         record["photo"] = _home_relative(record["photo"], self.hub.home.path)
+        webhooks = self.hub.fanout.webhooks
+
+        def keep_deliveries(db: sqlite3.Connection, public: ReviewedAlert) -> None:
+            # in the alert's own transaction: a crash keeps both or neither
+            webhooks.enqueue_in(db, {"event": "alert", **public}, draft.alert_id, camera.id)
+
         try:
-            await self.hub._io(self.hub.recorder.record, draft, record)
+            await self.hub._io(self.hub.recorder.record, draft, record, keep_deliveries)
         except Exception:
             logger.exception("alert %s could not be stored; not sent", draft.alert_id)
             return
         public = await self.hub._io(self.hub.reviews.get, draft.alert_id)
-        try:  # kept for the webhooks before it is announced: a restart loses no delivery
-            await self.hub._io(
-                self.hub.fanout.webhooks.enqueue, {"event": "alert", **public}, draft.alert_id,
-                camera.id,
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - stored and shown; only the webhooks miss it
-            logger.exception("alert %s: its webhook deliveries could not be kept", draft.alert_id)
-            self.hub.fanout.webhooks.causes["outbox error"] += 1
         self.hub.fanout.publish_alert(record, public)
         alert_raised(draft.camera_id, draft.list_name, draft.trigger_received_at)
 
