@@ -209,6 +209,18 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+def add_push_cameras(base: str, admin_token: str, cameras, list_name: str) -> None:
+    """Add push cameras through the API (each must answer 201)."""
+    for cam in cameras:
+        r = httpx.post(
+            f"{base}/v1/cameras",
+            json={"id": cam, "url": "push", "fps": 30, "list": list_name},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=60,
+        )
+        assert r.status_code == 201, r.text
+
+
 def wait_until(predicate, timeout: float, what: str):
     """For state only visible through the API (no event to wait on): poll until true."""
     deadline = time.monotonic() + timeout
