@@ -52,7 +52,7 @@ test-faults: $(VENV)/.installed-dev
 
 # The tests on the multi-node Ray cluster (also part of `make test`).
 test-cluster: $(VENV)/.installed-dev
-	$(VENV)/bin/pytest -q -m cluster
+	$(VENV)/bin/pytest -q -m 'cluster and not faults'
 
 # A head and two worker nodes on 127.0.0.1 in a private network namespace (needs root or
 # CAP_SYS_ADMIN for `unshare -n`); `facewatch cluster run -- COMMAND` uses it.
