@@ -86,7 +86,12 @@ def _group(pid: int) -> str:
     first = argv[0].decode(errors="replace")
     if first.startswith("ray::"):
         return first.split()[0].split(".")[0]
-    return Path(first).name or "?"
+    name = Path(first).name or "?"
+    if name.startswith("python"):  # Ray's daemons (log_monitor.py, dashboard.py, ...) and
+        # a search's CLI process are all "python": name them by script or module
+        rest = [a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")]
+        return f"python {Path(rest[0]).name}" if rest else name
+    return name
 
 
 def fd_kinds(pid: int) -> dict[str, int]:
