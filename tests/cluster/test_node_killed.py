@@ -52,7 +52,7 @@ def _search(cluster, home, archive, out) -> list[str]:
 
 def _up(where):
     try:
-        return up(where, ClusterSpec(workers=2, worker_cpus=2))
+        return up(where, ClusterSpec(workers=2, worker_cpus=3))
     except ClusterError as exc:
         pytest.fail(f"this test needs the multi-node test cluster: {exc}")
 
