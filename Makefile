@@ -8,7 +8,7 @@ export RAY_NODE_IP_ADDRESS ?= 127.0.0.1
 DEMO_HOME ?= $(CURDIR)/.facewatch/demo-home
 DEMO_OUT ?= $(CURDIR)/demo-out
 
-.PHONY: demo test test-fast test-cluster cluster-up cluster-down docs lint format install install-dev bench clean
+.PHONY: demo test test-fast test-faults test-cluster cluster-up cluster-down docs lint format install install-dev bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,14 @@ test: lint docs
 test-fast: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest -q -m unit
 
+# Issue 16's costly fault tests (a live replica killed while cameras stream, ...): left
+# out of `make test` (pyproject's addopts), run here; the last -m given wins.
+test-faults: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest -q -m faults
+
 # The tests on the multi-node Ray cluster (also part of `make test`).
 test-cluster: $(VENV)/.installed-dev
-	$(VENV)/bin/pytest -q -m cluster
+	$(VENV)/bin/pytest -q -m 'cluster and not faults'
 
 # A head and two worker nodes on 127.0.0.1 in a private network namespace (needs root or
 # CAP_SYS_ADMIN for `unshare -n`); `facewatch cluster run -- COMMAND` uses it.

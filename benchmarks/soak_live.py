@@ -7,7 +7,8 @@ archive search as its own `facewatch search` process with ``--ray-address``). Me
 window (5 minutes by default):
 - RSS of every process of the server (this driver and every Ray process under it, named by
   its Ray title: FacePool replicas, LiveHub, Api, raylet, ...), from /proc;
-- open file descriptors of the same processes;
+- open file descriptors of the same processes, by kind (socket, pipe, eventfd, file, ...)
+  and per process (a leak in one process is told apart from Ray starting more workers);
 - frames sent, dropped, and p99 frame-to-result latency;
 - errors: answers other than analysed/dropped/skipped (an "error", an HTTP status), and
   archive searches that failed.
@@ -85,24 +86,53 @@ def _group(pid: int) -> str:
     first = argv[0].decode(errors="replace")
     if first.startswith("ray::"):
         return first.split()[0].split(".")[0]
-    return Path(first).name or "?"
+    name = Path(first).name or "?"
+    if name.startswith("python"):  # Ray's daemons (log_monitor.py, dashboard.py, ...) and
+        # a search's CLI process are all "python": name them by script or module
+        rest = [a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")]
+        return f"python {Path(rest[0]).name}" if rest else name
+    return name
 
 
-def sample() -> dict[str, dict[str, int]]:
-    """{group: {"rss_kb", "fds", "n"}} over the server's processes now."""
-    out: dict[str, dict[str, int]] = defaultdict(lambda: {"rss_kb": 0, "fds": 0, "n": 0})
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The process's open descriptors by kind: socket, pipe, eventfd (or another
+    anon_inode's name), dev, file."""
+    kinds: dict[str, int] = defaultdict(int)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(("socket:", "pipe:")):
+            kinds[target.split(":")[0]] += 1
+        elif target.startswith("anon_inode:"):
+            kinds[target[len("anon_inode:") :].strip("[]")] += 1
+        else:
+            kinds["dev" if target.startswith("/dev/") else "file"] += 1
+    return dict(kinds)
+
+
+def sample() -> tuple[dict[str, dict], dict[str, int]]:
+    """({group: {"rss_kb", "fds", "n", "fd_kinds"}}, {pid: fds}) over the server's
+    processes now. The per-pid counts tell a process that leaks descriptors from a group
+    that grows by processes (Ray starting workers)."""
+    out: dict[str, dict] = defaultdict(lambda: {"rss_kb": 0, "fds": 0, "n": 0, "fd_kinds": {}})
+    per_pid: dict[str, int] = {}
     for pid in server_processes():
         try:
             status = open(f"/proc/{pid}/status").read()
             rss = int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
-            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            kinds = fd_kinds(pid)
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
         g = out[_group(pid)]
         g["rss_kb"] += rss
-        g["fds"] += fds
+        g["fds"] += sum(kinds.values())
         g["n"] += 1
-    return dict(out)
+        for kind, n in kinds.items():
+            g["fd_kinds"][kind] = g["fd_kinds"].get(kind, 0) + n
+        per_pid[str(pid)] = sum(kinds.values())
+    return dict(out), per_pid
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -172,7 +202,7 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
                          "frames_sent": s["frames_sent"], "drop_rate": s["drop_rate"],
                          "p99_ms": s["frame_to_result_ms"]["p99"], "errors": errors,
                          "statuses": dict(ph.status),
-                         "processes": sample()})  # fmt: skip
+                         **dict(zip(("processes", "pid_fds"), sample(), strict=True))})  # fmt: skip
             print(_line(rows[-1]), flush=True)
     finally:
         searches.stop()
@@ -186,6 +216,32 @@ def _line(r: dict) -> str:
     return (f"window {r['window']:>2}  t={r['t_s']:>7.0f}s  sent {r['frames_sent']:>5}  "
             f"drops {r['drop_rate']:.3f}  p99 {r['p99_ms']} ms  RSS {rss:,.0f} MiB  "
             f"FDs {fds}  errors {r['errors']}")  # fmt: skip
+
+
+def fd_detail(first: dict, last: dict, steady: list[str]) -> dict:
+    """Where descriptors grew between two windows: in the same processes (by pid: a leak
+    in a process shows here, Ray starting more workers does not), by kind over the groups
+    alive throughout, and how many processes each of those groups had."""
+    same = set(first.get("pid_fds", {})) & set(last.get("pid_fds", {}))
+    kinds_first, kinds_last = _kinds(first, steady), _kinds(last, steady)
+    return {
+        "fd_growth_same_processes": sum(last["pid_fds"][p] - first["pid_fds"][p] for p in same),
+        "fd_growth_by_kind": {
+            k: kinds_last.get(k, 0) - kinds_first.get(k, 0)
+            for k in sorted(set(kinds_first) | set(kinds_last))
+        },
+        "processes_after_warmup": {
+            g: [first["processes"][g]["n"], last["processes"][g]["n"]] for g in steady
+        },
+    }
+
+
+def _kinds(row: dict, groups: list[str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for g in groups:
+        for kind, n in row["processes"][g].get("fd_kinds", {}).items():
+            out[kind] += n
+    return dict(out)
 
 
 def verdict(run: dict) -> dict:
@@ -207,6 +263,7 @@ def verdict(run: dict) -> dict:
     out = {
         "rss_slope_pct_per_hour": slopes,
         "fd_growth_after_warmup": fds[-1] - fds[0],
+        **fd_detail(after[0], after[-1], steady),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
         "errors": errors,
     }

@@ -703,6 +703,37 @@ def matcher(res: dict[str, Any]) -> str:
     return table(header, rows)
 
 
+def soak(run: dict[str, Any] | None) -> str:
+    """benchmarks/soak_live.py's report: per window, then the verdict against issue 16's
+    targets (RSS slope per hour per process after warm-up, FDs, p99, errors)."""
+    if run is None:
+        return (
+            "Not measured yet: `.venv/bin/python benchmarks/soak_live.py --minutes 30` on a "
+            "quiet machine writes `benchmarks/results/soak_live.json`.\n"
+        )
+    rows = [
+        [r["window"], f"{r['t_s']:.0f}", r["frames_sent"], pct(r["drop_rate"]), r["p99_ms"],
+         r["errors"], f"{sum(g['rss_kb'] for g in r['processes'].values()) / 1024:,.0f}",
+         sum(g["fds"] for g in r["processes"].values())]
+        for r in run["windows"]
+    ]  # fmt: skip
+    header = ["window", "end (s)", "frames sent", "drops", "p99 ms", "errors", "RSS MiB", "FDs"]
+    v = run["verdict"]
+    slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
+              for g, x in sorted(v["rss_slope_pct_per_hour"].items())]  # fmt: skip
+    growth = [["all long-lived processes", v["fd_growth_after_warmup"]]]
+    if "fd_growth_same_processes" in v:
+        growth.append(["the same processes (by pid)", v["fd_growth_same_processes"]])
+        growth += [[f"kind: {k}", n] for k, n in v["fd_growth_by_kind"].items()]
+    met = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v["targets_met"].items())
+    return "\n".join([
+        table(header, rows), table(["process group", "RSS slope per hour after warm-up"], slopes),
+        table(["open descriptors, growth after warm-up", "count"], growth),
+        f"p99 of the last window over the first: {v['p99_last_over_first']}; errors: "
+        f"{v['errors']}; targets met: {met}.\n",
+    ])  # fmt: skip
+
+
 def load(results: Path, name: str) -> dict[str, Any]:
     return json.loads((results / name).read_text(encoding="utf-8"))
 
@@ -739,4 +770,7 @@ def tables(results: Path) -> dict[str, str]:
         "index-million.md": index_million(index),
         "import.md": bulk_import(load(results, "bench_import.json")),
         "match.md": matcher(load(results, "bench_match.json")),
+        "soak.md": soak(
+            load(results, "soak_live.json") if (results / "soak_live.json").exists() else None
+        ),
     }

@@ -43,7 +43,11 @@ class Media:
         path = self._confined(rel)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError:  # a full disk: leave no partial file behind
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
         return rel.as_posix()
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,14 @@ class AlertRecorder:
     def __init__(self, store: VectorStore, media: Media, reviews: ReviewBook):
         self.store, self.media, self.reviews = store, media, reviews
 
-    def record(self, draft: AlertDraft, record: AlertRecord) -> None:
+    def record(
+        self,
+        draft: AlertDraft,
+        record: AlertRecord,
+        then: Callable[[sqlite3.Connection, ReviewedAlert], None] | None = None,
+    ) -> None:
+        """Store the alert: its crop, its match in Milvus, then its review-book row with
+        whatever ``then`` writes in the same catalog transaction (its webhook outbox rows)."""
         f = draft.face
         thumbnail = self.media.save("alerts", draft.alert_id, encode_jpeg(_crop(f)))
         row = {
@@ -74,7 +82,7 @@ class AlertRecorder:
             "status": "pending",
         }
         self.store.upsert_matches([row])
-        self.reviews.add(record, thumbnail)
+        self.reviews.add(record, thumbnail, then)
 
     def set_status(self, alert_id: str, status: str) -> None:
         rows = self.store.query(MATCHES, ids=[alert_id])

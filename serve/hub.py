@@ -12,9 +12,12 @@ the event loop only coordinates.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +37,7 @@ from pipelines.live.analyser import AlertDraft, Face
 from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
 from pipelines.live.review_book import ReviewBook, adjudicate
 from pipelines.retention import run_retention
-from pipelines.schemas import EmbedderInfo
+from pipelines.schemas import EmbedderInfo, ReviewedAlert
 from pipelines.status import read_last_retention, read_searches, utc_now
 from pipelines.store import FACES, MATCHES, WATCHLIST, VectorStore
 from pipelines.text import check_text
@@ -131,6 +134,7 @@ class LiveHub:
         self._next_retention = 0.0  # monotonic; the first round runs at start-up
         self._auth_failures = FailureThrottle()  # audit records of refused requests
         self.recorder = AlertRecorder(self.store, self.media, self.reviews)
+        self.alerts_not_stored: Counter[str] = Counter()  # by cause: "disk full", ...
         # webhook deliveries wait in the home's catalog until acknowledged (serve/outbox.py);
         # the senders start with what an earlier server left there
         self.outbox = Outbox(self.home.catalog.path)
@@ -436,6 +440,7 @@ class LiveHub:
         summary["stored"] = await self._io(self._stored_counts)
         summary["webhooks"] = await self._io(self.fanout.webhooks.stats)
         summary["sse_subscribers"] = self.fanout.subscribers
+        summary["alerts_not_stored"] = dict(self.alerts_not_stored)
         return summary
 
     async def status(self) -> dict:
@@ -534,6 +539,17 @@ def _home_relative(path: str, home: Path) -> str:
         return path
 
 
+def store_failure(exc: BaseException) -> str:
+    """An alert's failed store, by cause: "disk full" (ENOSPC, a quota, SQLite's "database
+    or disk is full", milvus-lite's message), else the exception's type."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    text = str(exc).lower()
+    if "disk is full" in text or "no space left" in text:
+        return "disk full"
+    return type(exc).__name__
+
+
 class _Sink:
     """Where a camera's decisions go: stored first, then kept in the webhook outbox, then
     pushed (SSE) and posted."""
@@ -544,20 +560,19 @@ class _Sink:
     async def alert(self, draft: AlertDraft, camera: CameraSpec) -> None:
         record = alert_record(draft, camera)
         record["photo"] = _home_relative(record["photo"], self.hub.home.path)
+        webhooks = self.hub.fanout.webhooks
+
+        def keep_deliveries(db: sqlite3.Connection, public: ReviewedAlert) -> None:
+            # in the alert's own transaction: a crash keeps both or neither
+            webhooks.enqueue_in(db, {"event": "alert", **public}, draft.alert_id, camera.id)
+
         try:
-            await self.hub._io(self.hub.recorder.record, draft, record)
-        except Exception:
+            await self.hub._io(self.hub.recorder.record, draft, record, keep_deliveries)
+        except Exception as exc:
             logger.exception("alert %s could not be stored; not sent", draft.alert_id)
+            self.hub.alerts_not_stored[store_failure(exc)] += 1
             return
         public = await self.hub._io(self.hub.reviews.get, draft.alert_id)
-        try:  # kept for the webhooks before it is announced: a restart loses no delivery
-            await self.hub._io(
-                self.hub.fanout.webhooks.enqueue, {"event": "alert", **public}, draft.alert_id,
-                camera.id,
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - stored and shown; only the webhooks miss it
-            logger.exception("alert %s: its webhook deliveries could not be kept", draft.alert_id)
-            self.hub.fanout.webhooks.causes["outbox error"] += 1
         self.hub.fanout.publish_alert(record, public)
         alert_raised(draft.camera_id, draft.list_name, draft.trigger_received_at)
 

@@ -1,8 +1,9 @@
 """The durable webhook outbox: every delivery of a live alert is a row in the home's catalog
 (``webhook_outbox``, migration 5) until its receiver acknowledged it.
 
-An alert's deliveries are written here right after the alert itself is stored, before it
-is announced; ``WebhookDispatcher`` (serve/webhooks.py) sends them from here. A receiver
+An alert's deliveries are written here in the same SQLite transaction as the alert's row
+in the review book (``add_rows``), before it is announced, so no crash can keep the alert
+and lose its webhooks; ``WebhookDispatcher`` (serve/webhooks.py) sends them from here. A receiver
 that is down, or a `facewatch serve` that stops or dies, loses nothing: the next server
 finds the pending rows and sends them, with the same idempotency key (the alert id) on
 every attempt, so a receiver that saw an attempt whose answer was lost can drop the
@@ -17,6 +18,7 @@ threads. Times are ISO-8601 UTC text, like the other tables.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,6 +37,24 @@ def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds")
 
 
+def add_rows(
+    db: sqlite3.Connection, hook_urls: list[str], key: str, camera_id: str, event: dict[str, Any]
+) -> int:
+    """``Outbox.add`` on a connection in the caller's transaction (the catalog's file): the
+    hub writes an alert and its deliveries in one transaction (ReviewBook.add's ``then``)."""
+    now = _iso(_now())
+    body = json.dumps(event, separators=(",", ":"))
+    added = 0
+    for url in hook_urls:
+        cur = db.execute(
+            "INSERT OR IGNORE INTO webhook_outbox(hook_url, idempotency_key, camera_id, "
+            "body_json, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (url, key, camera_id, body, now, now),
+        )
+        added += cur.rowcount
+    return added
+
+
 class Outbox:
     def __init__(self, catalog_path: Path):
         self.catalog = Catalog(catalog_path)  # applies the migrations if needed
@@ -47,18 +67,8 @@ class Outbox:
     def add(self, hook_urls: list[str], key: str, camera_id: str, event: dict[str, Any]) -> int:
         """One pending delivery per hook; a key already there for a hook is kept once.
         Returns how many rows were added."""
-        now = _iso(_now())
-        body = json.dumps(event, separators=(",", ":"))
         with self._lock, self.catalog.transaction() as db:
-            added = 0
-            for url in hook_urls:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO webhook_outbox(hook_url, idempotency_key, camera_id, "
-                    "body_json, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (url, key, camera_id, body, now, now),
-                )
-                added += cur.rowcount
-            return added
+            return add_rows(db, hook_urls, key, camera_id, event)
 
     def heads(self, hook_url: str) -> list[dict[str, Any]]:
         """The oldest pending delivery of each camera for this hook (the only ones that may

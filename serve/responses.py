@@ -52,6 +52,10 @@ class Stats(_Open):
         description="deliveries, failures, retries; failed attempts by cause; the outbox by state"
     )
     sse_subscribers: int
+    alerts_not_stored: dict[str, int] = Field(
+        default_factory=dict,
+        description="alerts decided but not stored (so neither shown nor sent), by cause",
+    )
 
 
 class Latency(BaseModel):

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections import Counter
 from typing import Any
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.config import WebhookConfig
-from serve.outbox import Outbox
+from serve.outbox import Outbox, add_rows
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,14 @@ class WebhookDispatcher:
         if self.outbox is None or not self.hooks:
             return 0
         return self.outbox.add([h.url for h in self.hooks], key, camera_id, event)
+
+    def enqueue_in(
+        self, db: sqlite3.Connection, event: dict[str, Any], key: str, camera_id: str
+    ) -> int:
+        """``enqueue`` inside the caller's catalog transaction (the alert's own)."""
+        if self.outbox is None or not self.hooks:
+            return 0
+        return add_rows(db, [h.url for h in self.hooks], key, camera_id, event)
 
     def wake(self) -> None:
         for event in self._wake.values():

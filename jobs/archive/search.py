@@ -34,11 +34,16 @@ from pipelines.video import VideoError, VideoInfo, find_videos, plan_segments
 
 logger = logging.getLogger(__name__)
 
-# FaceStage actors hold nothing worth restarting for (the models live in the pool); frames
-# of a block whose actor died are reported as lost. Without restarts Ray also skips its
-# notice about actor constructor arguments kept in the object store. Ray 2.60 has no named
-# parameter for this yet and calls the keyword form deprecated (see _quiet_ray_warnings).
-_NO_RESTARTS: dict[str, Any] = {"max_restarts": 0, "max_task_retries": 0}
+# FaceStage actors hold nothing that cannot be rebuilt (the models live in the pool), so an
+# actor lost with its node (a worker node killed: fault 2 of issue 16) is started again
+# elsewhere and its batch asked again; without this, Ray Data skipped the block
+# (max_errored_blocks) and its file ended as "frames lost". A batch is asked again for as
+# long as its actor is only unavailable (a dead node is declared dead after Ray's health
+# checks, tens of seconds; a few quick retries ran out before that); the restarts are
+# bounded, so an actor that dies of its own input does not loop, and frames of a block
+# lost after that are reported as lost. Ray 2.60 has no named parameter for this yet and
+# calls the keyword form deprecated (see _quiet_ray_warnings).
+_RESTARTS: dict[str, Any] = {"max_restarts": 3, "max_task_retries": -1}
 FACE_STAGE_MEMORY = 768 * 1024**2  # bytes each FaceStage actor asks Ray for
 PROBE_TIMEOUT_S = 1800.0  # opening a file (PyAV counts a damaged file's frames by decoding it)
 
@@ -304,7 +309,7 @@ class ArchiveSearch:
                 # memory); said up front with Ray's 25% headroom, so Ray places them
                 # knowingly and does not warn mid-job
                 memory=FACE_STAGE_MEMORY,
-                **_NO_RESTARTS,
+                **_RESTARTS,
             )
         )
 
@@ -460,7 +465,7 @@ class ArchiveSearch:
 
 @contextmanager
 def _quiet_ray_warnings():
-    """Only Ray's deprecation notice for the keyword form of ``_NO_RESTARTS``."""
+    """Only Ray's deprecation notice for the keyword form of ``_RESTARTS``."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         yield

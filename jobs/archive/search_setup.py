@@ -3,8 +3,10 @@ and persisting each finished file (matches to Milvus, thumbnails to disk)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,34 @@ class StoreDownError(FacewatchError, RuntimeError):
             f"{names}\nrerun the same command once the store is back: files already complete "
             "are skipped, these are searched"
         )
+
+
+class DiskFullError(FacewatchError, RuntimeError):
+    """The disk under the home (or the output folder) is full: the search stops (exit code
+    1) with the files whose matches are not stored named; a rerun with room completes
+    them (the files recorded complete before are skipped)."""
+
+    exit_code = EXIT_UNEXPECTED
+    http_status = 507
+
+    def __init__(self, cause: str, path: str):
+        super().__init__(cause)
+        self.cause, self.files = cause, [path]
+
+    def __str__(self) -> str:
+        names = "\n".join(f"  {p}" for p in self.files)
+        return (
+            f"no space left to store the search's results ({self.cause})\nthe search stopped; "
+            f"the matches of these files are NOT stored:\n{names}\nfree space and rerun the "
+            "same command: files already complete are skipped, these are searched"
+        )
+
+
+def disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
 
 
 def write_retrying(write, retry_s: float, path: str) -> None:
@@ -193,11 +223,23 @@ class SearchSetup:
             except StoreDownError as exc:
                 exc.files = sorted(p.result.path for p in job.pending.values())
                 raise
+            except DiskFullError as exc:
+                exc.files = sorted({*exc.files, *(p.result.path for p in job.pending.values())})
+                raise
 
     def _persist(self, res: FileResult, out: Path, book: CompletionBook) -> None:
         """The file's matches to the store and thumbnails to disk, then (only then) its
         completion record, so a rerun of this search skips it. Handed off, the server
-        stores them and writes the record (pipelines/handoff.py)."""
+        stores them and writes the record (pipelines/handoff.py). A full disk stops the
+        search (DiskFullError): this file gets no completion record."""
+        try:
+            self._store(res, out, book)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not disk_full(exc):
+                raise
+            raise DiskFullError(f"{type(exc).__name__}: {exc}", res.path) from exc
+
+    def _store(self, res: FileResult, out: Path, book: CompletionBook) -> None:
         rows = self._rows(res, out)
         if self.handoff is not None:
             self.handoff.hand_off(book.key, res.file_id, res.path, rows, completion_body(res))

@@ -3,6 +3,7 @@ place an expected failure (``FacewatchError``) becomes a message and an exit cod
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import logging
@@ -19,7 +20,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from pipelines.config import Settings, load_settings
-from pipelines.errors import EXIT_USAGE, FacewatchError
+from pipelines.errors import EXIT_UNEXPECTED, EXIT_USAGE, FacewatchError
 from pipelines.text import shown
 
 EXIT_OK = 0
@@ -87,6 +88,12 @@ class FacewatchGroup(TyperGroup):
                 logger.info("the whole report:\n%s", exc.details)
                 message += " (-v shows the whole report)"
             fail(message, exc.exit_code)
+        except OSError as exc:  # a full disk under any command: say so, not a traceback
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            fail(f"no space left on the device{where}: {exc.strerror}; free space and rerun",
+                 EXIT_UNEXPECTED)  # fmt: skip
 
 
 # -- --json: stdout carries JSON and nothing else ----------------------------------------------

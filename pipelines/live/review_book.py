@@ -38,10 +38,18 @@ class ReviewBook:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def add(self, record: AlertRecord, thumbnail: str = "") -> None:
-        """Store a new alert (pending); ``thumbnail``: its crop in the home's media."""
+    def add(
+        self,
+        record: AlertRecord,
+        thumbnail: str = "",
+        then: Callable[[sqlite3.Connection, ReviewedAlert], None] | None = None,
+    ) -> None:
+        """Store a new alert (pending); ``thumbnail``: its crop in the home's media.
+        ``then(db, alert)`` runs in the same transaction once the alert is in, so what it
+        writes (the hub's webhook outbox rows) is kept together with the alert or not at
+        all: a process killed in between leaves neither."""
         with self.catalog.session() as db:
-            db.execute(
+            added = db.execute(
                 "INSERT OR IGNORE INTO live_alerts (alert_id, camera_id, list_name, person_id,"
                 " alerted_at, record) VALUES (?,?,?,?,?,?)",
                 (
@@ -52,7 +60,12 @@ class ReviewBook:
                     iso_utc(record["alerted_at"]),
                     json.dumps({**record, "thumbnail": thumbnail}),
                 ),
-            )
+            ).rowcount
+            if added and then is not None:
+                row = db.execute(
+                    "SELECT * FROM live_alerts WHERE alert_id = ?", (record["alert_id"],)
+                ).fetchone()
+                then(db, _public(row))
 
     def get(self, alert_id: str) -> ReviewedAlert:
         with self.catalog.session(write=False) as db:

@@ -209,6 +209,47 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+def add_push_cameras(base: str, admin_token: str, cameras, list_name: str) -> None:
+    """Add push cameras through the API (each must answer 201)."""
+    for cam in cameras:
+        r = httpx.post(
+            f"{base}/v1/cameras",
+            json={"id": cam, "url": "push", "fps": 30, "list": list_name},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=60,
+        )
+        assert r.status_code == 201, r.text
+
+
+def pump_lines(proc: subprocess.Popen) -> queue.Queue:
+    """The process's output lines, put on a queue by a thread (None at its end)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def read_until(lines: queue.Queue, words: str, timeout: float) -> list[str]:
+    """The lines up to the first that holds ``words``; fails after ``timeout``."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if words in line:
+            return seen
+    raise AssertionError(f"no {words!r} in the server's output:\n{''.join(seen)[-3000:]}")
+
+
 def wait_until(predicate, timeout: float, what: str):
     """For state only visible through the API (no event to wait on): poll until true."""
     deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ server-level test (tests/serve/test_webhook_outage.py) restarts the real server.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -107,3 +108,62 @@ def test_a_refused_delivery_is_set_aside_and_the_camera_goes_on(tmp_path):
     assert stats["failed"] == 1 and stats["delivered"] == 1 and stats["causes"] == {"HTTP 500": 2}
     assert stats["outbox"] == {"failed": 1, "delivered": 1}
     assert [d["key"] for d in rx.deliveries] == ["a_1", "a_1", "a_2"]  # in order
+
+
+# A child process that stores one alert as the hub does (the review book's row, with its
+# outbox rows written by the dispatcher in the same transaction), and with KILL set is
+# SIGKILLed after the outbox rows are written and before the transaction commits.
+_STORE_ONE_ALERT = """
+import os, signal, sys
+from pathlib import Path
+from pipelines.catalog import Catalog
+from pipelines.config import WebhookConfig
+from pipelines.live.review_book import ReviewBook
+from serve.outbox import Outbox
+from serve.webhooks import WebhookDispatcher
+
+path, kill = Path(sys.argv[1]), sys.argv[2] == "KILL"
+d = WebhookDispatcher([WebhookConfig(url="http://127.0.0.1:9/hook")], Outbox(path))
+
+def keep_deliveries(db, public):
+    assert d.enqueue_in(db, {"event": "alert", **public}, public["alert_id"], "cam-1") == 1
+    if kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+record = {"alert_id": "a_1", "camera_id": "cam-1", "list_name": "l", "person_id": "p",
+          "alerted_at": 1.0}
+ReviewBook(Catalog(path)).add(record, "alerts/a_1.jpg", keep_deliveries)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_alert_and_its_outbox_rows_are_kept_together_even_when_killed_between(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipelines.catalog import Catalog
+
+    path = tmp_path / "catalog.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+
+    def store(mode: str) -> int:
+        cmd = [sys.executable, "-c", _STORE_ONE_ALERT, str(path), mode]
+        return subprocess.run(cmd, env=env, timeout=50).returncode
+
+    def kept() -> tuple[int, list[str]]:
+        catalog = Catalog(path)
+        try:
+            alerts = catalog.rows("SELECT alert_id FROM live_alerts")
+            keys = catalog.rows("SELECT idempotency_key FROM webhook_outbox")
+        finally:
+            catalog.close()
+        return len(alerts), [k["idempotency_key"] for k in keys]
+
+    assert store("KILL") == -signal.SIGKILL
+    assert kept() == (0, [])  # killed between the two writes: neither is kept
+    assert store("STORE") == 0
+    assert kept() == (1, ["a_1"])  # stored: its delivery is pending with it
+    heads = Outbox(path).heads("http://127.0.0.1:9/hook")
+    assert [json.loads(h["body_json"])["alert_id"] for h in heads] == ["a_1"]

@@ -11,11 +11,10 @@ import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from live_helpers import pump_lines, read_until
 
 from serve.local import free_port
 
@@ -47,30 +46,7 @@ def start_server(tmp_path: Path) -> tuple[subprocess.Popen, queue.Queue, int]:
         cwd=tmp_path, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines, port
-
-
-def read_until(lines: queue.Queue, words: str, timeout: float) -> list[str]:
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if words in line:
-            return seen
-    raise AssertionError(f"no {words!r} in the server's output:\n{''.join(seen)[-3000:]}")
+    return proc, pump_lines(proc), port
 
 
 @pytest.mark.timeout(420)

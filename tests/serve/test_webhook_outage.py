@@ -130,14 +130,7 @@ def test_every_alert_is_delivered_after_an_outage_and_a_restart_in_order_once(da
     frames = video_jpegs(data / "video/short_hamilton_clip.mp4", FRAME_EVERY)
     try:
         server.start()
-        for cam in CAMS:
-            r = httpx.post(
-                f"{server.base}/v1/cameras",
-                json={"id": cam, "url": "push", "fps": 30, "list": "watch"},
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                timeout=60,
-            )
-            assert r.status_code == 201, r.text
+        helpers.add_push_cameras(server.base, ADMIN_TOKEN, CAMS, "watch")
         _push_passes(server.base, frames, passes=2)
         raised = _alerts_by_camera(server.base)
         assert all(len(raised.get(cam, [])) >= 2 for cam in CAMS), raised
