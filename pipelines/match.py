@@ -112,8 +112,11 @@ class Matcher:
         self._one_photo_each = len(self._entry_person) == p
         # the photos grouped by person, in person order: person i's are columns
         # _starts[i] .. _starts[i+1] of a product with _grouped (every person has one)
+        # (not kept when every person has one photo: the templates are those photos)
         order = np.argsort(self._entry_person, kind="stable")
-        self._grouped = np.ascontiguousarray(gallery.embeddings[order], np.float32)
+        self._grouped = np.ascontiguousarray(
+            gallery.embeddings[order[: 0 if self._one_photo_each else len(order)]], np.float32
+        )
         grouped_person = self._entry_person[order]
         self._starts = np.flatnonzero(np.r_[True, grouped_person[1:] != grouped_person[:-1]])
         templates = np.zeros((p, gallery.embeddings.shape[1]), np.float64)
