@@ -233,24 +233,26 @@ class SearchSetup:
         stores them and writes the record (pipelines/handoff.py). A full disk stops the
         search (DiskFullError): this file gets no completion record."""
         try:
-            self._store(res, out, book)
+            if self.handoff is not None:
+                rows = self._rows(res, out)
+                self.handoff.hand_off(book.key, res.file_id, res.path, rows, completion_body(res))
+                return
+            self._store(res, out)
+            book.record(res)
         except (OSError, sqlite3.OperationalError) as exc:
             if not disk_full(exc):
                 raise
             raise DiskFullError(f"{type(exc).__name__}: {exc}", res.path) from exc
 
-    def _store(self, res: FileResult, out: Path, book: CompletionBook) -> None:
+    def _store(self, res: FileResult, out: Path) -> None:
+        """The file's matches to the store (retried while it is unreachable)."""
         rows = self._rows(res, out)
-        if self.handoff is not None:
-            self.handoff.hand_off(book.key, res.file_id, res.path, rows, completion_body(res))
-            return
         if rows:
             write_retrying(
                 lambda: self.home.vectors().upsert_matches(rows),
                 self.settings.search.store_retry_s,
                 res.path,
             )
-        book.record(res)
 
     def _rows(self, res: FileResult, out: Path) -> list[dict]:
         """The file's matches as store rows; their thumbnails to disk and the home's media."""
