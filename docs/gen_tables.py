@@ -675,31 +675,18 @@ def bulk_import(res: dict[str, Any]) -> str:
 
 
 def matcher(res: dict[str, Any]) -> str:
-    """bench_match: ms per face against synthetic lists (and the matcher before, when the
-    run recorded one)."""
-    before = {
-        (r["people"], r["photos_per_person"]): r for r in res.get("before", {}).get("rows", [])
-    }
-    rows = []
-    for r in res["rows"]:
-        b = before.get((r["people"], r["photos_per_person"]))
-        one = f"{r['ms_per_face_single']} ({r['ms_per_face_single_fastest']})"
-        batch = f"{r['ms_per_face_in_batch_of_64']} ({r['ms_per_face_in_batch_of_64_fastest']})"
-        row = [f"{r['people']:,}", r["photos_per_person"], one, batch, r["arrays_mb"]]
-        if before:
-            row[3:3] = [
-                f"{b['ms_per_face_single']} ({b['ms_per_face_single_fastest']})" if b else "-"
-            ]
-            row[5:5] = [
-                f"{b['ms_per_face_in_batch_of_64']} ({b['ms_per_face_in_batch_of_64_fastest']})"
-                if b
-                else "-"
-            ]
-        rows.append(row)
+    """bench_match: ms per face against synthetic lists (the fastest repeat in brackets)."""
+    rows = [
+        [
+            f"{r['people']:,}",
+            r["photos_per_person"],
+            f"{r['ms_per_face_single']} ({r['ms_per_face_single_fastest']})",
+            f"{r['ms_per_face_in_batch_of_64']} ({r['ms_per_face_in_batch_of_64_fastest']})",
+            r["arrays_mb"],
+        ]
+        for r in res["rows"]
+    ]
     header = ["people", "photos each", "ms/face, one at a time", "ms/face, batches of 64"]
-    if before:
-        header[3:3] = ["before"]
-        header += ["before"]
     return table(header + ["arrays MB"], rows)
 
 
