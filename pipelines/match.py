@@ -75,14 +75,20 @@ class FaceMatches:
 class Matcher:
     """Scores faces against a gallery, person by person.
 
-    Built for lists of 100k people (benchmarks/bench_match.py): a batch of faces costs
-    two matrix products (photos and templates), a per-person maximum and a partial sort
-    for the top k (``np.argpartition``, not a sort of every person). When every person has
-    one photo, their template is that photo and the best-photo score is the template
-    score: one product is all it takes. Per-person fields are built with array operations.
-    The photos are kept grouped by person, so the per-person maximum is one
-    ``np.maximum.reduceat`` over contiguous columns (``np.maximum.at``, a scatter, cost
-    10x more at 100k people with two photos each).
+    Built for lists of 100k people (benchmarks/bench_match.py). A person's best-photo
+    score is written through the mean ``c`` of their photos: ``max_i q.a_i = q.c +
+    max_i q.(a_i - c)``, and ``q.c = |c| * q.t`` comes from the template product that is
+    needed anyway. What is left are the photos' deviations from their mean:
+
+    - one photo: none (the photo is its own mean);
+    - two photos: one row ``d = (a_1 - a_2) / 2``, as the deviations are ``d`` and ``-d``,
+      and the maximum is ``|q.d|``;
+    - three or more: one row per photo, and a per-person maximum (``np.maximum.reduceat``
+      over contiguous rows; ``np.maximum.at``, a scatter, cost 10x more).
+
+    So a list of people with two photos each costs two products of P rows, not one of P
+    and one of 2P, and no per-person maximum. The top k is a partial sort
+    (``np.argpartition``), not a sort of every person.
     """
 
     def __init__(self, gallery: Gallery):
@@ -110,19 +116,33 @@ class Matcher:
                 gallery.photos[e] or self.person_photo[self._entry_person[e]]
             )
         self._one_photo_each = len(self._entry_person) == p
-        # the photos grouped by person, in person order: person i's are columns
-        # _starts[i] .. _starts[i+1] of a product with _grouped (every person has one)
-        # (not kept when every person has one photo: the templates are those photos)
+        emb = gallery.embeddings.astype(np.float64)
+        counts = np.bincount(self._entry_person, minlength=p)
+        means = np.zeros((p, emb.shape[1]), np.float64)
+        np.add.at(means, self._entry_person, emb)
+        means /= np.maximum(counts, 1)[:, None]
+        norms = np.linalg.norm(means, axis=1)
+        self.templates = (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+        self._mean_norm = norms.astype(np.float32)
+        self._deviations(emb, means, counts)
+
+    def _deviations(self, emb: np.ndarray, means: np.ndarray, counts: np.ndarray) -> None:
+        """The deviation rows (see the class docstring), grouped by person: ``_dev`` (R, D),
+        ``_dev_two`` (R,) True for a two-photo person's one row, ``_dev_person`` the
+        person of each group and ``_dev_starts`` where each group starts."""
         order = np.argsort(self._entry_person, kind="stable")
-        self._grouped = np.ascontiguousarray(
-            gallery.embeddings[order[: 0 if self._one_photo_each else len(order)]], np.float32
-        )
-        grouped_person = self._entry_person[order]
-        self._starts = np.flatnonzero(np.r_[True, grouped_person[1:] != grouped_person[:-1]])
-        templates = np.zeros((p, gallery.embeddings.shape[1]), np.float64)
-        np.add.at(templates, self._entry_person, gallery.embeddings.astype(np.float64))
-        norms = np.linalg.norm(templates, axis=1, keepdims=True)
-        self.templates = (templates / np.maximum(norms, 1e-12)).astype(np.float32)
+        person = self._entry_person[order]
+        two = counts[person] == 2
+        first = np.r_[True, person[1:] != person[:-1]]
+        keep = (counts[person] >= 3) | (two & first)  # a two-photo person: their first row
+        rows = emb[order] - means[person]  # a_i - c; for two photos, a_1 - c = (a_1 - a_2)/2
+        self._dev = np.ascontiguousarray(rows[keep], np.float32)
+        self._dev_two = two[keep]
+        kept = person[keep]
+        self._dev_starts = np.flatnonzero(np.r_[True, kept[1:] != kept[:-1]]) if len(kept) else kept
+        self._dev_person = kept[self._dev_starts]
+        self._one_row_each = len(kept) == len(self._dev_person)
+        self._all_two = bool(self._dev_two.all())
 
     @property
     def review_gap(self) -> np.ndarray:
@@ -139,8 +159,18 @@ class Matcher:
         faces = np.ascontiguousarray(embeddings, np.float32)
         if self._one_photo_each:  # template == photo (up to rounding): one product
             return np.asarray(faces @ self.templates.T)
-        best = np.maximum.reduceat(faces @ self._grouped.T, self._starts, axis=1)  # (N, P)
-        best += faces @ self.templates.T
+        to_template = faces @ self.templates.T  # (N, P)
+        best = to_template * self._mean_norm[None, :]  # q.c
+        if len(self._dev):
+            dev = faces @ self._dev.T  # (N, R)
+            if self._all_two:
+                np.abs(dev, out=dev)
+            else:
+                dev[:, self._dev_two] = np.abs(dev[:, self._dev_two])
+            if not self._one_row_each:
+                dev = np.maximum.reduceat(dev, self._dev_starts, axis=1)
+            best[:, self._dev_person] += dev
+        best += to_template
         best *= 0.5
         return best
 

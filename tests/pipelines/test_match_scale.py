@@ -30,7 +30,8 @@ def _reference(faces, emb, pids, people):
 
 
 @pytest.mark.parametrize(
-    "layout", ["one photo each", "two each, grouped", "two each, interleaved", "uneven"]
+    "layout",
+    ["one photo each", "two each, grouped", "two each, interleaved", "three each", "uneven"],
 )
 def test_scores_and_top_k_are_the_definition(layout):
     rng = np.random.default_rng(7)
@@ -39,6 +40,7 @@ def test_scores_and_top_k_are_the_definition(layout):
         "one photo each": people,
         "two each, grouped": [p for p in people for _ in range(2)],
         "two each, interleaved": people + people,
+        "three each": people * 3,
         "uneven": [people[int(i)] for i in rng.integers(0, 50, 140)] + people,
     }[layout]
     emb = _unit(rng, len(pids))
