@@ -172,7 +172,7 @@ class Matcher:
             best[:, self._dev_person] += dev
         best += to_template
         best *= 0.5
-        return best
+        return np.asarray(best)
 
     def match(self, embeddings: np.ndarray, info: EmbedderInfo, k: int = 3) -> FaceMatches:
         scores = self.person_scores(embeddings, info)
