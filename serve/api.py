@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from pipelines.config import LiveConfig, Settings, redacted
 from pipelines.live.cameras import CAMERA_ID
 from pipelines.schemas import ReviewedAlert
-from serve.auth import AuthFailure, Permission, Principal, TokenTable
+from serve.auth import ROLE_PERMISSIONS, AuthFailure, Permission, Principal, TokenTable
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
 from serve.pushlimit import PushBudget, read_frame
@@ -39,6 +39,7 @@ from serve.responses import (
     Removed,
     Stats,
     Status,
+    WhoAmI,
 )
 from serve.review_page import review_page
 from serve.webhooks import public_hook_url
@@ -49,8 +50,10 @@ logger = logging.getLogger(__name__)
 
 ALERT_ID = r"^a_[0-9a-f]{24}$"
 P = Permission
+ANY_TOKEN = "any valid token"
 ROUTES = [  # (method, path, permission) for the docs; None: public
     ("GET", "/healthz", None),
+    ("GET", "/v1/whoami", ANY_TOKEN),
     ("GET", "/review", P.REVIEW),
     ("GET", "/v1/alerts", P.REVIEW),
     ("GET", "/v1/alerts/stream", P.REVIEW),
@@ -101,8 +104,8 @@ PUBLIC = "public"
 
 
 def route_permission(method: str, path: str) -> Permission | str | None:
-    """What a request needs, from ROUTES: a Permission, ``PUBLIC``, or None for a path
-    no route serves (any valid token may learn that it is 404 or 405)."""
+    """What a request needs, from ROUTES: a Permission, ``PUBLIC``, ``ANY_TOKEN``, or None
+    for a path no route serves (any valid token may learn that it is 404 or 405)."""
     method = "GET" if method == "HEAD" else method
     for m, pattern, perm in _ROUTE_TABLE:
         if m == method and pattern.match(path):
@@ -161,7 +164,16 @@ def create_app(settings: Settings, tokens: TokenTable, hub: HubClient) -> FastAP
 
         return check
 
+    async def known(request: Request) -> Principal:
+        """Any valid token, whatever its role (``ANY_TOKEN`` routes)."""
+        result = tokens.authenticate(request.headers.get("authorization"))
+        if isinstance(result, Principal):
+            return result
+        _refused(hub, request.method, request.url.path, _client(request), result)
+        raise HTTPException(result.status, result.message, headers=auth_scheme(request.url.path))
+
     _service_routes(app, hub, need)
+    _whoami_route(app, known)
 
     _alert_routes(app, hub, need)
     _camera_routes(app, hub, need, settings.live)
@@ -206,6 +218,15 @@ def _service_routes(app: FastAPI, hub: HubClient, need) -> None:
     @app.get("/v1/status", response_model=Status)
     async def status(_: Principal = Depends(need(P.STATUS))) -> dict[str, Any]:
         return await hub.call("status")
+
+
+def _whoami_route(app: FastAPI, known) -> None:
+    @app.get("/v1/whoami", response_model=WhoAmI)
+    async def whoami(who: Principal = Depends(known)) -> dict[str, Any]:
+        """Who the token is (its name, never its value), its role and what that allows:
+        the pages show who is signed in, and hide what the role may not do."""
+        allowed = sorted(p.value for p in ROLE_PERMISSIONS.get(who.role, frozenset()))
+        return {"name": who.name, "role": who.role, "permissions": allowed}
 
 
 def _alert_routes(app: FastAPI, hub: HubClient, need) -> None:

@@ -23,6 +23,12 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
 
 
+class WhoAmI(BaseModel):
+    name: str = Field(description="the token's name, as audited")
+    role: str
+    permissions: list[str]
+
+
 class AlertList(BaseModel):
     alerts: list[ReviewedAlert] = Field(description="newest first")
 

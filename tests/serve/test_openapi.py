@@ -107,3 +107,16 @@ def test_answers_keep_integer_counts_and_extra_fields():
     assert shown["counters"] == {"alerts": 3, "faces": 7}
     assert all(type(v) is int for v in shown["counters"].values())
     assert shown["later_field"] == 1
+
+
+def test_whoami_names_the_token_and_its_role_to_any_valid_token():
+    """The pages show who is signed in: any valid token learns its own name, role and
+    permissions (never the token itself); no token is 401."""
+    me = _get("/v1/whoami", TOKENS["camera"])
+    assert me.status_code == 200, me.text
+    assert me.json() == {"name": "camera", "role": "camera", "permissions": ["frames"]}
+    op = _get("/v1/whoami", TOKENS["operator"]).json()
+    assert op["name"] == "operator" and "review" in op["permissions"]
+    assert TOKENS["operator"] not in str(op)
+    assert _get("/v1/whoami", None).status_code == 401
+    assert _get("/v1/whoami", "not-a-token-0123456789").status_code == 401

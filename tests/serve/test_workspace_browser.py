@@ -63,6 +63,8 @@ def login(page, base: str, name: str) -> None:
     page.get_by_label("Your API token").fill(TOKENS[name][1])
     page.get_by_role("button", name="Sign in").click()
     page.locator("#cases").wait_for(state="visible", timeout=20_000)
+    role = TOKENS[name][0]
+    assert page.locator("#who").inner_text() == f"signed in as {name} ({role})"
 
 
 @pytest.fixture(scope="module")
