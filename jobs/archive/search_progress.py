@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.archive.search import FileResult
 from jobs.archive.search import Progress as SearchProgress
 
 
@@ -44,16 +45,19 @@ class ProgressFile:
         def advance(frames: int, faces: int, close: int) -> None:
             self.state["frames_done"] += frames
             self.state["faces"] += faces
-            self.state["matches"] += close
             self.write()
             inner.advance(frames, faces, close)
+
+        def file_result(result: FileResult) -> None:
+            self.state["matches"] += len(result.matches)  # what is stored, file by file
+            inner.file_result(result)
 
         def file_done(path: str) -> None:
             self.state["files_done"] += 1
             self.write(force=True)
             inner.file_done(path)
 
-        return SearchProgress(total, advance, file_done)
+        return SearchProgress(total, advance, file_done, file_result, inner.files_failed)
 
     def finish(self, state: str) -> None:
         self.state["state"] = state
