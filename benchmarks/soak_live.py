@@ -43,6 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_live as bl  # noqa: E402 - the live benchmark's server, cameras and search
 
+from serve.memprobe import rss_parts  # noqa: E402 - VmRSS and its parts, from /proc
+
 OUT = bl.ROOT / "benchmarks" / "results" / "soak_live.json"
 # answers that are not errors: analysed, replaced by a newer frame (dropped), or over the
 # camera's analysed rate (skipped); anything else ("error", an HTTP status) is an error
@@ -116,17 +118,27 @@ def sample() -> tuple[dict[str, dict], dict[str, int]]:
     """({group: {"rss_kb", "fds", "n", "fd_kinds"}}, {pid: fds}) over the server's
     processes now. The per-pid counts tell a process that leaks descriptors from a group
     that grows by processes (Ray starting workers)."""
-    out: dict[str, dict] = defaultdict(lambda: {"rss_kb": 0, "fds": 0, "n": 0, "fd_kinds": {}})
+    out: dict[str, dict] = defaultdict(
+        lambda: {
+            "rss_kb": 0,
+            "anon_kb": 0,
+            "file_kb": 0,
+            "shmem_kb": 0,
+            "fds": 0,
+            "n": 0,
+            "fd_kinds": {},
+        }  # fmt: skip
+    )
     per_pid: dict[str, int] = {}
     for pid in server_processes():
         try:
-            status = open(f"/proc/{pid}/status").read()
-            rss = int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+            parts = rss_parts(pid)
             kinds = fd_kinds(pid)
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
         g = out[_group(pid)]
-        g["rss_kb"] += rss
+        for key, kb in parts.items():
+            g[key] += kb
         g["fds"] += sum(kinds.values())
         g["n"] += 1
         for kind, n in kinds.items():
@@ -244,6 +256,23 @@ def _kinds(row: dict, groups: list[str]) -> dict[str, int]:
     return dict(out)
 
 
+def growth_per_frame(rows: list[dict], after: list[dict], steady: list[str]) -> dict:
+    """RSS growth per 1,000 analysed frames after warm-up (least-squares slope of RSS over
+    the running count of analysed frames): unlike %/hour it does not depend on how many
+    frames a loaded machine managed to analyse. And the growth of each part of RSS
+    (anonymous, file-backed, shared memory: Ray's object store) from the first window
+    after warm-up to the last, which tells heap growth from pages merely touched."""
+    done = np.cumsum([r["statuses"].get("analysed", 0) for r in rows])[-len(after) :]
+    per_1k, parts = {}, {}
+    for g in steady:
+        rss = [r["processes"][g]["rss_kb"] for r in after]
+        if len(after) > 1 and done[-1] > done[0]:
+            per_1k[g] = round(float(np.polyfit(done / 1000.0, rss, 1)[0]), 1)
+        first, last = after[0]["processes"][g], after[-1]["processes"][g]
+        parts[g] = {k: last.get(k, 0) - first.get(k, 0) for k in ("anon_kb", "file_kb", "shmem_kb")}
+    return {"rss_kb_per_1k_analysed_frames": per_1k, "rss_part_growth_kb": parts}
+
+
 def verdict(run: dict) -> dict:
     """Slopes and growth after the first window (warm-up), and the targets met or not."""
     rows = run["windows"]
@@ -262,6 +291,7 @@ def verdict(run: dict) -> dict:
     errors = sum(r["errors"] for r in rows) + run["searches_failed"]
     out = {
         "rss_slope_pct_per_hour": slopes,
+        **growth_per_frame(rows, after, steady),
         "fd_growth_after_warmup": fds[-1] - fds[0],
         **fd_detail(after[0], after[-1], steady),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,

@@ -706,15 +706,19 @@ def soak(run: dict[str, Any] | None) -> str:
     ]  # fmt: skip
     header = ["window", "end (s)", "frames sent", "drops", "p99 ms", "errors", "RSS MiB", "FDs"]
     v = run["verdict"]
+    per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
+              + ([f"{per_1k[g]:,.0f}" if g in per_1k else "n/a"] if per_1k else [])
               for g, x in sorted(v["rss_slope_pct_per_hour"].items())]  # fmt: skip
+    slope_header = ["process group", "RSS slope per hour after warm-up"]
+    slope_header += ["KiB per 1,000 analysed frames"] if per_1k else []
     growth = [["all long-lived processes", v["fd_growth_after_warmup"]]]
     if "fd_growth_same_processes" in v:
         growth.append(["the same processes (by pid)", v["fd_growth_same_processes"]])
         growth += [[f"kind: {k}", n] for k, n in v["fd_growth_by_kind"].items()]
     met = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v["targets_met"].items())
     return "\n".join([
-        table(header, rows), table(["process group", "RSS slope per hour after warm-up"], slopes),
+        table(header, rows), table(slope_header, slopes),
         table(["open descriptors, growth after warm-up", "count"], growth),
         f"p99 of the last window over the first: {v['p99_last_over_first']}; errors: "
         f"{v['errors']}; targets met: {met}.\n",

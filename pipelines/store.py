@@ -33,6 +33,7 @@ import numpy as np
 
 from pipelines.config import Settings, redact_userinfo
 from pipelines.errors import FacewatchError
+from pipelines.milvus_import import import_pymilvus
 from pipelines.observe import timed_write
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
 
@@ -161,6 +162,7 @@ class VectorStore:
 
     @classmethod
     def open(cls, settings: Settings) -> VectorStore:
+        import_pymilvus()  # first: pymilvus's import closes the logging handlers otherwise
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
 
@@ -246,6 +248,7 @@ class VectorStore:
         return True
 
     def _create(self, name: str, info: EmbedderInfo) -> None:
+        import_pymilvus()
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)

@@ -43,7 +43,7 @@ from pipelines.store import FACES, MATCHES, WATCHLIST, VectorStore
 from pipelines.text import check_text
 from pipelines.watchlist import Watchlists
 from pipelines.workspace import Workspace
-from serve import metrics
+from serve import memprobe, metrics
 from serve.alerts import AlertFanout, AlertRecorder
 from serve.auth import FailureThrottle
 from serve.fleet import Fleet
@@ -157,6 +157,7 @@ class LiveHub:
         self._tasks = {asyncio.ensure_future(self._start())}
         if self.live.keep_nonmatches:
             logger.warning(DRILL_WARNING)
+        memprobe.start_if_asked("LiveHub")
 
     # -- start-up and upkeep ---------------------------------------------------------------
     async def _start(self) -> None:

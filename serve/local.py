@@ -32,6 +32,7 @@ import yaml
 from pipelines.errors import FacewatchError
 from pipelines.privacy import check_private_home
 from serve.app import APP_NAME, BuildArgs, build_settings, compose
+from serve.memory_env import apply_memory_env
 from serve.placement import local_resources
 from serve.proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
@@ -179,6 +180,7 @@ def start_ray_local(num_cpus: int | None = None, resources: dict[str, float] | N
     if ray.is_initialized():
         return False
     keep_ray_on_loopback()
+    apply_memory_env()  # glibc settings that keep the replicas' RSS flat (serve.memory_env)
     metrics_port: dict[str, Any] = metrics_port_option()  # ray.init's private keyword
     ray.init(
         address="local",

@@ -29,7 +29,7 @@ from ray import serve as ray_serve
 from pipelines.config import Settings
 from pipelines.engine import FaceEngine, ProbeFace, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
-from serve import metrics
+from serve import memprobe, metrics
 from serve.loopback import bind_replica_to_node
 from serve.pool_stats import PoolReporter
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
@@ -73,6 +73,7 @@ class FacePool:
         self._last_live = float("-inf")
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
+        memprobe.start_if_asked("FacePool")
 
     async def _run(self, priority: int, work: functools.partial) -> FaceBatch:
         """``work`` (an engine call) on the model thread, when the gate lets it in."""

@@ -12,6 +12,7 @@ from pipelines.config import Settings
 from pipelines.errors import EXIT_UNEXPECTED, FacewatchError
 from pipelines.privacy import private_umask
 from pipelines.schemas import EmbedderInfo, EmbedderMismatchError
+from serve.memory_env import apply_memory_env
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def prepare_env(local: bool) -> None:
     if local:
         for key, value in _LOCAL_ENV.items():
             os.environ.setdefault(key, value)
+        apply_memory_env()  # the Ray processes we start keep a flat RSS (serve.memory_env)
     if logging.getLogger().getEffectiveLevel() > logging.INFO:  # not -v
         for key, value in _QUIET_ENV.items():
             os.environ.setdefault(key, value)

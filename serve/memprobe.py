@@ -1,0 +1,155 @@
+"""An opt-in memory probe for the long-lived replicas (LiveHub, FacePool): where does RSS go?
+
+The soak (benchmarks/soak_live.py) sees RSS per process from /proc but cannot tell Python
+objects from native memory, or a leak from memory glibc keeps after a free. With
+``FACEWATCH_MEMPROBE=<folder>`` set before the server starts (Ray workers inherit it), each
+replica that calls ``start_if_asked`` writes one JSON line every ``FACEWATCH_MEMPROBE_S``
+seconds (default 120) to ``<folder>/<name>-<pid>.jsonl`` with:
+- ``rss_kb`` from /proc, and glibc's ``mallinfo2`` (bytes in use by malloc, bytes free but
+  held in its arenas, mmapped bytes): native growth in use vs. fragmentation;
+- with ``FACEWATCH_MEMPROBE_TRACE=1``: tracemalloc's Python heap total and the 12 file:line
+  sites that grew most since the first sample (tracemalloc slows allocation: a diagnosis
+  only);
+- the number of object references this worker's Ray core worker holds (its owner
+  reference table);
+- with ``FACEWATCH_MEMPROBE_TRIM=1``: RSS after ``malloc_trim(0)`` as well, which tells
+  memory glibc merely kept from memory in use;
+- with ``FACEWATCH_MEMPROBE_HOLDERS=LogRecord,...``: how many objects of each named type are
+  alive after a full collection, and what the newest hold (this found the LiveHub's
+  access-log records kept by a closed Serve log handler: pipelines/milvus_import.py).
+Unset, nothing starts and nothing is imported. Not for production: a diagnosis tool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ENV, PERIOD_ENV, TRACE_ENV, TRIM_ENV = (
+    "FACEWATCH_MEMPROBE",
+    "FACEWATCH_MEMPROBE_S",
+    "FACEWATCH_MEMPROBE_TRACE",
+    "FACEWATCH_MEMPROBE_TRIM",
+)
+HOLDERS_ENV = "FACEWATCH_MEMPROBE_HOLDERS"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+        + ("uordblks", "fordblks", "keepcost")
+    ]
+
+
+def rss_kb() -> int:
+    return rss_parts()["rss_kb"]
+
+
+def rss_parts(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS and its parts from /proc: anonymous (heap, stacks), file-backed (code,
+    libraries) and shared memory (Ray's object store, mapped into every worker)."""
+    with open(f"/proc/{pid}/status") as f:
+        status = f.read()
+    keys = {"VmRSS:": "rss_kb", "RssAnon:": "anon_kb", "RssFile:": "file_kb"}
+    keys["RssShmem:"] = "shmem_kb"
+    return {name: int(status.split(k)[1].split()[0]) for k, name in keys.items() if k in status}
+
+
+def mallinfo() -> dict[str, int]:
+    """glibc's allocator totals in KiB (empty where glibc has no mallinfo2)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {"in_use_kb": m.uordblks // 1024, "free_kb": m.fordblks // 1024,
+            "mmap_kb": m.hblkhd // 1024, "arena_kb": m.arena // 1024}  # fmt: skip
+
+
+def holders(type_name: str) -> dict:
+    """How many live objects of ``type_name`` there are, how many survive a full
+    collection (not garbage in cycles waiting for the collector), and what the newest
+    three hold (their ``__dict__``, cut short): what kind of thing accumulates."""
+    import gc
+
+    before = sum(type(o).__name__ == type_name for o in gc.get_objects())
+    gc.collect()
+    objs = [o for o in gc.get_objects() if type(o).__name__ == type_name]
+    sample = [repr(getattr(o, "__dict__", o))[:300] for o in objs[-3:]]
+    return {"type": type_name, "before_gc": before, "after_gc": len(objs), "sample": sample}
+
+
+def trim() -> None:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def ray_refs() -> int | None:
+    try:
+        import ray
+
+        core = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
+        return len(core.get_all_reference_counts())
+    except Exception:  # noqa: BLE001 - a diagnosis: absent is fine
+        return None
+
+
+class Probe:
+    def __init__(self, name: str, folder: Path, period_s: float):
+        self.path = folder / f"{name}-{os.getpid()}.jsonl"
+        self.period_s = period_s
+        self.first: Any = None  # the first tracemalloc snapshot
+        self.trace = os.environ.get(TRACE_ENV) == "1"
+        self.trim = os.environ.get(TRIM_ENV) == "1"
+        self.t0 = time.monotonic()
+
+    def row(self) -> dict:
+        import gc
+
+        out: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1)}
+        out.update(rss_parts(), **mallinfo())
+        out.update(ray_refs=ray_refs(), gc_objects=len(gc.get_objects()))
+        if self.trace:
+            out.update(self._trace())
+        for type_name in filter(None, os.environ.get(HOLDERS_ENV, "").split(",")):
+            out[f"holders_{type_name}"] = holders(type_name)
+        if self.trim:
+            trim()
+            out["rss_after_trim_kb"] = rss_kb()
+        return out
+
+    def _trace(self) -> dict:
+        import tracemalloc
+
+        snap = tracemalloc.take_snapshot()
+        if self.first is None:
+            self.first = snap
+        top = snap.compare_to(self.first, "lineno")[:12]
+        return {"py_heap_kb": tracemalloc.get_traced_memory()[0] // 1024,
+                "py_growth": [[str(s.traceback[0]), s.size_diff // 1024, s.count_diff]
+                              for s in top]}  # fmt: skip
+
+    def loop(self) -> None:
+        if self.trace:
+            import tracemalloc
+
+            tracemalloc.start(1)
+        while True:
+            time.sleep(self.period_s)
+            with self.path.open("a") as f:
+                f.write(json.dumps(self.row()) + "\n")
+
+
+def start_if_asked(name: str) -> None:
+    folder = os.environ.get(ENV)
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    probe = Probe(name, Path(folder), float(os.environ.get(PERIOD_ENV, "120")))
+    threading.Thread(target=probe.loop, name="memprobe", daemon=True).start()
