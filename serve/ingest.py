@@ -34,6 +34,7 @@ from pipelines.live.cameras import (
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
 from serve import metrics
+from serve.fair_share import FairShare
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,12 @@ class CameraRunner:
         sink: AlertSink,
         origin: str = "api",
         depth: int = 2,
+        share: FairShare | None = None,
     ):
+        """``share``: the places at the pool that this camera takes turns for with the
+        others (the fleet's); None: only this camera's own ``depth`` bounds it."""
         self.spec, self.policy, self.origin = spec, policy, origin
+        self.share = share
         self.fps = spec.fps or policy.fps
         self._analyse, self._sink = analyse, sink
         self.analyser = LiveAnalyser(spec.id, policy, epoch=f"{time.time():.6f}")
@@ -255,13 +260,29 @@ class CameraRunner:
     async def _produce(self) -> None:
         while True:
             await self._inflight.acquire()
-            frame = await self.slot.get()
+            frame = await self._next_frame()
             if frame.image is None:  # the decoder puts only decoded frames in the slot
                 raise RuntimeError("an undecoded frame reached analysis")
             regions = self._regions(frame.t)
             self.region_frames += regions is not None
             task = asyncio.ensure_future(self._analyse(frame.image, regions))
+            if self.share is not None:
+                task.add_done_callback(self.share.release_after)
             await self._order.put((frame, task))
+
+    async def _next_frame(self) -> PendingFrame:
+        """The newest frame, once this camera's turn at the pool has come (``FairShare``):
+        the frame is taken only then, so a newer one that arrives while it waits for its
+        turn replaces it, and what goes to the pool is as recent as it can be."""
+        if self.share is None:
+            return await self.slot.get()
+        while True:
+            await self.slot.ready()
+            await self.share.acquire(self.spec.id)
+            frame = self.slot.take()
+            if frame is not None:
+                return frame
+            self.share.release()  # the slot was cleared meanwhile (the camera stops)
 
     def _regions(self, t: float) -> np.ndarray | None:
         """Where to look for faces in the frame taken at ``t``: None (the whole frame) on

@@ -94,9 +94,19 @@ class FrameSlot:
         self._ready.set()
 
     async def get(self) -> PendingFrame:
+        await self.ready()
+        frame, self._frame = self._frame, None
+        assert frame is not None  # ready() returns only with a frame here
+        return frame
+
+    async def ready(self) -> None:
+        """Until a frame waits here (it stays here: a newer one may still replace it)."""
         while self._frame is None:
             self._ready.clear()
             await self._ready.wait()
+
+    def take(self) -> PendingFrame | None:
+        """The waiting frame, if any, without waiting."""
         frame, self._frame = self._frame, None
         return frame
 
