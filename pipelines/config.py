@@ -392,6 +392,15 @@ class LiveConfig(Strict):
         "in the frames between, only around the faces of its last result (1: every frame "
         "whole). A face that walks in is found at the next whole frame",
     )
+    decode_max_side: int = Field(
+        1280,
+        ge=0,
+        le=16384,
+        description="pushed and streamed frames are decoded to at most this many pixels on "
+        "their longer side (0: full size); the pool finds, checks and embeds faces in "
+        "these working pixels (so detector.min_face_size and quality.min_eye_distance "
+        "count them there), and boxes are mapped back to the camera's pixels",
+    )
     frames_at_pool: int = Field(
         12,
         ge=1,
