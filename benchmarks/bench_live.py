@@ -510,6 +510,22 @@ def capacity(results: dict, fps: float) -> dict:
     }
 
 
+def live_settings() -> dict:
+    """The live levers in force (conf and FACEWATCH__ overrides), so that runs with other
+    settings (an A/B) say which was which."""
+    from pipelines.config import load_settings
+
+    settings = load_settings()  # as the server's build_settings reads them
+    live, pool = settings.live, settings.pool
+    return {
+        "detect_every": live.detect_every,
+        "frames_at_pool": live.frames_at_pool,
+        "decode_max_side": live.decode_max_side,
+        "pool_replicas": pool.num_replicas,
+        "live_max_batch_size": pool.live_max_batch_size,
+    }
+
+
 def report(results: dict, args, startup_s: float) -> None:
     base = results["live only"]
     ratio = p99_ratio(results, "live + archive")
@@ -536,6 +552,7 @@ def report(results: dict, args, startup_s: float) -> None:
         "server_startup_s": round(startup_s, 1),
         "note": args.note,
         "capacity": capacity(results, args.fps),
+        "live_settings": live_settings(),
         "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
         "phases": results,
         "p99_ratio_archive_vs_alone": ratio,
@@ -571,7 +588,7 @@ def report(results: dict, args, startup_s: float) -> None:
     print(f"{'abuser answers (status: n)':28}{json.dumps(abused):>18}")
     print(f"\np99 ratio (abuser / alone): {abuse_ratio}   (archive / alone): {ratio}")
     print(f"targets: {targets}")
-    print(f"capacity: {doc['capacity']}")
+    print(f"capacity: {doc['capacity']}   settings: {doc['live_settings']}")
     print(f"wrote {args.out}")
 
 

@@ -392,6 +392,24 @@ class LiveConfig(Strict):
         "in the frames between, only around the faces of its last result (1: every frame "
         "whole). A face that walks in is found at the next whole frame",
     )
+    decode_max_side: int = Field(
+        1280,
+        ge=0,
+        le=16384,
+        description="pushed and streamed frames are decoded to at most this many pixels on "
+        "their longer side (0: full size); the pool finds, checks and embeds faces in "
+        "these working pixels (so detector.min_face_size and quality.min_eye_distance "
+        "count them there), and boxes are mapped back to the camera's pixels",
+    )
+    frames_at_pool: int = Field(
+        12,
+        ge=1,
+        le=4096,
+        description="live frames of all cameras at the face pool at once; more wait in their "
+        "cameras' newest-frame slots, where a newer frame replaces an older one, and cameras "
+        "take turns for a free place, so an overloaded pool gives each camera an equal share "
+        "and analyses recent frames (about 1.5x replicas x the frames one batch holds)",
+    )
     max_push_bytes_per_s: int = Field(
         8 * 1024 * 1024,
         ge=64 * 1024,

@@ -168,6 +168,40 @@ def decode_image(
     return to_rgb_array(img)
 
 
+def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) with the longer side at most ``max_side`` (0: no limit), aspect kept
+    (each side at least 1 pixel)."""
+    if max_side <= 0 or max(width, height) <= max_side:
+        return width, height
+    f = max_side / float(max(width, height))
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
+def decode_reduced(
+    data: bytes, name: str, max_pixels: int, max_side: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode to at most ``max_side`` pixels on the longer side (0: full size): a JPEG is
+    decoded at 1/2, 1/4 or 1/8 of its size in the DCT (PIL ``draft``), the rest resized
+    (box filter). Returns the RGB uint8 image and the original (width, height) after the
+    EXIF rotation, so that the caller can map what it finds back to original pixels.
+    ImageError as ``decode_image``; the pixel limit applies to the original size."""
+    with _image_errors(name):
+        img = _open_checked(data, name, max_pixels)
+        header = img.size
+        target = working_size(*header, max_side)
+        if target != header and img.format == "JPEG":
+            img.draft("RGB", target)  # the smallest DCT scale still at least target
+        img.load()
+        loaded = img.size
+        img = ImageOps.exif_transpose(img)
+    turned = img.size != loaded  # a 90-degree EXIF rotation swaps the sides
+    original = (header[1], header[0]) if turned else header
+    want = working_size(*original, max_side)
+    if img.size != want:
+        img = img.resize(want, Image.Resampling.BOX)
+    return to_rgb_array(img), original
+
+
 def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     path = Path(path)
     try:

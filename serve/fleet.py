@@ -37,6 +37,7 @@ from pipelines.live.cameras import (
     scrub_secrets,
 )
 from pipelines.match import Gallery, Matcher
+from serve.fair_share import FairShare
 from serve.ingest import AlertSink, Analyse, CameraRunner
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Fleet:
         self._snapshot_for = snapshot_for
         self.file_roots = file_roots
         self.runners: dict[str, CameraRunner] = {}
+        # live frames at the pool at once, all cameras together, taken in turn
+        self.share = FairShare(policy.frames_at_pool)
         self._matchers: dict[ListKey, tuple[Matcher | None, dict[str, Any]]] = {}
         self._versions: dict[str, Any] | None = None
 
@@ -112,7 +115,9 @@ class Fleet:
 
     async def _start(self, spec: CameraSpec, origin: str) -> None:
         """Start one camera; if it cannot start, keep it with the reason as its error."""
-        runner = CameraRunner(spec, self.policy, self._analyse, self._sink, origin)
+        runner = CameraRunner(
+            spec, self.policy, self._analyse, self._sink, origin, share=self.share
+        )
         self.runners[spec.id] = runner
         try:
             self._check_startable(spec, origin)

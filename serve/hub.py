@@ -31,7 +31,7 @@ from pipelines.config import Settings
 from pipelines.deployments import Deployments
 from pipelines.errors import FacewatchError
 from pipelines.home import Home
-from pipelines.images import decode_image
+from pipelines.images import decode_reduced
 from pipelines.live.alert_record import alert_record
 from pipelines.live.analyser import AlertDraft, Face
 from pipelines.live.cameras import CameraError, CameraRegistry, CameraSpec, camera_file_roots
@@ -298,10 +298,18 @@ class LiveHub:
     async def _analyse(self, frame: np.ndarray, regions: np.ndarray | None):
         return await self.pool.live.remote(frame, regions)
 
-    async def _decode(self, data: bytes) -> np.ndarray:
+    async def _decode(self, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
+        """A pushed frame, decoded at most ``live.decode_max_side`` pixels on its longer
+        side (``pipelines.live.working_size``), with its original size."""
         loop = asyncio.get_running_loop()
+        live = self.live
         return await loop.run_in_executor(
-            self._cpu_pool, decode_image, data, "frame", self.live.max_push_pixels
+            self._cpu_pool,
+            decode_reduced,
+            data,
+            "frame",
+            live.max_push_pixels,
+            live.decode_max_side,
         )
 
     async def _load_gallery(

@@ -31,9 +31,11 @@ from pipelines.live.cameras import (
     redact_url,
     scrub_secrets,
 )
+from pipelines.live.working_size import Scale, in_original, scale_between
 from pipelines.match import Matcher
 from pipelines.schemas import FaceBatch
 from serve import metrics
+from serve.fair_share import FairShare
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ class AlertSink(Protocol):
 
 # (frame, regions): regions None searches the whole frame, else only around those boxes
 Analyse = Callable[[np.ndarray, np.ndarray | None], Awaitable[FaceBatch]]
-Decode = Callable[[bytes], Awaitable[np.ndarray]]
+# a pushed frame's bytes -> its image, or (image decoded reduced, original (width, height))
+Decode = Callable[[bytes], Awaitable[np.ndarray | tuple[np.ndarray, tuple[int, int]]]]
 
 
 class CameraRunner:
@@ -62,8 +65,12 @@ class CameraRunner:
         sink: AlertSink,
         origin: str = "api",
         depth: int = 2,
+        share: FairShare | None = None,
     ):
+        """``share``: the places at the pool that this camera takes turns for with the
+        others (the fleet's); None: only this camera's own ``depth`` bounds it."""
         self.spec, self.policy, self.origin = spec, policy, origin
+        self.share = share
         self.fps = spec.fps or policy.fps
         self._analyse, self._sink = analyse, sink
         self.analyser = LiveAnalyser(spec.id, policy, epoch=f"{time.time():.6f}")
@@ -116,8 +123,8 @@ class CameraRunner:
         self.source.error(self.start_error)
 
     def _make_reader(self, loop: asyncio.AbstractEventLoop, url: str) -> StreamReader:
-        def deliver(image: np.ndarray, t: float, received_at: float) -> None:
-            loop.call_soon_threadsafe(self._offer_image, image, t, received_at)
+        def deliver(image: np.ndarray, t: float, received_at: float, scale: Scale) -> None:
+            loop.call_soon_threadsafe(self._offer_image, image, t, received_at, scale)
 
         return StreamReader(
             self.spec.id,
@@ -129,6 +136,7 @@ class CameraRunner:
             backoff=Backoff(self.policy.reconnect_initial_s, self.policy.reconnect_max_s),
             public_url=redact_url(self.spec.url),
             allowed_networks=self.policy.allowed_camera_networks,
+            max_side=self.policy.decode_max_side,
         )
 
     async def stop(self) -> None:
@@ -171,8 +179,8 @@ class CameraRunner:
         self.source.frames_received += self.spec.kind == "push"
         return self._seq
 
-    def _offer_image(self, image: np.ndarray, t: float, received_at: float) -> None:
-        self.slot.put(PendingFrame(self._next_seq(), t, received_at, image=image))
+    def _offer_image(self, image: np.ndarray, t: float, received_at: float, scale: Scale) -> None:
+        self.slot.put(PendingFrame(self._next_seq(), t, received_at, image=image, scale=scale))
 
     def _refusal(self) -> CameraError:
         return CameraError(
@@ -240,7 +248,13 @@ class CameraRunner:
             try:
                 if data is None:  # each queued frame carries its bytes once
                     raise ValueError("a pushed frame was queued without its bytes")
-                frame.image = await decode(data)
+                decoded = await decode(data)
+                if isinstance(decoded, tuple):  # decoded reduced: (image, original size)
+                    frame.image, original = decoded
+                    height, width = frame.image.shape[:2]
+                    frame.scale = scale_between(original, (width, height))
+                else:
+                    frame.image = decoded
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a frame that cannot be decoded costs itself
@@ -255,13 +269,29 @@ class CameraRunner:
     async def _produce(self) -> None:
         while True:
             await self._inflight.acquire()
-            frame = await self.slot.get()
+            frame = await self._next_frame()
             if frame.image is None:  # the decoder puts only decoded frames in the slot
                 raise RuntimeError("an undecoded frame reached analysis")
             regions = self._regions(frame.t)
             self.region_frames += regions is not None
             task = asyncio.ensure_future(self._analyse(frame.image, regions))
+            if self.share is not None:
+                task.add_done_callback(self.share.release_after)
             await self._order.put((frame, task))
+
+    async def _next_frame(self) -> PendingFrame:
+        """The newest frame, once this camera's turn at the pool has come (``FairShare``):
+        the frame is taken only then, so a newer one that arrives while it waits for its
+        turn replaces it, and what goes to the pool is as recent as it can be."""
+        if self.share is None:
+            return await self.slot.get()
+        while True:
+            await self.slot.ready()
+            await self.share.acquire(self.spec.id)
+            frame = self.slot.take()
+            if frame is not None:
+                return frame
+            self.share.release()  # the slot was cleared meanwhile (the camera stops)
 
     def _regions(self, t: float) -> np.ndarray | None:
         """Where to look for faces in the frame taken at ``t``: None (the whole frame) on
@@ -294,8 +324,10 @@ class CameraRunner:
             self._inflight.release()
 
     def _apply(self, frame: PendingFrame, batch: FaceBatch) -> None:
-        outcome = self.analyser.update(frame.t, frame.seq, frame.received_at, batch)
+        # the next region search is in the pool's (working) pixels; the rest in the camera's
         self._last_faces = (frame.t, batch.detections.boxes.copy())
+        batch = in_original(batch, frame.scale)
+        outcome = self.analyser.update(frame.t, frame.seq, frame.received_at, batch)
         frame.image = None
         now = time.monotonic()
         self._done_at.append(now)

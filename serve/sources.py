@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.live.cameras import ANY_NETWORK, check_camera_host, redact_url, scrub_secrets
+from pipelines.live.working_size import UNSCALED, Scale, scale_between, working_size
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class PendingFrame:
     image: np.ndarray | None = None  # RGB uint8, decoded
     data: bytes | None = None  # encoded image (pushed frames are decoded when taken)
     done: asyncio.Future | None = field(default=None, repr=False)
+    scale: Scale = UNSCALED  # original pixels per pixel of ``image`` (decoded reduced)
 
     def resolve(self, result: dict) -> None:
         if self.done is not None and not self.done.done():
@@ -94,9 +96,19 @@ class FrameSlot:
         self._ready.set()
 
     async def get(self) -> PendingFrame:
+        await self.ready()
+        frame, self._frame = self._frame, None
+        assert frame is not None  # ready() returns only with a frame here
+        return frame
+
+    async def ready(self) -> None:
+        """Until a frame waits here (it stays here: a newer one may still replace it)."""
         while self._frame is None:
             self._ready.clear()
             await self._ready.wait()
+
+    def take(self) -> PendingFrame | None:
+        """The waiting frame, if any, without waiting."""
         frame, self._frame = self._frame, None
         return frame
 
@@ -131,16 +143,20 @@ class StreamReader(threading.Thread):
         is_file: bool,
         loop_file: bool,
         fps: float,
-        deliver: Callable[[np.ndarray, float, float], None],
+        deliver: Callable[[np.ndarray, float, float, Scale], None],
         backoff: Backoff,
         io_timeout_s: float = 5.0,
         public_url: str | None = None,
         allowed_networks: Sequence[str] = ANY_NETWORK,
+        max_side: int = 0,
     ):
         """``url`` is the connect URL, secrets expanded; ``public_url`` stands in for it in
         error texts (default: ``url`` with its password redacted). A stream's host must
-        resolve into ``allowed_networks`` before each connection (``check_camera_host``)."""
+        resolve into ``allowed_networks`` before each connection (``check_camera_host``).
+        Due frames are delivered at most ``max_side`` pixels on their longer side (0: as
+        decoded), with their scale (``pipelines.live.working_size``)."""
         self.allowed_networks = list(allowed_networks)
+        self.max_side = max_side
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         self.camera_id, self.url, self.is_file, self.loop_file = camera_id, url, is_file, loop_file
         self.public_url = redact_url(url) if public_url is None else public_url
@@ -211,7 +227,13 @@ class StreamReader(threading.Thread):
         st.frames_received += 1
         t = time.monotonic()
         if self.pacer.due(t):
-            self.deliver(frame.to_ndarray(format="rgb24"), t, time.time())
+            size = working_size(frame.width, frame.height, self.max_side)
+            if size != (frame.width, frame.height):  # the decoder's scaler, before RGB
+                image = frame.reformat(width=size[0], height=size[1], format="rgb24")
+                scale = scale_between((frame.width, frame.height), size)
+                self.deliver(image.to_ndarray(), t, time.time(), scale)
+            else:
+                self.deliver(frame.to_ndarray(format="rgb24"), t, time.time(), UNSCALED)
 
 
 class _PlaybackClock:
