@@ -22,6 +22,13 @@ paid once per job, so a short video measures start-up rather than search), built
 precision of both the naive loop and the search are scored on it (a sighting counts when
 person and time overlap).
 
+Per video, the search's per-frame work is also run in one process with a clock around each
+stage (``archive_stages``: decode, whole-frame and region detection, alignment/quality/
+crops, embedding, matching, tracking and decisions), beside the naive loop's stages, with
+wall and CPU seconds: ``stages`` in the JSON, and per video the in-process search/naive
+and search/decode. What the end-to-end search spends beyond those stages (Ray, Serve, the
+store, start-up) is ``stages_remainder_s``. ``--no-stages`` skips these runs.
+
 Run: ``.venv/bin/python benchmarks/bench_archive.py`` (about 10 minutes on 2 CPU cores, plus
 about 2 to build the ground-truth video the first time).
 Prints a table and writes ``benchmarks/results/bench_archive.json``.
@@ -43,6 +50,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pipelines import groundtruth  # noqa: E402
 from pipelines.video import sample_indices  # noqa: E402
@@ -280,6 +288,43 @@ def print_table(res: dict) -> None:
         print_disagreements(res["groundtruth"].get("disagreements_top_n_1", []))
 
 
+def profile_stages(videos: list[Path], photos: dict[str, Path], fps: float, res: dict) -> dict:
+    """Per video, the search's and the naive loop's stages in this process, interleaved
+    (search, naive, next video), with the in-process ratios beside the decode speed."""
+    import archive_stages
+    from bench_recall import gallery_for
+
+    from pipelines.config import Settings
+    from pipelines.engine import FaceEngine
+
+    settings = Settings()
+    engine = FaceEngine(settings, device="cpu").load(warmup=False)
+    alert = engine.embedder.default_threshold
+    gap = alert - settings_review_threshold(res)
+    gallery = gallery_for({n: [p] for n, p in photos.items()}, alert, alert - gap, engine)
+    naive, out = Naive(photos), {}
+    for v in videos:
+        row = res["videos"][v.name]
+        s = archive_stages.search_stages(v, fps, gallery, settings)
+        n = archive_stages.naive_stages(naive, v, fps)
+        out[v.name] = {
+            "load_avg": os.getloadavg(),
+            "search": s,
+            "naive": n,
+            "search_over_naive": round(n["wall_s"] / s["wall_s"], 3),
+            "search_over_naive_cpu": round(n["cpu_s"] / s["cpu_s"], 3),
+            "search_over_decode": round(row["decode_wall_s"] / s["wall_s"], 4),
+        }
+        print(f"{v.name}: stages {json.dumps(out[v.name])}", flush=True)
+    in_process = sum(r["search"]["wall_s"] for r in out.values())
+    return {"videos": out, "stages_remainder_s": round(res["search"]["wall_s"] - in_process, 3)}
+
+
+def settings_review_threshold(res: dict) -> float:
+    """The review threshold the search used (its summary), for the profile's gallery."""
+    return float(res["search"]["summary"]["review_thresholds"][0])
+
+
 def print_disagreements(rows: list[dict]) -> None:
     for d in rows:
         print(f"  found only by {d['found_by']:6s}: {d['photo']} at {d['start_s']}-{d['end_s']}s")
@@ -295,6 +340,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_archive.json")
     ap.add_argument("--label", default="", help="a note stored with the results")
     ap.add_argument("--skip-naive", action="store_true", help="reuse naive numbers from --out")
+    ap.add_argument("--no-stages", action="store_true", help="skip the per-stage profile")
     ap.add_argument("search_args", nargs="*", help="extra arguments for facewatch search")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -391,6 +437,8 @@ def main() -> None:
             for s in res["videos"]["short_hamilton_clip.mp4"]["naive_sightings"]
         ),
     }
+    if not args.no_stages:
+        res["stages"] = profile_stages(videos, photos, args.fps, res)
     res["load_avg_after"] = os.getloadavg()
     print_table(res)
     args.out.parent.mkdir(parents=True, exist_ok=True)

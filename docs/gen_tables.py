@@ -197,6 +197,35 @@ def archive_speed(arch: dict[str, Any]) -> str:
     return f"Measured on {machine}.\n\n" + table(header, rows)
 
 
+STAGE_ORDER = ("decode", "detect_whole", "detect_regions", "detect", "align_quality_crops",
+               "embed", "match", "track_decide", "align_match_other", "other")  # fmt: skip
+
+
+def archive_stages(arch: dict[str, Any]) -> str:
+    """Per video, the search's and the naive loop's stages in one process (CPU seconds,
+    wall in brackets), and the in-process ratios (bench_archive's ``stages``)."""
+    st = arch.get("stages")
+    if not st:
+        return "Not measured yet: the next `bench_archive.py` run records it.\n"
+    rows = []
+    for name, v in st["videos"].items():
+        for side in ("search", "naive"):
+            stages = v[side]["stages"]
+            parts = [f"{k} {stages[k]['cpu_s']:.1f} ({stages[k]['wall_s']:.1f})"
+                     for k in STAGE_ORDER if k in stages]  # fmt: skip
+            rows.append([f"`{name}`", side, f"{v[side]['cpu_s']:.1f} ({v[side]['wall_s']:.1f})",
+                         "; ".join(parts)])  # fmt: skip
+        ratios = f"search/naive {v['search_over_naive']:.2f} wall, "
+        ratios += (
+            f"{v['search_over_naive_cpu']:.2f} CPU; search/decode {v['search_over_decode']:.3f}"
+        )
+        rows.append([f"`{name}`", "in-process ratios", "", ratios])
+    header = ["video", "path", "CPU s (wall s)", "stages: CPU s (wall s)"]
+    tail = (f"\nThe end-to-end search spent {st['stages_remainder_s']:.1f} s of wall time beyond"
+            " its in-process stages (Ray, Serve, the store, start-up).\n")  # fmt: skip
+    return table(header, rows) + tail
+
+
 def archive_recall(runs: list[dict[str, Any]]) -> str:
     """Visits found per ground-truth video: the naive loop, the search's alert tier
     (sightings, default and ``top_n`` 1) and both tiers (sightings + candidates)."""
@@ -753,6 +782,7 @@ def tables(results: Path) -> dict[str, str]:
         "lfw.md": lfw(load(results, "bench_lfw.json")),
         "archive-speed.md": archive_speed(seeds[0]),
         "archive-recall.md": archive_recall(seeds),
+        "archive-stages.md": archive_stages(seeds[0]),
         "live.md": live(load(results, "bench_live.json")),
         "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
         "index-small.md": index_small(index),

@@ -70,6 +70,21 @@ class FaceDetector:
     def _scale_for(self, h: int, w: int) -> float:
         return min(1.0, self.config.max_side / float(max(h, w)))
 
+    def whole_pixels(self, h: int, w: int) -> float:
+        """P-net's input pixels at the finest pyramid level of a whole-frame search of an
+        h x w frame (the levels below add a fixed share, the same for regions)."""
+        scale = self._scale_for(h, w)
+        minsize = max(float(MTCNN_MIN_SIZE), self.config.min_face_size * scale)
+        level = MTCNN_MIN_SIZE / minsize
+        return (h * scale * level) * (w * scale * level)
+
+    @staticmethod
+    def region_pixels(n: int) -> float:
+        """``whole_pixels`` for a region search around ``n`` faces (each a REGION_SIDE
+        square with its smallest face REGION_MIN_FACE; see ``detect_regions``)."""
+        level = MTCNN_MIN_SIZE / max(REGION_MIN_FACE, MTCNN_MIN_SIZE)
+        return n * (REGION_SIDE * level) ** 2
+
     def _check(self, frame: np.ndarray) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ImageError(

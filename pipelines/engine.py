@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 # of the chip), each with its mirror. Chosen before measuring (benchmarks/bench_lfw.py).
 PHOTO_SCALES = (0.96, 1.0, 1.04)
 PHOTO_MODE = "tta6"  # recorded with each enrolled photo
+# Between whole-frame searches, a frame with so many faces that their regions cost more
+# than a whole search is searched whole (``FaceEngine._regions_cost_more``); a switch for
+# benchmarks/archive_stages.py's A/B runs.
+REGIONS_WHEN_CHEAPER = True
 
 
 class EnrolmentError(FacewatchError, ValueError):
@@ -188,19 +192,38 @@ class FaceEngine:
         # Frames whose predecessor is known, a step at a time (each step is one batch).
         while len(done) < len(frames):
             ready = [i for i in range(len(frames)) if i not in done and (i == 0 or i - 1 in done)]
-            index, boxes = [], []
+            index, boxes, costly = [], [], []
             for i in ready:
                 prev = before if i == 0 and before is not None else _faces_of(parts, i - 1)
+                if self._regions_cost_more(frames[i], len(prev)):
+                    costly.append(i)
+                    continue
                 index += [i] * len(prev)
                 boxes.append(prev.boxes)
-            parts.append(
-                self.detector.detect_regions(
-                    frames, np.asarray(index, np.int32), np.concatenate(boxes).reshape(-1, 4)
+            if costly:  # many faces: one whole-frame search is cheaper than their regions
+                part = self.detector.detect([frames[i] for i in costly])
+                part.frame_index = np.asarray(costly, np.int32)[part.frame_index]
+                parts.append(part)
+            if boxes:
+                parts.append(
+                    self.detector.detect_regions(
+                        frames, np.asarray(index, np.int32), np.concatenate(boxes).reshape(-1, 4)
+                    )
                 )
-            )
             done.update(ready)
         dets = FaceDetections.concat(parts)
         return dets.select(np.argsort(dets.frame_index, kind="stable"))
+
+    def _regions_cost_more(self, frame: np.ndarray, n_faces: int) -> bool:
+        """Whether looking around ``n_faces`` faces costs more than searching ``frame``
+        whole (P-net's input pixels, the bulk of MTCNN's work; measured in
+        benchmarks/archive_stages.py: a crowded 640x360 clip's region frames cost twice
+        its whole ones). A whole search also finds faces new in the frame."""
+        if not REGIONS_WHEN_CHEAPER:
+            return False
+        h, w = frame.shape[:2]
+        whole = self.detector.whole_pixels(h, w)
+        return whole > 0 and self.detector.region_pixels(n_faces) >= whole
 
     def probe_face(self, path: Path | str) -> ProbeFace:
         """The one quality-passing face in a photo, or ImageError saying why not."""

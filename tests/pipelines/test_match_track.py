@@ -164,18 +164,7 @@ def test_search_top_n_setting_decides_how_a_track_scores(tmp_path, top_n, sighti
 
     settings = Settings.model_validate({"search": {"top_n": top_n}})
     job = ArchiveSearch(settings, gallery(), tmp_path)
-    n, none = 5, [-np.inf] * 3
-    tab = FaceTable(
-        t=np.arange(n) * 0.5,
-        frame_index=np.arange(n),
-        face_index=np.zeros(n, int),
-        boxes=np.tile(np.asarray([10, 10, 50, 50], np.float32), (n, 1)),
-        passed=np.ones(n, bool),
-        quality=np.ones(n, np.float32),
-        cand_person=np.tile([0, 1, -1, -1, -1], (n, 1)),
-        cand_score=np.asarray([[0.92, 0.1, *none]] + [[0.85, 0.1, *none]] * 4),
-        cand_margin=np.asarray([[0.02, -0.8, *none]] + [[-0.05, -0.8, *none]] * 4),
-    )
+    n, tab = 5, _hovering_track(-0.05)
     emb = np.tile(unit(1, 0.3, 0, 0), (n, 1))
     res = FileResult("v.mp4", "f" * 64, VideoInfo("v.mp4", 10, 2.0, 64, 64))
     job._decide(res, tab, emb, [b""] * n)
@@ -183,3 +172,46 @@ def test_search_top_n_setting_decides_how_a_track_scores(tmp_path, top_n, sighti
     assert len(res.matches) == 5 * sightings
     if sightings:
         assert res.sightings[0].person_name == "Alice" and res.sightings[0].best_score == 0.92
+
+
+def _hovering_track(others: float) -> FaceTable:
+    """Five faces of one track, Alice's best: one frame 0.02 over her threshold, four at
+    ``others`` (a margin)."""
+    n, none = 5, [-np.inf] * 3
+    return FaceTable(
+        t=np.arange(n) * 0.5,
+        frame_index=np.arange(n),
+        face_index=np.zeros(n, int),
+        boxes=np.tile(np.asarray([10, 10, 50, 50], np.float32), (n, 1)),
+        passed=np.ones(n, bool),
+        quality=np.ones(n, np.float32),
+        cand_person=np.tile([0, 1, -1, -1, -1], (n, 1)),
+        cand_score=np.asarray([[0.92, 0.1, *none]] + [[0.9 + others, 0.1, *none]] * 4),
+        cand_margin=np.asarray([[0.02, -0.8, *none]] + [[others, -0.8, *none]] * 4),
+    )
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("others", "tier"),
+    [(-0.012, "sighting"), (-0.03, "candidate"), (-0.2, None)],
+)
+def test_best_frame_decides_a_track_steadily_near_the_threshold(others, tier):
+    """A track whose median face lies inside the review tier (gap 0.015) is decided on its
+    best frame: a still face hovering at the threshold is a sighting, as the naive
+    every-frame loop finds it (the mean of the best 3 alone would miss it). One
+    lucky frame among faces further below stays a candidate or nothing."""
+    gap = np.asarray([0.015, 0.015])
+    verdicts = decide_tracks(_hovering_track(others), np.zeros(5, np.int64), 3, gap)
+    assert [v.tier for v in verdicts] == ([tier] if tier else [])
+    if tier == "sighting":
+        assert verdicts[0].margin == pytest.approx(0.003)  # min(best, median + gap)
+    mean3 = (0.02 + 2 * others) / 3
+    assert mean3 < 0  # the mean of the best 3 alone would not make a sighting of any row
+
+
+@pytest.mark.timeout(10)
+def test_without_a_review_tier_the_track_rule_is_the_mean_alone():
+    """Live decides without a review tier: there the best frame never decides alone."""
+    verdicts = decide_tracks(_hovering_track(-0.012), np.zeros(5, np.int64), 3, None)
+    assert verdicts == []

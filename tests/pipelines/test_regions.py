@@ -166,3 +166,28 @@ def test_a_run_can_continue_from_the_frame_before_the_batch(engine_module, frame
 def test_flags_must_match_the_frames(engine_module, frames):
     with pytest.raises(ValueError, match="2 flags for 1 frames"):
         engine_module.process(frames[:1], whole=[True, False])
+
+
+def _corner_boxes(n: int, w: int, h: int) -> FaceDetections:
+    """``n`` face boxes in a w x h frame's bottom-right corner, where the clip has no face."""
+    boxes = np.tile(np.asarray([[w - 40, h - 40, w, h]], np.float32), (n, 1))
+    return FaceDetections(
+        np.zeros(n, np.int32), boxes, np.zeros((n, 5, 2), np.float32), np.ones(n, np.float32)
+    )
+
+
+def test_a_frame_after_many_faces_is_searched_whole(engine_module, frames, whole):
+    """Regions around as many faces as cost more than a whole-frame search (P-net pixels:
+    four 192 px regions against one 640x360 frame with 40 px faces) are not searched: the
+    frame is searched whole, and finds the faces away from the regions too."""
+    eng, det = engine_module, engine_module.detector
+    k = max(range(len(frames)), key=lambda i: len(whole[i]))
+    h, w = frames[k].shape[:2]
+    many = next(n for n in range(1, 64) if det.region_pixels(n) >= det.whole_pixels(h, w))
+    assert many == 4 and len(whole[k]) > 0
+    # no face inside the corner's regions (a square 120 px across around the box)
+    assert ((whole[k].boxes[:, 2] < w - 80) | (whole[k].boxes[:, 3] < h - 80)).all()
+    few = eng.process([frames[k]], whole=[False], before=_corner_boxes(many - 1, w, h))
+    assert len(few) == 0  # regions only: nothing in the corner
+    out = eng.process([frames[k]], whole=[False], before=_corner_boxes(many, w, h))
+    assert len(_matched(whole[k], out.detections)) == len(whole[k])
