@@ -211,10 +211,7 @@ class VectorStore:
         """Note which collections search by HNSW; warn about a face index made before it
         had its indexes (it still works, by scanning)."""
         for name in INDEXED_FIELDS:
-            described = [
-                self.client.describe_index(name, i) for i in self.client.list_indexes(name)
-            ]
-            kinds = {d.get("field_name"): d.get("index_type") for d in described}
+            kinds = self.index_kinds(name)
             if kinds.get("embedding") == "HNSW":
                 self.hnsw.add(name)
             missing = [f for f in ("embedding", *INDEXED_FIELDS[name]) if f not in kinds]
@@ -227,6 +224,11 @@ class VectorStore:
                     name,
                     ", ".join(INDEXED_FIELDS[name]),
                 )
+
+    def index_kinds(self, name: str) -> dict[str, str]:
+        """The collection's index type per indexed field (e.g. ``{"embedding": "HNSW"}``)."""
+        described = [self.client.describe_index(name, i) for i in self.client.list_indexes(name)]
+        return {str(d.get("field_name")): str(d.get("index_type")) for d in described}
 
     def _outdated_faces(self) -> bool:
         """An empty face index of the old schema (no track ids) is replaced; a full one is

@@ -106,6 +106,19 @@ class PathScope:
         return path in self.files or any(path.startswith(d) for d in self.folders)
 
 
+TRACK_FILTER_FIELDS = ("source_id", "track_id")  # what the read-back filters on
+
+
+def track_filter(tracks: dict[str, set[int]]) -> str:
+    """The read-back's filter: these tracks of these files, by equality and ``in`` on
+    TRACK_FILTER_FIELDS only, so the store answers it from their scalar indexes (see
+    pipelines/store.py INDEXED_FIELDS) instead of scanning the collection."""
+    return " or ".join(
+        f'(source_id == "{fid}" and track_id in {sorted(int(t) for t in tracks[fid])})'
+        for fid in sorted(tracks)
+    )
+
+
 class IndexedSearch:
     def __init__(
         self,
@@ -168,10 +181,8 @@ class IndexedSearch:
         out: dict[str, list[dict]] = {fid: [] for fid in tracks}
         files = sorted(tracks)
         for i in range(0, len(files), FILES_PER_QUERY):
-            where = " or ".join(
-                f'(source_id == "{fid}" and track_id in {sorted(tracks[fid])})'
-                for fid in files[i : i + FILES_PER_QUERY]
-            )
+            chunk = {fid: tracks[fid] for fid in files[i : i + FILES_PER_QUERY]}
+            where = track_filter(chunk)
             for r in self.store.query(FACES, filter=where, fields=[*FACE_FIELDS, "embedding"]):
                 out[r["source_id"]].append(r)
         return out

@@ -231,3 +231,40 @@ def test_indexed_search_scope_is_exact_and_outlives_the_files(tmp_path):
     assert scope.keeps(str(clip)) and not scope.keeps(f"{clip}.bak")
     assert not scope.keeps(f"{tmp_path}/1000/a.mp4")  # `like "100%/%"` would let it through
     assert f'source_path like "{pct}/%"' in scope.filter()
+
+
+@pytest.mark.timeout(60)
+def test_the_track_read_back_filters_only_on_indexed_fields(tmp_path):
+    """At a million faces the read-back of candidate tracks must not scan the collection:
+    the filter indexed search builds uses only fields with an INVERTED index on a fresh
+    milvus-lite face index (HNSW on its vectors), and it reads back exactly those tracks."""
+    import re
+
+    import numpy as np
+
+    from jobs.archive.index_search import TRACK_FILTER_FIELDS, track_filter
+    from pipelines.config import Settings
+    from pipelines.schemas import EmbedderInfo
+    from pipelines.store import FACES, INDEXED_FIELDS, VectorStore
+
+    store = VectorStore.open(Settings(home=str(tmp_path))).bind(EmbedderInfo("t", "1", 8))
+    try:
+        kinds = store.index_kinds(FACES)
+        assert kinds["embedding"] == "HNSW" and FACES in store.hnsw
+        assert {f: kinds.get(f) for f in INDEXED_FIELDS[FACES]} == dict.fromkeys(
+            INDEXED_FIELDS[FACES], "INVERTED"
+        )
+        where = track_filter({"s1": {2, 1}, "s3": {0}})
+        used = set(re.findall(r"\b([a-z_]+) (?:==|in) ", where))
+        assert used == set(TRACK_FILTER_FIELDS) and used <= set(INDEXED_FIELDS[FACES])
+        emb = np.eye(8, dtype=np.float32)[np.arange(40) % 8]
+        rows = [
+            {"id": f"f{i}", "embedding": emb[i], "source_id": f"s{i % 4}", "track_id": i % 3}
+            for i in range(40)
+        ]
+        store.upsert(FACES, rows)
+        got = sorted(r["id"] for r in store.query(FACES, filter=where, fields=["id"]))
+        want = [f"f{i}" for i in range(40) if (i % 4, i % 3) in {(1, 1), (1, 2), (3, 0)}]
+        assert got == sorted(want)
+    finally:
+        store.close()

@@ -230,11 +230,7 @@ def test_the_face_index_has_hnsw_and_scalar_indexes_and_reads_back_by_them(store
     info = EmbedderInfo("dlib-resnet", "test-indexes", 8)
     store = VectorStore.open(store_settings).bind(info)
     try:
-        c = store.client
-        kinds = {
-            d["field_name"]: d["index_type"]
-            for d in (c.describe_index(FACES, i) for i in c.list_indexes(FACES))
-        }
+        kinds = store.index_kinds(FACES)
         assert kinds["embedding"] == "HNSW" and FACES in store.hnsw
         assert set(INDEXED_FIELDS[FACES]) <= set(kinds)
         server = store_settings.store.uri is not None
