@@ -211,6 +211,18 @@ def test_best_frame_decides_a_track_steadily_near_the_threshold(others, tier):
 
 
 @pytest.mark.timeout(10)
+def test_a_short_track_is_never_decided_on_its_best_frame():
+    """Three faces are not "steadily" near the threshold: a short track of someone else
+    with one lucky frame stays below the alert tier (the mean of its best 3 decides)."""
+    table = _hovering_track(-0.012)
+    rows = np.arange(3)
+    short = FaceTable(**{k: getattr(table, k)[rows] for k in FaceTable.__dataclass_fields__})
+    verdicts = decide_tracks(short, np.zeros(3, np.int64), 3, np.asarray([0.015, 0.015]))
+    assert [v.tier for v in verdicts] == ["candidate"]
+    assert verdicts[0].margin == pytest.approx((0.02 - 2 * 0.012) / 3)
+
+
+@pytest.mark.timeout(10)
 def test_without_a_review_tier_the_track_rule_is_the_mean_alone():
     """Live decides without a review tier: there the best frame never decides alone."""
     verdicts = decide_tracks(_hovering_track(-0.012), np.zeros(5, np.int64), 3, None)

@@ -92,10 +92,8 @@ def table(t, people, scores, alert) -> FaceTable:
 
 
 def test_tracks_get_their_tier_from_the_mean_of_their_best_margins():
-    # track 0 (ann): best three 0.96, 0.955, 0.95 -> mean 0.955 >= 0.95: a sighting; its
-    #   median (0.955) lies within the review gap, so its best frame decides: margin 0.01
-    # track 1 (bob): 0.94, 0.935, 0.93, 0.80 -> mean of best three 0.935; median 0.9325 is
-    #   within the gap, so the best frame decides: 0.94, a candidate at 0.93
+    # track 0 (ann): best three 0.96, 0.955, 0.95 -> mean 0.955 >= 0.95: a sighting
+    # track 1 (bob): 0.94, 0.935, 0.93, 0.80 -> mean of best three 0.935: a candidate at 0.93
     # track 2 (ann): 0.92 -> below both
     t = np.arange(8) * 0.5
     tab = table(
@@ -103,8 +101,8 @@ def test_tracks_get_their_tier_from_the_mean_of_their_best_margins():
     )
     tids = np.array([0, 0, 0, 1, 1, 1, 1, 2])
     verdicts = {v.track_id: v for v in decide_tracks(tab, tids, 3, np.array([0.02, 0.02]))}
-    assert verdicts[0].tier == SIGHTING and verdicts[0].margin == pytest.approx(0.01, abs=1e-6)
-    assert verdicts[1].tier == CANDIDATE and verdicts[1].margin == pytest.approx(-0.01, abs=1e-6)
+    assert verdicts[0].tier == SIGHTING and verdicts[0].margin == pytest.approx(0.005, abs=1e-6)
+    assert verdicts[1].tier == CANDIDATE and verdicts[1].margin == pytest.approx(-0.015, abs=1e-6)
     assert 2 not in verdicts
     # without a review tier the candidate is gone and the sighting stays
     assert [v.track_id for v in decide_tracks(tab, tids, 3)] == [0]
