@@ -11,10 +11,14 @@ glibc defaults cause it:
 - a dynamic mmap threshold: once a large block (a decoded frame, an image batch, a torch
   buffer) is freed, glibc raises the threshold past it, so later frames come from the
   arenas instead of mmap, and the holes they leave are kept rather than handed back.
-With ``MALLOC_ARENA_MAX=2`` and a fixed ``MALLOC_MMAP_THRESHOLD_`` of 256 KiB, blocks of a
-frame or more are mmapped and returned to the kernel when freed, and the same replica held
-under 4 MB free (its RSS ~230 MB lower). The cost: a page fault per 4 KiB of each large
-block, well under a millisecond per frame next to ~100 ms of model time.
+With ``MALLOC_ARENA_MAX=2`` the threads share two arenas. The FacePool also hands freed
+pages back after archive work (``malloc_trim``, at most every 30 s: serve/pool.py).
+
+Not set: a fixed ``MALLOC_MMAP_THRESHOLD_`` (256 KiB), which returned every freed frame to
+the kernel but made every large torch and numpy buffer a fresh mmap, page faults and all:
+the pool's model time per live frame went from 37-38 ms to 68 ms and 4 cameras at 5 fps
+from p99 455-507 ms with nothing dropped to 810-918 ms with 5% dropped (bench_live, 4
+cameras, 30 s, the same quiet machine, interleaved).
 
 glibc reads these once, when a process starts, so they are set in the environment of the
 process that starts Ray (``facewatch serve``, a search that starts its own Ray): the raylet
@@ -24,15 +28,29 @@ cluster started with ``ray start``, set them in that shell (docs/operators.md).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 
-MEMORY_ENV = {
-    "MALLOC_ARENA_MAX": "2",
-    "MALLOC_MMAP_THRESHOLD_": str(256 * 1024),
-}
+MEMORY_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def apply_memory_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Set ``MEMORY_ENV`` where unset (a user's value wins); returns what is in force."""
     env = os.environ if environ is None else environ
     return {key: env.setdefault(key, value) for key, value in MEMORY_ENV.items()}
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def release_freed_memory() -> bool:
+    """glibc's ``malloc_trim(0)``: freed pages in every arena go back to the kernel (they
+    stay free to malloc). True if memory was released; False also where there is no glibc."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serve.memory_env import release_freed_memory
+
 ENV, PERIOD_ENV, TRACE_ENV, TRIM_ENV = (
     "FACEWATCH_MEMPROBE",
     "FACEWATCH_MEMPROBE_S",
@@ -87,7 +89,7 @@ def holders(type_name: str) -> dict:
 
 
 def trim() -> None:
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_freed_memory()
 
 
 def ray_refs() -> int | None:

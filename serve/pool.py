@@ -31,12 +31,14 @@ from pipelines.engine import FaceEngine, ProbeFace, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
 from serve import memprobe, metrics
 from serve.loopback import bind_replica_to_node
+from serve.memory_env import release_freed_memory
 from serve.pool_stats import PoolReporter
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
 logger = logging.getLogger(__name__)
 
 POOL_DEPLOYMENT = "FacePool"
+TRIM_EVERY_S = 30.0  # at most this often, freed pages go back to the kernel after archive work
 LIVE_RECENT_S = 2.0  # live work this recent makes archive work yield after every frame
 
 
@@ -74,6 +76,7 @@ class FacePool:
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
         memprobe.start_if_asked("FacePool")
+        self._trimmed_at = 0.0
 
     async def _run(self, priority: int, work: functools.partial) -> FaceBatch:
         """``work`` (an engine call) on the model thread, when the gate lets it in."""
@@ -143,7 +146,18 @@ class FacePool:
             start += size
             await self._archive_rest(time.perf_counter() - t0)
         self.stats["archive_frames"] += len(frames)
+        await self._trim_if_due()
         return concat_batches(parts)
+
+    async def _trim_if_due(self) -> None:
+        """Hand the pages that archive work freed back to the kernel (``malloc_trim``), at
+        most every ``TRIM_EVERY_S``, on the model thread so no model call waits on it: a
+        replica otherwise kept hundreds of MB it had freed (serve/memory_env.py)."""
+        now = time.monotonic()
+        if now - self._trimmed_at < TRIM_EVERY_S:
+            return
+        self._trimmed_at = now
+        await asyncio.get_running_loop().run_in_executor(self.executor, release_freed_memory)
 
     async def photos(self, images: list[np.ndarray]) -> list[ProbeFace | str]:
         """Enrolment photos (bulk import): per photo its one usable face, or why it has

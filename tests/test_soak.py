@@ -8,11 +8,11 @@ after the first window beyond a small margin (Ray opens a few as workers come an
 no long-lived process (the driver, Ray's raylet and GCS, every Serve replica) ending more
 than 30% above its size after warm-up. Nothing here times absolute speed.
 
-Memory, from inside the replicas (serve/memprobe.py, a line every 20 s): two leaks the
-30-minute soak found (issue 16) fail here. The LiveHub kept every Serve access-log record
+Memory, from inside the replicas (serve/memprobe.py, a line every 20 s): of the two leaks
+the 30-minute soak found (issue 16), the first fails here. The LiveHub kept every Serve access-log record
 (one per pushed frame: ~2,000 in two minutes) once pymilvus's import had closed Serve's log
 handler; and a FacePool replica with glibc's default arenas held 230-370 MB of memory it
-had freed, against a few MB with ``MALLOC_ARENA_MAX=2`` and a fixed mmap threshold. RSS
+had freed (now ``MALLOC_ARENA_MAX=2`` and ``malloc_trim`` after archive work). RSS
 growth per analysed frame is printed, not asserted: in a server's first two minutes its
 warm-up growth (object-store pages touched, caches filling) is of the same order as the
 leak's ~3 KB per frame, so only the 30-minute run can tell a slope.
@@ -68,14 +68,16 @@ def test_two_minutes_of_four_cameras_and_searches_leak_nothing_and_fail_nothing(
 
 
 def check_replica_memory(probe: Path) -> None:
-    """The LiveHub keeps no log records; no FacePool replica holds much freed memory."""
+    """The LiveHub keeps no log records (the pymilvus/Serve handler leak). A FacePool
+    replica's freed memory is not checked here: glibc counts pages that ``malloc_trim``
+    handed back as free all the same; its RSS is (the long-lived processes above)."""
     last = {f.name: _last_line(f) for f in sorted(probe.glob("*.jsonl"))}
     hubs = [row for name, row in last.items() if name.startswith("LiveHub-") and row]
     pools = {name: row for name, row in last.items() if name.startswith("FacePool-") and row}
     assert hubs and pools, sorted(last)
     assert hubs[0]["holders_LogRecord"]["after_gc"] < 100, hubs[0]  # ~2,000 with the leak
     for name, row in pools.items():
-        assert row["free_kb"] < 64 * 1024, (name, row)  # glibc arenas' freed memory
+        print(name, "glibc in use / free KiB:", row["in_use_kb"], row["free_kb"])
 
 
 def _last_line(path: Path) -> dict | None:
