@@ -10,12 +10,12 @@ than 30% above its size after warm-up. Nothing here times absolute speed.
 
 Memory, from inside the replicas (serve/memprobe.py, a line every 20 s): of the two leaks
 the 30-minute soak found (issue 16), the first fails here. The LiveHub kept every Serve
-access-log record (one per pushed frame: ~2,000 in two minutes) once pymilvus's import had closed Serve's log
-handler; and a FacePool replica with glibc's default arenas held 230-370 MB of memory it
-had freed (now ``MALLOC_ARENA_MAX=2`` and ``malloc_trim`` after archive work). RSS
-growth per analysed frame is printed, not asserted: in a server's first two minutes its
-warm-up growth (object-store pages touched, caches filling) is of the same order as the
-leak's ~3 KB per frame, so only the 30-minute run can tell a slope.
+access-log record (one per pushed frame: ~2,000 in two minutes) once pymilvus's import had
+closed Serve's log handler; and a FacePool replica with glibc's default arenas held 230-370
+MB of memory it had freed (now ``MALLOC_ARENA_MAX=2`` and ``malloc_trim`` after archive
+work). RSS growth per analysed frame is printed, not asserted: in a server's first two
+minutes its warm-up growth (object-store pages touched, caches filling) is of the same order
+as the leak's ~3 KB per frame, so only the 30-minute run can tell a slope.
 """
 
 from __future__ import annotations
