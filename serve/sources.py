@@ -97,7 +97,7 @@ class FrameSlot:
 
     async def get(self) -> PendingFrame:
         await self.ready()
-        frame, self._frame = self._frame, None
+        frame = self.take()
         assert frame is not None  # ready() returns only with a frame here
         return frame
 
