@@ -151,8 +151,9 @@ class FacePool:
 
     async def _trim_if_due(self) -> None:
         """Hand the pages that archive work freed back to the kernel (``malloc_trim``), at
-        most every ``TRIM_EVERY_S``, on the model thread so no model call waits on it: a
-        replica otherwise kept hundreds of MB it had freed (serve/memory_env.py)."""
+        most every ``TRIM_EVERY_S``, on the model thread, between model calls (a live frame
+        may wait behind it: a suspect in the soak's p99 drift, not yet measured); a replica
+        otherwise kept hundreds of MB it had freed (serve/memory_env.py)."""
         now = time.monotonic()
         if now - self._trimmed_at < TRIM_EVERY_S:
             return
