@@ -223,6 +223,13 @@ def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) 
         "model_ms_per_frame": round(model_ms, 1),
         "pool_busy_fraction": round(tot["busy_s"] / (seconds * max(len(pids), 1)), 3),
         "capacity_fps_at_this_cost": round(len(pids) * 1000 / max(model_ms, 1e-9), 1),
+        # malloc_trim on the model thread after archive work (serve/pool.py)
+        "trims": sum(last[p].get("trims", 0) - before.get(p, {}).get("trims", 0) for p in pids),
+        "trim_ms_total": round(
+            1000 * sum(last[p].get("trim_s", 0) - before.get(p, {}).get("trim_s", 0) for p in pids),
+            1,
+        ),
+        "trim_ms_max_so_far": round(1000 * max(last[p].get("trim_max_s", 0) for p in pids), 1),
     }
 
 

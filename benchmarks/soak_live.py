@@ -207,13 +207,15 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
     t0, rows = time.monotonic(), []
     try:
         for i in range(n):
+            pool_before, started = bl.pool_stats(), time.monotonic()
             ph = asyncio.run(window(base, cams, frames, args.fps, window_s, searches))
+            pool = bl.pool_delta(pool_before, bl.pool_stats(), time.monotonic() - started)
             s = bl.summarise(ph, cams, window_s, args.fps)
             errors = sum(v for k, v in ph.status.items() if k not in GOOD)
             rows.append({"t_s": round(time.monotonic() - t0, 1), "window": i + 1,
                          "frames_sent": s["frames_sent"], "drop_rate": s["drop_rate"],
                          "p99_ms": s["frame_to_result_ms"]["p99"], "errors": errors,
-                         "statuses": dict(ph.status),
+                         "statuses": dict(ph.status), "pool": pool,
                          **dict(zip(("processes", "pid_fds"), sample(), strict=True))})  # fmt: skip
             print(_line(rows[-1]), flush=True)
     finally:
@@ -227,7 +229,9 @@ def _line(r: dict) -> str:
     fds = sum(g["fds"] for g in r["processes"].values())
     return (f"window {r['window']:>2}  t={r['t_s']:>7.0f}s  sent {r['frames_sent']:>5}  "
             f"drops {r['drop_rate']:.3f}  p99 {r['p99_ms']} ms  RSS {rss:,.0f} MiB  "
-            f"FDs {fds}  errors {r['errors']}")  # fmt: skip
+            f"FDs {fds}  errors {r['errors']}  model {r['pool']['model_ms_per_frame']} ms/frame  "
+            f"trims {r['pool']['trims']} ({r['pool']['trim_ms_total']} ms, max "
+            f"{r['pool']['trim_ms_max_so_far']})")  # fmt: skip
 
 
 def fd_detail(first: dict, last: dict, steady: list[str]) -> dict:

@@ -71,6 +71,9 @@ class FacePool:
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)  # type: ignore[misc, attr-defined]
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)  # type: ignore[misc, attr-defined]
         self.stats = {"live_frames": 0, "live_region_frames": 0, "archive_frames": 0, "busy_s": 0.0}
+        # malloc_trim after archive work (_trim_if_due): how often, and how long the model
+        # thread was held by it (a live frame can wait behind it)
+        self.stats.update(trims=0, trim_s=0.0, trim_max_s=0.0)
         self.busy_by_lane = {LIVE: 0.0, ARCHIVE: 0.0}
         self._last_live = float("-inf")
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
@@ -158,7 +161,12 @@ class FacePool:
         if now - self._trimmed_at < TRIM_EVERY_S:
             return
         self._trimmed_at = now
+        t0 = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(self.executor, release_freed_memory)
+        took = time.perf_counter() - t0
+        self.stats["trims"] += 1
+        self.stats["trim_s"] += took
+        self.stats["trim_max_s"] = max(self.stats["trim_max_s"], took)
 
     async def photos(self, images: list[np.ndarray]) -> list[ProbeFace | str]:
         """Enrolment photos (bulk import): per photo its one usable face, or why it has
