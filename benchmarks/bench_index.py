@@ -400,7 +400,7 @@ def read_back(store, tracks: dict) -> dict:
 
 def ef_curve(store, probes: list, efs: list[int]) -> list[dict]:
     """Latency and recall against the largest ef, per HNSW search list length ``ef``."""
-    from pipelines.store import FACES
+    from pipelines.store import FACES, READ_CONSISTENCY
 
     rows = []
     for k in (100, 1000):
@@ -415,6 +415,7 @@ def ef_curve(store, probes: list, efs: list[int]) -> list[dict]:
                     limit=k,
                     search_params={"metric_type": "IP", "params": {"ef": ef}},
                     output_fields=["track_id"],
+                    consistency_level=READ_CONSISTENCY[FACES],  # as VectorStore.search
                 )
                 lat.append(time.perf_counter() - t0)
                 found.append({h["id"] for h in hits[0]})
@@ -576,6 +577,10 @@ def real_part(args) -> dict:
     return real
 
 
+# above this 1-minute load average at a checkpoint, the run shared the machine
+QUIET_LOAD = 2.5
+
+
 def merge(args) -> dict:
     """The results file: the earlier one's parts, with the stages --work holds now."""
     res = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -584,7 +589,9 @@ def merge(args) -> dict:
         if path.exists():
             got = json.loads(path.read_text())
             if part != "real" and "build" not in got and "build" in res.get(part, {}):
-                got["build"] = res[part]["build"]  # a --reuse-store run keeps the build
+                # a --reuse-store run keeps the build, from an earlier run (whose load
+                # averages were those of that run)
+                got["build"] = {**res[part]["build"], "from_an_earlier_run": True}
             res[part] = got
     for stale in ("lite_reopened", "noise_sigma", "data"):  # the old layout's entries
         res.pop(stale, None)
@@ -596,13 +603,16 @@ def merge(args) -> dict:
         for x in res.get(part, {}).get(key, [])[:1]
     ]
     span = f"{min(loads):g}-{max(loads):g}" if loads else "not recorded"
-    res["machine"] = f"2 cores shared with other jobs (1-minute load average {span} in the run)"
+    quiet = bool(loads) and max(loads) < QUIET_LOAD
+    res["machine"] = f"2 cores (1-minute load average {span} at the run's checkpoints)"
     res["note"] = (
-        f"Measured on a 2-core machine shared with three other engineers' tests and benchmarks "
-        f"(1-minute load average {span} at the run's checkpoints: see load_* in each part), "
-        "so latencies are upper bounds; rerun the queries on a quiet machine with "
-        "--reuse-store. The index is partly synthetic:"
-    )
+        f"Measured on a quiet 2-core machine (1-minute load average {span} at the run's "
+        "checkpoints: see load_* in each part)."
+        if quiet
+        else f"Measured on a 2-core machine shared with other jobs (1-minute load average "
+        f"{span} at the run's checkpoints: see load_* in each part), so latencies are upper "
+        "bounds; rerun the queries on a quiet machine with --reuse-store."
+    ) + " The index is partly synthetic:"
     res["indexes"] = "HNSW (M 16, efConstruction 128) on fw_faces vectors; INVERTED on " \
         "source_id, source_path, case_ref, track_id, timestamp_s, indexed_at"  # fmt: skip
     return res

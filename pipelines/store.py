@@ -14,7 +14,12 @@ Rows round-trip the same on milvus-lite and on a Milvus 2.3+ server: the server 
 JSON array at the top of a JSON field, so ``box`` is written as ``{"xyxy": [x1, y1, x2, y2]}``
 and read back as the list (a list written by older code reads back as it was). Reads ask
 for Strong consistency, so a row is visible to the next query on a server too (its default,
-Bounded, can hide a write for a moment).
+Bounded, can hide a write for a moment). The face index is read with Session consistency
+instead: on a server, Strong waits for the next time tick (200 ms) on every call, which made
+every probe search and read-back of a million-face index take 200 ms whatever its size
+(benchmarks/bench_index.py). Session still shows a process its own writes at once; faces
+another process indexed show within about a time tick, which a probe of a finished job
+never sees.
 
 milvus-lite lets exactly one process open a database. ``open`` checks the lock first and
 says who to ask instead. Under Ray, one owner writes (the search driver, or the live hub).
@@ -44,6 +49,8 @@ EMBEDDER_PROPERTY = "facewatch.embedder"
 ID_LEN, TEXT_LEN, PATH_LEN = 64, 512, 2048
 BOX_KEY = "xyxy"  # box is stored as {BOX_KEY: [x1, y1, x2, y2]}
 STRONG = "Strong"
+SESSION = "Session"
+READ_CONSISTENCY = {FACES: SESSION}  # the rest: STRONG (module docstring)
 # The face index holds millions of rows (one per archive face): a graph index on its vectors
 # (HNSW) and scalar indexes on the fields indexed search and retention filter on (source,
 # case, time, and the tracks read back), so neither a probe search nor a read-back scans
@@ -349,7 +356,10 @@ class VectorStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         self._require()
-        kwargs: dict[str, Any] = {"output_fields": fields or ["*"], "consistency_level": STRONG}
+        kwargs: dict[str, Any] = {
+            "output_fields": fields or ["*"],
+            "consistency_level": READ_CONSISTENCY.get(name, STRONG),
+        }
         if ids is not None:
             if not ids:
                 return []
@@ -376,8 +386,9 @@ class VectorStore:
 
     def count(self, name: str, filter: str = "") -> int:
         self._require()
+        consistency = READ_CONSISTENCY.get(name, STRONG)
         res = self.client.query(
-            name, filter=filter, output_fields=["count(*)"], consistency_level=STRONG
+            name, filter=filter, output_fields=["count(*)"], consistency_level=consistency
         )
         return int(res[0]["count(*)"])
 
@@ -402,7 +413,7 @@ class VectorStore:
             filter=filter,
             output_fields=fields or ["*"],
             search_params=params,
-            consistency_level=STRONG,
+            consistency_level=READ_CONSISTENCY.get(name, STRONG),
         )
         return [
             [decode_row({**dict(h["entity"]), "id": h["id"], "score": h["distance"]}) for h in hits]
