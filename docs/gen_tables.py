@@ -332,6 +332,41 @@ def live_cost(bench: dict[str, Any]) -> str:
     )
 
 
+def live_stages(bench: dict[str, Any]) -> str:
+    """benchmarks/bench_live_stages.py: CPU time per stage, and inside MTCNN."""
+    total = bench["total_ms_per_camera_frame"]
+    stages = sorted(bench["ms_per_camera_frame"].items(), key=lambda kv: -kv[1])
+    rows = [[name, f"{ms:.2f}", f"{100 * ms / total:.0f}%"] for name, ms in stages]
+    rows.append(["**total**", f"**{total:.2f}**", "100%"])
+    out = (
+        f"{bench['args']['cameras']} cameras, {bench['camera_frames']} camera frames, "
+        "CPU ms of one thread per camera frame.\n\n"
+        + table(["stage", "ms per camera frame", "share"], rows)
+    )
+    parts = [p for m in bench["mtcnn"].values() for p in m["ms_per_camera_frame"]]
+    parts = list(dict.fromkeys(parts))
+    inside = [
+        [stage]
+        + [f"{m['ms_per_camera_frame'][p]:.2f}" for p in parts]
+        + [f"{m['candidates_per_camera_frame']['R-net']:.0f}",
+           f"{m['candidates_per_camera_frame']['O-net']:.0f}"]
+        for stage, m in bench["mtcnn"].items()
+    ]  # fmt: skip
+    header = ["inside MTCNN (ms)", *parts, "candidates to R-net", "candidates to O-net"]
+    return out + "\n" + table(header, inside)
+
+
+def mtcnn_candidates(bench: dict[str, Any]) -> str:
+    """benchmarks/mtcnn_candidates.py: capping O-net's candidates per region."""
+    rows = [
+        [r["video"], r["onet_candidates_per_region"], f"{r['faces_kept']} of {r['faces_baseline']}",
+         r["faces_lost"], f"{r['cpu_ms_per_region_frame']:.1f}"]
+        for r in bench["rows"]
+    ]  # fmt: skip
+    header = ["video", "O-net candidates per region", "faces kept", "lost", "CPU ms per frame"]
+    return table(header, rows)
+
+
 def cluster_scaling(bench: dict[str, Any]) -> str:
     """benchmarks/bench_cluster.py: the same search on 1 and on 2 pool nodes."""
     rows = []
@@ -448,6 +483,8 @@ def _build(part: dict[str, Any]) -> tuple[str, str]:
     insert = f"{build['insert_rows_per_s']:,} faces/s ({build['insert_s'] / 60:.1f} min)"
     if build["index"]["pending_index_rows"]:
         insert += f"; {build['index']['pending_index_rows']:,} faces not yet indexed when queried"
+    if build.get("earlier_run_load"):
+        insert += f" (built in an earlier run, {build['earlier_run_load']})"
     return insert, f"{build['flush_index_load_s']:g} s"
 
 
@@ -507,13 +544,14 @@ def _read_back(bench: dict[str, Any]) -> str:
 
 def _ef_curve(bench: dict[str, Any]) -> str:
     rows = [
-        [c["top_k"], c["ef"], f"{c['p50_ms']:,.0f} / {c['p99_ms']:,.0f} ms",
+        [store, c["top_k"], c["ef"], f"{c['p50_ms']:,.0f} / {c['p99_ms']:,.0f} ms",
          f"{c['recall_vs_largest_ef']:.3f}"]
-        for c in bench.get("lite", {}).get("queries", {}).get("ef_curve", [])
+        for store in ("lite", "server")
+        for c in bench.get(store, {}).get("queries", {}).get("ef_curve", [])
     ]  # fmt: skip
     if not rows:
         return ""
-    header = ["top-k", "HNSW ef", "p50 / p99 (milvus-lite)", "recall vs the largest ef"]
+    header = ["store", "top-k", "HNSW ef", "p50 / p99", "recall vs the largest ef"]
     return "\n\n" + table(header, rows)
 
 
@@ -776,6 +814,11 @@ def soak(run: dict[str, Any] | None) -> str:
         for r in run["windows"]
     ]  # fmt: skip
     header = ["window", "end (s)", "frames sent", "drops", "p99 ms", "errors", "RSS MiB", "FDs"]
+    if all("pool" in r for r in run["windows"]):  # results written after the trim timing
+        for row, r in zip(rows, run["windows"], strict=True):
+            p = r["pool"]
+            row += [p["model_ms_per_frame"], f"{p['trims']} ({p['trim_ms_total']:,.0f} ms)"]
+        header += ["model ms/frame", "malloc_trim calls (time)"]
     v = run["verdict"]
     per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
@@ -827,6 +870,8 @@ def tables(results: Path) -> dict[str, str]:
         "archive-stages.md": archive_stages(seeds[0]),
         "live.md": live(load(results, "bench_live.json")),
         "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
+        "live-stages.md": live_stages(load(results, "bench_live_stages.json")),
+        "mtcnn-candidates.md": mtcnn_candidates(load(results, "mtcnn_candidates.json")),
         "index-small.md": index_small(index),
         "cluster-scaling.md": cluster_scaling(load(results, "bench_cluster.json")),
         "cluster-live.md": cluster_live(load(results, "bench_cluster.json")),
