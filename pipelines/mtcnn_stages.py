@@ -78,8 +78,10 @@ def crop_resize(
         out[k] = imresample(crop[None], (size, size))[0]
     small = np.flatnonzero(sides <= BATCHED_SIDE)
     order = small[np.argsort(sides[small], kind="stable")]
-    # (C, N*H*W): one index_select gathers a whole group's pixels
-    flat = imgs.permute(1, 0, 2, 3).reshape(channels, -1)
+    # One gather per group from the batch's own memory (N, C, H, W), not a copy of it:
+    # position ((n * C + c) * H + y) * W + x.
+    flat = imgs.contiguous().reshape(-1)
+    plane = np.arange(channels)[:, None, None, None] * (height * width)
     start = 0
     while start < len(order):
         limit = sides[order[start]] * GROUP_RATIO
@@ -93,10 +95,10 @@ def crop_resize(
         # weighted 0 by the bin matrices.
         rows = np.minimum(y0[g][:, None] + np.arange(hp)[None, :], height - 1)
         cols = np.minimum(x0[g][:, None] + np.arange(wp)[None, :], width - 1)
-        pixel = (inds_np[g][:, None, None] * height + rows[:, :, None]) * width
-        pixel = pixel + cols[:, None, :]
-        index = torch.from_numpy(pixel.reshape(-1)).to(imgs.device)
-        crops = flat.index_select(1, index).reshape(channels, len(g), hp, wp)
+        pixel = inds_np[g][:, None, None] * (channels * height * width)
+        pixel = pixel + rows[:, :, None] * width + cols[:, None, :]
+        index = torch.from_numpy((plane + pixel[None]).reshape(-1)).to(imgs.device)
+        crops = flat.index_select(0, index).reshape(channels, len(g), hp, wp)
         a_rows = _bin_matrix(torch.from_numpy(heights[g]).to(imgs.device), hp, size)
         a_cols = _bin_matrix(torch.from_numpy(widths[g]).to(imgs.device), wp, size)
         # (C, G, hp, wp) @ (G, wp, size) -> (C, G, hp, size); then rows
