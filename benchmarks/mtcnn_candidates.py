@@ -35,7 +35,7 @@ CAPS = (None, 1, 2, 4, 8)
 
 
 def capped_cut(original, cap: list[int | None]):
-    """``mtcnn_stages._cut`` that, for O-net (48 px), keeps only each image's ``cap[0]``
+    """``mtcnn_stages.cut_candidates`` that, for O-net (48 px), keeps only each image's ``cap[0]``
     best candidates by R-net score."""
 
     def cut(imgs, boxes, image_inds, size):
@@ -67,7 +67,7 @@ def main() -> int:
 
     set_torch_threads(1)
     cap: list[int | None] = [None]
-    mtcnn_stages._cut = capped_cut(mtcnn_stages._cut, cap)
+    mtcnn_stages.cut_candidates = capped_cut(mtcnn_stages.cut_candidates, cap)
     detector = FaceDetector().load()
     rows = []
     for name, (every, count) in CLIPS.items():

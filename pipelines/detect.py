@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines import mtcnn_stages
 from pipelines.config import DetectorConfig
 from pipelines.images import ImageError
 from pipelines.schemas import FaceDetections
@@ -130,6 +129,8 @@ class FaceDetector:
         # memory, two to three times faster on CPU than on interleaved RGB. Same numbers.
         batch = batch.permute(0, 2, 3, 1)
         self._mtcnn.min_face_size = minsize
+        from pipelines import mtcnn_stages  # facenet-pytorch: loaded with the model
+
         boxes, probs, points = mtcnn_stages.detect(self._mtcnn, batch)
         return self._collect(idx, boxes, probs, points, 1.0 / scale)
 
@@ -166,6 +167,8 @@ class FaceDetector:
         self._mtcnn.min_face_size = float(
             max(REGION_MIN_FACE, MTCNN_MIN_SIZE, self.config.min_face_size * scale.min())
         )
+        from pipelines import mtcnn_stages  # facenet-pytorch: loaded with the model
+
         found, probs, points = mtcnn_stages.detect(self._mtcnn, batch)
         parts = []
         for k in range(len(boxes)):

@@ -107,7 +107,9 @@ def crop_resize(
     return out
 
 
-def _cut(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, size: int) -> Any:
+def cut_candidates(
+    imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, size: int
+) -> Any:
     """The candidates' pixels at ``size``, normalised as MTCNN wants, and which boxes had
     any (a box wholly outside the image has none and is dropped)."""
     h, w = imgs.shape[2:4]
@@ -122,28 +124,30 @@ def _cut(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, size
 def detect(mtcnn: Any, batch: torch.Tensor) -> tuple[Any, Any, Any]:
     """Faces in a (N, H, W, 3) float batch with ``mtcnn``'s networks, thresholds,
     pyramid factor and ``min_face_size``; see the module docstring for the return."""
-    pnet, rnet, onet = mtcnn.pnet, mtcnn.rnet, mtcnn.onet
-    threshold, factor, minsize = mtcnn.thresholds, mtcnn.factor, mtcnn.min_face_size
-    device = batch.device
-    imgs = batch.permute(0, 3, 1, 2).type(next(pnet.parameters()).dtype)
-    n_images = len(imgs)
-    h, w = imgs.shape[2:4]
+    imgs = batch.permute(0, 3, 1, 2).type(next(mtcnn.pnet.parameters()).dtype)
+    boxes, image_inds = _pnet_stage(mtcnn, imgs)
+    boxes, image_inds = _rnet_stage(mtcnn, imgs, boxes, image_inds)
+    boxes, image_inds, points = _onet_stage(mtcnn, imgs, boxes, image_inds)
+    return _per_image(len(imgs), boxes, image_inds, points)
 
-    scale = 12.0 / minsize
+
+def _pnet_stage(mtcnn: Any, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-net over the image pyramid, as facenet-pytorch runs it: candidate boxes (x1, y1,
+    x2, y2, score), squared, and the image each belongs to."""
+    h, w = imgs.shape[2:4]
+    scale = 12.0 / mtcnn.min_face_size
     shortest = min(h, w) * scale
     scales = []
     while shortest >= 12:
         scales.append(scale)
-        scale *= factor
-        shortest *= factor
-
-    # P-net over the pyramid (as facenet-pytorch does it)
+        scale *= mtcnn.factor
+        shortest *= mtcnn.factor
     boxes_l, inds_l, picks_l = [], [], []
     offset = 0
     for scale in scales:
         data = imresample(imgs, (int(h * scale + 1), int(w * scale + 1)))
-        reg, probs = pnet((data - 127.5) * 0.0078125)
-        boxes_s, inds_s = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
+        reg, probs = mtcnn.pnet((data - 127.5) * 0.0078125)
+        boxes_s, inds_s = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
         boxes_l.append(boxes_s)
         inds_l.append(inds_s)
         picks_l.append(batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
@@ -154,54 +158,62 @@ def detect(mtcnn: Any, batch: torch.Tensor) -> tuple[Any, Any, Any]:
     boxes, image_inds = boxes[pick], image_inds[pick]
     regw = boxes[:, 2] - boxes[:, 0]
     regh = boxes[:, 3] - boxes[:, 1]
-    boxes = torch.stack(
-        [
-            boxes[:, 0] + boxes[:, 5] * regw,
-            boxes[:, 1] + boxes[:, 6] * regh,
-            boxes[:, 2] + boxes[:, 7] * regw,
-            boxes[:, 3] + boxes[:, 8] * regh,
-            boxes[:, 4],
-        ]
-    ).permute(1, 0)
-    boxes = rerec(boxes)
+    moved = [boxes[:, k] + boxes[:, k + 5] * (regw if k % 2 == 0 else regh) for k in range(4)]
+    return rerec(torch.stack([*moved, boxes[:, 4]]).permute(1, 0)), image_inds
 
-    # R-net
+
+def _rnet_stage(
+    mtcnn: Any, imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-net on the candidates at 24 px: those that pass, moved and squared."""
     if len(boxes) > 0:
-        data, keep = _cut(imgs, boxes, image_inds, 24)
+        data, keep = cut_candidates(imgs, boxes, image_inds, 24)
         boxes, image_inds = boxes[keep], image_inds[keep]
-    if len(boxes) > 0:
-        out = fixed_batch_process(data, rnet)
-        score = out[1][:, 1]
-        passed = score > threshold[1]
-        boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
-        image_inds = image_inds[passed]
-        moves = out[0][passed]
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes, image_inds, moves = boxes[pick], image_inds[pick], moves[pick]
-        boxes = rerec(bbreg(boxes, moves))
+    if len(boxes) == 0:
+        return boxes, image_inds
+    out = fixed_batch_process(data, mtcnn.rnet)
+    score = out[1][:, 1]
+    passed = score > mtcnn.thresholds[1]
+    boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+    image_inds = image_inds[passed]
+    moves = out[0][passed]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds, moves = boxes[pick], image_inds[pick], moves[pick]
+    return rerec(bbreg(boxes, moves)), image_inds
 
-    # O-net
-    points = torch.zeros(0, 5, 2, device=device)
+
+def _onet_stage(
+    mtcnn: Any, imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """O-net on the candidates at 48 px: the faces, their landmarks (N, 5, 2) and images."""
+    points = torch.zeros(0, 5, 2, device=imgs.device)
     if len(boxes) > 0:
-        data, keep = _cut(imgs, boxes, image_inds, 48)
+        data, keep = cut_candidates(imgs, boxes, image_inds, 48)
         boxes, image_inds = boxes[keep], image_inds[keep]
-    if len(boxes) > 0:
-        out = fixed_batch_process(data, onet)
-        score = out[2][:, 1]
-        passed = score > threshold[2]
-        marks = out[1][passed]
-        boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
-        image_inds = image_inds[passed]
-        moves = out[0][passed]
-        box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-        box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-        points_x = box_w * marks[:, :5] + boxes[:, 0:1] - 1
-        points_y = box_h * marks[:, 5:10] + boxes[:, 1:2] - 1
-        points = torch.stack((points_x, points_y), dim=2)
-        boxes = bbreg(boxes, moves)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+    if len(boxes) == 0:
+        return boxes, image_inds, points
+    out = fixed_batch_process(data, mtcnn.onet)
+    score = out[2][:, 1]
+    passed = score > mtcnn.thresholds[2]
+    marks = out[1][passed]
+    boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+    image_inds = image_inds[passed]
+    moves = out[0][passed]
+    box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    points_x = box_w * marks[:, :5] + boxes[:, 0:1] - 1
+    points_y = box_h * marks[:, 5:10] + boxes[:, 1:2] - 1
+    points = torch.stack((points_x, points_y), dim=2)
+    boxes = bbreg(boxes, moves)
+    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    return boxes[pick], image_inds[pick], points[pick]
 
+
+def _per_image(
+    n_images: int, boxes: torch.Tensor, image_inds: torch.Tensor, points: torch.Tensor
+) -> tuple[Any, Any, Any]:
+    """MTCNN.detect's answer: per image its boxes (largest first), scores and landmarks,
+    or None (and [None]) for an image without faces."""
     boxes_np = boxes.cpu().numpy()
     points_np = points.cpu().numpy()
     inds_np = image_inds.cpu().numpy()
