@@ -107,8 +107,13 @@ def option_compile(engine, sample: np.ndarray, rounds: int) -> dict:
     except Exception as exc:  # noqa: BLE001  (a compiler that is missing or fails)
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     compile_s = time.perf_counter() - t0
+    cos = np.sum(forward(compiled, batch) * forward(model, batch), axis=1)
     cmp = interleave(lambda: forward(compiled, batch), lambda: forward(model, batch), rounds, 3)
-    return {"compile_s": round(compile_s, 1), "compiled_vs_float": cmp}
+    return {
+        "compile_s": round(compile_s, 1),
+        "compiled_vs_float": cmp,
+        "cosine_to_float_min": round(float(cos.min()), 5),
+    }
 
 
 def option_lowres(engine, frames: list[np.ndarray], rounds: int) -> dict:

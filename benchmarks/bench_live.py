@@ -198,7 +198,10 @@ def pool_stats() -> dict[int, dict]:
     want = sum(app.deployments["FacePool"].replica_states.values())
     handle = ray_serve.get_deployment_handle("FacePool", app_name="facewatch")
     seen: dict[int, dict] = {}
-    for _ in range(60):  # calls land on one replica each (the least loaded); collect all
+    # Calls land on one replica each (the less loaded of two picked at random), so a busy
+    # replica can be missed for dozens of calls; collect all (a soak window once saw one
+    # of two within 60 calls, and booked two windows' work into the next).
+    for _ in range(300):
         d = handle.describe.remote().result()
         seen[d["pid"]] = d
         if len(seen) >= want:
