@@ -37,7 +37,12 @@ def test_a_full_disk_during_a_search_is_a_clear_error_and_loses_nothing(data, tm
     )
     assert enrol.returncode == 0, enrol.stderr
     out, report = tmp_path / "out", tmp_path / "report.json"
+    # 8 fps: about 74 frames a file (51 MB decoded), longer than the stream's 16 MiB
+    # blocks, so files finish seconds apart. At the default 2 fps (19 frames, 13 MB) a
+    # block could end two files at once, and the last two files were once recorded
+    # complete before the disk was filled (rc 0)
     args = ["search", str(archive), "--list", "default", *CASE, "--out", str(out), "--json"]
+    args += ["--fps", "8"]
     child = [sys.executable, str(runs.ROOT / "tests/diskfull.py"), str(report), str(src)]
     child += [str(tmp_path / "home"), *args]
     proc = subprocess.run(
