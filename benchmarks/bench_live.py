@@ -211,7 +211,7 @@ def pool_stats() -> dict[int, dict]:
 
 def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) -> dict:
     """Model time per frame and pool utilisation over a phase (all replicas together)."""
-    keys = ("live_frames", "live_region_frames", "archive_frames", "busy_s")
+    keys = ("live_frames", "live_region_frames", "archive_frames", "busy_s", "trims", "trim_s")
     pids = set(before) | set(after)
     last = {p: after.get(p, before.get(p, {})) for p in pids}  # unseen after: no change
     tot = {k: sum(last[p].get(k, 0) - before.get(p, {}).get(k, 0) for p in pids) for k in keys}
@@ -227,11 +227,8 @@ def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) 
         "pool_busy_fraction": round(tot["busy_s"] / (seconds * max(len(pids), 1)), 3),
         "capacity_fps_at_this_cost": round(len(pids) * 1000 / max(model_ms, 1e-9), 1),
         # malloc_trim on the model thread after archive work (serve/pool.py)
-        "trims": sum(last[p].get("trims", 0) - before.get(p, {}).get("trims", 0) for p in pids),
-        "trim_ms_total": round(
-            1000 * sum(last[p].get("trim_s", 0) - before.get(p, {}).get("trim_s", 0) for p in pids),
-            1,
-        ),
+        "trims": tot["trims"],
+        "trim_ms_total": round(1000 * tot["trim_s"], 1),
         "trim_ms_max_so_far": round(1000 * max(last[p].get("trim_max_s", 0) for p in pids), 1),
     }
 

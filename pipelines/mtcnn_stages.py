@@ -1,10 +1,12 @@
 """MTCNN's three stages, with R-net's and O-net's inputs cut out and resized in batches.
 
 facenet-pytorch's ``detect_face`` resizes every candidate box for R-net (24 px) and O-net
-(48 px) with its own ``interpolate(mode="area")`` call. A live frame has a hundred or more
-candidates, and those small calls were about a quarter of MTCNN's time on CPU.
+(48 px) with its own ``interpolate(mode="area")`` call. A whole live frame has about a
+hundred candidates, and cutting and resizing them was about a fifth of MTCNN's time on CPU
+(benchmarks/bench_live_stages.py).
 
-Here the candidates are grouped by size, and each group is cut out with one gather and
+Here the candidates up to BATCHED_SIDE pixels are grouped by size, and each group is cut
+out with one gather and
 area-averaged with two batched matrix products. Area interpolation is an average over
 fixed integer bins (torch's adaptive average pooling), so it is the product
 ``A_rows @ crop @ A_cols.T`` with 0/1 bin matrices scaled by each bin's length: the same
@@ -66,7 +68,7 @@ def crop_resize(
     Boxes up to BATCHED_SIDE pixels go in groups; larger ones, where the matrix products'
     ``size`` multiplications per pixel cost more than a call, one at a time as upstream."""
     n_boxes = len(y0)
-    n_images, channels, height, width = imgs.shape
+    _, channels, height, width = imgs.shape
     out = torch.empty((n_boxes, channels, size, size), dtype=imgs.dtype, device=imgs.device)
     if n_boxes == 0:
         return out

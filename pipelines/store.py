@@ -51,6 +51,13 @@ BOX_KEY = "xyxy"  # box is stored as {BOX_KEY: [x1, y1, x2, y2]}
 STRONG = "Strong"
 SESSION = "Session"
 READ_CONSISTENCY = {FACES: SESSION}  # the rest: STRONG (module docstring)
+
+
+def read_consistency(name: str) -> str:
+    """The consistency level reads of collection ``name`` ask for."""
+    return READ_CONSISTENCY.get(name, STRONG)
+
+
 # The face index holds millions of rows (one per archive face): a graph index on its vectors
 # (HNSW) and scalar indexes on the fields indexed search and retention filter on (source,
 # case, time, and the tracks read back), so neither a probe search nor a read-back scans
@@ -358,7 +365,7 @@ class VectorStore:
         self._require()
         kwargs: dict[str, Any] = {
             "output_fields": fields or ["*"],
-            "consistency_level": READ_CONSISTENCY.get(name, STRONG),
+            "consistency_level": read_consistency(name),
         }
         if ids is not None:
             if not ids:
@@ -386,9 +393,11 @@ class VectorStore:
 
     def count(self, name: str, filter: str = "") -> int:
         self._require()
-        consistency = READ_CONSISTENCY.get(name, STRONG)
         res = self.client.query(
-            name, filter=filter, output_fields=["count(*)"], consistency_level=consistency
+            name,
+            filter=filter,
+            output_fields=["count(*)"],
+            consistency_level=read_consistency(name),
         )
         return int(res[0]["count(*)"])
 
@@ -413,7 +422,7 @@ class VectorStore:
             filter=filter,
             output_fields=fields or ["*"],
             search_params=params,
-            consistency_level=READ_CONSISTENCY.get(name, STRONG),
+            consistency_level=read_consistency(name),
         )
         return [
             [decode_row({**dict(h["entity"]), "id": h["id"], "score": h["distance"]}) for h in hits]

@@ -70,10 +70,17 @@ class FacePool:
         # mypy sees a broken callable here and at _live_batch: the ignores are that gap.
         self._live_batch.set_max_batch_size(pool.live_max_batch_size)  # type: ignore[misc, attr-defined]
         self._live_batch.set_batch_wait_timeout_s(pool.live_batch_wait_s)  # type: ignore[misc, attr-defined]
-        self.stats = {"live_frames": 0, "live_region_frames": 0, "archive_frames": 0, "busy_s": 0.0}
-        # malloc_trim after archive work (_trim_if_due): how often, and how long the model
-        # thread was held by it (a live frame can wait behind it)
-        self.stats.update(trims=0, trim_s=0.0, trim_max_s=0.0)
+        self.stats = {
+            "live_frames": 0,
+            "live_region_frames": 0,
+            "archive_frames": 0,
+            "busy_s": 0.0,
+            # malloc_trim after archive work (_trim_if_due): how often, and how long it held
+            # the model thread (a live frame can wait behind it)
+            "trims": 0,
+            "trim_s": 0.0,
+            "trim_max_s": 0.0,
+        }
         self.busy_by_lane = {LIVE: 0.0, ARCHIVE: 0.0}
         self._last_live = float("-inf")
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
