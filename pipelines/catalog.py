@@ -254,6 +254,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX case_searches_case ON case_searches(case_ref);
     """,
+    # 7: the face index's track map (pipelines.track_map): the face ids of each indexed
+    # track, so an indexed search reads a candidate track's faces back by id
+    """
+    CREATE TABLE index_tracks (
+        source_id TEXT NOT NULL,
+        track_id INTEGER NOT NULL,
+        face_ids TEXT NOT NULL,
+        n_faces INTEGER NOT NULL,
+        indexed_at INTEGER NOT NULL,
+        PRIMARY KEY (source_id, track_id)
+    );
+    CREATE INDEX index_tracks_age ON index_tracks(indexed_at);
+    """,
 ]
 
 

@@ -36,6 +36,7 @@ from pipelines.observe import emit
 from pipelines.paths import resolved
 from pipelines.status import write_last_retention
 from pipelines.store import FACES, MATCHES, VectorStore
+from pipelines.track_map import TrackMap
 from pipelines.watchlist import Watchlists
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ def _run_classes(
         flt = f"({where}) and ({age})" if where else age
         dirs = _export_dirs(lists, out_dirs) if name == "archive_matches" else ()
         run.deleted[name], run.files[name] = _purge(lists, collection, flt, dry_run, dirs)
+        if collection == FACES and not dry_run:  # the faces' track map goes with them
+            TrackMap(lists.home.catalog).expire(cutoff)
     _expired(lists, policy, actor, run)
 
 

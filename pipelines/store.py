@@ -168,9 +168,13 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class VectorStore:
-    def __init__(self, client: Any, where: str):
+    def __init__(self, client: Any, where: str, filters_scan: bool = False):
         self.client = client
         self.where = where
+        # milvus-lite answers any scalar filter by walking every row (about 2 s at a
+        # million faces), and a read by primary key in milliseconds; a server answers an
+        # indexed filter in milliseconds (pipelines/track_map.py)
+        self.filters_scan = filters_scan
         self.bound: EmbedderInfo | None = None
         self.hnsw: set[str] = set()  # collections whose vectors have an HNSW index
 
@@ -194,7 +198,7 @@ class VectorStore:
             client = MilvusClient(uri=uri, token=token or "", db_name=settings.store.db_name)
         except MilvusException as exc:
             raise StoreError(f"cannot open the {where}: {exc.message}") from None
-        return cls(client, where)
+        return cls(client, where, filters_scan=settings.store.uri is None)
 
     def close(self) -> None:
         self.client.close()

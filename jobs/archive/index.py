@@ -34,6 +34,7 @@ from pipelines.paths import resolved
 from pipelines.schemas import EmbedderInfo
 from pipelines.sightings import FaceTable
 from pipelines.store import FACES
+from pipelines.track_map import TrackMap, group_by_track
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class FaceIndexWriter:
     def __init__(self, home: Home, case: str):
         self.home = home
         self.store = home.vectors()
+        self.tracks = TrackMap(home.catalog)
         self.case = case
         self.counts = IndexCounts()
 
@@ -109,12 +111,18 @@ class FaceIndexWriter:
                     "created_at": now,
                 }
             )
+        # the map goes first and comes back last: a crash in between leaves this file
+        # unmapped (read back by filter), never mapped to faces that are not there
+        self.tracks.forget(res.file_id)
         if res.complete:  # faces of an earlier indexing that this one did not find again
             self._drop_stale(res.file_id, {r["id"] for r in rows})
         else:  # a part could not be read this time: what an earlier run stored stays
             logger.warning("%s was only partly read; earlier index rows are kept", path)
         for i in range(0, len(rows), UPSERT_BATCH):
             self.store.upsert(FACES, rows[i : i + UPSERT_BATCH])
+        if res.complete:  # else old rows' tracks are mixed in: the map would miss them
+            by_track = group_by_track((r["id"] for r in rows), (r["track_id"] for r in rows))
+            self.tracks.replace(res.file_id, by_track, now)
         self.counts.files += 1
         self.counts.faces += len(rows)
         self.counts.per_file[path] = len(rows)

@@ -60,7 +60,28 @@ def index_rows(home: Path, settings) -> list[dict]:
 
     s = settings.model_copy(update={"home": home.resolve()})
     with Home.open(s, FaceEngine(s).info) as h:
-        return h.vectors().query(FACES, fields=["id", "thumbnail", "track_id", "indexed_at"])
+        return h.vectors().query(
+            FACES, fields=["id", "thumbnail", "track_id", "indexed_at", "source_id"]
+        )
+
+
+def track_map_of(home: Path) -> dict:
+    """The home's track map, as {(file id, track id): sorted face ids}."""
+    from pipelines.catalog import Catalog
+
+    catalog = Catalog.open(home)
+    try:
+        rows = catalog.rows("SELECT source_id, track_id, face_ids FROM index_tracks")
+    finally:
+        catalog.close()
+    return {(r["source_id"], r["track_id"]): sorted(json.loads(r["face_ids"])) for r in rows}
+
+
+def tracks_of(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["source_id"], r["track_id"]), []).append(r["id"])
+    return {k: sorted(v) for k, v in out.items()}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +167,7 @@ def test_reindexing_is_idempotent(indexed, settings):
     assert {r["id"]: r["track_id"] for r in after} == {r["id"]: r["track_id"] for r in before}
     assert sorted(p.name for p in (home / "media" / "faces").iterdir()) == thumbs
     assert json.loads(again.stdout)["rows replaced from an earlier indexing"] == 0
+    assert track_map_of(home) == tracks_of(after)
     records = [r for r in audit(home) if r["action"] == "index"]
     assert [r["details"]["case"] for r in records] == ["IDX-1", "IDX-2"]
     assert records[0]["details"]["paths"] == [str(video.resolve())]
@@ -159,6 +181,7 @@ def test_reindexing_is_idempotent(indexed, settings):
     assert len(rows) == n and 0 < n < len(before)
     assert len(list((home / "media" / "faces").iterdir())) == n
     assert all(r["indexed_at"] > 0 for r in rows)
+    assert track_map_of(home) == tracks_of(rows)  # the map follows the index
 
 
 def test_index_requires_a_case(data, tmp_path):
@@ -185,6 +208,7 @@ def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings
     from pipelines.home import Home
     from pipelines.sightings import FaceTable
     from pipelines.store import FACES
+    from pipelines.track_map import TrackMap
     from pipelines.video import VideoInfo
 
     s = settings.model_copy(update={"home": tmp_path / "home"})
@@ -215,8 +239,13 @@ def test_reindexing_a_partly_read_file_keeps_its_earlier_rows(tmp_path, settings
         again = FileResult("v.mp4", "f" * 64, video, complete=complete)
         writer(again, table, emb, [b""], np.arange(1))
         rows = home.vectors().query(FACES, fields=["id", "frame_index"])
+        mapped = TrackMap(home.catalog).lookup({"f" * 64: {0, 1}})
     assert len(rows) == left
     assert writer.counts.replaced == 2 - left
+    # the track map follows a whole reading; a partial one leaves the file unmapped
+    first = [r["id"] for r in rows if r["frame_index"] == 0]
+    got = {k: v.face_ids for k, v in mapped.items()}
+    assert got == ({("f" * 64, 0): first} if complete else {})
 
 
 def test_indexed_search_scope_is_exact_and_outlives_the_files(tmp_path):
@@ -267,4 +296,74 @@ def test_the_track_read_back_filters_only_on_indexed_fields(tmp_path):
         want = [f"f{i}" for i in range(40) if (i % 4, i % 3) in {(1, 1), (1, 2), (3, 0)}]
         assert got == sorted(want)
     finally:
+        store.close()
+
+
+def count_filter_queries(store) -> list[str]:
+    """The filters of the store's filter queries from now on (the real queries run)."""
+    filters: list[str] = []
+    query = store.query
+
+    def spy(name, filter="", ids=None, fields=None, limit=None):
+        if ids is None:
+            filters.append(filter)
+        return query(name, filter, ids, fields, limit)
+
+    store.query = spy
+    return filters
+
+
+@pytest.mark.timeout(60)
+def test_tracks_read_back_by_id_equal_those_read_by_filter(tmp_path):
+    """The track map is a shortcut, never the truth: the tracks it knows are read by id,
+    the rest by filter; a file whose faces changed since the map was written (restamped by
+    another indexing, or fewer) is read by filter. Either way the result is the filter's."""
+    import numpy as np
+
+    from jobs.archive.index_search import read_tracks
+    from pipelines.catalog import Catalog
+    from pipelines.config import Settings
+    from pipelines.schemas import EmbedderInfo
+    from pipelines.store import FACES, VectorStore
+    from pipelines.track_map import TrackMap, group_by_track
+
+    store = VectorStore.open(Settings(home=str(tmp_path))).bind(EmbedderInfo("t", "1", 8))
+    track_map = TrackMap(Catalog.open(tmp_path))
+    filters = count_filter_queries(store)
+    try:
+        emb = np.eye(8, dtype=np.float32)[np.arange(30) % 8]
+        rows = [
+            {"id": f"f{i}", "embedding": emb[i], "source_id": f"s{i % 3}", "track_id": i % 4,
+             "indexed_at": 1}
+            for i in range(30)
+        ]  # fmt: skip
+        store.upsert(FACES, rows)
+        for src in ("s0", "s1"):  # s2 is not mapped
+            mine = [(r["id"], r["track_id"]) for r in rows if r["source_id"] == src]
+            track_map.replace(src, group_by_track(*zip(*mine, strict=True)), 1)
+        assert track_map.faces() == 20
+
+        def ids(got: dict) -> dict:
+            return {f: sorted(r["id"] for r in v) for f, v in got.items()}
+
+        def check(want: dict) -> list[str]:
+            filters.clear()
+            by_map = ids(read_tracks(store, track_map, want))
+            used = list(filters)
+            assert by_map == ids(read_tracks(store, None, want)), want
+            return used
+
+        assert check({"s0": {0, 2}, "s1": {1, 3}}) == []  # all by id
+        assert check({"s0": {0}, "s2": {0, 3}}) == ['(source_id == "s2" and track_id in [0, 3])']
+        # s0 indexed again (by another home sharing the store): every row restamped, and f0
+        # now in track 2, which the map does not list it in
+        again = [{**r, "indexed_at": 2} for r in rows if r["source_id"] == "s0"]
+        store.upsert(FACES, [{**again[0], "track_id": 2}, *again[1:]])
+        assert check({"s0": {2}, "s1": {1}}) == ['(source_id == "s0" and track_id in [2])']
+        assert ids(read_tracks(store, track_map, {"s0": {2}}))["s0"] == ["f0", "f18", "f6"]
+        store.delete(FACES, ids=["f1"])  # s1 track 1 lost a face (retention): by filter
+        assert check({"s1": {1}}) == ['(source_id == "s1" and track_id in [1])']
+        assert track_map.expire(2) == 8 and track_map.faces() == 0  # s0's and s1's tracks
+    finally:
+        track_map.catalog.close()
         store.close()

@@ -15,6 +15,7 @@ from pipelines.config import RetentionConfig
 from pipelines.images import encode_jpeg
 from pipelines.retention import run_retention
 from pipelines.store import FACES, MATCHES, WATCHLIST
+from pipelines.track_map import TrackMap
 
 pytestmark = pytest.mark.timeout(240)
 DAY = 86400
@@ -83,6 +84,8 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
     photo_copy.write_bytes(encode_jpeg(ob.thumbnail))
     _indexed_face(lists, bi, 1)
     _indexed_face(lists, ob, 2)
+    tracks = TrackMap(lists.home.catalog)  # what `facewatch index` records beside them
+    tracks.replace("src1", {0: ["f_1", "f_2"]}, int(time.time()))
     policy = RetentionConfig()  # confirmed 365 d, rejected 30, pending 90, archive 180, ...
     snapshot = (_ids(lists, MATCHES), _ids(lists, FACES), _files(lists, None))
 
@@ -98,12 +101,13 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(lists, faces, tmp_path
     }
     assert dry.files["rejected_alerts"] == 1 and dry.files["face_index"] == 2  # not 0
     assert (_ids(lists, MATCHES), _ids(lists, FACES), _files(lists, None)) == snapshot
+    assert tracks.faces() == 2
 
     run = run_retention(lists, policy, "admin", now=later, out_dirs=(out,))
     assert run.deleted == dry.deleted
     assert run.files["rejected_alerts"] == 1 and run.files["face_index"] == 2
     assert _ids(lists, MATCHES) == ["a_1", "a_3", "m_1"]
-    assert _ids(lists, FACES) == []
+    assert _ids(lists, FACES) == [] and tracks.faces() == 0
     assert _files(lists, "alerts") == ["a_1", "a_3"] and _files(lists, "faces") == []
     assert photo_copy.exists()  # its face thumbnail is still kept
     assert [a["alert_id"] for a in reviews.list("all", None, 10)] == ["a_3", "a_1"]
