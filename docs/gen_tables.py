@@ -367,6 +367,38 @@ def mtcnn_candidates(bench: dict[str, Any]) -> str:
     return table(header, rows)
 
 
+def archive_options(bench: dict[str, Any]) -> str:
+    """benchmarks/archive_options.py: the embedder options, each beside float32 eager."""
+    rows = []
+    if "int8" in bench:
+        q = bench["int8"]
+        cos = q["cosine_to_float"]
+        rows.append(
+            [
+                "int8 dynamic quantisation",
+                f"{q['layers_quantised']} of {q['layers_quantised'] + q['conv_layers_left_float']}"
+                " layers quantised",
+                f"{q['int8_vs_float']['cpu_a_over_b_median']:.2f}",
+                f"{cos['min']:.5f}",
+            ]
+        )
+    if "compile" in bench and "error" not in bench["compile"]:
+        c = bench["compile"]
+        rows.append(
+            [
+                "`torch.compile`",
+                f"{c['compile_s']:g} s to compile one batch shape",
+                f"{c['compiled_vs_float']['cpu_a_over_b_median']:.2f}",
+                f"{c['cosine_to_float_min']:.5f}",
+            ]
+        )
+    header = ["option", "cost", "embedder CPU vs float32 (batch of 64)", "lowest cosine"]
+    load = bench["load_avg_before"][0]
+    return f"{bench['cpus']} cores, 1-minute load average {load:.1f} before.\n\n" + table(
+        header, rows
+    )
+
+
 def cluster_scaling(bench: dict[str, Any]) -> str:
     """benchmarks/bench_cluster.py: the same search on 1 and on 2 pool nodes."""
     rows = []
@@ -874,6 +906,7 @@ def tables(results: Path) -> dict[str, str]:
         "live-cost.md": live_cost(load(results, "bench_live_cost.json")),
         "live-stages.md": live_stages(load(results, "bench_live_stages.json")),
         "mtcnn-candidates.md": mtcnn_candidates(load(results, "mtcnn_candidates.json")),
+        "archive-options.md": archive_options(load(results, "archive_options.json")),
         "index-small.md": index_small(index),
         "cluster-scaling.md": cluster_scaling(load(results, "bench_cluster.json")),
         "cluster-live.md": cluster_live(load(results, "bench_cluster.json")),
