@@ -32,7 +32,7 @@ from pipelines.paths import resolved
 from pipelines.schemas import Match, Sighting
 from pipelines.sightings import FaceTable, best_row, decide_tracks, group_sightings
 from pipelines.store import FACES, VectorStore
-from pipelines.track_map import TrackMap
+from pipelines.track_map import Track, TrackMap
 
 logger = logging.getLogger(__name__)
 
@@ -128,31 +128,38 @@ def read_tracks(
     the faces read are what it recorded (pipelines/track_map.py), else by filter."""
     out: dict[str, list[dict]] = {fid: [] for fid in tracks}
     fields = [*FACE_FIELDS, "embedding", "indexed_at"]
-    known = track_map.lookup(tracks) if track_map else {}
-    ids = [i for key in sorted(known) for i in known[key].face_ids]
+    by_file: dict[str, dict[int, Track]] = defaultdict(dict)
+    for (fid, t), entry in (track_map.lookup(tracks) if track_map else {}).items():
+        by_file[fid][t] = entry
+    ids = [i for mine in by_file.values() for entry in mine.values() for i in entry.face_ids]
     got: dict[str, list[dict]] = defaultdict(list)
     for i in range(0, len(ids), IDS_PER_QUERY):
         for r in store.query(FACES, ids=ids[i : i + IDS_PER_QUERY], fields=fields):
             got[r["source_id"]].append(r)
-    mapped = {fid for fid, _ in known}
-    for fid in mapped:
-        mine = {t: v for (f, t), v in known.items() if f == fid}
-        rows = got.get(fid, [])
-        if len(rows) == sum(len(v.face_ids) for v in mine.values()) and all(
-            int(r["track_id"]) in mine and r["indexed_at"] <= mine[int(r["track_id"])].indexed_at
-            for r in rows
-        ):
-            out[fid] = rows
+    for fid, mine in list(by_file.items()):
+        if _map_holds(got[fid], mine):
+            out[fid] = got[fid]
         else:  # changed since the map was written: read by filter
             logger.info("the track map of %s is out of date; reading its tracks by filter", fid)
-            known = {k: v for k, v in known.items() if k[0] != fid}
-    rest = {f: {t for t in ts if (f, t) not in known} for f, ts in tracks.items()}
+            del by_file[fid]
+    rest = {f: {t for t in ts if t not in by_file.get(f, {})} for f, ts in tracks.items()}
     files = sorted(f for f in rest if rest[f])
     for i in range(0, len(files), FILES_PER_QUERY):
         chunk = {fid: rest[fid] for fid in files[i : i + FILES_PER_QUERY]}
         for r in store.query(FACES, filter=track_filter(chunk), fields=fields):
             out[r["source_id"]].append(r)
     return out
+
+
+def _map_holds(rows: list[dict], mine: dict[int, Track]) -> bool:
+    """One file's faces read by id are what its map recorded: as many, each still in its
+    track, none stored after the map was written."""
+    if len(rows) != sum(len(entry.face_ids) for entry in mine.values()):
+        return False
+    return all(
+        (entry := mine.get(int(r["track_id"]))) is not None and r["indexed_at"] <= entry.indexed_at
+        for r in rows
+    )
 
 
 class IndexedSearch:
