@@ -60,6 +60,7 @@ from serve.loopback import bind_replica_to_node
 from serve.matches import match_filter, public_match
 from serve.outbox import Outbox
 from serve.pool_stats import read_replicas
+from serve.stage_times import LoopLag
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,11 @@ class LiveHub:
         )
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
-        self._tasks = {asyncio.ensure_future(self._start())}
+        self.loop_lag = LoopLag()  # a blocked event loop delays every camera's frames
+        self._tasks = {
+            asyncio.ensure_future(self._start()),
+            asyncio.ensure_future(self.loop_lag.run()),
+        }
         if self.live.keep_nonmatches:
             logger.warning(DRILL_WARNING)
         memprobe.start_if_asked("LiveHub")
@@ -450,6 +455,7 @@ class LiveHub:
         summary["webhooks"] = await self._io(self.fanout.webhooks.stats)
         summary["sse_subscribers"] = self.fanout.subscribers
         summary["alerts_not_stored"] = dict(self.alerts_not_stored)
+        summary["event_loop_lag_ms"] = self.loop_lag.summary()
         return summary
 
     async def status(self) -> dict:

@@ -13,6 +13,7 @@ shows the error; a stopped camera fails every frame a pusher still waits for (50
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from pipelines.schemas import FaceBatch
 from serve import metrics
 from serve.fair_share import FairShare
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
+from serve.stage_times import StageTimes
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class CameraRunner:
         self._last_faces: tuple[float, np.ndarray] | None = None  # (t, boxes) last result
         self._done_at: deque[float] = deque(maxlen=1024)
         self._latency_ms: deque[float] = deque(maxlen=256)
+        self.stage_times = StageTimes()
         self.errors = 0
         self.skipped = 0
         self.list_info: dict[str, Any] = {}
@@ -180,7 +183,9 @@ class CameraRunner:
         return self._seq
 
     def _offer_image(self, image: np.ndarray, t: float, received_at: float, scale: Scale) -> None:
-        self.slot.put(PendingFrame(self._next_seq(), t, received_at, image=image, scale=scale))
+        frame = PendingFrame(self._next_seq(), t, received_at, image=image, scale=scale)
+        frame.decoded_at = t  # the reader decoded it before handing it over
+        self.slot.put(frame)
 
     def _refusal(self) -> CameraError:
         return CameraError(
@@ -263,6 +268,7 @@ class CameraRunner:
                 if frame.done is not None and not frame.done.done():
                     frame.done.set_exception(exc)
                 continue
+            frame.decoded_at = time.monotonic()
             self.slot.put(frame)
 
     # -- analysis ---------------------------------------------------------------------------
@@ -274,7 +280,9 @@ class CameraRunner:
                 raise RuntimeError("an undecoded frame reached analysis")
             regions = self._regions(frame.t)
             self.region_frames += regions is not None
+            frame.taken_at = time.monotonic()
             task = asyncio.ensure_future(self._analyse(frame.image, regions))
+            task.add_done_callback(functools.partial(_stamp_returned, frame))
             if self.share is not None:
                 task.add_done_callback(self.share.release_after)
             await self._order.put((frame, task))
@@ -324,6 +332,7 @@ class CameraRunner:
             self._inflight.release()
 
     def _apply(self, frame: PendingFrame, batch: FaceBatch) -> None:
+        applying = time.monotonic()
         # the next region search is in the pool's (working) pixels; the rest in the camera's
         self._last_faces = (frame.t, batch.detections.boxes.copy())
         batch = in_original(batch, frame.scale)
@@ -331,6 +340,7 @@ class CameraRunner:
         frame.image = None
         now = time.monotonic()
         self._done_at.append(now)
+        stages = self._time_stages(frame, applying, now)
         latency_ms = (now - frame.t) * 1000
         self._latency_ms.append(latency_ms)
         metrics.record("facewatch_camera_frames_analysed", 1, camera=self.spec.id)
@@ -339,7 +349,15 @@ class CameraRunner:
             self._spawn(self._sink.alert(draft, self.spec))
         for track_id, face in outcome.drill_faces:
             self._spawn(self._sink.drill_face(self.spec, track_id, face))
-        frame.resolve({**outcome.public(), "latency_ms": round(latency_ms, 1)})
+        frame.resolve({**outcome.public(), "latency_ms": round(latency_ms, 1), "stages_ms": stages})
+
+    def _time_stages(
+        self, frame: PendingFrame, applying: float, applied: float
+    ) -> dict[str, float]:
+        decoded = frame.decoded_at if frame.decoded_at is not None else frame.t
+        taken = frame.taken_at if frame.taken_at is not None else decoded
+        returned = frame.returned_at if frame.returned_at is not None else applying
+        return self.stage_times.add(frame.t, decoded, taken, returned, applying, applied)
 
     # -- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -375,7 +393,12 @@ class CameraRunner:
                 "p50": round(float(np.percentile(lat, 50)), 1),
                 "p99": round(float(np.percentile(lat, 99)), 1),
             },
+            "latency_stages_ms": self.stage_times.summary(),
             "active_tracks": self.analyser.active_tracks(),
             "counters": counters,
             "watchlist": self.list_info,
         }
+
+
+def _stamp_returned(frame: PendingFrame, _task: asyncio.Future) -> None:
+    frame.returned_at = time.monotonic()

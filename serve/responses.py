@@ -62,6 +62,11 @@ class Stats(_Open):
         default_factory=dict,
         description="alerts decided but not stored (so neither shown nor sent), by cause",
     )
+    event_loop_lag_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="how late the live hub's event loop woke a 50 ms sleep, over the last "
+        "minute (p50, p99, max): near 0 unless the loop is blocked or the hub starved of CPU",
+    )
 
 
 class Latency(BaseModel):
@@ -93,6 +98,11 @@ class CameraStatus(_Open):
     last_error: str | None = None
     last_error_at: float | None = None
     latency_ms: Latency | None = None
+    latency_stages_ms: dict[str, Latency] | None = Field(
+        None,
+        description="frame-to-result by stage (decode, turn, pool, order, apply) over the "
+        "camera's last 256 analysed frames: which stage a long tail comes from",
+    )
     active_tracks: int | None = None
     counters: dict[str, int | float] | None = Field(None, description="counts (int) and rates")
     watchlist: dict[str, Any] | None = Field(None, description="the list the camera matches")
@@ -116,6 +126,10 @@ class FrameResult(_Open):
     faces: int | None = None
     usable_faces: int | None = None
     alerts: list[str] | None = None
+    latency_ms: float | None = Field(None, description="received to result, in the server")
+    stages_ms: dict[str, float] | None = Field(
+        None, description="latency_ms by stage: decode, turn, pool, order, apply (ms)"
+    )
     api_ms: float
 
 

@@ -74,6 +74,11 @@ class PendingFrame:
     data: bytes | None = None  # encoded image (pushed frames are decoded when taken)
     done: asyncio.Future | None = field(default=None, repr=False)
     scale: Scale = UNSCALED  # original pixels per pixel of ``image`` (decoded reduced)
+    # monotonic stamps of its stages (serve/stage_times.py): decoded, sent to the pool,
+    # answered by it
+    decoded_at: float | None = None
+    taken_at: float | None = None
+    returned_at: float | None = None
 
     def resolve(self, result: dict) -> None:
         if self.done is not None and not self.done.done():
