@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -104,6 +105,7 @@ class Phase:
         self.sent: dict[tuple[str, int], float] = {}  # (camera, i) -> send time
         self.result_ms: list[float] = []
         self.server_ms: list[float] = []  # the hub's own frame-to-result, in each answer
+        self.stages_ms: dict[str, list[float]] = {}  # the same by stage (serve/stage_times.py)
         self.status: dict[str, int] = {}
         self.per_camera_analysed: dict[str, int] = {}
         self.alert_trigger: dict[str, float] = {}  # alert id -> send time of its frame
@@ -139,6 +141,8 @@ async def push(client, cam: str, jpeg: bytes, ph: Phase) -> None:
         ph.result_ms.append((t1 - t0) * 1000)
         if body.get("latency_ms") is not None:
             ph.server_ms.append(float(body["latency_ms"]))
+        for stage, ms in (body.get("stages_ms") or {}).items():
+            ph.stages_ms.setdefault(stage, []).append(float(ms))
         ph.per_camera_analysed[cam] = ph.per_camera_analysed.get(cam, 0) + 1
         for alert_id in body["alerts"]:
             ph.alert_trigger[alert_id] = t0
@@ -193,11 +197,16 @@ def summarise(ph: Phase, cams: list[str], seconds: float, fps: float) -> dict:
         # HTTP path and the camera clients (niced, on the same cores)
         "hub_frame_to_result_ms": {"p50": pct(ph.server_ms, 50), "p99": pct(ph.server_ms, 99)},
         "frame_to_alert_ms": {"p50": pct(alerts, 50), "p99": pct(alerts, 99), "n": len(alerts)},
+        # the hub's time by stage, over the analysed frames of this phase
+        "hub_stages_ms": {
+            stage: {"p50": pct(v, 50), "p99": pct(v, 99)} for stage, v in ph.stages_ms.items()
+        },
     }
 
 
-def pool_stats() -> dict[int, dict]:
-    """Per-replica counters of the FacePool (frames per lane, seconds busy in the models)."""
+def pool_stats(window_s: float = 60.0) -> dict[int, dict]:
+    """Per-replica counters of the FacePool (frames per lane, seconds busy in the models),
+    and its live timing over the last ``window_s``."""
     from ray import serve as ray_serve
 
     app = ray_serve.status().applications["facewatch"]
@@ -208,7 +217,7 @@ def pool_stats() -> dict[int, dict]:
     # replica can be missed for dozens of calls; collect all (a soak window once saw one
     # of two within 60 calls, and booked two windows' work into the next).
     for _ in range(300):
-        d = handle.describe.remote().result()
+        d = handle.describe.remote(window_s).result()
         seen[d["pid"]] = d
         if len(seen) >= want:
             break
@@ -225,6 +234,7 @@ def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) 
     model_ms = 1000 * tot["busy_s"] / max(frames, 1)
     return {
         "replicas": len(pids),
+        "allocators": sorted({str(last[p].get("allocator")) for p in pids}),
         "replicas_seen_after": len(after),
         "live_frames": tot["live_frames"],
         "live_frames_region_searched": tot["live_region_frames"],
@@ -236,6 +246,18 @@ def pool_delta(before: dict[int, dict], after: dict[int, dict], seconds: float) 
         "trims": tot["trims"],
         "trim_ms_total": round(1000 * tot["trim_s"], 1),
         "trim_ms_max_so_far": round(1000 * max(last[p].get("trim_max_s", 0) for p in pids), 1),
+    }
+
+
+def server_timing(base: str, pool: dict[int, dict]) -> dict:
+    """Read at the end of a phase: the hub's event-loop lag over the last minute, and per
+    pool replica a live frame's time in the replica and its batch's model call over the
+    phase (``describe(window_s)``, asked for in ``pool_stats``)."""
+    stats = httpx.get(f"{base}/v1/stats", headers=bearer("bench-admin"), timeout=60)
+    return {
+        "hub_event_loop_lag_ms": stats.json().get("event_loop_lag_ms", {}),
+        "pool_live_ms": [d.get("live_ms", {}) for d in pool.values()],
+        "pool_slow_calls": [c for d in pool.values() for c in d.get("slow_calls", [])],
     }
 
 
@@ -439,7 +461,9 @@ def main() -> int:
             before = pool_stats()
             asyncio.run(run_phase(base, every[:n], frames, args.fps, args.seconds, ph))
             res = summarise(ph, every[:n], args.seconds, args.fps)
-            res["pool"] = pool_delta(before, pool_stats(), args.seconds)
+            after = pool_stats(args.seconds)
+            res["pool"] = pool_delta(before, after, args.seconds)
+            res["server_timing"] = server_timing(base, after)
             res["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
             results[f"live only, {n} camera(s)"] = res
         phases = ["live only", "live + abusive pusher"]
@@ -467,13 +491,16 @@ def main() -> int:
             finally:
                 if abuser is not None:
                     abuser.__exit__()
-            pool = pool_delta(before, pool_stats(), args.seconds)
+            after = pool_stats(args.seconds)
+            pool = pool_delta(before, after, args.seconds)
+            timing = server_timing(base, after)
             archive_during = pool["archive_frames"]
             still_running = archive.running() if archive else False
             time.sleep(2.0)  # alerts raised by the last frames are still on their way
             results[name] = summarise(ph, cams, args.seconds, args.fps)
             results[name]["load_average_before"] = load_before
             results[name]["pool"] = pool
+            results[name]["server_timing"] = timing
             if abuser is not None:
                 results[name]["abuser"] = {
                     "threads": args.abuse_threads,
@@ -539,6 +566,22 @@ def live_settings() -> dict:
     }
 
 
+def timing_of(r: dict) -> dict:
+    return r.get("server_timing", {})
+
+
+def stage_p99(r: dict, stage: str) -> str:
+    return str(r.get("hub_stages_ms", {}).get(stage, {}).get("p99"))
+
+
+def replica_p99(r: dict, key: str, stat: str = "p99") -> str:
+    """The largest replica's p99 (or ``stat``) of a live frame's time in the replica, of a
+    model call, or of a full garbage collection."""
+    values = [rep.get(key, {}).get(stat) for rep in timing_of(r).get("pool_live_ms", [])]
+    values = [v for v in values if v is not None]
+    return str(max(values)) if values else "None"
+
+
 def report(results: dict, args, startup_s: float) -> None:
     base = results["live only"]
     ratio = p99_ratio(results, "live + archive")
@@ -593,6 +636,22 @@ def report(results: dict, args, startup_s: float) -> None:
         ("model ms/frame (pool)", lambda r: str(r["pool"]["model_ms_per_frame"])),
         ("pool capacity fps", lambda r: str(r["pool"]["capacity_fps_at_this_cost"])),
         ("pool busy fraction", lambda r: str(r["pool"]["pool_busy_fraction"])),
+    ]
+    rows += [
+        (f"  stage {stage} p99 ms", functools.partial(stage_p99, stage=stage))
+        for stage in ("decode", "turn", "pool", "order", "apply")
+    ]
+    rows += [
+        ("  in replica p99 ms", functools.partial(replica_p99, key="in_replica")),
+        ("  model call p99 ms", functools.partial(replica_p99, key="model")),
+        ("  model call max ms", functools.partial(replica_p99, key="model", stat="max")),
+        ("  model call CPU p99 ms", functools.partial(replica_p99, key="model_cpu")),
+        ("  model call CPU max ms", functools.partial(replica_p99, key="model_cpu", stat="max")),
+        ("  gen-2 GC max ms", functools.partial(replica_p99, key="gc", stat="max")),
+        (
+            "  hub loop lag p99 ms",
+            lambda r: str(timing_of(r).get("hub_event_loop_lag_ms", {}).get("p99")),
+        ),
     ]
     names = [n for n in results if n.startswith("live only, ")]
     names += [n for n in ("live only", "live + abusive pusher", "live + archive") if n in results]

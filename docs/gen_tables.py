@@ -7,6 +7,7 @@ accuracy and performance pages include them.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,12 @@ def live(bench: dict[str, Any]) -> str:
         ),
         ("machine load average (1 min)", _phase_load),
     ]
+    if all("hub_stages_ms" in p for p in phases.values()):  # runs since the stage timing
+        spec += [
+            (f"hub stage {stage} p50 / p99 ms", functools.partial(_stage, stage=stage))
+            for stage in ("decode", "turn", "pool", "order", "apply")
+        ]
+        spec += [("pool: model call p99 / max ms", _model_call)]
     rows = [[label] + [fn(p) for p in phases.values()] for label, fn in spec]
     met = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in bench["targets_met"].items())
     return (
@@ -284,6 +291,20 @@ def live(bench: dict[str, Any]) -> str:
         + f"with one abusive pusher / without: **{bench.get('p99_ratio_abuser_vs_alone', '-')}**. "
         f"Targets: {met}.\n" + _live_capacity(bench)
     )
+
+
+def _stage(p: dict[str, Any], stage: str) -> str:
+    ms = p["hub_stages_ms"].get(stage)
+    return _p50_p99(ms) if ms else "-"
+
+
+def _model_call(p: dict[str, Any]) -> str:
+    """The slowest replica's p99 and max of its live model calls over the phase."""
+    calls = [r.get("model", {}) for r in p.get("server_timing", {}).get("pool_live_ms", [])]
+    calls = [c for c in calls if c]
+    if not calls:
+        return "-"
+    return f"{max(c['p99'] for c in calls):.0f} / {max(c['max'] for c in calls):.0f}"
 
 
 def _p50_p99(ms: dict[str, Any]) -> str:
@@ -852,7 +873,7 @@ def soak(run: dict[str, Any] | None) -> str:
         for row, r in zip(rows, run["windows"], strict=True):
             p = r["pool"]
             row += [p["model_ms_per_frame"], f"{p['trims']} ({p['trim_ms_total']:,.0f} ms)"]
-        header += ["model ms/frame", "malloc_trim calls (time)"]
+        header += ["model ms/frame", "freed pages handed back: calls (time)"]
     v = run["verdict"]
     per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]

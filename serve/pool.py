@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +33,7 @@ from pipelines.engine import FaceEngine, ProbeFace, set_torch_threads
 from pipelines.schemas import FaceBatch, concat_batches, split_batch
 from serve import memprobe, metrics
 from serve.loopback import bind_replica_to_node
-from serve.memory_env import release_freed_memory
+from serve.memory_env import allocator, model_process_env, release_freed_memory
 from serve.pool_stats import PoolReporter
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
 
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 POOL_DEPLOYMENT = "FacePool"
 TRIM_EVERY_S = 30.0  # at most this often, freed pages go back to the kernel after archive work
+SLOW_CALL_S = 0.3  # a live model call this long is described in describe()["slow_calls"]
 LIVE_RECENT_S = 2.0  # live work this recent makes archive work yield after every frame
 
 
@@ -82,20 +85,49 @@ class FacePool:
             "trim_max_s": 0.0,
         }
         self.busy_by_lane = {LIVE: 0.0, ARCHIVE: 0.0}
+        # a live frame's time in this replica (arrival to answer) and its batch's model
+        # call: the rest of the hub's "pool" stage is Ray's transport (serve/stage_times.py)
+        self.live_ms: dict[str, deque[tuple[float, float]]] = {  # (monotonic end, ms)
+            "in_replica": deque(maxlen=1024),
+            "model": deque(maxlen=1024),
+            "model_cpu": deque(maxlen=1024),
+            "gc": deque(maxlen=1024),  # Python's collections of generation 2 (hold the GIL)
+        }
+        self._gc_started = 0.0
+        self.slow_calls: deque[dict[str, Any]] = deque(maxlen=20)  # live calls over SLOW_CALL_S
+        gc.callbacks.append(self._time_gc)
         self._last_live = float("-inf")
         self._report = _start_reporter(self.busy_by_lane, self.gate.queued_by)
         logger.info("FacePool replica ready (pid %s, %s)", os.getpid(), self.engine.info.key)
         memprobe.start_if_asked("FacePool")
         self._trimmed_at = 0.0
 
+    def _time_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            took = (time.perf_counter() - self._gc_started) * 1000
+            self.live_ms["gc"].append((time.monotonic(), took))
+
     async def _run(self, priority: int, work: functools.partial) -> FaceBatch:
         """``work`` (an engine call) on the model thread, when the gate lets it in."""
         async with self.gate.slot(priority):
             t0 = time.perf_counter()
-            out = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+            loop = asyncio.get_running_loop()
+            out, cpu = await loop.run_in_executor(self.executor, with_cpu_time, work)
             took = time.perf_counter() - t0
             self.stats["busy_s"] += took
             self.busy_by_lane[priority] += took
+            if priority == LIVE:
+                now = time.monotonic()
+                self.live_ms["model"].append((now, took * 1000))
+                # the model thread's own CPU time: far below the wall time, the thread
+                # waited (for a core, or for the GIL); close to it, the call was work
+                self.live_ms["model_cpu"].append((now, cpu * 1000))
+                if took > SLOW_CALL_S:
+                    self.slow_calls.append(slow_call_summary(work, out, took, cpu))
             n = len(work.args[0])  # every engine call takes its frames first
             labels = {
                 "deployment": POOL_DEPLOYMENT,
@@ -108,9 +140,12 @@ class FacePool:
     async def live(self, frame: np.ndarray, regions: np.ndarray | None = None) -> FaceBatch:
         """Faces in one live frame, with crops (for alerts): searched whole, or with
         ``regions`` ((n, 4) boxes) only around those boxes (none: no face, no work)."""
+        t0 = time.perf_counter()
         async with self.live_activity.request():
             # ray's hints lack two-list batch methods (see __init__)
-            return await self._live_batch(frame, regions)  # type: ignore[misc, call-arg]
+            out = await self._live_batch(frame, regions)  # type: ignore[misc, call-arg]
+        self.live_ms["in_replica"].append((time.monotonic(), (time.perf_counter() - t0) * 1000))
+        return out
 
     # ray's hints type only one-list batch methods; this one batches two lists (see __init__)
     @ray_serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # type: ignore[arg-type]
@@ -210,14 +245,21 @@ class FacePool:
             return 1
         return self.chunk
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, window_s: float = 60.0) -> dict[str, Any]:
+        """What the replica is and has done; ``live_ms`` over the last ``window_s``."""
+        since = time.monotonic() - window_s
         return {
             "embedder": self.engine.info.key,
             "dim": self.engine.info.dim,
             "device": str(self.engine.device),
             "pid": os.getpid(),
+            "allocator": allocator(),  # serve/memory_env.py
+            "slow_calls": list(self.slow_calls),
             "granted": dict(self.gate.granted),
             **self.stats,
+            "live_ms": {
+                k: _p50_p99([ms for t, ms in v if t >= since]) for k, v in self.live_ms.items()
+            },
         }
 
     def check_health(self) -> None:
@@ -232,6 +274,42 @@ def _start_reporter(busy_by_lane: dict[int, float], queued) -> asyncio.Task | No
     except RuntimeError:  # built outside an event loop (a test): nothing to report to
         return None
     return loop.create_task(PoolReporter(POOL_DEPLOYMENT, busy_by_lane, queued).run())
+
+
+def slow_call_summary(work: functools.partial, out: FaceBatch, wall_s: float, cpu_s: float) -> dict:
+    """What a slow live model call held: its frames (whole or region-searched, by size),
+    the regions and the faces found, with its wall and CPU time."""
+    frames, regions = work.args[0], work.args[1]
+    shapes = Counter(f"{f.shape[1]}x{f.shape[0]}" for f in frames)
+    return {
+        "at": round(time.time(), 1),
+        "wall_ms": round(wall_s * 1000, 1),
+        "cpu_ms": round(cpu_s * 1000, 1),
+        "frames": len(frames),
+        "whole": sum(r is None for r in regions),
+        "regions": int(sum(len(r) for r in regions if r is not None)),
+        "sizes": dict(shapes),
+        "faces": len(out.detections),
+    }
+
+
+def with_cpu_time(work: functools.partial) -> tuple[Any, float]:
+    """``work()`` and the CPU seconds this thread spent on it."""
+    c0 = time.thread_time()
+    out = work()
+    return out, time.thread_time() - c0
+
+
+def _p50_p99(values) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return {
+        "p50": round(float(p50), 1),
+        "p99": round(float(p99), 1),
+        "max": round(float(max(values)), 1),
+        "n": len(values),
+    }
 
 
 def whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:
@@ -261,6 +339,9 @@ def pool_options(settings: Settings, gpus_available: bool) -> dict[str, Any]:
     if num_gpus == 0 and gpus_available and pool.device in ("auto", "cuda"):
         num_gpus = round(1.0 / pool.num_replicas, 3)  # share one GPU across replicas
     options: dict[str, Any] = {"num_cpus": pool.num_cpus, "num_gpus": num_gpus}
+    preload = model_process_env()  # jemalloc in the model processes (serve/memory_env.py)
+    if preload:
+        options["runtime_env"] = {"env_vars": preload}
     if settings.placement.pool:  # pool nodes of a cluster (serve/placement.py)
         options["resources"] = dict(settings.placement.pool)
     return {"num_replicas": pool.num_replicas, "ray_actor_options": options}
