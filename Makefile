@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e .
+	bash .ci/ensure-jemalloc
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

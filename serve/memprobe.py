@@ -5,8 +5,10 @@ objects from native memory, or a leak from memory glibc keeps after a free. With
 ``FACEWATCH_MEMPROBE=<folder>`` set before the server starts (Ray workers inherit it), each
 replica that calls ``start_if_asked`` writes one JSON line every ``FACEWATCH_MEMPROBE_S``
 seconds (default 120) to ``<folder>/<name>-<pid>.jsonl`` with:
-- ``rss_kb`` from /proc, and glibc's ``mallinfo2`` (bytes in use by malloc, bytes free but
-  held in its arenas, mmapped bytes): native growth in use vs. fragmentation;
+- ``rss_kb`` from /proc, the allocator (``jemalloc`` where serve/memory_env.py preloaded
+  it, else ``glibc``) and its totals: glibc's ``mallinfo2`` (bytes in use by malloc, bytes
+  free but held in its arenas, mmapped bytes), or jemalloc's ``stats.*`` (allocated,
+  active, resident, retained): native growth in use vs. fragmentation;
 - with ``FACEWATCH_MEMPROBE_TRACE=1``: tracemalloc's Python heap total and the 12 file:line
   sites that grew most since the first sample (tracemalloc slows allocation: a diagnosis
   only);
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve.memory_env import release_freed_memory
+from serve.memory_env import allocator, jemalloc_mallctl, release_freed_memory
 
 ENV, PERIOD_ENV, TRACE_ENV, TRIM_ENV = (
     "FACEWATCH_MEMPROBE",
@@ -75,6 +77,23 @@ def mallinfo() -> dict[str, int]:
             "mmap_kb": m.hblkhd // 1024, "arena_kb": m.arena // 1024}  # fmt: skip
 
 
+def jemalloc_stats() -> dict[str, int]:
+    """jemalloc's totals in KiB where it is the allocator (empty otherwise): bytes the
+    program holds (``allocated``), in pages it uses (``active``), resident (``resident``)
+    and kept mapped for reuse (``retained``)."""
+    mallctl = jemalloc_mallctl()
+    if mallctl is None:
+        return {}
+    epoch = ctypes.c_uint64(1)  # refresh the statistics first
+    mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8))
+    out = {}
+    for name in ("allocated", "active", "resident", "retained"):
+        value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+        if mallctl(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0) == 0:
+            out[f"je_{name}_kb"] = value.value // 1024
+    return out
+
+
 def holders(type_name: str) -> dict:
     """How many live objects of ``type_name`` there are, how many survive a full
     collection (not garbage in cycles waiting for the collector), and what the newest
@@ -115,7 +134,7 @@ class Probe:
         import gc
 
         out: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1)}
-        out.update(rss_parts(), **mallinfo())
+        out.update(rss_parts(), allocator=allocator(), **mallinfo(), **jemalloc_stats())
         out.update(ray_refs=ray_refs(), gc_objects=len(gc.get_objects()))
         if self.trace:
             out.update(self._trace())

@@ -12,10 +12,11 @@ Memory, from inside the replicas (serve/memprobe.py, a line every 20 s): of the 
 the 30-minute soak found (issue 16), the first fails here. The LiveHub kept every Serve
 access-log record (one per pushed frame: ~2,000 in two minutes) once pymilvus's import had
 closed Serve's log handler; and a FacePool replica with glibc's default arenas held 230-370
-MB of memory it had freed (now ``MALLOC_ARENA_MAX=2`` and ``malloc_trim`` after archive
-work). RSS growth per analysed frame is printed, not asserted: in a server's first two
-minutes its warm-up growth (object-store pages touched, caches filling) is of the same order
-as the leak's ~3 KB per frame, so only the 30-minute run can tell a slope.
+MB of memory it had freed (now jemalloc, or glibc with ``MALLOC_ARENA_MAX=2``, and freed
+pages handed back after archive work). RSS growth per analysed frame is printed, not
+asserted: in a server's first two minutes its warm-up growth (object-store pages touched,
+caches filling) is of the same order as the leak's ~3 KB per frame, so only the 30-minute
+run can tell a slope.
 """
 
 from __future__ import annotations
@@ -68,16 +69,27 @@ def test_two_minutes_of_four_cameras_and_searches_leak_nothing_and_fail_nothing(
 
 
 def check_replica_memory(probe: Path) -> None:
-    """The LiveHub keeps no log records (the pymilvus/Serve handler leak). A FacePool
-    replica's freed memory is not checked here: glibc counts pages that ``malloc_trim``
-    handed back as free all the same; its RSS is (the long-lived processes above)."""
+    """The LiveHub keeps no log records (the pymilvus/Serve handler leak). The FacePool
+    replicas run on the allocator serve/memory_env.py chose: jemalloc where libjemalloc2 is
+    installed (the Makefile installs it), which Ray's workers inherit from the process that
+    starts Ray. Their freed memory is not checked here: glibc counts pages that
+    ``malloc_trim`` handed back as free all the same; their RSS is (the processes above)."""
+    from serve.memory_env import jemalloc_library
+
+    expected = "jemalloc" if jemalloc_library() is not None else "glibc"
     last = {f.name: _last_line(f) for f in sorted(probe.glob("*.jsonl"))}
     hubs = [row for name, row in last.items() if name.startswith("LiveHub-") and row]
     pools = {name: row for name, row in last.items() if name.startswith("FacePool-") and row}
     assert hubs and pools, sorted(last)
     assert hubs[0]["holders_LogRecord"]["after_gc"] < 100, hubs[0]  # ~2,000 with the leak
     for name, row in pools.items():
-        print(name, "glibc in use / free KiB:", row["in_use_kb"], row["free_kb"])
+        assert row["allocator"] == expected, (name, row)
+        keys = (
+            ("je_allocated_kb", "je_resident_kb")
+            if expected == "jemalloc"
+            else ("in_use_kb", "free_kb")
+        )
+        print(name, expected, {k: row.get(k) for k in keys})
 
 
 def _last_line(path: Path) -> dict | None:

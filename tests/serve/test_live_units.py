@@ -580,11 +580,14 @@ def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
     # the stateful deployments on the home node (placement.home), as `serve deploy` places them
     home = {"num_cpus": 0.1, "resources": {"facewatch_home": 0.01}}
     assert api.ray_actor_options == hub.ray_actor_options == home
+    from serve.memory_env import model_process_env
+
+    preload = model_process_env()  # jemalloc where installed (serve/memory_env.py)
     assert pool.ray_actor_options == {  # pool.* defaults, placed on pool nodes
         "num_cpus": 1.0,
         "num_gpus": 0.0,
         "resources": {"facewatch_pool": 0.01},
-    }
+    } | ({"runtime_env": {"env_vars": preload}} if preload else {})
     # every deployment gets the same settings, with the home made absolute
     assert api.init_args[0]["home"] == hub.init_args[0]["home"] == str(tmp_path)
     assert pool.init_args[0] == hub.init_args[0] and hub.init_args[2] == []  # no cameras file

@@ -1,12 +1,28 @@
 """serve.memory_env: the allocator settings facewatch starts Ray with (issue 16, soak RSS).
-Their effect on a replica's memory is checked by tests/test_soak.py (glibc's free memory in
-each FacePool replica); here, that they are set and that a user's own value wins."""
+That the FacePool replicas run on them is checked by tests/test_soak.py (each replica's
+allocator, from inside it); here, that they are set, that a user's own value wins, and that
+freed memory goes back to the kernel on jemalloc (Debian's libjemalloc2, which the Makefile
+installs: .ci/ensure-jemalloc)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from serve.memory_env import MEMORY_ENV, apply_memory_env
+from serve.memory_env import (
+    JEMALLOC_CONF,
+    MEMORY_ENV,
+    apply_memory_env,
+    jemalloc_library,
+    model_process_env,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 @pytest.mark.timeout(10)
@@ -14,6 +30,9 @@ def test_unset_settings_are_filled_in():
     env: dict[str, str] = {"PATH": "/usr/bin"}
     assert apply_memory_env(env) == MEMORY_ENV
     assert env == {"PATH": "/usr/bin", **MEMORY_ENV}
+    # jemalloc only for the model processes (the pool's runtime_env), not for every process
+    assert model_process_env(env, library=LIB) == {"LD_PRELOAD": LIB, "MALLOC_CONF": JEMALLOC_CONF}
+    assert "LD_PRELOAD" not in env
     # no fixed mmap threshold: it doubled the pool's model time (serve/memory_env.py)
     assert MEMORY_ENV == {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
 
@@ -23,3 +42,51 @@ def test_a_users_own_value_wins():
     env = {"MALLOC_ARENA_MAX": "4"}
     assert apply_memory_env(env)["MALLOC_ARENA_MAX"] == "4"
     assert env == {**MEMORY_ENV, "MALLOC_ARENA_MAX": "4"}
+
+
+@pytest.mark.timeout(10)
+def test_jemalloc_is_left_out_when_asked_or_when_something_else_is_preloaded():
+    assert model_process_env({"FACEWATCH_JEMALLOC": "0"}, library=LIB) == {}
+    assert model_process_env({"LD_PRELOAD": "/opt/other.so"}, library=LIB) == {}  # inherited
+    # the user's jemalloc options win
+    assert (
+        model_process_env({"MALLOC_CONF": "narenas:4"}, library=LIB)["MALLOC_CONF"] == "narenas:4"
+    )
+
+
+PROBE = """
+import json, numpy as np
+from serve.memory_env import allocator, release_freed_memory
+from serve.memprobe import jemalloc_stats, rss_kb
+blocks = [np.ones(10_000_000) for _ in range(4)]  # 320 MB
+held = rss_kb()
+del blocks
+kept = rss_kb()
+released = release_freed_memory()
+print(json.dumps({"allocator": allocator(), "held": held, "kept": kept, "released": released,
+                  "after": rss_kb(), "stats": jemalloc_stats()}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_process_started_with_the_env_runs_on_jemalloc_and_hands_freed_memory_back():
+    library = jemalloc_library()
+    assert library is not None, "libjemalloc2 is not installed: run bash .ci/ensure-jemalloc"
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    env.update(model_process_env(env))
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
+    import json
+
+    row = json.loads(out.stdout)
+    assert row["allocator"] == "jemalloc" and row["released"] is True, row
+    assert row["stats"]["je_allocated_kb"] < 100_000  # the blocks are freed ...
+    assert row["kept"] > row["held"] - 50_000  # ... and kept for reuse (no decay) ...
+    assert row["after"] < row["kept"] - 250_000  # ... until they are handed back
