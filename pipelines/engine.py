@@ -120,7 +120,8 @@ class FaceEngine:
         """Like ``process``, for frames of different cameras in one call: ``regions[i]``
         None searches frame i whole; an (n, 4) array of boxes searches it only around
         those boxes (``FaceDetector.detect_regions``, all such regions of all frames in
-        one batch); an empty array finds no face in it at no cost."""
+        one batch), unless so many boxes cost more than a whole search (then whole); an
+        empty array finds no face in it at no cost."""
         self.load(warmup=False)
         return self._faces(frames, self.detect_regions(frames, regions), with_crops)
 
@@ -129,6 +130,12 @@ class FaceEngine:
     ) -> FaceDetections:
         if len(regions) != len(frames):
             raise ValueError(f"{len(regions)} region sets for {len(frames)} frames")
+        # a frame with so many faces that their regions cost more than a whole search is
+        # searched whole, as between an archive search's whole frames (``_detect``)
+        regions = [
+            None if r is not None and self._regions_cost_more(frames[i], len(r)) else r
+            for i, r in enumerate(regions)
+        ]
         whole = [i for i, r in enumerate(regions) if r is None]
         parts = []
         if whole:

@@ -144,3 +144,33 @@ def test_engine_searches_whole_and_region_frames_of_several_cameras_in_one_call(
     # frame c, no regions: no face, no search
     assert not by_frame[2].any() and mixed.n_frames == 3
     assert mixed.crops is None or len(mixed.crops) == len(mixed)
+
+
+@pytest.mark.timeout(180)
+def test_a_frame_with_more_faces_than_regions_pay_for_is_searched_whole(engine, clip_frames):
+    """Four regions of a 640x360 frame cost as much as the whole frame (P-net's pixels,
+    ``FaceEngine._regions_cost_more``): the live path then searches it whole, as the
+    archive path does, and finds what a whole-frame search finds."""
+    frame = clip_frames[0]
+    calls: list[str] = []
+    detector = engine.detector
+    real_detect, real_regions = detector.detect, detector.detect_regions
+
+    def detect(frames):
+        calls.append("whole")
+        return real_detect(frames)
+
+    def detect_regions(frames, index, boxes):
+        calls.append(f"regions:{len(boxes)}")
+        return real_regions(frames, index, boxes)
+
+    many = np.array([[x, 40.0, x + 60.0, 100.0] for x in (20, 160, 300, 440)], np.float32)
+    detector.detect, detector.detect_regions = detect, detect_regions
+    try:
+        out = engine.process_regions([frame, frame], [many, many[:2]])
+    finally:
+        detector.detect, detector.detect_regions = real_detect, real_regions
+    assert calls == ["whole", "regions:2"]
+    whole = engine.process([frame])
+    first = out.detections.frame_index == 0
+    np.testing.assert_allclose(out.detections.boxes[first], whole.detections.boxes, atol=1.0)
