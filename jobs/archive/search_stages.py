@@ -131,20 +131,23 @@ class FaceStage:
 
     def _result(self, call, args: tuple) -> FaceBatch:
         """The pool's answer; a replica that died with the call in flight (Serve replaces
-        it, but loses what it was doing) is asked again, with capped backoff, for up to
-        ``POOL_RETRY_S``. A pool call is a pure function of its frames, so the answer is
+        it, but loses what it was doing), or whose answer was lost with its node before it
+        was read (the answer lives in that node's object store, and a Serve call is not
+        re-run to rebuild it: ObjectLostError), is asked again, with capped backoff, for up
+        to ``POOL_RETRY_S``. A pool call is a pure function of its frames, so the answer is
         the one the dead replica would have given."""
         import ray.exceptions
 
+        lost = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
         deadline, delay = time.monotonic() + POOL_RETRY_S, 0.5
         while True:
             try:
                 return call.result()
-            except ray.exceptions.RayActorError as exc:
+            except lost as exc:
                 if time.monotonic() > deadline:
                     raise
                 logger.warning(
-                    "a FacePool replica died with a call in flight (%s); asking again in %.1f s",
+                    "a FacePool replica or its answer was lost (%s); asking again in %.1f s",
                     type(exc).__name__,
                     delay,
                 )
