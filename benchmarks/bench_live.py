@@ -583,6 +583,8 @@ def replica_p99(r: dict, key: str, stat: str = "p99") -> str:
 
 
 def report(results: dict, args, startup_s: float) -> None:
+    from serve.stage_times import STAGES
+
     base = results["live only"]
     ratio = p99_ratio(results, "live + archive")
     abuse_ratio = p99_ratio(results, "live + abusive pusher")
@@ -638,8 +640,7 @@ def report(results: dict, args, startup_s: float) -> None:
         ("pool busy fraction", lambda r: str(r["pool"]["pool_busy_fraction"])),
     ]
     rows += [
-        (f"  stage {stage} p99 ms", functools.partial(stage_p99, stage=stage))
-        for stage in ("decode", "turn", "pool", "order", "apply")
+        (f"  stage {stage} p99 ms", functools.partial(stage_p99, stage=stage)) for stage in STAGES
     ]
     rows += [
         ("  in replica p99 ms", functools.partial(replica_p99, key="in_replica")),

@@ -278,7 +278,7 @@ def live(bench: dict[str, Any]) -> str:
     if all("hub_stages_ms" in p for p in phases.values()):  # runs since the stage timing
         spec += [
             (f"hub stage {stage} p50 / p99 ms", functools.partial(_stage, stage=stage))
-            for stage in ("decode", "turn", "pool", "order", "apply")
+            for stage in next(iter(phases.values()))["hub_stages_ms"]  # as recorded
         ]
         spec += [("pool: model call p99 / max ms", _model_call)]
     rows = [[label] + [fn(p) for p in phases.values()] for label, fn in spec]

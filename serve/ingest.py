@@ -38,7 +38,7 @@ from pipelines.schemas import FaceBatch
 from serve import metrics
 from serve.fair_share import FairShare
 from serve.sources import Backoff, FrameSlot, Pacer, PendingFrame, SourceState, StreamReader
-from serve.stage_times import StageTimes
+from serve.stage_times import StageTimes, p50_p99
 
 logger = logging.getLogger(__name__)
 
@@ -389,10 +389,7 @@ class CameraRunner:
             "errors": self.errors,
             "last_error": src.last_error,
             "last_error_at": src.last_error_at or None,
-            "latency_ms": {
-                "p50": round(float(np.percentile(lat, 50)), 1),
-                "p99": round(float(np.percentile(lat, 99)), 1),
-            },
+            "latency_ms": p50_p99(lat),
             "latency_stages_ms": self.stage_times.summary(),
             "active_tracks": self.analyser.active_tracks(),
             "counters": counters,

@@ -36,6 +36,7 @@ from serve.loopback import bind_replica_to_node
 from serve.memory_env import allocator, model_process_env, release_freed_memory
 from serve.pool_stats import PoolReporter
 from serve.priority import ARCHIVE, LIVE, LiveActivity, PriorityGate
+from serve.stage_times import p50_p99
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +259,8 @@ class FacePool:
             "granted": dict(self.gate.granted),
             **self.stats,
             "live_ms": {
-                k: _p50_p99([ms for t, ms in v if t >= since]) for k, v in self.live_ms.items()
+                k: p50_p99([ms for t, ms in v if t >= since], with_max=True)
+                for k, v in self.live_ms.items()
             },
         }
 
@@ -298,18 +300,6 @@ def with_cpu_time(work: functools.partial) -> tuple[Any, float]:
     c0 = time.thread_time()
     out = work()
     return out, time.thread_time() - c0
-
-
-def _p50_p99(values) -> dict[str, float]:
-    if not values:
-        return {}
-    p50, p99 = np.percentile(np.asarray(values), [50, 99])
-    return {
-        "p50": round(float(p50), 1),
-        "p99": round(float(p99), 1),
-        "max": round(float(max(values)), 1),
-        "n": len(values),
-    }
 
 
 def whole_frames(follows: list[bool] | None, every: int, n: int) -> list[bool] | None:

@@ -32,6 +32,18 @@ STAGES = ("decode", "turn", "pool", "order", "apply")
 KEEP = 256
 
 
+def p50_p99(values, with_max: bool = False) -> dict[str, float]:
+    """p50 and p99 of ``values`` in their unit, rounded to 0.1 (and, ``with_max``, the
+    largest and how many); empty for no values."""
+    if not len(values):
+        return {}
+    p50, p99 = np.percentile(np.asarray(values, float), [50, 99])
+    out = {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
+    if with_max:
+        out |= {"max": round(float(max(values)), 1), "n": len(values)}
+    return out
+
+
 class StageTimes:
     """Per-stage durations (ms) of a camera's recent frames."""
 
@@ -57,13 +69,7 @@ class StageTimes:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """p50 and p99 per stage in ms (stages with no frame yet are left out)."""
-        out: dict[str, dict[str, float]] = {}
-        for stage, values in self._ms.items():
-            if values:
-                arr = np.asarray(values)
-                p50, p99 = np.percentile(arr, [50, 99])
-                out[stage] = {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
-        return out
+        return {stage: p50_p99(values) for stage, values in self._ms.items() if values}
 
 
 class LoopLag:
@@ -81,11 +87,4 @@ class LoopLag:
             self._ms.append(max(0.0, time.perf_counter() - t0 - self.period_s) * 1000)
 
     def summary(self) -> dict[str, float]:
-        if not self._ms:
-            return {}
-        p50, p99 = np.percentile(np.asarray(self._ms), [50, 99])
-        return {
-            "p50": round(float(p50), 1),
-            "p99": round(float(p99), 1),
-            "max": round(max(self._ms), 1),
-        }
+        return p50_p99(self._ms, with_max=True)
