@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_live as bl  # noqa: E402 - the live benchmark's server, cameras and search
+from procs import group_of, server_processes  # noqa: E402 - the server's processes
 
 from serve.memprobe import rss_parts  # noqa: E402 - VmRSS and its parts, from /proc
 
@@ -52,50 +53,6 @@ GOOD = {"analysed", "dropped", "skipped"}
 
 
 # -- processes, from /proc ------------------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = defaultdict(list)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        kids[ppid].append(int(name))
-    return kids
-
-
-def server_processes() -> list[int]:
-    """This process and every process under it (Ray's, started by this driver)."""
-    kids, out, todo = _children(), [], [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += kids.get(pid, [])
-    return out
-
-
-def _group(pid: int) -> str:
-    """A stable name for the process: its Ray title (``ray::ServeReplica:...:FacePool``)
-    without per-process parts, or its program name."""
-    try:
-        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-    except OSError:
-        return "?"
-    if pid == os.getpid():
-        return "driver"
-    first = argv[0].decode(errors="replace")
-    if first.startswith("ray::"):
-        return first.split()[0].split(".")[0]
-    name = Path(first).name or "?"
-    if name.startswith("python"):  # Ray's daemons (log_monitor.py, dashboard.py, ...) and
-        # a search's CLI process are all "python": name them by script or module
-        rest = [a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")]
-        return f"python {Path(rest[0]).name}" if rest else name
-    return name
-
-
 def fd_kinds(pid: int) -> dict[str, int]:
     """The process's open descriptors by kind: socket, pipe, eventfd (or another
     anon_inode's name), dev, file."""
@@ -136,7 +93,7 @@ def sample() -> tuple[dict[str, dict], dict[str, int]]:
             kinds = fd_kinds(pid)
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        g = out[_group(pid)]
+        g = out[group_of(pid)]
         for key, kb in parts.items():
             g[key] += kb
         g["fds"] += sum(kinds.values())

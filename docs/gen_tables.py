@@ -281,6 +281,17 @@ def live(bench: dict[str, Any]) -> str:
             for stage in next(iter(phases.values()))["hub_stages_ms"]  # as recorded
         ]
         spec += [("pool: model call p99 / max ms", _model_call)]
+    if all("cpu_cores" in p for p in phases.values()):  # runs since the CPU accounting
+        spec += [("CPU cores used, all processes", lambda p: f"{p['cpu_cores']['total']:.2f}")]
+        spec += [
+            (f"  {label}", functools.partial(_cores, part=part))
+            for label, part in (
+                ("FacePool replicas", "FacePool"),
+                ("LiveHub", "LiveHub"),
+                ("Api and HTTP proxy", "Api|ProxyActor"),
+                ("the benchmark's cameras (driver)", "driver"),
+            )
+        ]
     rows = [[label] + [fn(p) for p in phases.values()] for label, fn in spec]
     met = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in bench["targets_met"].items())
     return (
@@ -291,6 +302,12 @@ def live(bench: dict[str, Any]) -> str:
         + f"with one abusive pusher / without: **{bench.get('p99_ratio_abuser_vs_alone', '-')}**. "
         f"Targets: {met}.\n" + _live_capacity(bench)
     )
+
+
+def _cores(p: dict[str, Any], part: str) -> str:
+    """CPU cores the process groups whose names hold one of ``part`` ("a|b") used."""
+    groups = p["cpu_cores"]["by_group"]
+    return f"{sum(c for g, c in groups.items() if any(x in g for x in part.split('|'))):.2f}"
 
 
 def _stage(p: dict[str, Any], stage: str) -> str:
@@ -331,7 +348,35 @@ def _live_capacity(bench: dict[str, Any]) -> str:
         )
     if note:
         out += f"\nMachine during the run: {note}\n"
-    return out
+    return out + _cpu_budget(bench)
+
+
+def _cpu_budget(bench: dict[str, Any]) -> str:
+    """What the largest live-only phase says about the cores 8 cameras at 5 fps need: the
+    pool's CPU per analysed frame, and the CPU of receiving each pushed frame (LiveHub, Api
+    and Serve's HTTP proxy), scaled to 40 frames a second."""
+    live = [p for n, p in bench["phases"].items() if n.startswith("live only") and "cpu_cores" in p]
+    if not live:
+        return ""
+    p = max(live, key=lambda p: p["cameras"])
+    groups, seconds = p["cpu_cores"]["by_group"], float(bench["args"]["seconds"])
+    analysed_fps = p["statuses"].get("analysed", 0) / seconds
+    pushed_fps = p["frames_sent"] / seconds
+
+    def cores(*parts: str) -> float:
+        return sum(c for g, c in groups.items() if any(x in g for x in parts))
+
+    model_ms = cores("FacePool") / analysed_fps * 1000
+    receive_ms = cores("LiveHub", ":Api", "ProxyActor") / pushed_fps * 1000
+    need = 40 * (model_ms + receive_ms) / 1000
+    return (
+        f"\n**CPU at {p['cameras']} cameras** (live only): all processes used "
+        f"{p['cpu_cores']['total']:.2f} of {p['cpu_cores']['machine_cores']} cores. The pool "
+        f"spent {model_ms:.0f} ms of CPU per analysed frame ({cores('FacePool'):.2f} cores for "
+        f"{analysed_fps:.1f} frames/s); receiving a pushed frame (the LiveHub, the API and "
+        f"Serve's HTTP proxy) {receive_ms:.0f} ms ({pushed_fps:.0f} frames/s). Eight cameras "
+        f"at 5 fps at these costs need {need:.2f} cores before Ray's own processes.\n"
+    )
 
 
 def live_cost(bench: dict[str, Any]) -> str:
@@ -894,6 +939,31 @@ def soak(run: dict[str, Any] | None) -> str:
     ])  # fmt: skip
 
 
+def hub_alert_memory(run: dict[str, Any]) -> str:
+    """benchmarks/hub_alert_memory.py: the hub's memory per alert stored in milvus-lite,
+    flushed every N alerts against never flushed."""
+    runs = run["runs"]
+    header = ["alerts stored", *(f"RSS MiB, {name}" for name in runs)]
+    first = next(iter(runs.values()))["samples"]
+    rows = [
+        [f"{s['alerts']:,}", *(f"{r['samples'][i]['rss_kb'] / 1024:,.0f}" for r in runs.values())]
+        for i, s in enumerate(first)
+    ]
+    per = [
+        [name, f"{r['rss_kib_per_alert']:.1f}", f"{r['malloc_in_use_kib_per_alert']:.1f}",
+         r["flushes"], f"{r['flush_ms_max']:,.0f}"]
+        for name, r in runs.items()
+    ]  # fmt: skip
+    per_header = ["setting", "RSS KiB per alert", "malloc in use KiB per alert", "flushes"]
+    per_header += ["longest flush ms"]
+    return (
+        table(header, rows)
+        + "\n"
+        + table(per_header, per)
+        + f"\nPer alert: the slope over the second half of {run['alerts']:,} alerts.\n"
+    )
+
+
 def load(results: Path, name: str) -> dict[str, Any]:
     return json.loads((results / name).read_text(encoding="utf-8"))
 
@@ -934,6 +1004,7 @@ def tables(results: Path) -> dict[str, str]:
         "index-million.md": index_million(index),
         "import.md": bulk_import(load(results, "bench_import.json")),
         "match.md": matcher(load(results, "bench_match.json")),
+        "hub-alert-memory.md": hub_alert_memory(load(results, "hub_alert_memory.json")),
         "soak.md": soak(
             load(results, "soak_live.json") if (results / "soak_live.json").exists() else None
         ),

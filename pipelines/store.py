@@ -354,6 +354,19 @@ class VectorStore:
             self.client.upsert(name, prepared)
         return len(rows)
 
+    @property
+    def embedded(self) -> bool:
+        """milvus-lite, in this process: its collections live in this process's memory."""
+        return self.filters_scan
+
+    def flush(self, name: str) -> None:
+        """Write the collection's recent rows from the write buffer to a segment. On
+        milvus-lite the buffer (a memtable, in this process) holds about 16 KB of memory
+        per row written one at a time, until 128 MB of Arrow data; a segment holds the same
+        rows in a few KB each. The rows are durable either way (milvus-lite's WAL)."""
+        with timed_write(name):
+            self.client.flush(name)
+
     def upsert_matches(self, rows: list[dict[str, Any]]) -> int:
         """Matches keyed by their deterministic id: writing one twice keeps one."""
         return self.upsert(MATCHES, [dict(r, id=r.get("id") or r["match_id"]) for r in rows])

@@ -29,6 +29,7 @@ from pipelines.live.review_book import ReviewBook
 from pipelines.media import Media
 from pipelines.schemas import AlertRecord, ReviewedAlert
 from pipelines.store import FACES, MATCHES, VectorStore
+from serve.memory_env import release_freed_memory
 from serve.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,54 @@ def _crop(face: Face) -> np.ndarray:
     return face.crop
 
 
-class AlertRecorder:
-    """Persistence of alerts, adjudications and (drills only) non-matching faces."""
+# rows the hub writes one at a time to an embedded store before it flushes them (below)
+FLUSH_EVERY = 256
 
-    def __init__(self, store: VectorStore, media: Media, reviews: ReviewBook):
+
+class AlertRecorder:
+    """Persistence of alerts, adjudications and (drills only) non-matching faces.
+
+    On milvus-lite, which runs inside the hub, each row written one at a time stays in the
+    store's write buffer at about 16 KB of the hub's memory until 128 MB of data have
+    gathered (some 55,000 alerts, close to 1 GB; measured in-process). The recorder flushes
+    a collection after every ``flush_every`` rows it wrote there, and hands the freed
+    memory back: flushed rows cost a few KB each. A flush that fails loses nothing (the
+    rows are in milvus-lite's write-ahead log) and is tried again after the next row."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        media: Media,
+        reviews: ReviewBook,
+        flush_every: int = FLUSH_EVERY,
+    ):
         self.store, self.media, self.reviews = store, media, reviews
+        self.flush_every = flush_every
+        self.unflushed: dict[str, int] = {}
+        self.flushes = self.flush_failures = 0
+
+    def _wrote(self, name: str) -> None:
+        if not self.store.embedded:
+            return  # a Milvus server keeps its own buffers
+        self.unflushed[name] = self.unflushed.get(name, 0) + 1
+        if self.unflushed[name] < self.flush_every:
+            return
+        try:
+            self.store.flush(name)
+        except Exception:  # noqa: BLE001 - the rows are in the WAL; try after the next row
+            logger.warning(
+                "flushing %s failed; the rows stay in the write-ahead log", name, exc_info=True
+            )
+            self.flush_failures += 1
+            return
+        self.unflushed[name] = 0
+        self.flushes += 1
+        release_freed_memory()
+
+    def flush_counts(self) -> dict[str, int]:
+        """For ``/v1/stats``: flushes done and failed, and rows written since the last."""
+        unflushed = sum(self.unflushed.values())
+        return {"done": self.flushes, "failed": self.flush_failures, "rows_unflushed": unflushed}
 
     def record(
         self,
@@ -82,6 +126,7 @@ class AlertRecorder:
             "status": "pending",
         }
         self.store.upsert_matches([row])
+        self._wrote(MATCHES)
         self.reviews.add(record, thumbnail, then)
 
     def set_status(self, alert_id: str, status: str) -> None:
@@ -89,6 +134,7 @@ class AlertRecorder:
         if not rows:
             raise KeyError(alert_id)
         self.store.upsert(MATCHES, [{**rows[0], "status": status}])
+        self._wrote(MATCHES)
 
     def drill_face(self, camera: CameraSpec, face_id: str, face: Face) -> None:
         thumbnail = self.media.save("faces", face_id, encode_jpeg(_crop(face)))
@@ -104,6 +150,7 @@ class AlertRecorder:
             "case_ref": "drill",
         }
         self.store.upsert(FACES, [row])
+        self._wrote(FACES)
 
 
 def sse(event: str, data: Mapping[str, Any], event_id: str | None = None) -> str:

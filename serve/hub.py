@@ -455,6 +455,7 @@ class LiveHub:
         summary["webhooks"] = await self._io(self.fanout.webhooks.stats)
         summary["sse_subscribers"] = self.fanout.subscribers
         summary["alerts_not_stored"] = dict(self.alerts_not_stored)
+        summary["store_flushes"] = self.recorder.flush_counts()
         summary["event_loop_lag_ms"] = self.loop_lag.summary()
         return summary
 
