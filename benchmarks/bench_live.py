@@ -25,6 +25,11 @@ home, on the server's Ray cluster and FacePool (``--ray-address``), and measures
 is running; the ratio p99
 with / p99 without is the priority lane's result.
 
+Where the two cores go: each phase also records the CPU each process group used over it, in
+cores (/proc, benchmarks/procs.py: the FacePool replicas, the LiveHub, the API, Serve's HTTP
+proxy, Ray's own processes, and this driver, which runs the cameras' clients), beside the
+pool's model time per frame.
+
 Capacity: "live only" is also measured with each camera count of ``--sweep``; the largest
 count that holds the target (every camera at its fps, p99 frame-to-result at most 500 ms,
 under 1% dropped) is reported.
@@ -53,6 +58,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from procs import cores_used, cpu_by_process  # benchmarks/: CPU per process group
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -458,9 +464,11 @@ def main() -> int:
         for n in sweep:
             print(f"measuring {n} camera(s), live only, for {args.seconds:.0f}s ...", flush=True)
             ph = ph_ref[0] = Phase()
-            before = pool_stats()
+            before, cpu_before = pool_stats(), cpu_by_process()
             asyncio.run(run_phase(base, every[:n], frames, args.fps, args.seconds, ph))
+            cpu = cores_used(cpu_before, args.seconds)
             res = summarise(ph, every[:n], args.seconds, args.fps)
+            res["cpu_cores"] = cpu
             after = pool_stats(args.seconds)
             res["pool"] = pool_delta(before, after, args.seconds)
             res["server_timing"] = server_timing(base, after)
@@ -485,9 +493,10 @@ def main() -> int:
             print(f"measuring '{name}' for {args.seconds:.0f}s ...", flush=True)
             load_before = [round(x, 1) for x in os.getloadavg()]
             ph = ph_ref[0] = Phase()
-            before = pool_stats()
+            before, cpu_before = pool_stats(), cpu_by_process()
             try:
                 asyncio.run(run_phase(base, cams, frames, args.fps, args.seconds, ph))
+                cpu = cores_used(cpu_before, args.seconds)
             finally:
                 if abuser is not None:
                     abuser.__exit__()
@@ -499,6 +508,7 @@ def main() -> int:
             time.sleep(2.0)  # alerts raised by the last frames are still on their way
             results[name] = summarise(ph, cams, args.seconds, args.fps)
             results[name]["load_average_before"] = load_before
+            results[name]["cpu_cores"] = cpu
             results[name]["pool"] = pool
             results[name]["server_timing"] = timing
             if abuser is not None:
@@ -582,6 +592,21 @@ def replica_p99(r: dict, key: str, stat: str = "p99") -> str:
     return str(max(values)) if values else "None"
 
 
+# the process groups of procs.cores_used shown in the table, by a part of their name
+CPU_PARTS = [
+    ("FacePool replicas", "FacePool"),
+    ("LiveHub", "LiveHub"),
+    ("Api", ":Api"),
+    ("HTTP proxy", "ProxyActor"),
+    ("driver + cameras", "driver"),
+]
+
+
+def cores_of(r: dict, part: str) -> str:
+    groups = r.get("cpu_cores", {}).get("by_group", {})
+    return str(round(sum(c for g, c in groups.items() if part in g), 2))
+
+
 def report(results: dict, args, startup_s: float) -> None:
     from serve.stage_times import STAGES
 
@@ -654,6 +679,8 @@ def report(results: dict, args, startup_s: float) -> None:
             lambda r: str(timing_of(r).get("hub_event_loop_lag_ms", {}).get("p99")),
         ),
     ]
+    rows += [("CPU cores used (all)", lambda r: str(r.get("cpu_cores", {}).get("total")))]
+    rows += [(f"  {label}", functools.partial(cores_of, part=part)) for label, part in CPU_PARTS]
     names = [n for n in results if n.startswith("live only, ")]
     names += [n for n in ("live only", "live + abusive pusher", "live + archive") if n in results]
     print("\n" + f"{'':28}" + "".join(f"{n.replace('live only, ', ''):>18}" for n in names))
