@@ -24,6 +24,7 @@ from starlette.datastructures import Headers
 from pipelines.config import LiveConfig, Settings, redacted
 from pipelines.live.cameras import CAMERA_ID
 from pipelines.schemas import ReviewedAlert
+from serve import memprobe
 from serve.auth import ROLE_PERMISSIONS, AuthFailure, Permission, Principal, TokenTable
 from serve.http import Guard, HubError, error_body, install_error_handlers
 from serve.loopback import bind_replica_to_node
@@ -412,6 +413,7 @@ class Api:
         if len(self.tokens) == 0:
             logger.warning("no API tokens configured: every request except /healthz is refused")
         self.hub = ServeHub(hub)
+        memprobe.start_if_asked("Api")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.settings, self.tokens, self.hub)

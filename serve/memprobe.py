@@ -1,4 +1,4 @@
-"""An opt-in memory probe for the long-lived replicas (LiveHub, FacePool): where does RSS go?
+"""An opt-in memory probe for the long-lived replicas (LiveHub, FacePool, Api): where does RSS go?
 
 The soak (benchmarks/soak_live.py) sees RSS per process from /proc but cannot tell Python
 objects from native memory, or a leak from memory glibc keeps after a free. With
