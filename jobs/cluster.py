@@ -160,9 +160,10 @@ def _wait_ready(directory: Path, proc: subprocess.Popen, timeout_s: float) -> Cl
     if proc.poll() is None:
         _stop_pid(proc.pid)
     log = (directory / LOG_FILE).read_text(errors="replace")[-3000:]
+    hint = "; `unshare -n` needs CAP_SYS_ADMIN" if "unshare" in log else ""
     raise ClusterError(
-        f"the test cluster did not start (exit {proc.poll()}; `unshare -n` needs "
-        f"CAP_SYS_ADMIN); the supervisor's log ends: {log}"
+        f"the test cluster did not start (exit {proc.poll()}{hint}); the supervisor's log "
+        f"ends: {log}"
     )
 
 
@@ -232,8 +233,15 @@ def supervise(directory: Path) -> None:
 
     ensure_token_file(token)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
+    # Ray's Cluster writes its address to <RAY_TMPDIR or /tmp>/ray/ray_current_cluster, the
+    # file a plain `ray.init()` on this machine would then join, and does not create the
+    # folder (a node with the default temp dir does; these have their own): on a machine
+    # where Ray never ran it failed. Kept in the cluster's own folder instead.
+    os.environ["RAY_TMPDIR"] = str(directory / "ray")
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     roles = ["pool"] * spec.workers + ["decode"] * spec.decode_nodes
     temps = [tempfile.mkdtemp(prefix="fwc-") for _ in range(len(roles) + 1)]  # short paths
     cluster = Cluster(initialize_head=True, head_node_args=_node_args(spec, "head", temps[0]))
