@@ -110,11 +110,13 @@ def investigated(workspace_server, browser, tmp_path_factory):
     page.get_by_role("button", name="All cases").click()
     seen["axe"]["cases"] = axe_serious(page)
     page.screenshot(path=str(shots / "2-cases.png"), full_page=True)
+    # the case was open before (the search opened it): its clip is loaded anew on reopening
+    before = page.evaluate("() => document.getElementById('clip').currentSrc")
     page.locator('button[data-case="OP-1"]').click()
     row = page.locator("tr[data-sid]").first
     row.wait_for(timeout=30_000)
     seen["row"] = row.inner_text()
-    seen["clip"] = play_clip(page)
+    seen["clip"] = play_clip(page, before)
     seen["box"] = drawn_box(page)
     seen["axe"]["case"] = axe_serious(page)
     page.screenshot(path=str(shots / "3-case.png"), full_page=True)
@@ -149,18 +151,18 @@ def search_in_the_browser(page, shots: Path) -> None:
     page.locator("#progress").filter(has_text="done").wait_for(timeout=600_000)
 
 
-def play_clip(page) -> dict:
-    """Wait until the video stands at the sighting's start, play it, see it advance."""
-    page.wait_for_function(
-        "() => { const v = document.getElementById('clip');"
-        " return v.readyState >= 2 && Math.abs(v.currentTime - Number(v.dataset.start)) < 0.5; }",
+def play_clip(page, before: str) -> dict:
+    """Wait until the video, loaded anew (not the clip ``before``), stands at the sighting's
+    start; play it, see it advance. The position is read in the same step as the wait."""
+    at_start = page.wait_for_function(
+        "(before) => { const v = document.getElementById('clip');"
+        " const ready = v.currentSrc && v.currentSrc !== before && v.readyState >= 2"
+        " && !v.seeking && Math.abs(v.currentTime - Number(v.dataset.start)) < 0.5;"
+        " return ready && {t: v.currentTime, start: Number(v.dataset.start),"
+        " offset: Number(v.dataset.offset)}; }",
+        arg=before,
         timeout=30_000,
-    )
-    at_start = page.evaluate(
-        "() => { const v = document.getElementById('clip');"
-        " return {t: v.currentTime, start: Number(v.dataset.start),"
-        " offset: Number(v.dataset.offset)}; }"
-    )
+    ).json_value()
     page.locator("#clip").scroll_into_view_if_needed()  # chromium pauses muted video off screen
     page.evaluate("() => document.getElementById('clip').play()")
     page.wait_for_function(
