@@ -21,7 +21,6 @@ on 2 cores). Prints a table, writes benchmarks/results/hub_alert_memory.json.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -41,25 +40,15 @@ NEVER = 10**9  # a flush_every no run reaches
 WHO = ("p_x", "X", "wl", "", "s_x", 0.97, 0.02, 0.95)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (n, ctypes.c_size_t)
-        for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
-        + ("uordblks", "fordblks", "keepcost")
-    ]
-
-
 def _sample(n: int) -> dict:
-    from serve.memprobe import rss_parts
+    from serve.memprobe import mallinfo, rss_parts
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
     parts = rss_parts()
     return {
         "alerts": n,
         "rss_kb": parts["rss_kb"],
         "anon_kb": parts["anon_kb"],
-        "malloc_in_use_kb": libc.mallinfo2().uordblks // 1024,
+        "malloc_in_use_kb": mallinfo()["in_use_kb"],
     }
 
 
