@@ -932,11 +932,50 @@ def soak(run: dict[str, Any] | None) -> str:
         growth += [[f"kind: {k}", n] for k, n in v["fd_growth_by_kind"].items()]
     met = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v["targets_met"].items())
     return "\n".join([
-        table(header, rows), table(slope_header, slopes),
+        table(header, rows), table(slope_header, slopes), _soak_ray(v),
         table(["open descriptors, growth after warm-up", "count"], growth),
         f"p99 of the last window over the first: {v['p99_last_over_first']}; errors: "
         f"{v['errors']}; targets met: {met}.\n",
     ])  # fmt: skip
+
+
+def _soak_ray(v: dict[str, Any]) -> str:
+    """The soak's Ray processes' growth per archive search after warm-up (results written
+    before this split have none)."""
+    per = v.get("ray_rss_kib_per_search_after_warmup")
+    if not per:
+        return ""
+    rows = [[f"`{g}`", f"{kib:,.0f}", v["thread_growth_after_warmup"].get(g, 0)]
+            for g, kib in sorted(per.items(), key=lambda kv: -kv[1])]  # fmt: skip
+    head = [f"Ray's process group ({v['searches_after_warmup']} searches after warm-up)"]
+    return table(head + ["RSS growth after warm-up per search, KiB", "threads, growth"], rows)
+
+
+def ray_per_search(run: dict[str, Any]) -> str:
+    """benchmarks/ray_per_search.py: what each archive search on the live server's Ray
+    leaves in each process group, and in the metric series Ray exports."""
+    s = run["summary"]
+
+    def later(g: str) -> str:  # a plateau (warm-up over) or steady growth, search by search
+        mib = [r["rss_kb"][g] / 1024 for r in run["steps"][3:] if g in r["rss_kb"]]
+        return f"{min(mib):,.0f}-{max(mib):,.0f}"
+
+    rows = [
+        [f"`{g}`", f"{s['rss_kb_first_last'][g][0] / 1024:,.0f}",
+         f"{s['rss_kb_first_last'][g][1] / 1024:,.0f}", later(g), f"{kib:,.0f}"]
+        for g, kib in sorted(s["rss_kib_per_search"].items(), key=lambda kv: -kv[1])
+    ]  # fmt: skip
+    n = run["args"]["searches"]
+    header = ["process group", "RSS MiB after the 1st search", f"after the {n}th"]
+    header += ["range from the 3rd on", "KiB per search"]
+    fams = ", ".join(f"{k} {v:,.0f}" for k, v in s["series_per_search_by_family"].items())
+    before, first, last = s["series_before_first_last"]
+    return (
+        table(header, rows)
+        + f"\nMetric series exported by the node's metrics agent: {before:,} before any search, "
+        f"{first:,} after the first, {last:,} after the {n}th: {s['series_per_search']:,.0f} "
+        f"more per search ({fams}).\n"
+    )
 
 
 def hub_alert_memory(run: dict[str, Any]) -> str:
