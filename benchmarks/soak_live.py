@@ -50,6 +50,7 @@ OUT = bl.ROOT / "benchmarks" / "results" / "soak_live.json"
 # answers that are not errors: analysed, replaced by a newer frame (dropped), or over the
 # camera's analysed rate (skipped); anything else ("error", an HTTP status) is an error
 GOOD = {"analysed", "dropped", "skipped"}
+OWN = ":facewatch:"  # in the title of the facewatch application's Serve replicas
 
 
 # -- processes, from /proc ------------------------------------------------------------------
@@ -81,6 +82,7 @@ def sample() -> tuple[dict[str, dict], dict[str, int]]:
             "anon_kb": 0,
             "file_kb": 0,
             "shmem_kb": 0,
+            "threads": 0,
             "fds": 0,
             "n": 0,
             "fd_kinds": {},
@@ -173,6 +175,7 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
                          "frames_sent": s["frames_sent"], "drop_rate": s["drop_rate"],
                          "p99_ms": s["frame_to_result_ms"]["p99"], "errors": errors,
                          "statuses": dict(ph.status), "pool": pool,
+                         "searches_started": searches.started,
                          **dict(zip(("processes", "pid_fds"), sample(), strict=True))})  # fmt: skip
             print(_line(rows[-1]), flush=True)
     finally:
@@ -234,6 +237,32 @@ def growth_per_frame(rows: list[dict], after: list[dict], steady: list[str]) -> 
     return {"rss_kb_per_1k_analysed_frames": per_1k, "rss_part_growth_kb": parts}
 
 
+def own_and_ray(rows: list[dict], after: list[dict], steady: list[str]) -> dict:
+    """facewatch's own processes (the facewatch application's Serve replicas) apart from
+    Ray's (its daemons, Serve's controller and proxy, Ray Data's actors), whose growth is
+    given per archive search started after warm-up: each search is a new Ray job, and Ray
+    keeps some of every finished job (benchmarks/ray_per_search.py measures it alone). And
+    each group's thread count growth after warm-up (a thread's stack is anonymous memory)."""
+    t = [r["t_s"] for r in after]
+    own = [g for g in steady if OWN in g]
+    searches = after[-1].get("searches_started", 0) - after[0].get("searches_started", 0)
+    first, last = after[0]["processes"], after[-1]["processes"]
+    ray = [g for g in steady if OWN not in g and g != "driver"]
+    return {
+        "facewatch_groups": own,
+        "facewatch_rss_slope_pct_per_hour": {
+            g: slope_pct_per_hour(t, [r["processes"][g]["rss_kb"] for r in after]) for g in own
+        },
+        "searches_after_warmup": searches,
+        "ray_rss_kib_per_search_after_warmup": {
+            g: round((last[g]["rss_kb"] - first[g]["rss_kb"]) / searches, 1) for g in ray
+        } if searches else {},
+        "thread_growth_after_warmup": {
+            g: last[g].get("threads", 0) - first[g].get("threads", 0) for g in steady
+        },
+    }  # fmt: skip
+
+
 def verdict(run: dict) -> dict:
     """Slopes and growth after the first window (warm-up), and the targets met or not."""
     rows = run["windows"]
@@ -255,11 +284,15 @@ def verdict(run: dict) -> dict:
         **growth_per_frame(rows, after, steady),
         "fd_growth_after_warmup": fds[-1] - fds[0],
         **fd_detail(after[0], after[-1], steady),
+        **own_and_ray(rows, after, steady),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
         "errors": errors,
     }
     out["targets_met"] = {
         "rss_slope_below_1pct_per_hour": all(v is not None and v < 1 for v in slopes.values()),
+        "facewatch_rss_slope_below_1pct_per_hour": all(
+            v is not None and v < 1 for v in out["facewatch_rss_slope_pct_per_hour"].values()
+        ),
         "no_fd_growth": out["fd_growth_after_warmup"] <= 0,
         "p99_within_1.2x": out["p99_last_over_first"] is not None
         and out["p99_last_over_first"] <= 1.2,

@@ -1044,6 +1044,7 @@ def tables(results: Path) -> dict[str, str]:
         "import.md": bulk_import(load(results, "bench_import.json")),
         "match.md": matcher(load(results, "bench_match.json")),
         "hub-alert-memory.md": hub_alert_memory(load(results, "hub_alert_memory.json")),
+        "ray-per-search.md": ray_per_search(load(results, "ray_per_search.json")),
         "soak.md": soak(
             load(results, "soak_live.json") if (results / "soak_live.json").exists() else None
         ),

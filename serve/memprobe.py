@@ -57,11 +57,13 @@ def rss_kb() -> int:
 
 def rss_parts(pid: int | str = "self") -> dict[str, int]:
     """VmRSS and its parts from /proc: anonymous (heap, stacks), file-backed (code,
-    libraries) and shared memory (Ray's object store, mapped into every worker)."""
+    libraries) and shared memory (Ray's object store, mapped into every worker); and the
+    process's thread count (each thread's stack is anonymous memory)."""
     with open(f"/proc/{pid}/status") as f:
         status = f.read()
     keys = {"VmRSS:": "rss_kb", "RssAnon:": "anon_kb", "RssFile:": "file_kb"}
     keys["RssShmem:"] = "shmem_kb"
+    keys["Threads:"] = "threads"
     return {name: int(status.split(k)[1].split()[0]) for k, name in keys.items() if k in status}
 
 

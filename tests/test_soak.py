@@ -65,6 +65,12 @@ def test_two_minutes_of_four_cameras_and_searches_leak_nothing_and_fail_nothing(
         if any(k in group for k in LONG_LIVED) and group in last:
             assert last[group]["rss_kb"] <= 1.3 * size["rss_kb"], (group, size, last[group])
     print("RSS KiB per 1,000 analysed frames:", verdict["rss_kb_per_1k_analysed_frames"])
+    # facewatch's own processes are told apart from Ray's, whose growth is per search
+    own = {g.rsplit(":", 1)[-1] for g in verdict["facewatch_groups"]}
+    assert own == {"FacePool", "LiveHub", "Api"}, verdict["facewatch_groups"]
+    assert set(verdict["facewatch_rss_slope_pct_per_hour"]) == set(verdict["facewatch_groups"])
+    assert "raylet" in verdict["thread_growth_after_warmup"]
+    print("Ray's RSS KiB per search:", verdict["ray_rss_kib_per_search_after_warmup"])
     check_replica_memory(probe)
 
 
