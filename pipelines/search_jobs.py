@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -43,10 +44,12 @@ from pipelines.home import Home
 from pipelines.images import ImageError, check_image_header, decode_image
 from pipelines.video import DEFAULT_EXTENSIONS
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: ``python -m jobs.cli`` runs here
 PROBE_ID = r"^pr_[0-9a-f]{16}$"
 LIST_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 CANCEL_GRACE_S = 20.0
+GROUP_EXIT_S = 10.0  # after SIGKILL, how long a cancel waits for the group's processes to exit
 
 
 class SearchJobs:
@@ -346,7 +349,7 @@ class SearchJobs:
         if row["state"] != "running" or self._exit_code(row) is not None:
             raise CaseError(f"search {search_id} is not running ({row['state']})", 409)
         self.home.audit.append(who.name, "case.search_cancel", case=ref, search_id=search_id)
-        _interrupt(row["pid"], self._procs.get(search_id))
+        stop_group(row["pid"], self._procs.get(search_id))
         self.ingest()  # what it handed over before it stopped
         progress = _progress(Path(row["out_dir"]))
         message = (
@@ -358,9 +361,11 @@ class SearchJobs:
         return self.status(who, ref, search_id)
 
 
-def _interrupt(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+def stop_group(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
     """SIGINT to the search's process group (it shuts its local Ray down), SIGKILL after
-    ``CANCEL_GRACE_S``; the group is the search's own session, nothing else."""
+    ``CANCEL_GRACE_S``; the group is the search's own session, nothing else. Returns once
+    the whole group is gone (a killed process takes a moment to exit, and Ray's processes
+    of the search are in the group), or after ``GROUP_EXIT_S`` with a warning."""
     try:
         os.killpg(pid, signal.SIGINT)
     except ProcessLookupError:
@@ -369,28 +374,37 @@ def _interrupt(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             break
-        if proc is None and not _alive(pid):
+        if proc is None and not alive(pid):
             break
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
     if proc is not None:
         proc.wait(10)
+    deadline = time.monotonic() + GROUP_EXIT_S
+    while alive(pid, group=True):
+        if time.monotonic() > deadline:
+            logger.warning("search process group %d: still there %.0f s after SIGKILL",
+                           pid, GROUP_EXIT_S)  # fmt: skip
+            return
+        time.sleep(0.1)
+
+
+def alive(pid: int, group: bool = False) -> bool:
+    """Whether the process (or, with ``group``, any process of its group) still exists; a
+    process that has exited but is not reaped yet counts."""
+    try:
+        (os.killpg if group else os.kill)(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _progress(out: Path) -> dict[str, Any]:
     path = out / "progress.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _last_error(log: Path) -> str:
