@@ -237,7 +237,7 @@ def growth_per_frame(rows: list[dict], after: list[dict], steady: list[str]) -> 
     return {"rss_kb_per_1k_analysed_frames": per_1k, "rss_part_growth_kb": parts}
 
 
-def own_and_ray(rows: list[dict], after: list[dict], steady: list[str]) -> dict:
+def own_and_ray(after: list[dict], steady: list[str]) -> dict:
     """facewatch's own processes (the facewatch application's Serve replicas) apart from
     Ray's (its daemons, Serve's controller and proxy, Ray Data's actors), whose growth is
     given per archive search started after warm-up: each search is a new Ray job, and Ray
@@ -284,7 +284,7 @@ def verdict(run: dict) -> dict:
         **growth_per_frame(rows, after, steady),
         "fd_growth_after_warmup": fds[-1] - fds[0],
         **fd_detail(after[0], after[-1], steady),
-        **own_and_ray(rows, after, steady),
+        **own_and_ray(after, steady),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
         "errors": errors,
     }
