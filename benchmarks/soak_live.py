@@ -13,6 +13,10 @@ window (5 minutes by default):
 - errors: answers other than analysed/dropped/skipped (an "error", an HTTP status), and
   archive searches that failed.
 
+Between windows, every process group's RSS is also read every ``--sample-s`` seconds (30 by
+default): the slopes are fitted to these samples, since one value a window moves by a few MB
+with what a process happens to hold at that moment.
+
 At the end: each process group's RSS slope in % per hour after the first window (warm-up),
 the FD growth after warm-up, and the p99 of the last window over the first.
 Targets (issue 16): RSS slope below 1%/h, no FD growth, last p99 within 1.2x of the first,
@@ -115,6 +119,41 @@ def slope_pct_per_hour(t_s: list[float], values: list[float]) -> float | None:
     return round(float(slope / np.mean(values) * 100), 2)
 
 
+def rss_by_group() -> dict[str, int]:
+    """RSS in KiB per process group now (a light read: no descriptors)."""
+    out: dict[str, int] = defaultdict(int)
+    for pid in server_processes():
+        try:
+            out[group_of(pid)] += rss_parts(pid)["rss_kb"]
+        except (OSError, IndexError, ValueError, KeyError):
+            continue  # gone meanwhile
+    return dict(out)
+
+
+class RssSamples:
+    """Every group's RSS every ``every_s`` seconds, timed from the soak's start."""
+
+    def __init__(self, t0: float, every_s: float):
+        self.t0, self.every_s, self.next_at = t0, every_s, 0.0
+        self.rows: list[dict] = []
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_at:
+            self.rows.append({"t_s": round(now - self.t0, 1), "rss_kb": rss_by_group()})
+            self.next_at = now + self.every_s
+
+
+def series(run: dict, g: str, after: list[dict]) -> tuple[list[float], list[float]]:
+    """(times, RSS KiB) of group ``g`` after warm-up: the dense samples where the run has
+    them and ``g`` is in each one; else one value a window."""
+    start = run["windows"][0]["t_s"] if len(after) < len(run["windows"]) else 0.0
+    dense = [r for r in run.get("rss_samples", []) if r["t_s"] >= start]
+    if len(dense) >= 4 and all(g in r["rss_kb"] for r in dense):
+        return [r["t_s"] for r in dense], [r["rss_kb"][g] for r in dense]
+    return [r["t_s"] for r in after], [r["processes"][g]["rss_kb"] for r in after]
+
+
 class Searches:
     """An archive search started every ``every_s`` (never two at once); failures counted."""
 
@@ -149,11 +188,12 @@ class Searches:
             self.current.stop()
 
 
-async def window(base, cams, frames, fps, seconds, searches: Searches) -> bl.Phase:
+async def window(base, cams, frames, fps, seconds, searches: Searches, rss: RssSamples):
     ph = bl.Phase()
     run = asyncio.ensure_future(bl.run_phase(base, cams, frames, fps, seconds, ph))
     while not run.done():
         await asyncio.to_thread(searches.tick)
+        await asyncio.to_thread(rss.tick)
         await asyncio.wait([run], timeout=5.0)
     await run
     return ph
@@ -164,10 +204,11 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
     n = max(1, round(args.minutes / args.window_min))
     searches = Searches(work, args.search_every_min * 60)
     t0, rows = time.monotonic(), []
+    rss = RssSamples(t0, args.sample_s)
     try:
         for i in range(n):
             pool_before, started = bl.pool_stats(), time.monotonic()
-            ph = asyncio.run(window(base, cams, frames, args.fps, window_s, searches))
+            ph = asyncio.run(window(base, cams, frames, args.fps, window_s, searches, rss))
             pool = bl.pool_delta(pool_before, bl.pool_stats(), time.monotonic() - started)
             s = bl.summarise(ph, cams, window_s, args.fps)
             errors = sum(v for k, v in ph.status.items() if k not in GOOD)
@@ -180,7 +221,7 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
             print(_line(rows[-1]), flush=True)
     finally:
         searches.stop()
-    return {"windows": rows, "searches_started": searches.started,
+    return {"windows": rows, "rss_samples": rss.rows, "searches_started": searches.started,
             "searches_failed": searches.failed}  # fmt: skip
 
 
@@ -237,13 +278,12 @@ def growth_per_frame(rows: list[dict], after: list[dict], steady: list[str]) -> 
     return {"rss_kb_per_1k_analysed_frames": per_1k, "rss_part_growth_kb": parts}
 
 
-def own_and_ray(after: list[dict], steady: list[str]) -> dict:
+def own_and_ray(run: dict, after: list[dict], steady: list[str]) -> dict:
     """facewatch's own processes (the facewatch application's Serve replicas) apart from
     Ray's (its daemons, Serve's controller and proxy, Ray Data's actors), whose growth is
     given per archive search started after warm-up: each search is a new Ray job, and Ray
     keeps some of every finished job (benchmarks/ray_per_search.py measures it alone). And
     each group's thread count growth after warm-up (a thread's stack is anonymous memory)."""
-    t = [r["t_s"] for r in after]
     own = [g for g in steady if OWN in g]
     searches = after[-1].get("searches_started", 0) - after[0].get("searches_started", 0)
     first, last = after[0]["processes"], after[-1]["processes"]
@@ -251,7 +291,7 @@ def own_and_ray(after: list[dict], steady: list[str]) -> dict:
     return {
         "facewatch_groups": own,
         "facewatch_rss_slope_pct_per_hour": {
-            g: slope_pct_per_hour(t, [r["processes"][g]["rss_kb"] for r in after]) for g in own
+            g: slope_pct_per_hour(*series(run, g, after)) for g in own
         },
         "searches_after_warmup": searches,
         "ray_rss_kib_per_search_after_warmup": {
@@ -268,14 +308,10 @@ def verdict(run: dict) -> dict:
     rows = run["windows"]
     after = rows[1:] if len(rows) > 2 else rows
     groups = sorted({g for r in after for g in r["processes"]})
-    t = [r["t_s"] for r in after]
-    slopes = {}
-    for g in groups:
-        if all(g in r["processes"] for r in after):
-            slopes[g] = slope_pct_per_hour(t, [r["processes"][g]["rss_kb"] for r in after])
     # processes alive in every window after warm-up: a search's driver and its workers come
     # and go with the search (their descriptors are not a leak of the server's)
     steady = [g for g in groups if all(g in r["processes"] for r in after)]
+    slopes = {g: slope_pct_per_hour(*series(run, g, after)) for g in steady}
     fds = [sum(r["processes"][g]["fds"] for g in steady) for r in after]
     p99s = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
     errors = sum(r["errors"] for r in rows) + run["searches_failed"]
@@ -284,7 +320,8 @@ def verdict(run: dict) -> dict:
         **growth_per_frame(rows, after, steady),
         "fd_growth_after_warmup": fds[-1] - fds[0],
         **fd_detail(after[0], after[-1], steady),
-        **own_and_ray(after, steady),
+        **own_and_ray(run, after, steady),
+        "rss_samples_after_warmup": len(series(run, "driver", after)[0]),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
         "errors": errors,
     }
@@ -308,6 +345,7 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--window-min", type=float, default=None, help="default: min(5, minutes/4)")
     ap.add_argument("--search-every-min", type=float, default=None, help="default: a window")
+    ap.add_argument("--sample-s", type=float, default=30.0, help="RSS read between windows")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     args.window_min = args.window_min or min(5.0, args.minutes / 4)

@@ -924,7 +924,9 @@ def soak(run: dict[str, Any] | None) -> str:
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
               + ([f"{per_1k[g]:,.0f}" if g in per_1k else "n/a"] if per_1k else [])
               for g, x in sorted(v["rss_slope_pct_per_hour"].items())]  # fmt: skip
-    slope_header = ["process group", "RSS slope per hour after warm-up"]
+    n = v.get("rss_samples_after_warmup")  # results written after the samples between windows
+    slope_header = ["process group", f"RSS slope per hour after warm-up ({n} samples)" if n
+                    else "RSS slope per hour after warm-up"]  # fmt: skip
     slope_header += ["KiB per 1,000 analysed frames"] if per_1k else []
     growth = [["all long-lived processes", v["fd_growth_after_warmup"]]]
     if "fd_growth_same_processes" in v:
