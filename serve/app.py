@@ -26,7 +26,7 @@ from pipelines.live.cameras import load_cameras_file
 from serve.api import Api
 from serve.auth import TokenTable
 from serve.hub import HUB_DEPLOYMENT, LiveHub
-from serve.placement import actor_wants, check_placement, check_store_for_cluster
+from serve.placement import actor_wants, check_device, check_placement, check_store_for_cluster
 from serve.pool import POOL_DEPLOYMENT, FacePool, pool_options
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def _check_placement(settings: Settings, options: dict[str, dict[str, Any]]) -> 
     if not ray.is_initialized():
         return
     wants = {name: actor_wants(o["ray_actor_options"]) for name, o in options.items()}
+    check_device(settings.pool.device)
     check_placement(wants)
     hub = options[HUB_DEPLOYMENT]["ray_actor_options"].get("resources") or {}
     logger.info(check_store_for_cluster(settings, hub))  # LiveHub writes the store

@@ -81,6 +81,24 @@ def check_placement(wants: Mapping[str, Mapping[str, float]], nodes: Iterable[di
         )
 
 
+def check_device(device: str, nodes: Iterable[dict] | None = None) -> None:
+    """Raise PlacementError if the FacePool is set to device "cuda" and no live node offers
+    a GPU: its replicas would each fail to start in turn, for a minute, before Serve gives
+    up. ``nodes``: ``ray.nodes()``."""
+    if device != "cuda":
+        return
+    if nodes is None:
+        import ray
+
+        nodes = ray.nodes()
+    if any(n["Resources"].get("GPU", 0) > 0 for n in nodes if n.get("Alive", True)):
+        return
+    raise PlacementError(
+        "device 'cuda' was asked for the FacePool (pool.device), but no node of the cluster "
+        "offers a GPU; set pool.device to 'auto' or 'cpu', or start a node with a GPU"
+    )
+
+
 def _custom(offer: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in offer.items() if not k.startswith("node:") and k not in BUILT_IN[2:]}
 

@@ -194,7 +194,7 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     from ray import serve as ray_serve
     from ray.serve.api import _run as serve_run_async  # serve.run, minus the wait
 
-    from serve.placement import actor_wants, check_placement
+    from serve.placement import actor_wants, check_device, check_placement
     from serve.pool import POOL_DEPLOYMENT, build_pool, pool_options
 
     app = _running_pool_app()
@@ -202,6 +202,7 @@ def face_pool(settings: Settings, expect: EmbedderInfo | None = None, cleanup: b
     if owned:
         if expect is not None:  # the pool will embed with the configured embedder
             check_embedder(_configured_embedder(settings), expect)
+        check_device(settings.pool.device)
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         check_placement(
             {POOL_DEPLOYMENT: actor_wants(pool_options(settings, gpus)["ray_actor_options"])}

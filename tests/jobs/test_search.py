@@ -403,9 +403,10 @@ def test_waiting_for_a_pool_that_never_comes_times_out(ray_address):
     __import__("torch").cuda.is_available(), reason="needs a machine without a CUDA device"
 )
 def test_a_cuda_pool_on_a_machine_without_one_fails_clearly(data, tmp_path):
-    """The driver works on its own CPU (it only needs the watch list); the pool's replicas
-    cannot get the CUDA device they were configured for, and the user is told so (exit 1),
-    instead of a traceback or a job that waits for replicas that never come."""
+    """The pool is configured for a CUDA device and no node of the search's Ray offers a
+    GPU: the search says so before it deploys the pool (exit 2, a configuration error),
+    instead of a traceback, a job that waits for replicas that never come, or a minute of
+    replicas failing to start one after another."""
     env = dict(os.environ, FACEWATCH_USER="tester", FACEWATCH__POOL__DEVICE="cuda")
     args = ["search", str(data / CLIP), "--list", "default", "--out", str(tmp_path), *PURPOSE]
     cmd = [sys.executable, "-m", "jobs.cli", "--home", str(tmp_path / "home"), *args]
@@ -415,9 +416,9 @@ def test_a_cuda_pool_on_a_machine_without_one_fails_clearly(data, tmp_path):
     add = subprocess.run([*enrol, "add", LIN, photo], cwd=ROOT, env=env, capture_output=True)
     assert add.returncode == 0, add.stderr
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "error: the face pool failed to start" in proc.stderr
-    assert "device 'cuda' was asked for" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: device 'cuda' was asked for the FacePool" in proc.stderr
+    assert "no node of the cluster offers a GPU" in proc.stderr
     # and that is all: no page of Ray Data traceback in front of it (-v shows Serve's report)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 

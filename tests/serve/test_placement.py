@@ -11,6 +11,7 @@ from serve.placement import (
     PlacementError,
     StoreOnClusterError,
     actor_wants,
+    check_device,
     check_placement,
     check_store_for_cluster,
     local_resources,
@@ -45,6 +46,16 @@ def test_resources_split_over_two_nodes_do_not_place_one_actor():
 def test_too_many_cpus_for_any_one_node_is_refused():
     with pytest.raises(PlacementError, match="CPU: 2"):
         check_placement({"FacePool": actor_wants({"num_cpus": 2})}, [HOME, POOL])
+
+
+def test_device_cuda_needs_a_live_node_with_a_gpu():
+    check_device("cuda", [HOME, node(GPU=1.0)])
+    for device in ("auto", "cpu"):
+        check_device(device, [HOME, POOL])  # the pool runs on what there is
+    dead_gpu = {"Alive": False, "Resources": {"GPU": 1.0}}
+    with pytest.raises(PlacementError, match="device 'cuda' was asked for") as err:
+        check_device("cuda", [HOME, POOL, dead_gpu])
+    assert "no node of the cluster offers a GPU" in str(err.value)
 
 
 def test_actor_wants_reads_ray_style_options():
