@@ -28,9 +28,12 @@ says who to ask instead. Under Ray, one owner writes (the search driver, or the 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +208,11 @@ class VectorStore:
 
     # -- schema and embedder binding ------------------------------------------------------
     def bind(self, info: EmbedderInfo) -> VectorStore:
-        """Create the collections for ``info`` or check that they were made for it."""
+        """Create the collections for ``info`` or check that they were made for it. Every
+        existing collection is checked before any is created or loaded; the creations and
+        loads then run side by side (each takes seconds on a server: its indexes are built
+        and it is loaded)."""
+        work: list[functools.partial[Any]] = []
         for name in (WATCHLIST, MATCHES, FACES):
             if name == FACES and self._outdated_faces():
                 self.client.drop_collection(name)  # empty, made before the index had tracks
@@ -218,9 +225,13 @@ class VectorStore:
                         f"configured embedder is {info.key}. Use a different home/store for "
                         "another embedder, or re-enrol into a fresh store."
                     )
-                self.client.load_collection(name)  # reopened collections start released
+                # reopened collections start released
+                work.append(functools.partial(self.client.load_collection, name))
             else:
-                self._create(name, info)
+                work.append(functools.partial(self._create, name, info))
+        with ThreadPoolExecutor(len(work), thread_name_prefix="store-bind") as pool:
+            for done in [pool.submit(w) for w in work]:
+                done.result()
         self.bound = info
         self._check_indexes()
         return self
@@ -278,8 +289,9 @@ class VectorStore:
             schema.add_field(field, getattr(DataType, kind), **params)
         from pymilvus.exceptions import MilvusException
 
+        legacy = name in INDEXED_FIELDS and self._before_inverted()
         try:
-            index = self._index_params(name, legacy=False)
+            index = self._index_params(name, legacy=legacy)
             self.client.create_collection(
                 name,
                 schema=schema,
@@ -288,7 +300,7 @@ class VectorStore:
                 properties={EMBEDDER_PROPERTY: info.key},
             )
         except MilvusException as exc:  # a Milvus 2.3 server: no INVERTED indexes
-            if "index type not match" not in str(exc):
+            if legacy or "index type not match" not in str(exc):
                 raise
             if self.client.has_collection(name):  # made just now, before its indexes failed
                 self.client.drop_collection(name)
@@ -299,6 +311,18 @@ class VectorStore:
                 consistency_level=STRONG,
                 properties={EMBEDDER_PROPERTY: info.key},
             )
+
+    def _before_inverted(self) -> bool:
+        """A Milvus server older than 2.4, which has no INVERTED scalar indexes (its own
+        kinds are used instead, LEGACY_SCALAR), as its version says; False for milvus-lite
+        or a version that does not parse (the creation then falls back on refusal)."""
+        if self.embedded:
+            return False
+        try:
+            found = re.match(r"v?(\d+)\.(\d+)", str(self.client.get_server_version()))
+        except Exception:  # noqa: BLE001 - an old or proxied server: fall back on refusal
+            return False
+        return found is not None and (int(found[1]), int(found[2])) < (2, 4)
 
     def _index_params(self, name: str, legacy: bool) -> Any:
         """The collection's indexes: HNSW and scalar indexes on the face index (see
