@@ -919,7 +919,7 @@ def soak(run: dict[str, Any] | None) -> str:
             p = r["pool"]
             row += [p["model_ms_per_frame"], f"{p['trims']} ({p['trim_ms_total']:,.0f} ms)"]
         header += ["model ms/frame", "freed pages handed back: calls (time)"]
-    v = run["verdict"]
+    v, a = run["verdict"], run["args"]
     per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
               + ([f"{per_1k[g]:,.0f}" if g in per_1k else "n/a"] if per_1k else [])
@@ -933,8 +933,11 @@ def soak(run: dict[str, Any] | None) -> str:
         growth.append(["the same processes (by pid)", v["fd_growth_same_processes"]])
         growth += [[f"kind: {k}", n] for k, n in v["fd_growth_by_kind"].items()]
     met = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v["targets_met"].items())
+    lead = (f"{a['minutes']:.0f} minutes: {a['cameras']} cameras at {a['fps']:g} fps, windows of "
+            f"{a['window_min']:g} minutes, {run['searches_started']} archive searches started, "
+            f"{run['searches_failed']} failed.\n")  # fmt: skip
     return "\n".join([
-        table(header, rows), table(slope_header, slopes), _soak_ray(v),
+        lead, table(header, rows), table(slope_header, slopes), _soak_ray(v),
         table(["open descriptors, growth after warm-up", "count"], growth),
         f"p99 of the last window over the first: {v['p99_last_over_first']}; errors: "
         f"{v['errors']}; targets met: {met}.\n",
