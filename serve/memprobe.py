@@ -12,6 +12,9 @@ seconds (default 120) to ``<folder>/<name>-<pid>.jsonl`` with:
 - with ``FACEWATCH_MEMPROBE_TRACE=1``: tracemalloc's Python heap total and the 12 file:line
   sites that grew most since the first sample (tracemalloc slows allocation: a diagnosis
   only);
+- resident anonymous memory by kind of mapping, from /proc (malloc's heap and arenas,
+  thread stacks, Python's object arenas, and memory mapped directly), with the largest
+  directly mapped blocks: growth that malloc's totals do not show is found there;
 - the number of object references this worker's Ray core worker holds (its owner
   reference table);
 - with ``FACEWATCH_MEMPROBE_TRIM=1``: RSS after ``malloc_trim(0)`` as well, which tells
@@ -79,6 +82,47 @@ def mallinfo() -> dict[str, int]:
             "mmap_kb": m.hblkhd // 1024, "arena_kb": m.arena // 1024}  # fmt: skip
 
 
+ARENA_ALIGN = 64 << 20  # glibc's extra malloc arenas live in 64 MiB-aligned heaps
+
+
+def map_kind(start: int, size_kb: int, name: str) -> str:
+    """What an anonymous mapping most likely is, by its name, size and alignment: malloc's
+    main heap (``[heap]``), an extra glibc arena (64 MiB-aligned), a thread's stack (8
+    MiB), a block of Python's object allocator (1 MiB), or "other" (mapped directly:
+    malloc's large blocks, numpy, torch, a library's own allocator)."""
+    if name:
+        return name  # [heap], [stack], [anon:...]
+    if start % ARENA_ALIGN == 0:
+        return "glibc arena"
+    return {8192: "thread stack", 1024: "python arenas"}.get(size_kb, "other")
+
+
+def anon_maps(pid: int | str = "self", largest: int = 6) -> dict[str, Any]:
+    """Resident anonymous memory from /proc/PID/smaps, by kind (``map_kind``), and the
+    largest "other" mappings ([start address, size KiB, resident KiB]): a step in RSS that
+    malloc's totals do not show is found here, by the mapping that appeared or grew."""
+    kinds: dict[str, int] = {}
+    other: list[list[Any]] = []
+    head: tuple[int, int, str] | None = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                parts = line.split()
+                lo, hi = (int(x, 16) for x in first.split("-"))
+                path = parts[5] if len(parts) > 5 else ""
+                head = None if path.startswith("/") else (lo, (hi - lo) // 1024, path)
+            elif first == "Anonymous:" and head is not None:
+                kb = int(line.split()[1])
+                kind = map_kind(*head)
+                kinds[kind] = kinds.get(kind, 0) + kb
+                if kind == "other" and kb:
+                    other.append([hex(head[0]), head[1], kb])
+    other.sort(key=lambda m: -m[2])
+    kinds = {k: kb for k, kb in kinds.items() if kb}
+    return {"anon_by_kind_kb": kinds, "anon_largest_other": other[:largest]}
+
+
 def jemalloc_stats() -> dict[str, int]:
     """jemalloc's totals in KiB where it is the allocator (empty otherwise): bytes the
     program holds (``allocated``), in pages it uses (``active``), resident (``resident``)
@@ -137,7 +181,7 @@ class Probe:
 
         out: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1)}
         out.update(rss_parts(), allocator=allocator(), **mallinfo(), **jemalloc_stats())
-        out.update(ray_refs=ray_refs(), gc_objects=len(gc.get_objects()))
+        out.update(ray_refs=ray_refs(), gc_objects=len(gc.get_objects()), **anon_maps())
         if self.trace:
             out.update(self._trace())
         for type_name in filter(None, os.environ.get(HOLDERS_ENV, "").split(",")):

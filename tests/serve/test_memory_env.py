@@ -90,3 +90,24 @@ def test_a_process_started_with_the_env_runs_on_jemalloc_and_hands_freed_memory_
     assert row["stats"]["je_allocated_kb"] < 100_000  # the blocks are freed ...
     assert row["kept"] > row["held"] - 50_000  # ... and kept for reuse (no decay) ...
     assert row["after"] < row["kept"] - 250_000  # ... until they are handed back
+
+
+@pytest.mark.timeout(30)
+def test_the_memory_map_shows_a_directly_mapped_block():
+    """serve.memprobe.anon_maps, in this process: a 64 MiB numpy array (glibc maps a block
+    that large directly, outside its heap and arenas) is the largest "other" mapping."""
+    import numpy as np
+
+    from serve.memprobe import anon_maps, map_kind
+
+    assert map_kind(64 << 20, 65536, "") == "glibc arena"
+    assert map_kind(0x7F0000001000, 1024, "") == "python arenas"
+    assert map_kind(0x7F0000001000, 4096, "[heap]") == "[heap]"
+    before = anon_maps()["anon_by_kind_kb"].get("other", 0)
+    block = np.ones((64 << 20) // 8)  # written: resident
+    maps = anon_maps()
+    largest = maps["anon_largest_other"][0]
+    assert largest[1] >= 65536 and largest[2] >= 65536, maps
+    assert maps["anon_by_kind_kb"]["other"] >= before + 65536
+    assert maps["anon_by_kind_kb"]["[heap]"] > 0, maps
+    del block
