@@ -89,7 +89,9 @@ def map_kind(start: int, size_kb: int, name: str) -> str:
     """What an anonymous mapping most likely is, by its name, size and alignment: malloc's
     main heap (``[heap]``), an extra glibc arena (64 MiB-aligned), a thread's stack (8
     MiB), a block of Python's object allocator (1 MiB), or "other" (mapped directly:
-    malloc's large blocks, numpy, torch, a library's own allocator)."""
+    malloc's large blocks, numpy, torch, a library's own allocator). A hint, not a proof:
+    the kernel merges neighbouring anonymous mappings of the same kind into one, so a
+    1 MiB block beside another reads as "other"; what grows is found by its address."""
     if name:
         return name  # [heap], [stack], [anon:...]
     if start % ARENA_ALIGN == 0:
