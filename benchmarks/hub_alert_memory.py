@@ -4,17 +4,19 @@ crop in the home's media, the review-book row), one alert at a time as the hub w
 
 Each setting runs in a fresh process of its own, with the hub's allocator settings
 (serve/memory_env.py's ``MEMORY_ENV``), on a new home:
-- ``flush every N``: the shipped recorder (``serve.alerts.FLUSH_EVERY``);
-- ``never flushed``: what the hub did before, milvus-lite's own rule (a flush at 128 MB of
-  buffered Arrow data).
-Per setting: RSS and its anonymous part, and glibc's memory in use, every 500 alerts; the
-slope in KiB per alert over the second half of the run (after the first flush and its
-one-off cost), and the longest flush.
+- ``flush every N``: the shipped recorder (``serve.alerts.FLUSH_EVERY``), with Arrow on
+  malloc as in the hub (``hub_process_env``: ``ARROW_DEFAULT_MEMORY_POOL=system``);
+- ``flush every N, Arrow on mimalloc``: the same with the Arrow pool of pyarrow's wheels,
+  as the hub ran before;
+- ``never flushed``: milvus-lite's own rule (a flush at 128 MB of buffered Arrow data).
+Per setting: RSS and its anonymous part, glibc's memory in use and Arrow's, every 500
+alerts; the slope in KiB per alert over the second half of the run (after the first flush
+and its one-off cost), the largest RSS, and the longest flush.
 
 The embeddings are random unit vectors and the crops random pixels: the store and the media
 do not look at them, and their sizes are the hub's (128 floats, a JPEG of a 160x160 crop).
 
-Run: ``.venv/bin/python benchmarks/hub_alert_memory.py [--alerts 4000]`` (about 3 minutes
+Run: ``.venv/bin/python benchmarks/hub_alert_memory.py [--alerts 16000]`` (about 3 minutes
 on 2 cores). Prints a table, writes benchmarks/results/hub_alert_memory.json.
 """
 
@@ -41,7 +43,7 @@ WHO = ("p_x", "X", "wl", "", "s_x", 0.97, 0.02, 0.95)
 
 
 def _sample(n: int) -> dict:
-    from serve.memprobe import mallinfo, rss_parts
+    from serve.memprobe import arrow_stats, mallinfo, rss_parts
 
     parts = rss_parts()
     return {
@@ -49,6 +51,7 @@ def _sample(n: int) -> dict:
         "rss_kb": parts["rss_kb"],
         "anon_kb": parts["anon_kb"],
         "malloc_in_use_kb": mallinfo()["in_use_kb"],
+        "arrow_kb": arrow_stats().get("arrow_allocated_kb", 0),
     }
 
 
@@ -99,10 +102,13 @@ def kib_per_alert(samples: list[dict], key: str) -> float:
     return round(float(np.polyfit(x, y, 1)[0]), 2)
 
 
-def run_setting(alerts: int, flush_every: int) -> dict:
-    from serve.memory_env import MEMORY_ENV
+def run_setting(alerts: int, flush_every: int, arrow_pool: str | None) -> dict:
+    from serve.memory_env import ARROW_POOL_ENV, MEMORY_ENV
 
     env = dict(os.environ, **{k: os.environ.get(k, v) for k, v in MEMORY_ENV.items()})
+    env.pop(ARROW_POOL_ENV, None)
+    if arrow_pool:
+        env[ARROW_POOL_ENV] = arrow_pool
     cmd = [sys.executable, __file__, "--child", str(alerts), str(flush_every)]
     res = json.loads(
         subprocess.run(
@@ -110,7 +116,9 @@ def run_setting(alerts: int, flush_every: int) -> dict:
         ).stdout.splitlines()[-1]
     )
     res["flush_every"] = None if flush_every == NEVER else flush_every
-    for key in ("rss_kb", "anon_kb", "malloc_in_use_kb"):
+    res["arrow_pool"] = arrow_pool or "mimalloc"
+    res["rss_max_kb"] = max(s["rss_kb"] for s in res["samples"])
+    for key in ("rss_kb", "anon_kb", "malloc_in_use_kb", "arrow_kb"):
         res[f"{key[:-3]}_kib_per_alert"] = kib_per_alert(res["samples"], key)
     return res
 
@@ -120,16 +128,22 @@ def main() -> int:
         print(json.dumps(child(int(sys.argv[2]), int(sys.argv[3]))))
         return 0
     from serve.alerts import FLUSH_EVERY
+    from serve.memory_env import hub_process_env
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--alerts", type=int, default=4000)
+    ap.add_argument("--alerts", type=int, default=16000)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    settings = {f"flush every {FLUSH_EVERY}": FLUSH_EVERY, "never flushed": NEVER}
+    hub_pool = hub_process_env({}).get("ARROW_DEFAULT_MEMORY_POOL")  # the hub's: "system"
+    settings = {
+        f"flush every {FLUSH_EVERY}": (FLUSH_EVERY, hub_pool),
+        f"flush every {FLUSH_EVERY}, Arrow on mimalloc": (FLUSH_EVERY, None),
+        "never flushed": (NEVER, hub_pool),
+    }
     runs = {}
-    for name, every in settings.items():
+    for name, (every, pool) in settings.items():
         print(f"{name}: {args.alerts} alerts ...", flush=True)
-        runs[name] = run_setting(args.alerts, every)
+        runs[name] = run_setting(args.alerts, every, pool)
     doc = {
         "benchmark": "hub_alert_memory",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -146,7 +160,8 @@ def main() -> int:
     for name, r in runs.items():
         print(
             f"{name}: RSS {r['rss_kib_per_alert']} KiB/alert, anonymous {r['anon_kib_per_alert']}, "
-            f"malloc in use {r['malloc_in_use_kib_per_alert']} (second half); "
+            f"malloc in use {r['malloc_in_use_kib_per_alert']}, Arrow {r['arrow_kib_per_alert']} "
+            f"(second half); largest RSS {r['rss_max_kb'] / 1024:,.0f} MiB; "
             f"{r['flushes']} flushes, longest {r['flush_ms_max']} ms"
         )
     print(f"wrote {args.out}")

@@ -26,6 +26,7 @@ from pipelines.live.cameras import load_cameras_file
 from serve.api import Api
 from serve.auth import TokenTable
 from serve.hub import HUB_DEPLOYMENT, LiveHub
+from serve.memory_env import hub_process_env
 from serve.placement import actor_wants, check_device, check_placement, check_store_for_cluster
 from serve.pool import POOL_DEPLOYMENT, FacePool, pool_options
 
@@ -101,7 +102,8 @@ def deployment_options(settings: Settings, gpus: bool, overrides: dict[str, dict
     home = {"resources": dict(settings.placement.home)} if settings.placement.home else {}
     ours = {
         POOL_DEPLOYMENT: pool_options(settings, gpus),
-        HUB_DEPLOYMENT: {"ray_actor_options": {**LIGHT, **home}},
+        # Arrow on malloc in the hub, where the embedded store lives (serve/memory_env.py)
+        HUB_DEPLOYMENT: {"ray_actor_options": {**LIGHT, **home, **hub_runtime_env()}},
         API_DEPLOYMENT: {"ray_actor_options": {**LIGHT, **home}},
     }
     merged = {}
@@ -110,6 +112,10 @@ def deployment_options(settings: Settings, gpus: bool, overrides: dict[str, dict
         actor = {**base.get("ray_actor_options", {}), **override.get("ray_actor_options", {})}
         merged[name] = {**base, **override, "ray_actor_options": actor}
     return merged
+
+
+def hub_runtime_env() -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": hub_process_env()}}
 
 
 def _check_placement(settings: Settings, options: dict[str, dict[str, Any]]) -> None:

@@ -51,6 +51,15 @@ against 847 ms for ``malloc_trim``. Only the replicas: preloaded into every Ray 
 without decay made the small Python processes keep more (the LiveHub grew 12.8%/h instead
 of 5.4%/h). ``FACEWATCH_JEMALLOC=0`` keeps glibc; an ``LD_PRELOAD`` of the user's is
 inherited instead; without the library the replicas run on glibc as above.
+
+Arrow's pool in the LiveHub. milvus-lite, the embedded store, runs inside the hub and keeps
+its rows, and answers every count, in Arrow buffers, which pyarrow's wheels allocate from
+mimalloc: 1 GiB arenas reserved, freed pages kept out of ``malloc_trim``'s reach. In the
+60-minute soak the hub's RSS rose in steps (5.5%/h) while malloc's memory in use stayed
+level, and a step showed as mimalloc's arena gaining resident pages. The hub starts with
+``ARROW_DEFAULT_MEMORY_POOL=system`` (``hub_process_env``, through its Ray runtime env): one
+process writing 16,000 alerts the hub's way reached 236 MiB at most against 349 MiB on
+mimalloc (benchmarks/hub_alert_memory.py).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ import functools
 import glob
 import os
 
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's own choice of pool, read at import
 MEMORY_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
 JEMALLOC_ENV = "FACEWATCH_JEMALLOC"  # "0": keep glibc's allocator
 # freed pages are kept for reuse (no decay) and handed back by release_freed_memory
@@ -100,6 +110,19 @@ def model_process_env(
     if path is None:
         return {}
     return {"LD_PRELOAD": path, "MALLOC_CONF": env.get("MALLOC_CONF") or JEMALLOC_CONF}
+
+
+def hub_process_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """What the LiveHub adds to its environment: Arrow allocating through malloc (Arrow's
+    "system" pool) instead of the mimalloc pool of pyarrow's wheels, unless the user named
+    a pool in ``ARROW_DEFAULT_MEMORY_POOL`` (that one is passed on). milvus-lite keeps the
+    embedded store's rows, and answers every count, in Arrow buffers inside the hub; mimalloc
+    reserves 1 GiB arenas and keeps the pages it freed out of ``malloc_trim``'s reach, so
+    the hub's RSS rose in steps (benchmarks/hub_alert_memory.py measures both pools). Arrow
+    reads the variable once, at its first allocation, so it is set when the process starts
+    (``pyarrow.set_memory_pool`` later leaves Arrow's C++ internals on mimalloc)."""
+    env = os.environ if environ is None else environ
+    return {ARROW_POOL_ENV: env.get(ARROW_POOL_ENV) or "system"}
 
 
 @functools.cache

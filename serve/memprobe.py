@@ -15,6 +15,7 @@ seconds (default 120) to ``<folder>/<name>-<pid>.jsonl`` with:
 - resident anonymous memory by kind of mapping, from /proc (malloc's heap and arenas,
   thread stacks, Python's object arenas, and memory mapped directly), with the largest
   directly mapped blocks: growth that malloc's totals do not show is found there;
+- Arrow's memory pool where pyarrow is imported: its backend and what it allocated;
 - the number of object references this worker's Ray core worker holds (its owner
   reference table);
 - with ``FACEWATCH_MEMPROBE_TRIM=1``: RSS after ``malloc_trim(0)`` as well, which tells
@@ -30,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -142,6 +144,24 @@ def jemalloc_stats() -> dict[str, int]:
     return out
 
 
+def arrow_stats() -> dict[str, Any]:
+    """Arrow's default memory pool where pyarrow is already imported (empty otherwise): its
+    backend (mimalloc in pyarrow's wheels reserves 1 GiB arenas), bytes allocated now, the
+    peak, all bytes ever allocated and the number of allocations: whether Arrow is used in
+    this process at all, and how much."""
+    pa = sys.modules.get("pyarrow")
+    if pa is None:
+        return {}
+    pool = pa.default_memory_pool()
+    return {
+        "arrow_pool": pool.backend_name,
+        "arrow_allocated_kb": pool.bytes_allocated() // 1024,
+        "arrow_max_kb": pool.max_memory() // 1024,
+        "arrow_total_kb": pool.total_bytes_allocated() // 1024,
+        "arrow_allocations": pool.num_allocations(),
+    }
+
+
 def holders(type_name: str) -> dict:
     """How many live objects of ``type_name`` there are, how many survive a full
     collection (not garbage in cycles waiting for the collector), and what the newest
@@ -183,6 +203,7 @@ class Probe:
 
         out: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1)}
         out.update(rss_parts(), allocator=allocator(), **mallinfo(), **jemalloc_stats())
+        out.update(arrow_stats())
         out.update(ray_refs=ray_refs(), gc_objects=len(gc.get_objects()), **anon_maps())
         if self.trace:
             out.update(self._trace())

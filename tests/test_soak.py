@@ -75,7 +75,8 @@ def test_two_minutes_of_four_cameras_and_searches_leak_nothing_and_fail_nothing(
 
 
 def check_replica_memory(probe: Path) -> None:
-    """The LiveHub keeps no log records (the pymilvus/Serve handler leak). The FacePool
+    """The LiveHub keeps no log records (the pymilvus/Serve handler leak), and its Arrow
+    buffers (milvus-lite's) come from malloc. The FacePool
     replicas run on the allocator serve/memory_env.py chose: jemalloc where libjemalloc2 is
     installed (the Makefile installs it), which Ray's workers inherit from the process that
     starts Ray. Their freed memory is not checked here: glibc counts pages that
@@ -88,6 +89,8 @@ def check_replica_memory(probe: Path) -> None:
     pools = {name: row for name, row in last.items() if name.startswith("FacePool-") and row}
     assert hubs and pools, sorted(last)
     assert hubs[0]["holders_LogRecord"]["after_gc"] < 100, hubs[0]  # ~2,000 with the leak
+    # the embedded store's Arrow buffers on malloc, not mimalloc (serve/memory_env.py)
+    assert hubs[0]["arrow_pool"] == "system", hubs[0]
     for name, row in pools.items():
         assert row["allocator"] == expected, (name, row)
         keys = (

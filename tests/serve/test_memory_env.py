@@ -17,6 +17,7 @@ from serve.memory_env import (
     JEMALLOC_CONF,
     MEMORY_ENV,
     apply_memory_env,
+    hub_process_env,
     jemalloc_library,
     model_process_env,
 )
@@ -52,6 +53,43 @@ def test_jemalloc_is_left_out_when_asked_or_when_something_else_is_preloaded():
     assert (
         model_process_env({"MALLOC_CONF": "narenas:4"}, library=LIB)["MALLOC_CONF"] == "narenas:4"
     )
+
+
+ARROW = """
+import json, pyarrow as pa
+from serve.memprobe import anon_maps, arrow_stats
+table = pa.table({"x": list(range(100_000))})  # Arrow allocates from its default pool
+big = [m for m in anon_maps()["anon_largest_other"] if m[1] >= 1 << 20]  # 1 GiB and more
+print(json.dumps({**arrow_stats(), "gib_mappings": len(big)}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_hub_allocates_arrow_buffers_through_malloc_unless_the_user_chose_a_pool():
+    """The LiveHub's runtime env (serve/app.py) sets Arrow's pool to malloc: the embedded
+    store's buffers then go where ``malloc_trim`` reaches, and no 1 GiB mimalloc arena is
+    reserved. A process started without it uses pyarrow's mimalloc (what the hub did)."""
+    from pipelines.config import Settings
+    from serve.app import deployment_options
+
+    assert hub_process_env({}) == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+    # the user's choice is passed on (the hub may run on a node started elsewhere)
+    assert hub_process_env({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}) == {
+        "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"
+    }
+    hub = deployment_options(Settings(), False, {})["LiveHub"]["ray_actor_options"]
+    assert hub["runtime_env"]["env_vars"] == hub_process_env()
+    import json
+
+    rows = {}
+    for name, extra in (("hub", hub_process_env({})), ("default", {})):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        out = subprocess.run([sys.executable, "-c", ARROW], cwd=ROOT, env={**env, **extra},
+                             capture_output=True, text=True, timeout=50, check=True)  # fmt: skip
+        rows[name] = json.loads(out.stdout)
+    assert rows["hub"]["arrow_pool"] == "system" and rows["hub"]["arrow_allocated_kb"] > 300
+    assert rows["hub"]["gib_mappings"] == 0, rows
+    assert rows["default"]["arrow_pool"] == "mimalloc" and rows["default"]["gib_mappings"] == 1
 
 
 PROBE = """
