@@ -82,14 +82,15 @@ def enrol(home: Path) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
 
 
-def start_server(home: Path, port: int, cams: list[str]):
+def start_server(home: Path, port: int, cams: list[str], alert_window_s: float = 0.0):
     from serve.app import BuildArgs
     from serve.auth import hash_token
     from serve.local import ServeFile, start_local
 
     tokens = [{"name": n, "role": r, "sha256": hash_token(t)} for n, (r, t) in TOKENS.items()]
     tokens[0]["cameras"] = cams  # bench-cam pushes for every streaming camera
-    settings = {"home": str(home), "live": {"alert_window_s": 0.0}, "api": {"tokens": tokens}}
+    live = {"alert_window_s": alert_window_s}
+    settings = {"home": str(home), "live": live, "api": {"tokens": tokens}}
     sf = ServeFile("127.0.0.1", port, "facewatch", "/", BuildArgs(settings=settings), {})
     return start_local(sf)
 

@@ -11,7 +11,12 @@ window (5 minutes by default):
   and per process (a leak in one process is told apart from Ray starting more workers);
 - frames sent, dropped, and p99 frame-to-result latency;
 - errors: answers other than analysed/dropped/skipped (an "error", an HTTP status), and
-  archive searches that failed.
+  archive searches that failed;
+- live alerts in the store (the hub's /v1/stats). The server runs with the shipped
+  ``live.alert_window_s`` (``--alert-window-s``): at most one alert per person per camera
+  in that window. With 0 every track of the watch-listed face alerts (thousands an hour
+  from the looping clip), and on milvus-lite each alert is a row the embedded store keeps
+  inside the LiveHub: its RSS then grows with the data (benchmarks/hub_alert_memory.py).
 
 Between windows, every process group's RSS is also read every ``--sample-s`` seconds (30 by
 default): the slopes are fitted to these samples, since one value a window moves by a few MB
@@ -48,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_live as bl  # noqa: E402 - the live benchmark's server, cameras and search
 from procs import group_of, server_processes  # noqa: E402 - the server's processes
 
+from pipelines.config import LiveConfig  # noqa: E402 - the shipped alert window
 from serve.memprobe import rss_parts  # noqa: E402 - VmRSS and its parts, from /proc
 
 OUT = bl.ROOT / "benchmarks" / "results" / "soak_live.json"
@@ -154,6 +160,14 @@ def series(run: dict, g: str, after: list[dict]) -> tuple[list[float], list[floa
     return [r["t_s"] for r in after], [r["processes"][g]["rss_kb"] for r in after]
 
 
+def second_half(t_s: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+    """The samples of the second half of the time after warm-up: a process still settling
+    shows a smaller slope there than over the whole, one that leaks the same slope."""
+    mid = (t_s[0] + t_s[-1]) / 2 if t_s else 0.0
+    keep = [i for i, t in enumerate(t_s) if t >= mid]
+    return [t_s[i] for i in keep], [values[i] for i in keep]
+
+
 class Searches:
     """An archive search started every ``every_s`` (never two at once); failures counted."""
 
@@ -199,6 +213,15 @@ async def window(base, cams, frames, fps, seconds, searches: Searches, rss: RssS
     return ph
 
 
+def alerts_stored(base: str) -> int | None:
+    """Live alerts in the store now (the hub's /v1/stats), or None if it did not answer."""
+    try:
+        r = httpx.get(f"{base}/v1/stats", headers=bl.bearer("bench-op"), timeout=60)
+        return int(r.json()["stored"]["live_matches"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
 def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> dict:
     window_s = args.window_min * 60
     n = max(1, round(args.minutes / args.window_min))
@@ -216,7 +239,7 @@ def soak(args, base: str, cams: list[str], frames: list[bytes], work: Path) -> d
                          "frames_sent": s["frames_sent"], "drop_rate": s["drop_rate"],
                          "p99_ms": s["frame_to_result_ms"]["p99"], "errors": errors,
                          "statuses": dict(ph.status), "pool": pool,
-                         "searches_started": searches.started,
+                         "searches_started": searches.started, "alerts_stored": alerts_stored(base),
                          **dict(zip(("processes", "pid_fds"), sample(), strict=True))})  # fmt: skip
             print(_line(rows[-1]), flush=True)
     finally:
@@ -303,6 +326,12 @@ def own_and_ray(run: dict, after: list[dict], steady: list[str]) -> dict:
     }  # fmt: skip
 
 
+def _grew(after: list[dict], key: str) -> int | None:
+    """How much a per-window count grew after warm-up (None where a window lacks it)."""
+    first, last = after[0].get(key), after[-1].get(key)
+    return last - first if first is not None and last is not None else None
+
+
 def verdict(run: dict) -> dict:
     """Slopes and growth after the first window (warm-up), and the targets met or not."""
     rows = run["windows"]
@@ -312,16 +341,19 @@ def verdict(run: dict) -> dict:
     # and go with the search (their descriptors are not a leak of the server's)
     steady = [g for g in groups if all(g in r["processes"] for r in after)]
     slopes = {g: slope_pct_per_hour(*series(run, g, after)) for g in steady}
+    late = {g: slope_pct_per_hour(*second_half(*series(run, g, after))) for g in steady}
     fds = [sum(r["processes"][g]["fds"] for g in steady) for r in after]
     p99s = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
     errors = sum(r["errors"] for r in rows) + run["searches_failed"]
     out = {
         "rss_slope_pct_per_hour": slopes,
+        "rss_slope_pct_per_hour_second_half": late,
         **growth_per_frame(rows, after, steady),
         "fd_growth_after_warmup": fds[-1] - fds[0],
         **fd_detail(after[0], after[-1], steady),
         **own_and_ray(run, after, steady),
         "rss_samples_after_warmup": len(series(run, "driver", after)[0]),
+        "alerts_stored_after_warmup": _grew(after, "alerts_stored"),
         "p99_last_over_first": round(p99s[-1] / p99s[0], 2) if len(p99s) > 1 else None,
         "errors": errors,
     }
@@ -346,6 +378,12 @@ def main() -> int:
     ap.add_argument("--window-min", type=float, default=None, help="default: min(5, minutes/4)")
     ap.add_argument("--search-every-min", type=float, default=None, help="default: a window")
     ap.add_argument("--sample-s", type=float, default=30.0, help="RSS read between windows")
+    ap.add_argument(
+        "--alert-window-s", type=float, default=LiveConfig().alert_window_s,
+        help="the server's live.alert_window_s (default: the shipped default; 0: every track "
+        "of the watch-listed face alerts, thousands an hour, each a row the embedded store "
+        "keeps in the LiveHub's memory)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     args.window_min = args.window_min or min(5.0, args.minutes / 4)
@@ -359,7 +397,7 @@ def main() -> int:
     bl.enrol(work / "live-home")
     frames = video_jpegs(bl.CLIP, every=6)
     port, cams = free_port(), [f"cam{i + 1}" for i in range(args.cameras)]
-    bl.start_server(work / "live-home", port, cams)
+    bl.start_server(work / "live-home", port, cams, args.alert_window_s)
     base = f"http://127.0.0.1:{port}"
     try:
         for c in cams:

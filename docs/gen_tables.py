@@ -921,12 +921,18 @@ def soak(run: dict[str, Any] | None) -> str:
         header += ["model ms/frame", "freed pages handed back: calls (time)"]
     v, a = run["verdict"], run["args"]
     per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
+    late = v.get("rss_slope_pct_per_hour_second_half")  # results written since it is given
+    ranges = _soak_ranges(run)
     slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
+              + ([_pct_or_na(late.get(g))] if late else [])
+              + ([ranges.get(g, "n/a")] if ranges else [])
               + ([f"{per_1k[g]:,.0f}" if g in per_1k else "n/a"] if per_1k else [])
               for g, x in sorted(v["rss_slope_pct_per_hour"].items())]  # fmt: skip
     n = v.get("rss_samples_after_warmup")  # results written after the samples between windows
     slope_header = ["process group", f"RSS slope per hour after warm-up ({n} samples)" if n
                     else "RSS slope per hour after warm-up"]  # fmt: skip
+    slope_header += ["the same, second half of that time"] if late else []
+    slope_header += ["RSS MiB after warm-up, lowest-highest"] if ranges else []
     slope_header += ["KiB per 1,000 analysed frames"] if per_1k else []
     growth = [["all long-lived processes", v["fd_growth_after_warmup"]]]
     if "fd_growth_same_processes" in v:
@@ -935,13 +941,42 @@ def soak(run: dict[str, Any] | None) -> str:
     met = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v["targets_met"].items())
     lead = (f"{a['minutes']:.0f} minutes: {a['cameras']} cameras at {a['fps']:g} fps, windows of "
             f"{a['window_min']:g} minutes, {run['searches_started']} archive searches started, "
-            f"{run['searches_failed']} failed.\n")  # fmt: skip
+            f"{run['searches_failed']} failed.")  # fmt: skip
+    lead += _soak_alerts(run) + "\n"
     return "\n".join([
         lead, table(header, rows), table(slope_header, slopes), _soak_ray(v),
         table(["open descriptors, growth after warm-up", "count"], growth),
         f"p99 of the last window over the first: {v['p99_last_over_first']}; errors: "
         f"{v['errors']}; targets met: {met}.\n",
     ])  # fmt: skip
+
+
+def _soak_ranges(run: dict[str, Any]) -> dict[str, str]:
+    """Each group's lowest and highest RSS sample after the first window (warm-up): a
+    process whose RSS rises and falls (the FacePool's jemalloc keeps freed pages and hands
+    them back) shows its swing here, which a slope over part of the run does not."""
+    start = run["windows"][0]["t_s"]
+    samples = [r["rss_kb"] for r in run.get("rss_samples", []) if r["t_s"] >= start]
+    out = {}
+    for g in {g for r in samples for g in r}:
+        kb = [r[g] for r in samples if g in r]
+        out[g] = f"{min(kb) / 1024:,.0f}-{max(kb) / 1024:,.0f}"
+    return out
+
+
+def _pct_or_na(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}%"
+
+
+def _soak_alerts(run: dict[str, Any]) -> str:
+    """The live alert window the soak ran with and the alerts stored (results written since
+    the soak records them)."""
+    window = run["args"].get("alert_window_s")
+    if window is None:
+        return " Alert window 0 s: every track of the watch-listed face alerted."
+    stored = run["windows"][-1].get("alerts_stored")
+    n = f"; {stored:,} live alerts stored" if stored is not None else ""
+    return f" Alert window {window:g} s (`live.alert_window_s`){n}."
 
 
 def _soak_ray(v: dict[str, Any]) -> str:
@@ -985,27 +1020,35 @@ def ray_per_search(run: dict[str, Any]) -> str:
 
 def hub_alert_memory(run: dict[str, Any]) -> str:
     """benchmarks/hub_alert_memory.py: the hub's memory per alert stored in milvus-lite,
-    flushed every N alerts against never flushed."""
+    flushed every N alerts against never flushed, with Arrow on malloc or on mimalloc."""
     runs = run["runs"]
     header = ["alerts stored", *(f"RSS MiB, {name}" for name in runs)]
     first = next(iter(runs.values()))["samples"]
+    step = max(1, (len(first) - 1) // 8)  # about 8 rows, the last always
     rows = [
         [f"{s['alerts']:,}", *(f"{r['samples'][i]['rss_kb'] / 1024:,.0f}" for r in runs.values())]
         for i, s in enumerate(first)
+        if i % step == 0 or i == len(first) - 1
     ]
     per = [
         [name, f"{r['rss_kib_per_alert']:.1f}", f"{r['malloc_in_use_kib_per_alert']:.1f}",
+         _opt(r.get("arrow_kib_per_alert"), ".1f"), _opt(r.get("rss_max_kb", 0) / 1024, ",.0f"),
          r["flushes"], f"{r['flush_ms_max']:,.0f}"]
         for name, r in runs.items()
     ]  # fmt: skip
-    per_header = ["setting", "RSS KiB per alert", "malloc in use KiB per alert", "flushes"]
-    per_header += ["longest flush ms"]
+    per_header = ["setting", "RSS KiB per alert", "malloc in use KiB per alert"]
+    per_header += ["Arrow KiB per alert", "largest RSS MiB", "flushes", "longest flush ms"]
     return (
         table(header, rows)
         + "\n"
         + table(per_header, per)
         + f"\nPer alert: the slope over the second half of {run['alerts']:,} alerts.\n"
     )
+
+
+def _opt(value: float | None, spec: str) -> str:
+    """A number in ``spec``, or a dash where a result written before lacks it."""
+    return format(value, spec) if value else "-"
 
 
 def load(results: Path, name: str) -> dict[str, Any]:
