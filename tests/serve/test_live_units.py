@@ -579,8 +579,11 @@ def test_the_builder_binds_the_three_deployments_without_ray(tmp_path):
     assert (api.num_replicas, hub.num_replicas, pool.num_replicas) == (1, 1, 2)
     # the stateful deployments on the home node (placement.home), as `serve deploy` places them
     home = {"num_cpus": 0.1, "resources": {"facewatch_home": 0.01}}
-    assert api.ray_actor_options == hub.ray_actor_options == home
-    from serve.memory_env import model_process_env
+    from serve.memory_env import hub_process_env, model_process_env
+
+    assert api.ray_actor_options == home
+    # the hub, where the embedded store lives, runs Arrow on malloc (serve/memory_env.py)
+    assert hub.ray_actor_options == home | {"runtime_env": {"env_vars": hub_process_env()}}
 
     preload = model_process_env()  # jemalloc where installed (serve/memory_env.py)
     assert pool.ray_actor_options == {  # pool.* defaults, placed on pool nodes
