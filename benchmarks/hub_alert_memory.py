@@ -128,13 +128,13 @@ def main() -> int:
         print(json.dumps(child(int(sys.argv[2]), int(sys.argv[3]))))
         return 0
     from serve.alerts import FLUSH_EVERY
-    from serve.memory_env import hub_process_env
+    from serve.memory_env import ARROW_POOL_ENV, hub_process_env
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--alerts", type=int, default=16000)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    hub_pool = hub_process_env({}).get("ARROW_DEFAULT_MEMORY_POOL")  # the hub's: "system"
+    hub_pool = hub_process_env({})[ARROW_POOL_ENV]  # the hub's: "system"
     settings = {
         f"flush every {FLUSH_EVERY}": (FLUSH_EVERY, hub_pool),
         f"flush every {FLUSH_EVERY}, Arrow on mimalloc": (FLUSH_EVERY, None),

@@ -923,7 +923,7 @@ def soak(run: dict[str, Any] | None) -> str:
     per_1k = v.get("rss_kb_per_1k_analysed_frames", {})  # results written after issue 16
     late = v.get("rss_slope_pct_per_hour_second_half")  # results written since it is given
     ranges = _soak_ranges(run)
-    slopes = [[f"`{g}`", "n/a" if x is None else f"{x:.2f}%"]
+    slopes = [[f"`{g}`", _pct_or_na(x)]
               + ([_pct_or_na(late.get(g))] if late else [])
               + ([ranges.get(g, "n/a")] if ranges else [])
               + ([f"{per_1k[g]:,.0f}" if g in per_1k else "n/a"] if per_1k else [])

@@ -69,7 +69,7 @@ import functools
 import glob
 import os
 
-ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's own choice of pool, read at import
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's pool, read at its first allocation
 MEMORY_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
 JEMALLOC_ENV = "FACEWATCH_JEMALLOC"  # "0": keep glibc's allocator
 # freed pages are kept for reuse (no decay) and handed back by release_freed_memory
