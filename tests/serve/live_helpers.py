@@ -8,6 +8,7 @@ import io
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -119,10 +120,12 @@ class StreamServer:
     """A live stream: MPEG-TS over HTTP at the video's own bitrate, looping, until stopped.
 
     ``connections`` is set each time a client connects; ``stop`` closes the listening
-    socket and every open response (the camera sees its stream die)."""
+    socket and every open response (the camera sees its stream die) and holds the port
+    until ``start`` (``HeldPort``); ``close`` when done."""
 
     def __init__(self, ts: bytes, duration_s: float, port: int):
         self.ts, self.port = ts, port
+        self.held = HeldPort(port)
         self.rate = len(ts) / duration_s  # bytes per second
         self.connections = threading.Event()
         self.server: ThreadingHTTPServer | None = None
@@ -141,6 +144,7 @@ class StreamServer:
                 outer._play(self.wfile)
 
         self._alive.set()
+        self.held.release()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -168,6 +172,11 @@ class StreamServer:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        self.held.hold()
+
+    def close(self) -> None:
+        self.stop()
+        self.held.release()
 
 
 class WebhookReceiver:
@@ -271,19 +280,44 @@ def restore_env(saved: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
+class HeldPort:
+    """A port kept while its server is down: a bound socket that does not listen holds it,
+    so connections are refused, as from a stopped server, and no process started meanwhile
+    (a Ray worker binding a free port) can be given it. Without the hold, a webhook
+    receiver's freed port once went to a Ray process that answered 405."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock: socket.socket | None = None
+
+    def hold(self) -> None:
+        if self.sock is None:
+            sock = socket.socket()
+            # the closed server's connections may be in TIME_WAIT on this port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self.port))
+            self.sock = sock
+
+    def release(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class OutageReceiver:
     """A webhook receiver that can be down for a while: ``down`` closes its listening socket
-    (senders get connection refused), ``up`` listens again on the same port. It records
-    every delivery it answers, and processes each idempotency key once, in arrival order."""
+    and holds the port (senders get connection refused), ``up`` listens again on the same
+    port. It records every delivery it answers, and processes each idempotency key once, in
+    arrival order. ``close`` when done."""
 
     def __init__(self):
         self.deliveries: list[dict] = []
         self.processed: dict[str, dict] = {}  # key -> event, in the order first seen
         self._lock = threading.Lock()
-        self.port = 0
         self.server: ThreadingHTTPServer | None = None
+        self.held = HeldPort(0)
         self.up()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"http://127.0.0.1:{self.held.port}/hook"
 
     def _handler(self):
         outer = self
@@ -302,8 +336,9 @@ class OutageReceiver:
         return Handler
 
     def up(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.port = self.server.server_address[1]
+        self.held.release()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.held.port), self._handler())
+        self.held.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def down(self) -> None:
@@ -311,6 +346,11 @@ class OutageReceiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        self.held.hold()
+
+    def close(self) -> None:
+        self.down()
+        self.held.release()
 
     def keys_by_camera(self) -> dict[str, list[str]]:
         with self._lock:

@@ -411,7 +411,7 @@ def test_reconnect_after_the_stream_is_stopped_and_restarted(server, data):
     finally:
         c.delete("/v1/cameras/street")
         c.close()
-        stream.stop()
+        stream.close()
 
 
 # -- security -------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_deliveries_survive_an_outage_and_a_restart_once_per_key_in_order(tmp_pa
         rx.up()
         after = asyncio.run(second_server())
     finally:
-        rx.down()
+        rx.close()
     assert after["delivered"] == 10 and after["outbox"] == {"delivered": 10}
     assert rx.keys_by_camera() == keys  # every alert, once per key, in order per camera
     assert len(rx.deliveries) == 10  # nothing was sent twice

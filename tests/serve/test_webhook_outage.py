@@ -5,7 +5,8 @@ once per idempotency key, in order per camera.
 Real parts: local Ray Serve on 127.0.0.1 with the facewatch app (MTCNN + dlib-resnet in the
 FacePool, milvus-lite and the catalog in tmp_path), real frames of the Hamilton clip pushed
 to two cameras over HTTP, and a real HTTP receiver on 127.0.0.1 that is down (its port
-closed: connection refused) and later listens again. The restart is the one `facewatch
+held by a socket that does not listen: connection refused, and no process Ray starts
+meanwhile can be given the port) and later listens again. The restart is the one `facewatch
 serve` does (serve.local.stop_local, then start_local over the same home): Serve, Ray and
 every replica go, the new hub finds the pending deliveries in the home's outbox.
 
@@ -157,7 +158,7 @@ def test_every_alert_is_delivered_after_an_outage_and_a_restart_in_order_once(da
             "the outbox to record every delivery",
         )
     finally:
-        receiver.down()
+        receiver.close()
         server.stop()
         for k, v in saved.items():
             if v is None:
