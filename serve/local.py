@@ -137,10 +137,43 @@ def read_serve_file(path: Path | None) -> ServeFile:
     return ServeFile(http.host, http.port, app.name, app.route_prefix or "/", args, overrides)
 
 
+RAY_WORKER_PORTS = (10002, 19999)  # ray start's default --min/--max-worker-port
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port free now, for a server that binds it a little later (tests, benchmarks).
+
+    Picked between Ray's worker ports and the kernel's ephemeral range, where no port is
+    handed out to a process that binds port 0 or connects out: Ray starts dozens of such
+    processes, and one of them could otherwise be given the port in between. A kernel-chosen
+    port where that gap is empty; never the same port twice in one process."""
+    low, high = RAY_WORKER_PORTS[1] + 1, _ephemeral_low() - 1
+    rng = secrets.SystemRandom()
+    for _ in range(64 if high - low >= 1000 else 0):
+        port = rng.randint(low, high)
+        if port not in _HANDED_OUT and _bindable(host, port):
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux, or unreadable: no gap known
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 # Ray replaces 127.0.0.1 (even when given as the node address) with the machine's outward
@@ -237,6 +270,20 @@ def hide_serve_routes(environ: dict[str, str] | None = None) -> None:
         )
 
 
+PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_S = "30"
+
+
+def patient_proxy_start(environ: dict[str, str] | None = None) -> None:
+    """Serve gives its new HTTP proxy three readiness checks of 5 s, then kills it, and
+    ``serve.start`` fails. On a busy 2-core machine the proxy's worker can take longer
+    than that to start (it imports Serve and its web stack), so facewatch allows 30 s a
+    check. Serve's controller, a Ray worker, reads the variable when it starts: set before
+    Ray starts. A value the user set is kept."""
+    env = os.environ if environ is None else environ
+    env.setdefault(PROXY_READY_ENV, PROXY_READY_S)
+
+
 def start_local(
     serve_file: ServeFile,
     host: str | None = None,
@@ -255,6 +302,7 @@ def start_local(
     how = ray_token_auth(settings.resolved_home())
     logger.info("Ray token auth: %s", how)
     hide_serve_routes()
+    patient_proxy_start()
     start_ray_local(ray_cpus(settings), local_resources(settings, serve_file.overrides))
     if after_ray is not None:
         after_ray()

@@ -557,6 +557,37 @@ def test_ray_token_auth_respects_an_explicit_choice(tmp_path, env, expect):
     assert env == expect and not (tmp_path / "ray").exists()
 
 
+def test_free_port_is_outside_the_ports_the_kernel_and_ray_hand_out(tmp_path, monkeypatch):
+    import socket
+
+    from serve import local
+
+    low = local._ephemeral_low()
+    ports = [local.free_port() for _ in range(20)]
+    assert len(set(ports)) == 20  # never the same one twice
+    if low - local.RAY_WORKER_PORTS[1] > 1000:  # Linux's default range: 32768-60999
+        assert all(local.RAY_WORKER_PORTS[1] < p < low for p in ports), (ports, low)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))  # free indeed
+    no_range = tmp_path / "range"
+    no_range.write_text("1024 65000\n")
+    assert local._ephemeral_low(str(no_range)) == 1024  # no gap: the kernel picks
+    assert local._ephemeral_low(str(tmp_path / "missing")) == 0
+    monkeypatch.setattr(local, "_ephemeral_low", lambda: 1024)
+    assert local.free_port() >= 1024  # no gap: a port the kernel chose
+
+
+def test_serve_proxy_gets_time_to_start_on_a_busy_machine_unless_the_user_chose():
+    from serve.local import PROXY_READY_ENV, patient_proxy_start
+
+    env: dict[str, str] = {}
+    patient_proxy_start(env)
+    assert float(env[PROXY_READY_ENV]) >= 30  # Serve's own: 5 s a check, 3 checks
+    env = {PROXY_READY_ENV: "7"}
+    patient_proxy_start(env)
+    assert env == {PROXY_READY_ENV: "7"}
+
+
 def bound_chain(app) -> list:
     """Api -> LiveHub -> FacePool as bound: each deployment's name, replicas, actor options
     and init args. Ray Serve has no public reader of a built app; ``_bound_deployment`` is
