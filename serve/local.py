@@ -148,7 +148,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     handed out to a process that binds port 0 or connects out: Ray starts dozens of such
     processes, and one of them could otherwise be given the port in between. A kernel-chosen
     port where that gap is empty; never the same port twice in one process."""
-    low, high = RAY_WORKER_PORTS[1] + 1, _ephemeral_low() - 1
+    low, high = RAY_WORKER_PORTS[1] + 1, ephemeral_port_low() - 1
     rng = secrets.SystemRandom()
     for _ in range(64 if high - low >= 1000 else 0):
         port = rng.randint(low, high)
@@ -160,7 +160,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return s.getsockname()[1]
 
 
-def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+def ephemeral_port_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
     try:
         return int(Path(path).read_text().split()[0])
     except (OSError, ValueError, IndexError):

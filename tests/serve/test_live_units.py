@@ -562,7 +562,7 @@ def test_free_port_is_outside_the_ports_the_kernel_and_ray_hand_out(tmp_path, mo
 
     from serve import local
 
-    low = local._ephemeral_low()
+    low = local.ephemeral_port_low()
     ports = [local.free_port() for _ in range(20)]
     assert len(set(ports)) == 20  # never the same one twice
     if low - local.RAY_WORKER_PORTS[1] > 1000:  # Linux's default range: 32768-60999
@@ -571,9 +571,9 @@ def test_free_port_is_outside_the_ports_the_kernel_and_ray_hand_out(tmp_path, mo
         s.bind(("127.0.0.1", ports[0]))  # free indeed
     no_range = tmp_path / "range"
     no_range.write_text("1024 65000\n")
-    assert local._ephemeral_low(str(no_range)) == 1024  # no gap: the kernel picks
-    assert local._ephemeral_low(str(tmp_path / "missing")) == 0
-    monkeypatch.setattr(local, "_ephemeral_low", lambda: 1024)
+    assert local.ephemeral_port_low(str(no_range)) == 1024  # no gap: the kernel picks
+    assert local.ephemeral_port_low(str(tmp_path / "missing")) == 0
+    monkeypatch.setattr(local, "ephemeral_port_low", lambda: 1024)
     assert local.free_port() >= 1024  # no gap: a port the kernel chose
 
 
