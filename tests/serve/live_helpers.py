@@ -284,7 +284,8 @@ class HeldPort:
     """A port kept while its server is down: a bound socket that does not listen holds it,
     so connections are refused, as from a stopped server, and no process started meanwhile
     (a Ray worker binding a free port) can be given it. Without the hold, a webhook
-    receiver's freed port once went to a Ray process that answered 405."""
+    receiver's freed port was once taken, while Ray started, by a process that answered
+    405."""
 
     def __init__(self, port: int):
         self.port = port
