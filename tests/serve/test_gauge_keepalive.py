@@ -7,7 +7,6 @@ set once as the control that shows the agent really forgets."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
@@ -16,14 +15,9 @@ import ray
 from ray.util.metrics import Gauge
 
 from serve import metrics
+from serve.local import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _series(port: int, name: str) -> list[str]:
@@ -44,7 +38,7 @@ def _wait_for(port: int, name: str, timeout: float = 30.0) -> list[str]:
 def test_a_gauge_set_once_stays_exported(monkeypatch):
     monkeypatch.setattr(metrics, "KEEPALIVE_S", 0.5)
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")  # every Ray process reads it
-    port = _free_port()
+    port = free_port()  # not one Ray's processes may be given meanwhile
     ray.init(
         address="local",
         _node_ip_address="127.0.0.1",
