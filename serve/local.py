@@ -149,15 +149,20 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     processes, and one of them could otherwise be given the port in between. A kernel-chosen
     port where that gap is empty; never the same port twice in one process."""
     low, high = RAY_WORKER_PORTS[1] + 1, ephemeral_port_low() - 1
+    tries = 64 if high - low >= 1000 else 0  # a gap too narrow is not tried
     rng = secrets.SystemRandom()
-    for _ in range(64 if high - low >= 1000 else 0):
+    for _ in range(tries):
         port = rng.randint(low, high)
         if port not in _HANDED_OUT and _bindable(host, port):
-            _HANDED_OUT.add(port)
-            return port
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+            break
+    else:  # none found: a port the kernel chooses
+        port = 0
+        while port == 0 or port in _HANDED_OUT:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+    _HANDED_OUT.add(port)
+    return port
 
 
 def ephemeral_port_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
